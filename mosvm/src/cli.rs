@@ -1,0 +1,83 @@
+//! Command-line interface.
+
+use std::ffi::OsString;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "mosvm", version, about = "Run jobs in KVM micro-VMs and move them between hosts")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a static x86-64 Linux program in a fresh micro-VM.
+    Run(RunArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Guest memory, like 512M or 2G (a plain number means MiB).
+    #[arg(long, default_value = "256M", value_parser = parse_size)]
+    pub mem: u64,
+    /// Set an environment variable for the job (repeatable).
+    #[arg(long = "env", value_name = "K=V", value_parser = parse_env)]
+    pub env: Vec<(OsString, OsString)>,
+    /// The program (a static x86-64 ELF).
+    #[arg(required = true)]
+    pub program: OsString,
+    /// Arguments for the program.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<OsString>,
+}
+
+/// Parses a memory size: a number with an optional K, M, G or T suffix
+/// (optionally followed by "iB" or "B"); no suffix means MiB.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits);
+    let n: u64 = num.parse().map_err(|_| format!("'{s}' is not a size (examples: 512M, 2G, 1024)"))?;
+    let shift = match unit.to_ascii_lowercase().trim_end_matches("ib").trim_end_matches('b') {
+        "" | "m" => 20,
+        "k" => 10,
+        "g" => 30,
+        "t" => 40,
+        _ => return Err(format!("'{s}' has an unknown unit '{unit}' (use K, M, G or T)")),
+    };
+    n.checked_mul(1 << shift).filter(|&b| b > 0).ok_or_else(|| format!("'{s}' is out of range"))
+}
+
+fn parse_env(s: &str) -> Result<(OsString, OsString), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.into(), v.into())),
+        _ => Err(format!("'{s}' is not K=V")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("1024"), Ok(1024 << 20));
+        assert_eq!(parse_size("4096k"), Ok(4 << 20));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("12Q").is_err());
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn env_pairs() {
+        assert_eq!(parse_env("A=b=c"), Ok(("A".into(), "b=c".into())));
+        assert!(parse_env("novalue").is_err());
+        assert!(parse_env("=x").is_err());
+    }
+}

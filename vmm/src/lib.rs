@@ -1,0 +1,25 @@
+//! The mosvm micro-VM.
+//!
+//! A job is a static x86-64 Linux program running at CPL3 in its own KVM
+//! virtual machine, with no guest kernel: the VMM builds the machine state,
+//! loads the program and serves its system calls (see `sys`). Guest memory
+//! plus vCPU registers plus the small `Job` table are the whole job state.
+
+pub mod clock;
+pub mod cpu;
+pub mod elf;
+pub mod errno;
+pub mod job;
+pub mod layout;
+pub mod memory;
+pub mod mm;
+pub mod paging;
+pub mod signal;
+pub mod site;
+pub mod stack;
+pub mod sys;
+pub mod vcpu;
+pub mod vm;
+
+pub use job::{JobExit, Log};
+pub use vm::{Vm, VmConfig, VmError};

@@ -1,0 +1,239 @@
+//! The job's one vCPU: KVM_RUN, register access through the kvm_run sync
+//! area (no GET/SET_REGS ioctls on the system-call path), and kicking the
+//! vCPU out of KVM_RUN from a signal handler or another thread.
+
+use std::cell::Cell;
+use std::ptr::null_mut;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use kvm_bindings::{kvm_msr_entry, kvm_regs, kvm_run, kvm_sregs, Msrs, KVM_SYNC_X86_REGS};
+use kvm_ioctls::{Cap, Kvm, SyncReg, VcpuExit, VcpuFd};
+
+/// Why KVM_RUN returned, without borrowing the vCPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    IoOut {
+        port: u16,
+    },
+    IoIn {
+        port: u16,
+    },
+    /// A signal or a kick interrupted the guest.
+    Interrupted,
+    Halt,
+    Shutdown,
+    Other(u32),
+}
+
+thread_local! {
+    /// The kvm_run of the vCPU this thread runs, for the kick handler.
+    static RUN: Cell<*mut kvm_run> = const { Cell::new(null_mut()) };
+}
+
+/// Signal used to kick a vCPU thread out of KVM_RUN.
+pub fn kick_signal() -> i32 {
+    libc::SIGRTMIN() + 1
+}
+
+/// Makes the current thread's KVM_RUN return (or not enter) and report
+/// `Exit::Interrupted`. Async-signal-safe.
+pub fn interrupt_current_thread() {
+    RUN.with(|run| {
+        let run = run.get();
+        if !run.is_null() {
+            // SAFETY: set by `Vcpu::bind` for this thread and cleared before
+            // the kvm_run mapping goes away.
+            unsafe { std::ptr::write_volatile(&mut (*run).immediate_exit, 1) };
+        }
+    });
+}
+
+extern "C" fn on_kick(_: libc::c_int) {
+    interrupt_current_thread();
+}
+
+/// Installs the kick handler once per process.
+pub fn install_kick_handler() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: a plain handler that only does an async-signal-safe store;
+        // no SA_RESTART so that blocking host calls of the vCPU thread return EINTR.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_kick as *const () as usize;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(kick_signal(), &sa, null_mut());
+        }
+    });
+}
+
+/// A handle other threads use to stop the vCPU.
+#[derive(Clone)]
+pub struct Kicker {
+    thread: libc::pthread_t,
+    pub requested: Arc<AtomicBool>,
+}
+
+impl Kicker {
+    pub fn kick(&self) {
+        self.requested.store(true, Ordering::SeqCst);
+        // SAFETY: the vCPU thread outlives its Vm, which owns the last Kicker users.
+        unsafe { libc::pthread_kill(self.thread, kick_signal()) };
+    }
+}
+
+pub struct Vcpu {
+    fd: VcpuFd,
+    sync_regs: bool,
+    regs_dirty: bool,
+    bound: bool,
+    requested: Arc<AtomicBool>,
+}
+
+impl Vcpu {
+    pub fn new(fd: VcpuFd, kvm: &Kvm) -> Self {
+        let sync_regs = kvm.check_extension(Cap::SyncRegs);
+        let mut v =
+            Vcpu { fd, sync_regs, regs_dirty: false, bound: false, requested: Arc::new(AtomicBool::new(false)) };
+        if sync_regs {
+            v.fd.set_sync_valid_reg(SyncReg::Register);
+        }
+        v
+    }
+
+    pub fn fd(&self) -> &VcpuFd {
+        &self.fd
+    }
+
+    /// Ties the vCPU to the calling thread so that kicks reach it. Call from
+    /// the thread that runs it.
+    pub fn bind(&mut self) -> Kicker {
+        install_kick_handler();
+        let run: *mut kvm_run = self.fd.get_kvm_run();
+        RUN.with(|r| r.set(run));
+        self.bound = true;
+        Kicker {
+            // SAFETY: pthread_self has no preconditions.
+            thread: unsafe { libc::pthread_self() },
+            requested: self.requested.clone(),
+        }
+    }
+
+    /// The flag a kick sets, for code that must notice kicks while blocked.
+    pub fn kick_flag(&self) -> Arc<AtomicBool> {
+        self.requested.clone()
+    }
+
+    /// Was a kick requested by another thread (and not yet taken)?
+    pub fn take_kick(&self) -> bool {
+        self.requested.swap(false, Ordering::SeqCst)
+    }
+
+    pub fn run(&mut self) -> Exit {
+        if self.regs_dirty {
+            self.fd.get_kvm_run().kvm_dirty_regs |= KVM_SYNC_X86_REGS as u64;
+            self.regs_dirty = false;
+        }
+        let exit = match self.fd.run() {
+            Ok(VcpuExit::IoOut(port, _)) => Exit::IoOut { port },
+            Ok(VcpuExit::IoIn(port, _)) => Exit::IoIn { port },
+            Ok(VcpuExit::Hlt) => Exit::Halt,
+            Ok(VcpuExit::Shutdown) => Exit::Shutdown,
+            Ok(VcpuExit::Intr) => Exit::Interrupted,
+            Ok(VcpuExit::Unsupported(r)) => Exit::Other(r),
+            Ok(other) => Exit::Other(exit_code(&other)),
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Exit::Interrupted,
+            Err(e) => Exit::Other(0x8000_0000 | e.errno() as u32),
+        };
+        let run = self.fd.get_kvm_run();
+        run.immediate_exit = 0;
+        exit
+    }
+
+    /// General registers as of the last exit.
+    pub fn regs(&mut self) -> kvm_regs {
+        if self.sync_regs {
+            self.fd.sync_regs().regs
+        } else {
+            self.fd.get_regs().expect("KVM_GET_REGS")
+        }
+    }
+
+    /// Fresh registers after an interrupted run (the sync area is only
+    /// guaranteed after a completed exit).
+    pub fn regs_now(&mut self) -> kvm_regs {
+        let r = self.fd.get_regs().expect("KVM_GET_REGS");
+        if self.sync_regs {
+            self.fd.sync_regs_mut().regs = r;
+        }
+        r
+    }
+
+    /// Registers for the next entry.
+    pub fn set_regs(&mut self, regs: &kvm_regs) {
+        if self.sync_regs {
+            self.fd.sync_regs_mut().regs = *regs;
+            self.regs_dirty = true;
+        } else {
+            self.fd.set_regs(regs).expect("KVM_SET_REGS");
+        }
+    }
+
+    pub fn sregs(&self) -> kvm_sregs {
+        self.fd.get_sregs().expect("KVM_GET_SREGS")
+    }
+
+    /// The FPU/SSE/AVX state in XSAVE layout (4 KiB).
+    pub fn xsave_bytes(&self) -> Vec<u8> {
+        match self.fd.get_xsave() {
+            Ok(x) => x.region.iter().flat_map(|w| w.to_le_bytes()).collect(),
+            Err(_) => vec![0; 4096],
+        }
+    }
+
+    /// Loads FPU state from XSAVE-layout bytes (at most 4 KiB; the rest of
+    /// the current state is kept). Fails if KVM rejects the image.
+    pub fn set_xsave_bytes(&self, bytes: &[u8]) -> Result<(), kvm_ioctls::Error> {
+        let mut x = self.fd.get_xsave()?;
+        for (i, chunk) in bytes.chunks(4).take(x.region.len()).enumerate() {
+            let mut w = x.region[i].to_le_bytes();
+            w[..chunk.len()].copy_from_slice(chunk);
+            x.region[i] = u32::from_le_bytes(w);
+        }
+        // SAFETY: a kvm_xsave of the legacy 4 KiB size, which KVM_SET_XSAVE accepts.
+        unsafe { self.fd.set_xsave(&x) }
+    }
+
+    pub fn get_msr(&self, index: u32) -> u64 {
+        let mut msrs = Msrs::from_entries(&[kvm_msr_entry { index, ..Default::default() }]).expect("one MSR");
+        match self.fd.get_msrs(&mut msrs) {
+            Ok(1) => msrs.as_slice()[0].data,
+            _ => 0,
+        }
+    }
+
+    pub fn set_msr(&self, index: u32, data: u64) -> bool {
+        let msrs = Msrs::from_entries(&[kvm_msr_entry { index, data, ..Default::default() }]).expect("one MSR");
+        matches!(self.fd.set_msrs(&msrs), Ok(1))
+    }
+}
+
+impl Drop for Vcpu {
+    fn drop(&mut self) {
+        if self.bound {
+            RUN.with(|r| r.set(null_mut()));
+        }
+    }
+}
+
+fn exit_code(exit: &VcpuExit) -> u32 {
+    match exit {
+        VcpuExit::MmioRead(..) | VcpuExit::MmioWrite(..) => kvm_bindings::KVM_EXIT_MMIO,
+        VcpuExit::FailEntry(..) => kvm_bindings::KVM_EXIT_FAIL_ENTRY,
+        VcpuExit::InternalError => kvm_bindings::KVM_EXIT_INTERNAL_ERROR,
+        VcpuExit::Exception => kvm_bindings::KVM_EXIT_EXCEPTION,
+        VcpuExit::SystemEvent(..) => kvm_bindings::KVM_EXIT_SYSTEM_EVENT,
+        _ => kvm_bindings::KVM_EXIT_UNKNOWN,
+    }
+}

@@ -1,0 +1,369 @@
+//! A job's micro-VM: building it (KVM, memory, machine tables, program,
+//! stack, vCPU) and running it until the job ends.
+
+use std::ffi::OsString;
+use std::os::fd::RawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+use kvm_bindings::{kvm_regs, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES};
+use kvm_ioctls::{Kvm, VmFd};
+use thiserror::Error;
+
+use agent::{BENCH_PORT, FAULT_PORT, SYSCALL_PORT};
+
+use crate::clock::Clock;
+use crate::cpu::{self, CpuFeatures};
+use crate::elf::{ElfError, Program};
+use crate::job::{Ids, Job, JobExit, JobStats, Log};
+use crate::layout::*;
+use crate::memory::{GuestRam, MemoryError};
+use crate::mm::AddressSpace;
+use crate::paging::{self, PagingError};
+use crate::signal::{self, SigInfo, Signals};
+use crate::site::{Site, SiteConfig};
+use crate::stack::{self, AuxInfo, StackError};
+use crate::sys::Flow;
+use crate::vcpu::{Exit, Kicker, Vcpu};
+
+/// The rip at a system-call exit: just past the entry's `out`.
+const SYSCALL_EXIT_RIP: u64 = RING0_CODE_ADDR + agent::IRET as u64;
+const IRET_RIP: u64 = RING0_CODE_ADDR + agent::IRET as u64;
+const IRET_FRAME: u64 = RING0_STACK_TOP - 40;
+const USER_RFLAGS: u64 = 0x202;
+const IOPL3: u64 = 0x3000;
+
+#[derive(Debug, Error)]
+pub enum VmError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Elf(#[from] ElfError),
+    #[error("cannot open /dev/kvm: {0} (mosvm needs KVM: load the kvm module and make /dev/kvm accessible)")]
+    NoKvm(kvm_ioctls::Error),
+    #[error("KVM {op} failed: {source}")]
+    Kvm { op: &'static str, source: kvm_ioctls::Error },
+    #[error("guest memory size {0} MiB is out of range ({min}..={max} MiB)", min = MIN_MEM >> 20, max = MAX_MEM >> 20)]
+    MemSize(u64),
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    #[error(transparent)]
+    Paging(#[from] PagingError),
+    #[error("cannot build the initial stack: {0}")]
+    Stack(#[from] StackError),
+    #[error("cannot set up the job's files: {0}")]
+    Site(std::io::Error),
+    #[error("the micro-VM failed: {0}")]
+    Machine(String),
+}
+
+fn kvm_err(op: &'static str) -> impl Fn(kvm_ioctls::Error) -> VmError {
+    move |source| VmError::Kvm { op, source }
+}
+
+/// What to run and how.
+pub struct VmConfig {
+    pub mem_size: u64,
+    /// The program (host path) and its argv; argv[0] is passed as given.
+    pub program: PathBuf,
+    pub argv: Vec<OsString>,
+    /// The environment as `K=V` strings.
+    pub env: Vec<OsString>,
+    pub cwd: PathBuf,
+    pub stdio: [RawFd; 3],
+    /// Lets the job use I/O ports (IOPL 3); only for the exit benchmark.
+    pub allow_user_io: bool,
+    pub log: Log,
+}
+
+pub struct Vm {
+    _kvm: Kvm,
+    _vm: VmFd,
+    pub vcpu: Vcpu,
+    pub job: Job,
+    allow_user_io: bool,
+    /// Bare exits taken on the benchmark port.
+    pub bench_exits: u64,
+}
+
+impl Vm {
+    pub fn new(config: VmConfig) -> Result<Vm, VmError> {
+        if !(MIN_MEM..=MAX_MEM).contains(&config.mem_size) {
+            return Err(VmError::MemSize(config.mem_size >> 20));
+        }
+        let mem_size = config.mem_size.div_ceil(LARGE_PAGE_SIZE) * LARGE_PAGE_SIZE;
+        let bytes = std::fs::read(&config.program)
+            .map_err(|source| VmError::Read { path: config.program.display().to_string(), source })?;
+        let program = Program::parse(&config.program, &bytes)?;
+
+        let kvm = Kvm::new().map_err(VmError::NoKvm)?;
+        let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
+        let ram = GuestRam::new(mem_size)?;
+        let region = kvm_userspace_memory_region {
+            slot: 0,
+            flags: 0,
+            guest_phys_addr: 0,
+            memory_size: mem_size,
+            userspace_addr: ram.host_base() as u64,
+        };
+        // SAFETY: the region is our own mapping, which outlives the VM (both live in Vm).
+        unsafe { vm.set_user_memory_region(region) }.map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
+
+        let cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
+        let features = CpuFeatures::from_cpuid(&cpuid);
+
+        cpu::write_machine_tables(&ram)?;
+        let loaded = program.load(&ram, &bytes)?;
+        let cr3 = paging::build(&ram, &loaded.ranges)?;
+        let layout = *ram.user_layout();
+
+        let ids = Ids::of_this_process();
+        let mut random = [0u8; 16];
+        // SAFETY: random is a valid 16-byte buffer.
+        unsafe { libc::getrandom(random.as_mut_ptr().cast(), 16, 0) };
+        let aux = AuxInfo {
+            phdr: loaded.phdr,
+            phnum: loaded.phnum,
+            entry: loaded.entry,
+            uid: ids.uid,
+            euid: ids.euid,
+            gid: ids.gid,
+            egid: ids.egid,
+            hwcap: features.hwcap as u64,
+            hwcap2: if features.fsgsbase { 2 } else { 0 },
+            minsigstksz: crate::signal::frame::SIZE + features.xsave_size as u64 + 64 + 128,
+            random,
+        };
+        let argv: Vec<&[u8]> = config.argv.iter().map(|a| a.as_bytes()).collect();
+        let env: Vec<&[u8]> = config.env.iter().map(|a| a.as_bytes()).collect();
+        let execfn = config.argv.first().map_or(config.program.as_os_str().as_bytes(), |a| a.as_bytes());
+        let sp = stack::build(&ram, layout.mem_end, layout.stack_limit, &argv, &env, execfn, &aux)?;
+
+        let vcpu_fd = vm.create_vcpu(0).map_err(kvm_err("KVM_CREATE_VCPU"))?;
+        vcpu_fd.set_cpuid2(&cpu::job_cpuid(cpuid)).map_err(kvm_err("KVM_SET_CPUID2"))?;
+        let sregs = vcpu_fd.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
+        vcpu_fd.set_sregs(&cpu::initial_sregs(sregs, cr3, &features)).map_err(kvm_err("KVM_SET_SREGS"))?;
+        vcpu_fd.set_msrs(&cpu::initial_msrs()).map_err(kvm_err("KVM_SET_MSRS"))?;
+        if features.xsave {
+            vcpu_fd.set_xcrs(&cpu::initial_xcrs(&features)).map_err(kvm_err("KVM_SET_XCRS"))?;
+        }
+        let vcpu = Vcpu::new(vcpu_fd, &kvm);
+
+        let image: Vec<(u64, u64, u32)> = loaded
+            .ranges
+            .iter()
+            .map(|r| {
+                let prot = libc::PROT_READ
+                    | if r.perms.write { libc::PROT_WRITE } else { 0 }
+                    | if r.perms.exec { libc::PROT_EXEC } else { 0 };
+                (r.start, r.end, prot as u32)
+            })
+            .collect();
+        let mm = AddressSpace::new(layout, &image, loaded.end);
+        let exe = std::fs::canonicalize(&config.program).unwrap_or(config.program.clone());
+        let site = Site::new(SiteConfig { stdio: config.stdio, cwd: config.cwd.clone(), exe, umask: None })
+            .map_err(VmError::Site)?;
+        let mut comm = [0u8; 16];
+        let base = config.program.file_name().map_or(&b""[..], |n| n.as_bytes());
+        let n = base.len().min(15);
+        comm[..n].copy_from_slice(&base[..n]);
+        let job = Job {
+            ram,
+            mm,
+            site,
+            signals: Signals::default(),
+            clock: Clock::default(),
+            ids,
+            features,
+            rlimits: crate::sys::process::initial_rlimits(mem_size, STACK_LIMIT.min(mem_size / 4)),
+            image_end: loaded.end,
+            tid_address: 0,
+            robust_list: 0,
+            comm,
+            stats: JobStats::default(),
+            log: config.log,
+            restart_nr: None,
+            restart_deadline: None,
+            saved_mask: None,
+            current_rsp: sp,
+            kick: vcpu.kick_flag(),
+            unknown_reported: [0; 8],
+        };
+
+        // The first entry is a return to user mode, like every later one.
+        let user = kvm_regs {
+            rip: loaded.entry,
+            rsp: sp,
+            rflags: USER_RFLAGS | if config.allow_user_io { IOPL3 } else { 0 },
+            ..Default::default()
+        };
+        let mut this = Vm { _kvm: kvm, _vm: vm, vcpu, job, allow_user_io: config.allow_user_io, bench_exits: 0 };
+        this.resume_user(&user)?;
+        Ok(this)
+    }
+
+    /// Binds the vCPU to the calling thread (the one that will call `run`)
+    /// and returns a handle to kick it from elsewhere.
+    pub fn bind(&mut self) -> Kicker {
+        self.vcpu.bind()
+    }
+
+    /// Returns to the job at `user` (CPL3 registers) through the ring-0
+    /// `iretq`: the frame goes on the ring-0 stack.
+    fn resume_user(&mut self, user: &kvm_regs) -> Result<(), VmError> {
+        let frame = [user.rip, USER_CS as u64, user.rflags, user.rsp, USER_DS as u64];
+        let mut g = self.job.ram.slice_mut(IRET_FRAME, 40)?;
+        for (i, w) in frame.iter().enumerate() {
+            g[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+        }
+        drop(g);
+        let mut regs = *user;
+        regs.rip = IRET_RIP;
+        regs.rsp = IRET_FRAME;
+        self.vcpu.set_regs(&regs);
+        Ok(())
+    }
+
+    /// The job's registers from an iret frame the VMM wrote.
+    fn user_from_iret_frame(&self, regs: &kvm_regs) -> Result<kvm_regs, VmError> {
+        let mut user = *regs;
+        user.rip = self.job.ram.read_u64(regs.rsp)?;
+        user.rflags = self.job.ram.read_u64(regs.rsp + 16)?;
+        user.rsp = self.job.ram.read_u64(regs.rsp + 24)?;
+        Ok(user)
+    }
+
+    /// Runs the job until it ends.
+    pub fn run(&mut self) -> Result<JobExit, VmError> {
+        self.vcpu.bind();
+        loop {
+            let exit = self.vcpu.run();
+            self.job.stats.exits += 1;
+            match exit {
+                Exit::IoOut { port: SYSCALL_PORT } => {
+                    let regs = self.vcpu.regs();
+                    if regs.rip != SYSCALL_EXIT_RIP {
+                        return Err(VmError::Machine(format!("system-call exit from rip {:#x}", regs.rip)));
+                    }
+                    let mut user = regs;
+                    user.rip = regs.rcx;
+                    user.rflags = regs.r11;
+                    self.job.current_rsp = user.rsp;
+                    if let Flow::Exit(e) = self.job.syscall(&mut self.vcpu, &mut user) {
+                        return Ok(e);
+                    }
+                    if let Err(e) = self.job.deliver_signals(&mut self.vcpu, &mut user) {
+                        return Ok(e);
+                    }
+                    self.resume_user(&user)?;
+                }
+                Exit::IoOut { port: FAULT_PORT } => {
+                    if let Some(e) = self.handle_fault()? {
+                        return Ok(e);
+                    }
+                }
+                Exit::IoOut { port: BENCH_PORT } if self.allow_user_io => self.bench_exits += 1,
+                Exit::Interrupted => {
+                    self.vcpu.take_kick();
+                    let regs = self.vcpu.regs_now();
+                    let user = if regs.rip == IRET_RIP {
+                        // About to return to the job: its context is the frame.
+                        self.user_from_iret_frame(&regs)?
+                    } else if (RING0_CODE_ADDR..RING0_CODE_ADDR + PAGE_SIZE).contains(&regs.rip) {
+                        // On the way to an exit; signals go out at that exit.
+                        continue;
+                    } else {
+                        regs
+                    };
+                    let mut next = user;
+                    self.job.current_rsp = next.rsp;
+                    if let Err(e) = self.job.deliver_signals(&mut self.vcpu, &mut next) {
+                        return Ok(e);
+                    }
+                    if next != user {
+                        self.resume_user(&next)?;
+                    }
+                }
+                Exit::Shutdown => {
+                    let regs = self.vcpu.regs_now();
+                    return Err(VmError::Machine(format!("the guest shut down (triple fault) at rip {:#x}", regs.rip)));
+                }
+                other => {
+                    let regs = self.vcpu.regs_now();
+                    return Err(VmError::Machine(format!("unexpected exit {other:?} at rip {:#x}", regs.rip)));
+                }
+            }
+        }
+    }
+
+    /// An exception stub exited: turn the fault into the signal Linux would
+    /// send. Returns the job's end if the signal kills it.
+    fn handle_fault(&mut self) -> Result<Option<JobExit>, VmError> {
+        let regs = self.vcpu.regs();
+        let ram = &self.job.ram;
+        let sp = regs.rsp;
+        let vector = ram.read_u64(sp)? as u8;
+        let has_err = agent::has_error_code(vector);
+        let err = if has_err { ram.read_u64(sp + 8)? } else { 0 };
+        let f = sp + 8 + if has_err { 8 } else { 0 };
+        let (rip, cs, rflags, rsp) =
+            (ram.read_u64(f)?, ram.read_u64(f + 8)?, ram.read_u64(f + 16)?, ram.read_u64(f + 24)?);
+        if cs & 3 != 3 {
+            return Err(VmError::Machine(format!(
+                "exception {vector} in ring 0 at rip {rip:#x} (error code {err:#x})"
+            )));
+        }
+        let cr2 = if vector == 14 { self.vcpu.sregs().cr2 } else { 0 };
+        let mut user = regs;
+        user.rip = rip;
+        user.rflags = rflags;
+        user.rsp = rsp;
+        self.job.current_rsp = rsp;
+        let (sig, info, what) = fault_signal(vector, err, cr2, rip);
+        self.job.force_signal(sig, info);
+        match self.job.deliver_signals(&mut self.vcpu, &mut user) {
+            Err(exit) => {
+                if exit == JobExit::Signaled(sig) {
+                    let addr = if info.code > 0 { info.addr } else { 0 };
+                    (self.job.log)(&format!(
+                        "job killed by {} ({what}) at rip {rip:#x}, address {addr:#x}",
+                        signal::name(sig)
+                    ));
+                }
+                Ok(Some(exit))
+            }
+            Ok(()) => {
+                self.resume_user(&user)?;
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// The signal, siginfo and a description for an exception, as Linux maps them.
+fn fault_signal(vector: u8, err: u64, cr2: u64, rip: u64) -> (u32, SigInfo, String) {
+    use signal::*;
+    let info = |code: i32, addr: u64| SigInfo { code, addr, trapno: vector as u64, err };
+    match vector {
+        0 => (SIGFPE, info(FPE_INTDIV, rip), "divide error".into()),
+        1 | 3 => (SIGTRAP, info(if vector == 3 { SI_KERNEL } else { TRAP_BRKPT }, 0), "breakpoint".into()),
+        6 => (SIGILL, info(ILL_ILLOPN, rip), "invalid opcode".into()),
+        11 | 12 => (SIGBUS, info(SI_KERNEL, 0), "segment fault".into()),
+        13 => (SIGSEGV, info(SI_KERNEL, 0), "general protection fault".into()),
+        14 => {
+            let code = if err & 1 != 0 { SEGV_ACCERR } else { SEGV_MAPERR };
+            let access = if err & 16 != 0 {
+                "instruction fetch"
+            } else if err & 2 != 0 {
+                "write"
+            } else {
+                "read"
+            };
+            let kind = if err & 1 != 0 { "protection violation" } else { "unmapped address" };
+            (SIGSEGV, info(code, cr2), format!("page fault: {access}, {kind}"))
+        }
+        16 | 19 => (SIGFPE, info(FPE_FLTINV, rip), "floating-point exception".into()),
+        17 => (SIGBUS, info(BUS_ADRALN, cr2), "alignment check".into()),
+        _ => (SIGSEGV, info(SI_KERNEL, 0), format!("exception {vector}")),
+    }
+}
