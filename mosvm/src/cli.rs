@@ -25,6 +25,9 @@ pub struct RunArgs {
     /// Set an environment variable for the job (repeatable).
     #[arg(long = "env", value_name = "K=V", value_parser = parse_env)]
     pub env: Vec<(OsString, OsString)>,
+    /// Print every system call the job makes on stderr.
+    #[arg(long)]
+    pub trace: bool,
     /// The program (a static x86-64 ELF).
     #[arg(required = true)]
     pub program: OsString,

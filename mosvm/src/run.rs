@@ -69,6 +69,7 @@ pub fn run(args: RunArgs) -> i32 {
         cwd,
         stdio: [0, 1, 2],
         allow_user_io: false,
+        trace: args.trace,
         log: Arc::new(|msg: &str| eprintln!("mosvm: {msg}")),
     };
     vmm::signal::forward_host_signals();

@@ -112,6 +112,8 @@ pub struct Job {
     pub comm: [u8; 16],
     pub stats: JobStats,
     pub log: Log,
+    /// Log every system call (mosvm run --trace).
+    pub trace: bool,
     /// The system call to restart if a signal interrupted it.
     pub restart_nr: Option<u64>,
     /// The deadline of an interrupted sleep, for its restart.
@@ -122,7 +124,7 @@ pub struct Job {
     pub current_rsp: u64,
     /// Set when another thread asked the vCPU to stop (migration, kill).
     pub kick: Arc<AtomicBool>,
-    pub unknown_reported: [u64; 8],
+    pub unknown_reported: std::collections::BTreeSet<u64>,
 }
 
 impl Job {

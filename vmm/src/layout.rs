@@ -48,24 +48,36 @@ pub const USER_CS: u16 = 0x33;
 pub const TSS_SELECTOR: u16 = 0x40;
 
 /// The job's part of the address space for a given RAM size.
+///
+/// ```text
+/// USER_BASE .. program, heap, mmap area .. guard | stack .. mem_end
+/// ```
+/// The guard block below the stack is not mapped, so a stack overflow
+/// faults (SIGSEGV) as at Linux's stack guard gap.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UserLayout {
     /// End of RAM (exclusive); also the initial stack top.
     pub mem_end: u64,
-    /// Lowest address the stack may grow down to; mmap never goes above it.
+    /// Lowest address the stack may grow down to.
     pub stack_limit: u64,
+    /// Start of the unmapped guard block below the stack; the mmap area ends here.
+    pub guard: u64,
 }
 
 impl UserLayout {
+    /// `mem_size` is a multiple of [`LARGE_PAGE_SIZE`], at least [`MIN_MEM`].
     pub fn new(mem_size: u64) -> Self {
-        let stack = STACK_LIMIT.min(mem_size / 4);
-        UserLayout { mem_end: mem_size, stack_limit: mem_size - stack }
+        let stack = STACK_LIMIT.min(mem_size / 4) & !(LARGE_PAGE_SIZE - 1);
+        UserLayout { mem_end: mem_size, stack_limit: mem_size - stack, guard: mem_size - stack - LARGE_PAGE_SIZE }
     }
 
-    /// Is `[addr, addr + len)` inside the job's memory?
+    /// Is `[addr, addr + len)` inside the job's mapped memory?
     #[inline]
     pub fn contains(&self, addr: u64, len: u64) -> bool {
-        addr >= USER_BASE && addr.checked_add(len).is_some_and(|end| end <= self.mem_end)
+        match addr.checked_add(len) {
+            Some(end) => addr >= USER_BASE && end <= self.mem_end && (end <= self.guard || addr >= self.stack_limit),
+            None => false,
+        }
     }
 }
 

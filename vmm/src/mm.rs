@@ -81,16 +81,34 @@ impl AddressSpace {
     }
 
     fn insert(&mut self, start: u64, end: u64, prot: u32, kind: VmaKind) {
-        if start < end {
-            self.unmap_range(start, end);
-            self.vmas.insert(start, Vma { end, prot, kind });
+        if start >= end {
+            return;
         }
+        self.unmap_range(start, end);
+        let mut start = start;
+        let mut vma = Vma { end, prot, kind };
+        // Merge with equal anonymous neighbours, as Linux does, so that a
+        // range mapped piecewise can be remapped as one.
+        let mergeable = |v: &Vma| v.prot == prot && v.kind == kind && matches!(kind, VmaKind::Anon | VmaKind::Heap);
+        if let Some((&s, v)) = self.vmas.range(..start).next_back() {
+            if v.end == start && mergeable(v) {
+                self.vmas.remove(&s);
+                start = s;
+            }
+        }
+        if let Some(next) = self.vmas.get(&end).copied() {
+            if mergeable(&next) {
+                self.vmas.remove(&end);
+                vma.end = next.end;
+            }
+        }
+        self.vmas.insert(start, vma);
     }
 
     /// brk(2): moves the break if the new heap does not run into a mapping;
     /// returns the (possibly unchanged) break.
     pub fn set_brk(&mut self, ram: &GuestRam, new: u64) -> u64 {
-        if new < self.brk_start || new > self.layout.stack_limit {
+        if new < self.brk_start || new > self.layout.guard {
             return self.brk;
         }
         let (old_top, new_top) = (page_ceil(self.brk), page_ceil(new));
@@ -108,17 +126,17 @@ impl AddressSpace {
     }
 
     /// A free range of `len` bytes (page multiple): `hint` if it is free,
-    /// else the highest free range below the stack.
+    /// else the highest free range below the stack guard.
     pub fn find_free(&self, hint: u64, len: u64) -> Option<u64> {
         if hint >= USER_BASE
-            && hint % crate::layout::PAGE_SIZE == 0
-            && hint.checked_add(len).is_some_and(|e| e <= self.layout.stack_limit)
+            && hint.is_multiple_of(crate::layout::PAGE_SIZE)
+            && hint.checked_add(len).is_some_and(|e| e <= self.layout.guard)
             && !self.overlaps(hint, hint + len)
         {
             return Some(hint);
         }
-        let mut top = self.layout.stack_limit;
-        for (&start, v) in self.vmas.range(..self.layout.stack_limit).rev() {
+        let mut top = self.layout.guard;
+        for (&start, v) in self.vmas.range(..self.layout.guard).rev() {
             if v.end < top && top - v.end >= len {
                 return Some(top - len);
             }
@@ -176,7 +194,7 @@ impl AddressSpace {
 
     /// Grows the mapping that ends at `end` in place to `new_end`, if free.
     pub fn extend(&mut self, start: u64, end: u64, new_end: u64) -> bool {
-        if new_end > self.layout.stack_limit || self.overlaps(end, new_end) {
+        if new_end > self.layout.guard || self.overlaps(end, new_end) {
             return false;
         }
         match self.vmas.get_mut(&start) {
@@ -219,7 +237,7 @@ mod tests {
     #[test]
     fn mmap_top_down_and_reuse() {
         let (ram, mut mm) = setup();
-        let limit = ram.user_layout().stack_limit;
+        let limit = ram.user_layout().guard;
         let a = mm.find_free(0, 0x3000).unwrap();
         assert_eq!(a, limit - 0x3000);
         mm.map(&ram, a, 0x3000, 3, VmaKind::Anon);
@@ -249,6 +267,21 @@ mod tests {
         assert_eq!(mm.find(a + 0x2000).unwrap().1.prot, 3);
         assert!(!mm.protect(a - 0x1000, a + 0x1000, 1));
         assert!(mm.is_mapped(a, a + 0x4000));
+    }
+
+    #[test]
+    fn neighbours_merge() {
+        let (ram, mut mm) = setup();
+        mm.map(&ram, 0x100_0000, 0x4000, 3, VmaKind::Anon);
+        mm.unmap(&ram, 0x100_1000, 0x1000);
+        assert_eq!(mm.find(0x100_0000).unwrap().1.end, 0x100_1000);
+        mm.map(&ram, 0x100_1000, 0x1000, 3, VmaKind::Anon);
+        assert_eq!(mm.find(0x100_0000), Some((0x100_0000, Vma { end: 0x100_4000, prot: 3, kind: VmaKind::Anon })));
+        // different protection or kind stays apart
+        mm.map(&ram, 0x100_4000, 0x1000, 1, VmaKind::Anon);
+        mm.map(&ram, 0x100_5000, 0x1000, 3, VmaKind::File);
+        assert_eq!(mm.find(0x100_4000).unwrap().0, 0x100_4000);
+        assert_eq!(mm.find(0x100_5000).unwrap().0, 0x100_5000);
     }
 
     #[test]

@@ -135,10 +135,14 @@ pub fn build(ram: &GuestRam, image: &[ImageRange]) -> Result<u64, PagingError> {
         page += PAGE_SIZE;
     }
 
-    let mem_end = ram.size();
+    let layout = *ram.user_layout();
     let mut block = USER_BASE;
-    while block < mem_end {
+    while block < layout.mem_end {
         let block_end = block + LARGE_PAGE_SIZE;
+        if (layout.guard..layout.stack_limit).contains(&block) {
+            block = block_end;
+            continue;
+        }
         if image.iter().any(|r| r.start < block_end && r.end > block) {
             let mut page = block;
             while page < block_end {
@@ -201,6 +205,10 @@ mod tests {
         assert_ne!(big & LARGE, 0);
         assert_eq!(big & ADDR_MASK & !0x1f_ffff, 0x80_0000);
         assert_eq!(walk(&ram, cr3, 64 << 20), None, "nothing beyond RAM");
+        let layout = ram.user_layout();
+        assert_eq!(walk(&ram, cr3, layout.stack_limit - 8), None, "stack guard");
+        assert!(walk(&ram, cr3, layout.stack_limit).is_some());
+        assert!(walk(&ram, cr3, layout.guard - 8).is_some());
         let code = walk(&ram, cr3, RING0_CODE_ADDR).unwrap();
         assert_ne!(code & USER, 0);
         let gdt = walk(&ram, cr3, GDT_ADDR).unwrap();

@@ -74,6 +74,8 @@ pub struct VmConfig {
     /// Lets the job use I/O ports (IOPL 3); only for the exit benchmark.
     pub allow_user_io: bool,
     pub log: Log,
+    /// Log every system call.
+    pub trace: bool,
 }
 
 pub struct Vm {
@@ -182,12 +184,13 @@ impl Vm {
             comm,
             stats: JobStats::default(),
             log: config.log,
+            trace: config.trace,
             restart_nr: None,
             restart_deadline: None,
             saved_mask: None,
             current_rsp: sp,
             kick: vcpu.kick_flag(),
-            unknown_reported: [0; 8],
+            unknown_reported: Default::default(),
         };
 
         // The first entry is a return to user mode, like every later one.

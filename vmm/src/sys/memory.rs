@@ -15,19 +15,19 @@ const MREMAP_DONTUNMAP: i32 = 4;
 impl Job {
     /// Checks an address range argument: page-aligned start, in job memory.
     fn user_range(&self, addr: u64, len: u64) -> Result<(u64, u64), Errno> {
-        if addr % PAGE_SIZE != 0 {
+        if !addr.is_multiple_of(PAGE_SIZE) {
             return Err(Errno::EINVAL);
         }
         let len = page_ceil(len.min(u64::MAX - PAGE_SIZE));
-        let end = addr.checked_add(len).ok_or(Errno::EINVAL)?;
-        if addr < USER_BASE || end > self.mm.layout().mem_end {
+        addr.checked_add(len).ok_or(Errno::EINVAL)?;
+        if !self.mm.layout().contains(addr, len) || addr < USER_BASE {
             return Err(Errno::ENOMEM);
         }
         Ok((addr, len))
     }
 
     pub(super) fn sys_mmap(&mut self, addr: u64, len: u64, prot: i32, flags: i32, fd: i32, offset: u64) -> SysResult {
-        if len == 0 || offset % PAGE_SIZE != 0 {
+        if len == 0 || !offset.is_multiple_of(PAGE_SIZE) {
             return Err(Errno::EINVAL);
         }
         let kind = flags & 3;

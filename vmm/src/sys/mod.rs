@@ -44,6 +44,21 @@ impl Job {
             SYS_rt_sigreturn => self.sys_rt_sigreturn(vcpu, user),
             _ => self.dispatch(vcpu, nr, a),
         };
+        if self.trace {
+            (self.log)(&format!(
+                "syscall {nr}({:#x}, {:#x}, {:#x}, {:#x}, {:#x}, {:#x}) = {}",
+                a[0],
+                a[1],
+                a[2],
+                a[3],
+                a[4],
+                a[5],
+                match result {
+                    Ok(v) => format!("{v:#x}"),
+                    Err(e) => format!("-{}", e.0),
+                }
+            ));
+        }
         user.rax = match result {
             Ok(v) => v,
             Err(e) => {
@@ -226,12 +241,8 @@ impl Job {
 
     /// Reports an unsupported system call, once per number.
     fn unsupported(&mut self, nr: u64) {
-        let (word, bit) = ((nr / 64) as usize, nr % 64);
-        if let Some(w) = self.unknown_reported.get_mut(word) {
-            if *w & (1 << bit) != 0 {
-                return;
-            }
-            *w |= 1 << bit;
+        if !self.unknown_reported.insert(nr) {
+            return;
         }
         (self.log)(&format!("unsupported system call {nr}, returning ENOSYS"));
     }

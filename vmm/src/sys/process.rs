@@ -233,7 +233,7 @@ impl Job {
         uaddr2: u64,
         val3: u32,
     ) -> SysResult {
-        if uaddr % 4 != 0 {
+        if !uaddr.is_multiple_of(4) {
             return Err(Errno::EINVAL);
         }
         let cmd = op & 127;
@@ -295,7 +295,7 @@ impl Job {
         if !self.is_self(pid) {
             return Err(Errno::ESRCH);
         }
-        if len < 8 || len % 8 != 0 {
+        if len < 8 || !len.is_multiple_of(8) {
             return Err(Errno::EINVAL);
         }
         self.ram.write_user_u64(mask, 1)?;

@@ -1,0 +1,307 @@
+//! `mosvm run` behaves like running the program directly: same stdout,
+//! stderr and exit status, for every image and for libc's corner cases.
+
+use mosvm_tests::*;
+
+/// Asserts that a program gives the same result in the VM and natively.
+fn same(test: &str, program: &str, args: &[&str], opts: Opts) -> Option<Run> {
+    if !require_kvm(test) {
+        return None;
+    }
+    let p = image(program);
+    let n = native(&p, args, &opts);
+    let v = vm(&p, args, &opts);
+    assert_eq!(v, n, "{program} {args:?}: VM (left) and native (right) differ");
+    Some(v)
+}
+
+#[test]
+fn hello_musl() {
+    let r = same("hello_musl", "hello", &[], Opts::default());
+    if let Some(r) = r {
+        assert_eq!(r.stdout, "hello, world\n");
+    }
+}
+
+#[test]
+fn hello_glibc_static_and_static_pie() {
+    same("hello_glibc", "tests/hello-glibc", &[], Opts::default());
+    same("hello_glibc_pie", "tests/hello-glibc-pie", &[], Opts::default());
+}
+
+#[test]
+fn cpu_image() {
+    let r = same("cpu_image", "cpu", &["300000000"], Opts::default());
+    if let Some(r) = r {
+        assert!(r.stdout.contains("checksum"), "{}", r.stdout);
+    }
+}
+
+#[test]
+fn mem_image() {
+    let r = same("mem_image", "mem", &["64", "16", "10"], Opts::default());
+    if let Some(r) = r {
+        assert!(r.stdout.contains("never went backwards"), "{}", r.stdout);
+    }
+}
+
+#[test]
+fn files_image() {
+    if !require_kvm("files_image") {
+        return;
+    }
+    let input: String = (1..=2000).map(|i| format!("line {i} of the input\n")).collect();
+    let (dn, dv) = (scratch_dir("files-native"), scratch_dir("files-vm"));
+    std::fs::write(dn.join("in.txt"), &input).unwrap();
+    std::fs::write(dv.join("in.txt"), &input).unwrap();
+    let p = image("files");
+    let args = ["in.txt", "out.txt", "3"];
+    let n = native(&p, &args, &Opts { cwd: Some(&dn), ..Default::default() });
+    let v = vm(&p, &args, &Opts { cwd: Some(&dv), ..Default::default() });
+    assert_eq!(v, n);
+    assert_eq!(n.status, 0, "{n:?}");
+    assert_eq!(std::fs::read(dn.join("out.txt")).unwrap(), std::fs::read(dv.join("out.txt")).unwrap());
+    assert!(!dv.join("out.txt.tmp").exists());
+    let _ = std::fs::remove_dir_all(dn);
+    let _ = std::fs::remove_dir_all(dv);
+}
+
+/// Faults end the job like Linux ends a process; the VM adds one line
+/// naming the signal, rip and address.
+#[test]
+fn crash_modes() {
+    if !require_kvm("crash_modes") {
+        return;
+    }
+    let p = image("crash");
+    for (mode, status, signal) in [
+        ("null", 139, Some("SIGSEGV")),
+        ("gp", 139, Some("SIGSEGV")),
+        ("stack", 139, Some("SIGSEGV")),
+        ("div", 136, Some("SIGFPE")),
+        ("ud", 132, Some("SIGILL")),
+        ("abort", 134, None),
+    ] {
+        let n = native(&p, &[mode], &Opts::default());
+        let v = vm(&p, &[mode], &Opts::default());
+        assert_eq!(n.status, status, "native crash {mode}");
+        assert_eq!(v.status, status, "vm crash {mode}: {v:?}");
+        assert_eq!(v.stdout, n.stdout, "crash {mode}");
+        match signal {
+            Some(sig) => {
+                let line = v.stderr.trim_end();
+                assert_eq!(line.lines().count(), 1, "one line on stderr: {line}");
+                assert!(line.contains(sig) && line.contains("rip 0x") && line.contains("address 0x"), "{line}");
+            }
+            None => assert_eq!(v.stderr, n.stderr),
+        }
+    }
+    let v = vm(&p, &["null"], &Opts::default());
+    assert!(v.stderr.contains("address 0x10"), "NULL+16 write reports its address: {}", v.stderr);
+}
+
+#[test]
+fn argv_env_auxv() {
+    let opts = Opts {
+        env: vec![("MOSVM_TEST_A", "alpha"), ("MOSVM_TEST_B", "b e t a"), ("MOSVM_TEST_EMPTY", "")],
+        ..Default::default()
+    };
+    let r = same("argv_env_auxv", "tests/args", &["one", "two words", "", "--flag", "-x"], opts);
+    if let Some(r) = r {
+        assert!(r.stdout.contains("argv[2]=[two words]"));
+        assert!(r.stdout.contains("AT_RANDOM: 16 random bytes"));
+        assert_eq!(r.status, 6);
+    }
+}
+
+#[test]
+fn env_option_sets_variables() {
+    if !require_kvm("env_option") {
+        return;
+    }
+    let p = image("tests/args");
+    let v = vm(&p, &[], &Opts { vm_args: vec!["--env", "MOSVM_TEST_A=set-by-flag"], ..Default::default() });
+    assert!(v.stdout.contains("env MOSVM_TEST_A=set-by-flag"), "{}", v.stdout);
+}
+
+#[test]
+fn big_guest_allocates_512_mib() {
+    if !require_kvm("big_guest") {
+        return;
+    }
+    let p = image("tests/bigalloc");
+    let v = vm(&p, &["512"], &Opts { vm_args: vec!["--mem", "1G"], ..Default::default() });
+    let n = native(&p, &["512"], &Opts::default());
+    assert_eq!(v, n);
+    assert!(v.stdout.contains("touched 512 MiB"));
+    // The default 256 MiB guest cannot hold it: malloc fails cleanly.
+    let small = vm(&p, &["512"], &Opts::default());
+    assert_eq!(small.stdout, "malloc(512 MiB) failed\n");
+    assert_eq!(small.status, 1);
+}
+
+#[test]
+fn bad_pointers_get_efault() {
+    let r = same("bad_pointers", "tests/badptr", &[], Opts::default());
+    if let Some(r) = r {
+        assert!(r.stdout.contains("write(1, 0x1, 10)                  -> -1 Bad address"), "{}", r.stdout);
+        assert!(r.stdout.contains("still alive"));
+    }
+}
+
+#[test]
+fn unknown_syscalls_get_enosys_and_are_logged_once() {
+    if !require_kvm("unknown_syscalls") {
+        return;
+    }
+    let p = image("tests/unknown");
+    let n = native(&p, &[], &Opts::default());
+    let v = vm(&p, &[], &Opts::default());
+    assert_eq!(v.stdout, n.stdout);
+    assert!(v.stdout.contains("Function not implemented"));
+    assert_eq!(v.stderr.matches("system call 999").count(), 1, "{}", v.stderr);
+    assert_eq!(v.stderr.matches("system call 100000").count(), 1, "{}", v.stderr);
+}
+
+#[test]
+fn mmap_semantics() {
+    same("mmap_semantics", "tests/mmap", &[], Opts::default());
+}
+
+#[test]
+fn signals_musl_and_glibc() {
+    for prog in ["tests/signals", "tests/signals-glibc"] {
+        if let Some(r) = same("signals", prog, &[], Opts::default()) {
+            assert_eq!(r.status, 143, "{prog}: {r:?}");
+            assert!(r.stdout.contains("SIGSEGV handled again: 2"), "{prog}: {}", r.stdout);
+            assert!(r.stdout.contains("on altstack: 1"), "{prog}: {}", r.stdout);
+        }
+    }
+}
+
+#[test]
+fn file_system_calls() {
+    if !require_kvm("file_system_calls") {
+        return;
+    }
+    let (dn, dv) = (scratch_dir("fs-native"), scratch_dir("fs-vm"));
+    let p = image("tests/fsops");
+    let n = native(&p, &[], &Opts { cwd: Some(&dn), ..Default::default() });
+    let v = vm(&p, &[], &Opts { cwd: Some(&dv), ..Default::default() });
+    assert_eq!(v, n);
+    assert!(n.stdout.contains("rmdir: 0"), "{}", n.stdout);
+    let _ = std::fs::remove_dir_all(dn);
+    let _ = std::fs::remove_dir_all(dv);
+}
+
+#[test]
+fn stdin_is_passed_through() {
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let r = same("stdin", "tests/cat", &[], Opts { stdin: Some(&data), ..Default::default() });
+    if let Some(r) = r {
+        assert_eq!(r.stdout.len(), String::from_utf8_lossy(&data).len());
+        assert_eq!(r.stderr, "300000 bytes\n");
+    }
+}
+
+#[test]
+fn dynamic_elf_is_refused_clearly() {
+    if !require_kvm("dynamic_elf") {
+        return;
+    }
+    let r = vm(&image("tests/hello-dynamic"), &[], &Opts::default());
+    assert_eq!(r.status, 126, "{r:?}");
+    assert!(r.stderr.contains("dynamically linked") && r.stderr.contains("-static"), "{}", r.stderr);
+    assert!(r.stdout.is_empty());
+}
+
+#[test]
+fn non_elf_and_missing_files_are_refused_clearly() {
+    if !require_kvm("non_elf") {
+        return;
+    }
+    let r = vm(&image("tests/not-elf"), &[], &Opts::default());
+    assert_eq!(r.status, 126, "{r:?}");
+    assert!(r.stderr.contains("not an ELF executable"), "{}", r.stderr);
+    let r = vm(&image("tests/script.sh"), &[], &Opts::default());
+    assert_eq!(r.status, 126, "{r:?}");
+    assert!(r.stderr.contains("script"), "{}", r.stderr);
+    let r = vm(std::path::Path::new("/nonexistent/prog"), &[], &Opts::default());
+    assert_eq!(r.status, 127, "{r:?}");
+    assert!(r.stderr.contains("/nonexistent/prog"), "{}", r.stderr);
+    let r = vm(std::path::Path::new("/"), &[], &Opts::default());
+    assert_eq!(r.status, 126, "{r:?}");
+}
+
+#[test]
+fn bad_cli_arguments() {
+    let r = mosvm(["run", "--mem", "lots", "/bin/true"]);
+    assert_eq!(r.status, 2);
+    assert!(r.stderr.contains("not a size"), "{}", r.stderr);
+    let r = mosvm(["run", "--env", "NOEQUALS", "/bin/true"]);
+    assert_eq!(r.status, 2);
+    assert!(r.stderr.contains("K=V"), "{}", r.stderr);
+    let r = mosvm(["run"]);
+    assert_eq!(r.status, 2);
+    let r = mosvm(["frobnicate"]);
+    assert_eq!(r.status, 2);
+    if require_kvm("bad_cli_mem_range") {
+        let r = mosvm(["run", "--mem", "1M", image("hello").to_str().unwrap()]);
+        assert_eq!(r.status, 125);
+        assert!(r.stderr.contains("out of range"), "{}", r.stderr);
+    }
+}
+
+/// Ctrl-C reaches the job: without a handler it dies of SIGINT (130).
+#[test]
+fn sigint_is_forwarded() {
+    if !require_kvm("sigint") {
+        return;
+    }
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(mosvm_bin())
+        .args(["run", "--"])
+        .arg(image("cpu"))
+        .args(["--seconds", "30"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the first progress line so the job is surely running.
+    use std::io::BufRead;
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert!(line.starts_with("progress"), "{line}");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let started = std::time::Instant::now();
+    let status = child.wait().unwrap();
+    
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    assert!(started.elapsed().as_secs() < 10, "the job did not stop promptly");
+}
+
+/// Writing to a closed pipe kills the job with SIGPIPE, as `prog | head` expects.
+#[test]
+fn sigpipe_on_closed_stdout() {
+    if !require_kvm("sigpipe") {
+        return;
+    }
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(mosvm_bin())
+        .args(["run", "--"])
+        .arg(image("cpu"))
+        .args(["--seconds", "30"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::BufRead;
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    drop(out);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(141), "{status:?}");
+}
