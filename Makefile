@@ -14,9 +14,10 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo >/dev/null && [ "$$(id -u
 
 IMAGES := hello cpu mem files crash
 GUESTS := $(basename $(notdir $(wildcard tests/guest/*.c)))
+BENCH_GUESTS := $(basename $(notdir $(wildcard bench/guest/*.c)))
 MUSL_CFLAGS := -static -O2 -Wall -Wno-array-bounds -Wno-infinite-recursion
 
-IMAGE_BINS := $(IMAGES:%=$(BUILD)/%) $(GUESTS:%=$(BUILD)/tests/%) \
+IMAGE_BINS := $(IMAGES:%=$(BUILD)/%) $(GUESTS:%=$(BUILD)/tests/%) $(BENCH_GUESTS:%=$(BUILD)/bench/%) \
 	$(BUILD)/tests/hello-glibc $(BUILD)/tests/hello-glibc-pie $(BUILD)/tests/hello-dynamic \
 	$(BUILD)/tests/signals-glibc $(BUILD)/tests/not-elf $(BUILD)/tests/script.sh
 
@@ -48,6 +49,10 @@ $(BUILD)/%: images/src/%.c
 	musl-gcc $(MUSL_CFLAGS) -o $@ $<
 
 $(BUILD)/tests/%: tests/guest/%.c
+	@mkdir -p $(@D)
+	musl-gcc $(MUSL_CFLAGS) -o $@ $<
+
+$(BUILD)/bench/%: bench/guest/%.c
 	@mkdir -p $(@D)
 	musl-gcc $(MUSL_CFLAGS) -o $@ $<
 

@@ -79,7 +79,8 @@ impl CpuFeatures {
 }
 
 /// Writes the GDT, IDT, TSS and the ring-0 code page into guest RAM.
-pub fn write_machine_tables(ram: &GuestRam) -> Result<(), MemoryError> {
+/// `extra_ports` are I/O ports user code may also write (benchmarks only).
+pub fn write_machine_tables(ram: &GuestRam, extra_ports: &[u16]) -> Result<(), MemoryError> {
     let mut gdt = [0u64; GDT_ENTRIES];
     gdt[(KERNEL_CS >> 3) as usize] = 0x00af_9b00_0000_ffff; // 64-bit code, DPL 0, accessed
     gdt[(KERNEL_DS >> 3) as usize] = 0x00cf_9300_0000_ffff; // data, DPL 0, accessed
@@ -111,8 +112,10 @@ pub fn write_machine_tables(ram: &GuestRam) -> Result<(), MemoryError> {
     // a job writing it from anywhere else gets SIGSEGV from the VMM.
     let bitmap = &mut tss[TSS_SIZE as usize..];
     bitmap.fill(0xff);
-    let port = agent::SYSCALL_PORT as usize;
-    bitmap[port / 8] &= !(1 << (port % 8));
+    for &port in std::iter::once(&agent::SYSCALL_PORT).chain(extra_ports) {
+        let port = port as usize;
+        bitmap[port / 8] &= !(1 << (port % 8));
+    }
     ram.write(TSS_ADDR, &tss)?;
 
     ram.write(RING0_CODE_ADDR, &agent::code_page())?;

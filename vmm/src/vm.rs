@@ -31,7 +31,6 @@ const SYSCALL_EXIT_RIP: u64 = RING0_CODE_ADDR + agent::IRET as u64;
 const IRET_RIP: u64 = RING0_CODE_ADDR + agent::IRET as u64;
 const IRET_FRAME: u64 = RING0_STACK_TOP - 40;
 const USER_RFLAGS: u64 = 0x202;
-const IOPL3: u64 = 0x3000;
 
 #[derive(Debug, Error)]
 pub enum VmError {
@@ -71,7 +70,7 @@ pub struct VmConfig {
     pub env: Vec<OsString>,
     pub cwd: PathBuf,
     pub stdio: [RawFd; 3],
-    /// Lets the job use I/O ports (IOPL 3); only for the exit benchmark.
+    /// Lets the job write the benchmark port; only for the exit benchmark.
     pub allow_user_io: bool,
     pub log: Log,
     /// Log every system call.
@@ -114,7 +113,8 @@ impl Vm {
         let cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
         let features = CpuFeatures::from_cpuid(&cpuid);
 
-        cpu::write_machine_tables(&ram)?;
+        let extra_ports: &[u16] = if config.allow_user_io { &[BENCH_PORT] } else { &[] };
+        cpu::write_machine_tables(&ram, extra_ports)?;
         let loaded = program.load(&ram, &bytes)?;
         let cr3 = paging::build(&ram, &loaded.ranges)?;
         let layout = *ram.user_layout();
@@ -197,7 +197,7 @@ impl Vm {
         let user = kvm_regs {
             rip: loaded.entry,
             rsp: sp,
-            rflags: USER_RFLAGS | if config.allow_user_io { IOPL3 } else { 0 },
+            rflags: USER_RFLAGS,
             ..Default::default()
         };
         let mut this = Vm { _kvm: kvm, _vm: vm, vcpu, job, allow_user_io: config.allow_user_io, bench_exits: 0 };
