@@ -1,0 +1,290 @@
+//! Scaling: a large cluster, a burst of jobs on a few hosts, then a new idle
+//! host joining.
+//!
+//!     cargo run --release -p balancer --example scale -- \
+//!         [--hosts H[,H2,...]] [--burst-hosts B] [--jobs-per-host J]
+//!         [--duration SECONDS] [--memory-mib M] [--host-memory-gib G] [--seed S]
+//!
+//! Reports, per cluster size: messages and bytes per host per second (idle
+//! and while balancing), the most any single host received, the time until
+//! every host is within one job of the average (with the lower bound set by
+//! the burst hosts' links), the time until a newly joined idle host receives
+//! its first job, and wasted moves (a job moved again within the cool-down).
+
+use std::process::ExitCode;
+
+use balancer::config::{HostSpec, GIB, MIB};
+use balancer::sim::{JobSpec, Sim, SimConfig};
+
+struct Args {
+    hosts: Vec<usize>,
+    burst_hosts: usize,
+    jobs_per_host: f64,
+    duration: f64,
+    memory_mib: f64,
+    host_memory_gib: f64,
+    seed: u64,
+}
+
+const USAGE: &str = "usage: scale [--hosts H[,H2,...]] [--burst-hosts B] [--jobs-per-host J]
+             [--duration SECONDS] [--memory-mib M] [--host-memory-gib G] [--seed S]
+  --hosts LIST        cluster sizes to run (default 1024)
+  --burst-hosts B     hosts that receive the whole burst (default 8)
+  --jobs-per-host J   burst size as jobs per host of the cluster (default 2)
+  --duration S        CPU seconds per job (default 600)
+  --memory-mib M      job memory (default 64)
+  --host-memory-gib G memory of every host (default 64)
+  --seed S            simulation seed (default 1)";
+
+fn num<T: std::str::FromStr>(flag: &str, v: Option<String>) -> Result<T, String> {
+    let v = v.ok_or_else(|| format!("{flag} needs a value"))?;
+    v.parse().map_err(|_| format!("{flag}: cannot parse {v:?}"))
+}
+
+fn parse() -> Result<Args, String> {
+    let mut a = Args {
+        hosts: vec![1024],
+        burst_hosts: 8,
+        jobs_per_host: 2.0,
+        duration: 600.0,
+        memory_mib: 64.0,
+        host_memory_gib: 64.0,
+        seed: 1,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        match flag.as_str() {
+            "--hosts" => {
+                let v = it.next().ok_or("--hosts needs a value")?;
+                a.hosts = v
+                    .split(',')
+                    .map(|s| s.trim().parse::<usize>().map_err(|_| format!("--hosts: cannot parse {s:?}")))
+                    .collect::<Result<_, _>>()?;
+            }
+            "--burst-hosts" => a.burst_hosts = num(&flag, it.next())?,
+            "--jobs-per-host" => a.jobs_per_host = num(&flag, it.next())?,
+            "--duration" => a.duration = num(&flag, it.next())?,
+            "--memory-mib" => a.memory_mib = num(&flag, it.next())?,
+            "--host-memory-gib" => a.host_memory_gib = num(&flag, it.next())?,
+            "--seed" => a.seed = num(&flag, it.next())?,
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    if a.hosts.is_empty() || a.hosts.iter().any(|&h| !(2..=20_000).contains(&h)) {
+        return Err("--hosts: sizes must be between 2 and 20000".into());
+    }
+    if a.burst_hosts == 0 || a.hosts.iter().any(|&h| a.burst_hosts >= h) {
+        return Err("--burst-hosts must be at least 1 and less than every cluster size".into());
+    }
+    if !(a.jobs_per_host.is_finite() && a.jobs_per_host > 0.0 && a.jobs_per_host <= 64.0) {
+        return Err("--jobs-per-host must be in (0, 64]".into());
+    }
+    if !(a.duration.is_finite() && a.duration >= 10.0) {
+        return Err("--duration must be at least 10 seconds".into());
+    }
+    if !(a.memory_mib.is_finite() && a.memory_mib >= 0.0) {
+        return Err("--memory-mib must be >= 0".into());
+    }
+    if !(a.host_memory_gib.is_finite() && a.host_memory_gib > 0.0) {
+        return Err("--host-memory-gib must be > 0".into());
+    }
+    Ok(a)
+}
+
+/// Largest distance of any host's job count from the average.
+fn spread(counts: &[usize]) -> f64 {
+    let avg = counts.iter().sum::<usize>() as f64 / counts.len() as f64;
+    counts.iter().map(|&c| (c as f64 - avg).abs()).fold(0.0, f64::max)
+}
+
+struct Row {
+    hosts: usize,
+    idle_msgs: f64,
+    busy_msgs: f64,
+    busy_bytes: f64,
+    max_recv: f64,
+    balanced: Option<f64>,
+    bound: f64,
+    new_host_work: Option<f64>,
+    new_host_level: Option<f64>,
+    moves: u64,
+    wasted: u64,
+    refusals: u64,
+}
+
+fn host_spec(a: &Args) -> HostSpec {
+    HostSpec { memory: (a.host_memory_gib * GIB as f64) as u64, ..HostSpec::default() }
+}
+
+fn run(a: &Args, hosts: usize) -> Row {
+    let cfg = SimConfig { seed: a.seed, ..SimConfig::default() };
+    let cost = cfg.cost.clone();
+    let mut sim = Sim::new(cfg);
+    let boot = 2.0;
+    for i in 0..hosts {
+        sim.add_host(host_spec(a), boot * i as f64 / hosts as f64);
+    }
+    let t0 = 15.0; // the burst
+    let n_jobs = (a.jobs_per_host * hosts as f64).round() as usize;
+    let memory = (a.memory_mib * MIB as f64) as u64;
+    for k in 0..n_jobs {
+        sim.add_job(JobSpec {
+            work: a.duration,
+            memory,
+            dirty_rate: 32.0 * MIB as f64,
+            host: k % a.burst_hosts,
+            submit_at: t0,
+        });
+    }
+    // Idle traffic over [5, t0).
+    sim.run_until(5.0);
+    let snap = |sim: &Sim| -> (u64, u64) {
+        let s = sim.stats();
+        (s.messages, s.bytes)
+    };
+    let (m5, _) = snap(&sim);
+    sim.run_until(t0);
+    let (m15, b15) = snap(&sim);
+    let idle_msgs = (m15 - m5) as f64 / hosts as f64 / (t0 - 5.0);
+    let recv_before: Vec<u64> = (0..hosts).map(|h| sim.traffic(h).received).collect();
+
+    // Balance: step in small increments and watch the true counts.
+    let per_burst_host = n_jobs.div_ceil(a.burst_hosts);
+    let avg = n_jobs as f64 / hosts as f64;
+    let keep = avg.ceil() as usize;
+    let move_time = cost.estimate(memory, 32.0 * MIB as f64).total();
+    let bound = per_burst_host.saturating_sub(keep) as f64 * move_time;
+    let horizon = (t0 + 10.0 * bound + 60.0).min(t0 + a.duration * 0.5);
+    let step = 0.05;
+    let mut t = t0;
+    let mut balanced = None;
+    while t < horizon {
+        t += step;
+        sim.run_until(t);
+        if spread(&sim.job_counts()) <= 1.0 + 1e-9 {
+            balanced = Some(t - t0);
+            break;
+        }
+    }
+    let t_bal = sim.now();
+    let (m_bal, b_bal) = snap(&sim);
+    let span = (t_bal - t0).max(1e-9);
+    let busy_msgs = (m_bal - m15) as f64 / hosts as f64 / span;
+    let busy_bytes = (b_bal - b15) as f64 / hosts as f64 / span;
+    let max_recv = (0..hosts).map(|h| (sim.traffic(h).received - recv_before[h]) as f64 / span).fold(0.0, f64::max);
+
+    // A new idle host joins 10 s after the cluster balanced.
+    let join_at = t_bal + 10.0;
+    sim.run_until(join_at);
+    let newh = sim.add_host(host_spec(a), join_at);
+    let mut new_host_work = None;
+    let mut new_host_level = None;
+    let mut t = join_at;
+    let stop = join_at + 60.0;
+    while t < stop && (new_host_work.is_none() || new_host_level.is_none()) {
+        t += 0.01;
+        sim.run_until(t);
+        if new_host_work.is_none() {
+            if let Some(at) = sim.first_arrival(newh) {
+                new_host_work = Some(at - join_at);
+            }
+        }
+        if new_host_level.is_none() {
+            let c = sim.job_counts();
+            let avg = c.iter().sum::<usize>() as f64 / c.len() as f64;
+            if (c[newh] as f64 - avg).abs() <= 1.0 {
+                new_host_level = Some(t - join_at);
+            }
+        }
+    }
+    let st = sim.stats();
+    Row {
+        hosts,
+        idle_msgs,
+        busy_msgs,
+        busy_bytes,
+        max_recv,
+        balanced,
+        bound,
+        new_host_work,
+        new_host_level,
+        moves: st.moves,
+        wasted: st.wasted_moves,
+        refusals: st.refusals,
+    }
+}
+
+fn opt(v: Option<f64>) -> String {
+    v.map(|x| format!("{x:.2}")).unwrap_or_else(|| "never".into())
+}
+
+fn main() -> ExitCode {
+    let a = match parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("scale: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let d = SimConfig::default();
+    println!(
+        "# burst of {} jobs/host ({} s CPU, {} MiB) on {} hosts ({} GiB each), 15 s after boot; gossip every {} ms, window {} entries, vector {}; seed {}",
+        a.jobs_per_host,
+        a.duration,
+        a.memory_mib,
+        a.burst_hosts,
+        a.host_memory_gib,
+        d.balancer.gossip.period * 1e3,
+        d.balancer.gossip.window,
+        d.balancer.gossip.vector_size,
+        a.seed
+    );
+    println!("# msgs/host/s: messages sent per host per second, idle (before the burst) and while balancing; max recv/s: busiest receiver while balancing");
+    println!("# balanced: seconds until every host is within one job of the average (bound: the burst hosts' links alone need this long)");
+    println!("# new host: seconds from a new idle host joining until its first job arrives / until it is within one job of the average");
+    println!("# wasted: moves of a job that had moved less than the cool-down ({} s) before", d.wasted_window);
+    println!(
+        "{:>6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9} {:>9} {:>7} {:>7} {:>7}",
+        "hosts",
+        "idle m/s",
+        "busy m/s",
+        "busy B/s",
+        "max rx/s",
+        "balanced",
+        "bound",
+        "new:work",
+        "new:level",
+        "moves",
+        "wasted",
+        "refused"
+    );
+    let mut failed = false;
+    for &h in &a.hosts {
+        let r = run(&a, h);
+        failed |= r.balanced.is_none() || r.new_host_work.is_none();
+        println!(
+            "{:>6} {:>9.2} {:>9.2} {:>9.0} {:>9.1} {:>9} {:>7.2} {:>9} {:>9} {:>7} {:>7} {:>7}",
+            r.hosts,
+            r.idle_msgs,
+            r.busy_msgs,
+            r.busy_bytes,
+            r.max_recv,
+            opt(r.balanced),
+            r.bound,
+            opt(r.new_host_work),
+            opt(r.new_host_level),
+            r.moves,
+            r.wasted,
+            r.refusals
+        );
+    }
+    if failed {
+        eprintln!("scale: some run did not balance or the new host got no work within the horizon");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,164 @@
+//! Reproduce table 1 of "The NOW MOSIX and its Preemptive Process Migration
+//! Scheme": N identical CPU-bound jobs started on one host of a cluster of
+//! identical hosts; makespan of the ideal policy ("optimal") vs the
+//! simulated balancer ("ours").
+//!
+//!     cargo run --release -p balancer --example table1 -- \
+//!         [--hosts H] [--jobs N1,N2,...] [--duration SECONDS] [--seed S]
+//!         [--memory-mib M] [--dirty-mibs D] [--bandwidth-gbs B]
+//!         [--gossip-ms P] [--verbose]
+
+use std::process::ExitCode;
+
+use balancer::config::MIB;
+use balancer::sim::scenario::{row_seed, TABLE1_JOBS};
+use balancer::sim::{run_burst, Burst};
+
+struct Args {
+    hosts: usize,
+    jobs: Vec<usize>,
+    duration: f64,
+    seed: u64,
+    memory_mib: f64,
+    dirty_mibs: f64,
+    bandwidth_gbs: f64,
+    gossip_ms: f64,
+    verbose: bool,
+}
+
+const USAGE: &str = "usage: table1 [--hosts H] [--jobs N1,N2,...] [--duration SECONDS] [--seed S]
+              [--memory-mib M] [--dirty-mibs D] [--bandwidth-gbs B] [--gossip-ms P]
+              [--verbose]
+  --hosts H         identical single-core hosts (default 16)
+  --jobs LIST       job counts, comma separated (default: the paper's 19 rows)
+  --duration S      CPU seconds per job (default 300)
+  --seed S          simulation seed (default 1)
+  --memory-mib M    job memory (default 64)
+  --dirty-mibs D    job dirty rate in MiB/s (default 32)
+  --bandwidth-gbs B link bandwidth in GB/s (default 1)
+  --gossip-ms P     gossip period in ms (default 250)
+  --verbose         print moves, refusals and traffic per row";
+
+fn parse_num<T: std::str::FromStr>(flag: &str, v: Option<String>) -> Result<T, String> {
+    let v = v.ok_or_else(|| format!("{flag} needs a value"))?;
+    v.parse::<T>().map_err(|_| format!("{flag}: cannot parse {v:?}"))
+}
+
+fn parse() -> Result<Args, String> {
+    let mut a = Args {
+        hosts: 16,
+        jobs: TABLE1_JOBS.to_vec(),
+        duration: 300.0,
+        seed: 1,
+        memory_mib: 64.0,
+        dirty_mibs: 32.0,
+        bandwidth_gbs: 1.0,
+        gossip_ms: 250.0,
+        verbose: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        match flag.as_str() {
+            "--hosts" => a.hosts = parse_num(&flag, it.next())?,
+            "--jobs" => {
+                let v = it.next().ok_or("--jobs needs a value")?;
+                a.jobs = v
+                    .split(',')
+                    .filter(|s| !s.trim().is_empty())
+                    .map(|s| s.trim().parse::<usize>().map_err(|_| format!("--jobs: cannot parse {s:?}")))
+                    .collect::<Result<_, _>>()?;
+                if a.jobs.is_empty() {
+                    return Err("--jobs: empty list".into());
+                }
+            }
+            "--duration" => a.duration = parse_num(&flag, it.next())?,
+            "--seed" => a.seed = parse_num(&flag, it.next())?,
+            "--memory-mib" => a.memory_mib = parse_num(&flag, it.next())?,
+            "--dirty-mibs" => a.dirty_mibs = parse_num(&flag, it.next())?,
+            "--bandwidth-gbs" => a.bandwidth_gbs = parse_num(&flag, it.next())?,
+            "--gossip-ms" => a.gossip_ms = parse_num(&flag, it.next())?,
+            "--verbose" | "-v" => a.verbose = true,
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    if a.hosts == 0 {
+        return Err("--hosts must be at least 1".into());
+    }
+    if a.hosts > 100_000 {
+        return Err("--hosts: at most 100000".into());
+    }
+    if !(a.duration.is_finite() && a.duration > 0.0) {
+        return Err("--duration must be a positive number of seconds".into());
+    }
+    if a.jobs.iter().any(|&n| n > 1_000_000) {
+        return Err("--jobs: at most 1000000 jobs per row".into());
+    }
+    if !(a.memory_mib.is_finite() && a.memory_mib >= 0.0) {
+        return Err("--memory-mib must be >= 0".into());
+    }
+    if !(a.dirty_mibs.is_finite() && a.dirty_mibs >= 0.0) {
+        return Err("--dirty-mibs must be >= 0".into());
+    }
+    if !(a.bandwidth_gbs.is_finite() && a.bandwidth_gbs > 0.0) {
+        return Err("--bandwidth-gbs must be > 0".into());
+    }
+    if !(a.gossip_ms.is_finite() && a.gossip_ms >= 1.0) {
+        return Err("--gossip-ms must be >= 1".into());
+    }
+    Ok(a)
+}
+
+fn main() -> ExitCode {
+    let a = match parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("table1: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    println!(
+        "# {} identical single-core hosts; jobs of {} s CPU, {} MiB, dirtying {} MiB/s; link {} GB/s; gossip every {} ms; seed {}",
+        a.hosts,
+        a.duration,
+        a.memory_mib,
+        a.dirty_mibs,
+        a.bandwidth_gbs,
+        a.gossip_ms,
+        a.seed,
+    );
+    println!("# optimal: ideal policy (a job moves the moment two hosts differ by more than one job; free, instant, omniscient)");
+    println!("# ours: simulated balancer (gossip with delay, residency, pre-copy transfer and freeze)");
+    println!("{:>5} {:>10} {:>10} {:>10}", "N", "optimal", "ours", "slowdown%");
+    let mut sum = 0.0;
+    let mut rows = 0usize;
+    for &n in &a.jobs {
+        let mut b = Burst::identical(a.hosts, n, a.duration, row_seed(a.seed, n));
+        b.memory = (a.memory_mib * MIB as f64) as u64;
+        b.dirty_rate = a.dirty_mibs * MIB as f64;
+        b.sim.cost.bandwidth = a.bandwidth_gbs * 1e9;
+        b.sim.balancer.cost.bandwidth = a.bandwidth_gbs * 1e9;
+        b.sim.balancer.gossip.period = a.gossip_ms / 1000.0;
+        let o = match run_burst(&b) {
+            Ok(o) => o,
+            Err(e) => {
+                eprintln!("table1: N={n}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        println!("{:>5} {:>10.2} {:>10.2} {:>9.2}%", n, o.optimal, o.ours, o.slowdown());
+        if a.verbose {
+            println!(
+                "#       moves {} (wasted {}), requests {}, refused {}, {:.1} msgs/host/s, {:.0} B/host/s",
+                o.moves, o.wasted_moves, o.requests, o.refusals, o.msgs_per_host_s, o.bytes_per_host_s
+            );
+        }
+        sum += o.slowdown();
+        rows += 1;
+    }
+    println!("average slowdown: {:.2}%", sum / rows.max(1) as f64);
+    ExitCode::SUCCESS
+}

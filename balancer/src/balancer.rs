@@ -1,0 +1,775 @@
+//! The running balancer of one host: owns the load calculation, the load
+//! vector, the table of local jobs and the accepted arrivals, and turns
+//! inputs (time, samples, job events, messages, random numbers) into
+//! [`Action`]s. It does no I/O and reads no clock.
+//!
+//! How the daemon drives it:
+//!
+//! ```text
+//! let mut b = Balancer::new(my_id, config, now);
+//! act(b.join(now, &seed_hosts, &mut rng));          // contact any known host
+//! every tick (e.g. 100 ms):
+//!     b.sample(now, runnable_threads);
+//!     b.set_free_memory(free_bytes);
+//!     act(b.tick(now, &mut rng));                   // gossip, expiry, consideration
+//! on a message from a peer:  act(b.on_message(now, peer, msg, &mut rng));
+//! on job events:             b.job_started / job_arrived / job_exited /
+//!                            act(b.migration_done(...)) / b.migration_aborted
+//! where act() sends Action::Send messages, starts Action::Migrate moves and
+//! logs every reason.
+//! ```
+
+use crate::config::Config;
+use crate::consider::{check_arrival, plan_moves, Candidate, JobRecord, JobState, Mode, SelfView, Verdict};
+use crate::gossip::{Entry, HostId, LoadInfo, LoadVector, WireEntry};
+use crate::load::LoadCalc;
+use crate::msg::{Message, MigrateReply, MigrateRequest, MoveKind};
+use crate::rng::Rng;
+use crate::JobId;
+
+/// What the daemon must do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Send `msg` to host `to`.
+    Send { to: HostId, msg: Message },
+    /// Start moving `job` to `to` (the target has accepted). Report the end
+    /// with [`Balancer::migration_done`].
+    Migrate { job: JobId, to: HostId, kind: MoveKind, reason: String },
+    /// Host `by` refused to take `job`; nothing to do but log it.
+    Refused { job: JobId, by: HostId, reason: String },
+}
+
+/// A job as the daemon describes it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobInfo {
+    pub id: JobId,
+    /// Runnable threads it contributes: its vCPU count for a CPU-bound job,
+    /// less if it is often idle (the daemon may refine this over time with
+    /// [`Balancer::update_job`]).
+    pub load: f64,
+    /// Memory that would have to move, bytes.
+    pub memory: u64,
+    /// Measured dirty rate, bytes per second.
+    pub dirty_rate: f64,
+    /// Seconds the job has already lived (0 for a new job; the age carried
+    /// over for a job arriving by migration).
+    pub age: f64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct Reservation {
+    job: JobId,
+    from: HostId,
+    load: f64,
+    memory: u64,
+    until: f64,
+}
+
+/// Counters, for `mosvm top` and the simulator.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub gossip_sent: u64,
+    pub gossip_received: u64,
+    pub requests_sent: u64,
+    pub requests_accepted: u64,
+    pub requests_refused: u64,
+    pub requests_timed_out: u64,
+    pub arrivals_accepted: u64,
+    pub arrivals_refused: u64,
+    pub moves_done: u64,
+    pub moves_failed: u64,
+}
+
+/// The balancer of one host.
+#[derive(Clone, Debug)]
+pub struct Balancer {
+    id: HostId,
+    cfg: Config,
+    load: LoadCalc,
+    vector: LoadVector,
+    jobs: Vec<JobRecord>,
+    reservations: Vec<Reservation>,
+    free_mem: u64,
+    mode: Mode,
+    seeds: Vec<HostId>,
+    next_gossip: Option<f64>,
+    backoff: Vec<(HostId, f64)>,
+    note: String,
+    seeking: bool,
+    recent_requests: Vec<f64>,
+    stats: Stats,
+}
+
+impl Balancer {
+    /// A balancer for host `id`. Free memory starts at the configured total.
+    pub fn new(id: HostId, cfg: Config) -> Self {
+        Balancer {
+            id,
+            load: LoadCalc::new(cfg.load.clone()),
+            vector: LoadVector::new(id, cfg.gossip.vector_size),
+            jobs: Vec::new(),
+            reservations: Vec::new(),
+            free_mem: cfg.host.memory,
+            mode: Mode::Normal,
+            seeds: Vec::new(),
+            next_gossip: None,
+            backoff: Vec::new(),
+            note: String::new(),
+            seeking: false,
+            recent_requests: Vec::new(),
+            stats: Stats::default(),
+            cfg,
+        }
+    }
+
+    pub fn id(&self) -> HostId {
+        self.id
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Why the last consideration did (not) move anything.
+    pub fn note(&self) -> &str {
+        &self.note
+    }
+
+    /// The local jobs and their state.
+    pub fn jobs(&self) -> &[JobRecord] {
+        &self.jobs
+    }
+
+    /// What this host knows about others.
+    pub fn known_hosts(&self) -> &[Entry] {
+        self.vector.entries()
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// (exported, local) smoothed runnable threads, before commitments.
+    pub fn raw_load(&self) -> (f64, f64) {
+        (self.load.exported(), self.load.local())
+    }
+
+    /// The link bandwidth estimate moved (the daemon measured a migration).
+    pub fn set_bandwidth(&mut self, bytes_per_sec: f64) {
+        if bytes_per_sec.is_finite() && bytes_per_sec > 0.0 {
+            self.cfg.cost.bandwidth = bytes_per_sec;
+        }
+    }
+
+    /// Operator mode: normal, cordoned (no arrivals) or draining (no
+    /// arrivals, move everything out).
+    pub fn set_mode(&mut self, mode: Mode) {
+        self.mode = mode;
+    }
+
+    /// Current free memory for jobs, bytes.
+    pub fn set_free_memory(&mut self, bytes: u64) {
+        self.free_mem = bytes;
+    }
+
+    /// One tick's sample of runnable threads (job vCPUs plus other load).
+    pub fn sample(&mut self, now: f64, runnable: f64) {
+        self.load.sample(now, runnable);
+    }
+
+    fn outgoing(&self) -> impl Iterator<Item = &JobRecord> {
+        self.jobs.iter().filter(|j| j.is_moving())
+    }
+
+    fn committed(&self, base: f64) -> f64 {
+        let out: f64 = self.outgoing().map(|j| j.load).sum();
+        let inc: f64 = self.reservations.iter().map(|r| r.load).sum();
+        (base - out + inc).max(0.0)
+    }
+
+    fn committed_free_mem(&self, count_outgoing: bool) -> u64 {
+        let reserved: u64 = self.reservations.iter().map(|r| r.memory).sum();
+        let leaving: u64 = if count_outgoing { self.outgoing().map(|j| j.memory).sum() } else { 0 };
+        self.free_mem.saturating_sub(reserved).saturating_add(leaving)
+    }
+
+    fn info(&self, runnable: f64, free_mem: u64) -> LoadInfo {
+        LoadInfo {
+            runnable,
+            cores: self.cfg.host.cores,
+            speed: self.cfg.host.speed,
+            free_mem,
+            accepting: self.mode == Mode::Normal,
+            seeking: self.seeking,
+        }
+    }
+
+    /// What this host tells others: the exported load, with moves it has
+    /// committed to already applied.
+    pub fn own_info(&self) -> LoadInfo {
+        self.info(self.committed(self.load.exported()), self.committed_free_mem(false))
+    }
+
+    /// Own entry as sent on the wire (age 0).
+    pub fn own_entry(&self) -> WireEntry {
+        WireEntry { host: self.id, age: 0.0, info: self.own_info() }
+    }
+
+    fn self_view(&self, exported: bool) -> SelfView {
+        let base = if exported { self.load.exported() } else { self.load.local() };
+        let backlog = self.outgoing().map(|j| self.cfg.cost.estimate(j.memory, j.dirty_rate).total()).sum();
+        SelfView {
+            host: self.id,
+            info: self.info(self.committed(base), self.committed_free_mem(!exported)),
+            total_mem: self.cfg.host.memory,
+            mode: self.mode,
+            nic_backlog: backlog,
+        }
+    }
+
+    fn gossip_msg(&self, now: f64, want_reply: bool, rng: &mut dyn Rng) -> Message {
+        Message::Gossip {
+            entries: self.vector.window(
+                now,
+                self.own_entry(),
+                self.cfg.gossip.window,
+                self.cfg.gossip.fresh_age,
+                self.cfg.consider.margin,
+                rng,
+            ),
+            want_reply,
+        }
+    }
+
+    /// Join the cluster by contacting any of `seeds` (known hosts). Seeds
+    /// are remembered and contacted again whenever the vector runs empty.
+    pub fn join(&mut self, now: f64, seeds: &[HostId], rng: &mut dyn Rng) -> Vec<Action> {
+        self.seeds = seeds.iter().copied().filter(|&s| s != self.id).collect();
+        self.seeds.dedup();
+        if self.seeds.is_empty() {
+            return Vec::new();
+        }
+        let to = self.seeds[rng.below(self.seeds.len())];
+        self.stats.gossip_sent += 1;
+        vec![Action::Send { to, msg: self.gossip_msg(now, true, rng) }]
+    }
+
+    /// Forget a host (e.g. it cannot be reached).
+    pub fn forget(&mut self, host: HostId) {
+        self.vector.remove(host);
+    }
+
+    fn record(now: f64, info: &JobInfo, from: Option<HostId>) -> JobRecord {
+        JobRecord {
+            id: info.id,
+            load: info.load.max(0.0),
+            memory: info.memory,
+            dirty_rate: info.dirty_rate,
+            started_at: now - info.age.max(0.0),
+            arrived_at: now,
+            came_from: from,
+            state: JobState::Running,
+        }
+    }
+
+    /// A new job started here.
+    pub fn job_started(&mut self, now: f64, job: JobInfo) {
+        if self.jobs.iter().any(|j| j.id == job.id) {
+            return;
+        }
+        self.load.adjust(job.load.max(0.0));
+        self.jobs.push(Self::record(now, &job, None));
+    }
+
+    /// A job arrived here by migration from `from` and runs now.
+    pub fn job_arrived(&mut self, now: f64, job: JobInfo, from: HostId) {
+        self.reservations.retain(|r| r.job != job.id);
+        if self.jobs.iter().any(|j| j.id == job.id) {
+            return;
+        }
+        self.load.adjust(job.load.max(0.0));
+        self.jobs.push(Self::record(now, &job, Some(from)));
+    }
+
+    /// A local job ended (whatever its state).
+    pub fn job_exited(&mut self, _now: f64, job: JobId) {
+        if let Some(i) = self.jobs.iter().position(|j| j.id == job) {
+            let j = self.jobs.remove(i);
+            self.load.adjust(-j.load);
+        }
+    }
+
+    /// New measurements of a local job.
+    pub fn update_job(&mut self, job: JobId, load: f64, memory: u64, dirty_rate: f64) {
+        if let Some(j) = self.jobs.iter_mut().find(|j| j.id == job) {
+            let delta = load.max(0.0) - j.load;
+            j.load = load.max(0.0);
+            j.memory = memory;
+            j.dirty_rate = dirty_rate;
+            self.load.adjust(delta);
+        }
+    }
+
+    /// An incoming move this host accepted will not come (the source gave
+    /// up, or the job ended during the transfer).
+    pub fn migration_aborted(&mut self, _now: f64, job: JobId) {
+        self.reservations.retain(|r| r.job != job);
+    }
+
+    /// The daemon finished (or failed) moving `job` away.
+    pub fn migration_done(
+        &mut self,
+        now: f64,
+        job: JobId,
+        result: Result<(), String>,
+        rng: &mut dyn Rng,
+    ) -> Vec<Action> {
+        let Some(i) = self.jobs.iter().position(|j| j.id == job) else {
+            return Vec::new();
+        };
+        match result {
+            Ok(()) => {
+                let j = self.jobs.remove(i);
+                self.load.adjust(-j.load);
+                self.stats.moves_done += 1;
+            }
+            Err(_) => {
+                if let JobState::Migrating { to, .. } = self.jobs[i].state {
+                    self.backoff.push((to, now + self.cfg.consider.refusal_backoff.max(5.0)));
+                }
+                self.jobs[i].state = JobState::Running;
+                self.stats.moves_failed += 1;
+            }
+        }
+        self.consider(now, rng)
+    }
+
+    fn housekeeping(&mut self, now: f64, out: &mut Vec<Action>) {
+        self.vector.expire(now, self.cfg.gossip.max_age);
+        self.reservations.retain(|r| r.until > now);
+        self.backoff.retain(|&(_, until)| until > now);
+        let timeout = self.cfg.consider.request_timeout;
+        for j in &mut self.jobs {
+            if let JobState::Requested { to, at, .. } = j.state {
+                if now - at > timeout {
+                    j.state = JobState::Running;
+                    self.stats.requests_timed_out += 1;
+                    self.backoff.push((to, now + self.cfg.consider.refusal_backoff.max(5.0)));
+                    out.push(Action::Send { to, msg: Message::Cancel { job: j.id } });
+                }
+            }
+        }
+    }
+
+    /// Periodic work: expiry, gossip when due, consideration.
+    pub fn tick(&mut self, now: f64, rng: &mut dyn Rng) -> Vec<Action> {
+        let mut out = Vec::new();
+        self.housekeeping(now, &mut out);
+        let period = self.cfg.gossip.period.max(1e-3);
+        let due = *self.next_gossip.get_or_insert_with(|| now + period * rng.unit());
+        if now >= due {
+            let stretch = 1.0 + self.cfg.gossip.jitter * (2.0 * rng.unit() - 1.0);
+            let mut next = due + period * stretch;
+            if next <= now {
+                next = now + period * stretch;
+            }
+            self.next_gossip = Some(next);
+            let me = self.own_info();
+            let target = self
+                .vector
+                .gossip_target(
+                    now,
+                    &me,
+                    self.cfg.consider.margin,
+                    self.cfg.gossip.targeted,
+                    self.cfg.gossip.fresh_age,
+                    rng,
+                )
+                .or_else(|| (!self.seeds.is_empty()).then(|| self.seeds[rng.below(self.seeds.len())]));
+            if let Some(to) = target {
+                self.stats.gossip_sent += 1;
+                let msg = self.gossip_msg(now, true, rng);
+                out.push(Action::Send { to, msg });
+            }
+        }
+        out.extend(self.consider(now, rng));
+        out
+    }
+
+    /// Consider moving local jobs; returns migration requests to send.
+    pub fn consider(&mut self, now: f64, rng: &mut dyn Rng) -> Vec<Action> {
+        let in_flight = self.outgoing().count();
+        let period = self.cfg.gossip.period.max(1e-3);
+        self.recent_requests.retain(|&t| now - t < period);
+        let rate_left = self.cfg.consider.max_requests_per_period.saturating_sub(self.recent_requests.len());
+        let budget = self
+            .cfg
+            .consider
+            .max_moves_per_round
+            .min(self.cfg.consider.max_in_flight.saturating_sub(in_flight))
+            .min(rate_left);
+        let me = self.self_view(false);
+        let cands: Vec<Candidate> = self
+            .vector
+            .entries()
+            .iter()
+            .filter(|e| !self.backoff.iter().any(|&(h, _)| h == e.host))
+            .map(|e| Candidate { host: e.host, info: e.info, age: e.age(now) })
+            .collect();
+        let c = plan_moves(now, &me, &self.jobs, &cands, &self.cfg.consider, &self.cfg.cost, budget, rng);
+        self.note = c.note;
+        self.seeking = c.seeking;
+        let mut out = Vec::new();
+        for p in c.moves {
+            let Some(j) = self.jobs.iter_mut().find(|j| j.id == p.job) else {
+                continue;
+            };
+            j.state = JobState::Requested { to: p.to, at: now, kind: p.kind, reason: p.reason };
+            self.stats.requests_sent += 1;
+            self.recent_requests.push(now);
+            out.push(Action::Send {
+                to: p.to,
+                msg: Message::MigrateRequest(MigrateRequest {
+                    job: p.job,
+                    kind: p.kind,
+                    job_load: p.job_load,
+                    memory: p.memory,
+                    source: WireEntry { host: self.id, age: 0.0, info: me.info },
+                    source_rate: p.source_rate,
+                    source_load: p.source_load,
+                    assumed_target_load: p.assumed_target_load,
+                }),
+            });
+        }
+        out
+    }
+
+    /// The target-side re-check of a migration request. On acceptance the
+    /// job's load and memory are reserved here until it arrives.
+    pub fn on_arrival_request(&mut self, now: f64, from: HostId, req: &MigrateRequest) -> Verdict {
+        if self.reservations.iter().any(|r| r.job == req.job) {
+            return Verdict::Accept(format!("job {} already accepted", req.job));
+        }
+        let me = self.self_view(true);
+        let better = self.best_known_target(now, req.source.host, req.job_load, req.memory);
+        let v = check_arrival(&me, req, &self.cfg.consider, better.as_ref());
+        if v.accepted() {
+            self.stats.arrivals_accepted += 1;
+            self.reservations.push(Reservation {
+                job: req.job,
+                from,
+                load: req.job_load.max(0.0),
+                memory: req.memory,
+                until: now + self.cfg.consider.reservation_timeout,
+            });
+        } else {
+            self.stats.arrivals_refused += 1;
+        }
+        v
+    }
+
+    /// The least loaded host with fresh information that could take a job
+    /// of `load` and `memory`, other than `except`.
+    /// Only entries younger than `redirect_age` count: a redirect to a host
+    /// that has filled up since is worse than accepting.
+    fn best_known_target(&self, now: f64, except: HostId, load: f64, memory: u64) -> Option<Candidate> {
+        let fresh = self.cfg.consider.redirect_age;
+        let need = memory.saturating_add(self.cfg.consider.mem_headroom);
+        self.vector
+            .entries()
+            .iter()
+            .filter(|e| e.host != except && e.info.accepting && e.age(now) <= fresh && e.info.free_mem >= need)
+            .filter(|e| !self.backoff.iter().any(|&(h, _)| h == e.host))
+            .min_by(|a, b| a.info.load_with(load).total_cmp(&b.info.load_with(load)))
+            .map(|e| Candidate { host: e.host, info: e.info, age: e.age(now) })
+    }
+
+    /// Hosts that have been accepted to send a job here and not yet did.
+    pub fn expected_arrivals(&self) -> Vec<(JobId, HostId)> {
+        self.reservations.iter().map(|r| (r.job, r.from)).collect()
+    }
+
+    /// A message from host `from`.
+    pub fn on_message(&mut self, now: f64, from: HostId, msg: Message, rng: &mut dyn Rng) -> Vec<Action> {
+        let hop = self.cfg.gossip.hop_delay;
+        match msg {
+            Message::Gossip { entries, want_reply } => {
+                self.stats.gossip_received += 1;
+                let kept = self.vector.merge(now, &entries, hop);
+                let mut out = Vec::new();
+                if want_reply {
+                    out.push(Action::Send { to: from, msg: self.gossip_msg(now, false, rng) });
+                }
+                if kept > 0 {
+                    out.extend(self.consider(now, rng));
+                }
+                out
+            }
+            Message::MigrateRequest(req) => {
+                self.vector.merge(now, &[req.source], hop);
+                let v = self.on_arrival_request(now, from, &req);
+                let hint = match &v {
+                    Verdict::Redirect { to, .. } => self.vector.get(*to).map(|e| e.to_wire(now)),
+                    _ => None,
+                };
+                vec![Action::Send {
+                    to: from,
+                    msg: Message::MigrateReply(MigrateReply {
+                        job: req.job,
+                        accepted: v.accepted(),
+                        reason: v.reason().to_string(),
+                        target: self.own_entry(),
+                        hint,
+                    }),
+                }]
+            }
+            Message::MigrateReply(rep) => {
+                self.vector.merge(now, &[rep.target], hop);
+                if let Some(h) = rep.hint {
+                    self.vector.merge(now, &[h], hop);
+                }
+                let Some(j) = self.jobs.iter_mut().find(|j| j.id == rep.job) else {
+                    // The job ended meanwhile.
+                    return if rep.accepted {
+                        vec![Action::Send { to: from, msg: Message::Cancel { job: rep.job } }]
+                    } else {
+                        Vec::new()
+                    };
+                };
+                let pending = match &j.state {
+                    JobState::Requested { to, kind, reason, .. } if *to == from => Some((*kind, reason.clone())),
+                    _ => None,
+                };
+                let Some((kind, reason)) = pending else {
+                    // Stale reply (we gave up on it): release the target.
+                    return if rep.accepted {
+                        vec![Action::Send { to: from, msg: Message::Cancel { job: rep.job } }]
+                    } else {
+                        Vec::new()
+                    };
+                };
+                if rep.accepted {
+                    j.state = JobState::Migrating { to: from, since: now };
+                    self.stats.requests_accepted += 1;
+                    vec![Action::Migrate { job: rep.job, to: from, kind, reason }]
+                } else {
+                    j.state = JobState::Running;
+                    self.stats.requests_refused += 1;
+                    // After a redirect the hinted host is in the vector;
+                    // either way, leave this target alone for a moment.
+                    self.backoff.push((from, now + self.cfg.consider.refusal_backoff));
+                    let mut out = vec![Action::Refused { job: rep.job, by: from, reason: rep.reason }];
+                    out.extend(self.consider(now, rng));
+                    out
+                }
+            }
+            Message::Cancel { job } => {
+                self.reservations.retain(|r| !(r.job == job && r.from == from));
+                Vec::new()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{GIB, MIB};
+    use crate::rng::SplitMix64;
+
+    fn job(id: JobId, age: f64) -> JobInfo {
+        JobInfo { id, load: 1.0, memory: 64 * MIB, dirty_rate: 0.0, age }
+    }
+
+    fn entry(host: HostId, runnable: f64) -> WireEntry {
+        WireEntry {
+            host,
+            age: 0.0,
+            info: LoadInfo { runnable, cores: 1, speed: 1.0, free_mem: 8 * GIB, accepting: true, seeking: false },
+        }
+    }
+
+    fn gossip(from: HostId, runnable: f64) -> Message {
+        Message::Gossip { entries: vec![entry(from, runnable)], want_reply: false }
+    }
+
+    fn sends(actions: &[Action]) -> Vec<(HostId, &Message)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send { to, msg } => Some((*to, msg)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn request_accept_migrate_done() {
+        let mut rng = SplitMix64::new(1);
+        let mut a = Balancer::new(1, Config::default());
+        let mut b = Balancer::new(2, Config::default());
+        for i in 0..3 {
+            a.job_started(0.0, job(i, 0.0));
+        }
+        a.sample(0.0, 3.0);
+        let acts = a.on_message(10.0, 2, gossip(2, 0.0), &mut rng);
+        let reqs = sends(&acts);
+        assert_eq!(reqs.len(), 1, "{acts:?}");
+        let (to, msg) = reqs[0];
+        assert_eq!(to, 2);
+        // B accepts and reserves the load.
+        let reply = b.on_message(10.001, 1, msg.clone(), &mut rng);
+        assert_eq!(b.expected_arrivals().len(), 1);
+        assert!((b.own_info().runnable - 1.0).abs() < 1e-9);
+        let (_, rmsg) = sends(&reply)[0];
+        let acts = a.on_message(10.002, 2, rmsg.clone(), &mut rng);
+        let mig: Vec<_> = acts.iter().filter(|x| matches!(x, Action::Migrate { .. })).collect();
+        assert_eq!(mig.len(), 1, "{acts:?}");
+        // While moving, A already exports the committed load.
+        assert!((a.own_info().runnable - 2.0).abs() < 1e-9);
+        let Action::Migrate { job: moved, .. } = mig[0] else { unreachable!() };
+        let moved = *moved;
+        a.migration_done(10.1, moved, Ok(()), &mut rng);
+        b.job_arrived(10.1, job(moved, 10.1), 1);
+        assert_eq!(a.jobs().len(), 2);
+        assert!((a.own_info().runnable - 2.0).abs() < 1e-9);
+        assert!((b.own_info().runnable - 1.0).abs() < 1e-9);
+        assert!(b.expected_arrivals().is_empty());
+        assert_eq!(b.jobs()[0].came_from, Some(1));
+    }
+
+    #[test]
+    fn refusal_is_reported_and_backs_off() {
+        let mut rng = SplitMix64::new(1);
+        let mut a = Balancer::new(1, Config::default());
+        let mut b = Balancer::new(2, Config::default());
+        for i in 0..2 {
+            a.job_started(0.0, job(i, 0.0));
+        }
+        // B looked idle in the gossip but has since got a job.
+        b.job_started(9.0, job(100, 0.0));
+        let acts = a.on_message(10.0, 2, gossip(2, 0.0), &mut rng);
+        let (_, req) = sends(&acts)[0];
+        let reply = b.on_message(10.001, 1, req.clone(), &mut rng);
+        let (_, rmsg) = sends(&reply)[0];
+        match rmsg {
+            Message::MigrateReply(r) => {
+                assert!(!r.accepted);
+                assert!(!r.reason.is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
+        let acts = a.on_message(10.002, 2, rmsg.clone(), &mut rng);
+        assert!(acts.iter().any(|x| matches!(x, Action::Refused { by: 2, .. })));
+        // It learned B's real load from the reply: no new request to B.
+        assert!(sends(&acts).is_empty(), "{acts:?}");
+        assert!(a.jobs().iter().all(|j| !j.is_moving()));
+    }
+
+    #[test]
+    fn two_sources_one_idle_target_no_herd() {
+        let mut rng = SplitMix64::new(9);
+        let mut t = Balancer::new(9, Config::default());
+        let mut reqs = Vec::new();
+        for src in [1u64, 2u64] {
+            let mut s = Balancer::new(src, Config::default());
+            s.job_started(0.0, job(src * 10, 0.0));
+            s.job_started(0.0, job(src * 10 + 1, 0.0));
+            let acts = s.on_message(10.0, 9, gossip(9, 0.0), &mut rng);
+            let (to, m) = sends(&acts)[0];
+            assert_eq!(to, 9);
+            reqs.push((src, m.clone()));
+        }
+        let mut accepted = 0;
+        for (src, m) in reqs {
+            let r = t.on_message(10.001, src, m, &mut rng);
+            if let Message::MigrateReply(rep) = sends(&r)[0].1 {
+                accepted += rep.accepted as usize;
+            }
+        }
+        assert_eq!(accepted, 1);
+    }
+
+    #[test]
+    fn request_timeout_cancels() {
+        let mut rng = SplitMix64::new(1);
+        let mut a = Balancer::new(1, Config::default());
+        a.job_started(0.0, job(1, 0.0));
+        a.job_started(0.0, job(2, 0.0));
+        let acts = a.on_message(10.0, 2, gossip(2, 0.0), &mut rng);
+        assert_eq!(sends(&acts).len(), 1);
+        let acts = a.tick(13.0, &mut rng);
+        assert!(acts.iter().any(|x| matches!(x, Action::Send { to: 2, msg: Message::Cancel { .. } })));
+        assert!(a.jobs().iter().all(|j| !j.is_moving()));
+        assert_eq!(a.stats().requests_timed_out, 1);
+    }
+
+    #[test]
+    fn gossip_every_period_and_join_via_seed() {
+        let mut rng = SplitMix64::new(4);
+        let mut a = Balancer::new(1, Config::default());
+        let j = a.join(0.0, &[5], &mut rng);
+        assert_eq!(sends(&j)[0].0, 5);
+        let mut sent = 0;
+        let mut t = 0.0;
+        while t < 10.0 {
+            sent += sends(&a.tick(t, &mut rng)).iter().filter(|(_, m)| matches!(m, Message::Gossip { .. })).count();
+            t += 0.01;
+        }
+        // 0.25 s period: about 40 messages in 10 s, all to the only seed.
+        assert!((36..=44).contains(&sent), "{sent}");
+    }
+
+    #[test]
+    fn gossip_reply_carries_own_entry_first_and_bounded_window() {
+        let mut rng = SplitMix64::new(4);
+        let mut a = Balancer::new(1, Config::default());
+        for h in 10..60 {
+            a.on_message(1.0, h, gossip(h, 1.0), &mut rng);
+        }
+        assert_eq!(a.known_hosts().len(), 32);
+        let acts = a.on_message(2.0, 7, Message::Gossip { entries: vec![entry(7, 0.0)], want_reply: true }, &mut rng);
+        let (to, m) = sends(&acts)[0];
+        assert_eq!(to, 7);
+        let Message::Gossip { entries, .. } = m else { panic!() };
+        assert_eq!(entries[0].host, 1);
+        assert_eq!(entries.len(), 8);
+    }
+
+    #[test]
+    fn cordoned_host_refuses_and_says_so() {
+        let mut rng = SplitMix64::new(1);
+        let mut a = Balancer::new(1, Config::default());
+        a.job_started(0.0, job(1, 0.0));
+        a.job_started(0.0, job(2, 0.0));
+        let acts = a.on_message(10.0, 2, gossip(2, 0.0), &mut rng);
+        let (_, req) = sends(&acts)[0];
+        let mut b = Balancer::new(2, Config::default());
+        b.set_mode(Mode::Cordoned);
+        assert!(!b.own_info().accepting);
+        let Message::MigrateRequest(r) = req else { panic!() };
+        let v = b.on_arrival_request(10.0, 1, r);
+        assert!(!v.accepted());
+        assert!(v.reason().contains("not accepting"));
+    }
+
+    #[test]
+    fn memory_pressure_triggers_a_move() {
+        let mut rng = SplitMix64::new(1);
+        let mut cfg = Config::default();
+        cfg.host.memory = 4 * GIB;
+        let mut a = Balancer::new(1, cfg);
+        let mut big = job(1, 0.0);
+        big.memory = 3 * GIB;
+        a.job_started(0.0, big);
+        a.set_free_memory(100 * MIB);
+        // Equal loads: only memory can justify the move.
+        let acts = a.on_message(0.1, 2, gossip(2, 1.0), &mut rng);
+        let Some((_, Message::MigrateRequest(r))) = sends(&acts).first().copied() else { panic!("{acts:?}") };
+        assert_eq!(r.kind, MoveKind::Memory);
+    }
+}
