@@ -111,6 +111,7 @@ struct Row {
     bound: f64,
     new_host_work: Option<f64>,
     new_host_level: Option<f64>,
+    work_expected: bool,
     moves: u64,
     wasted: u64,
     refusals: u64,
@@ -155,9 +156,13 @@ fn run(a: &Args, hosts: usize) -> Row {
     // Balance: step in small increments and watch the true counts.
     let per_burst_host = n_jobs.div_ceil(a.burst_hosts);
     let avg = n_jobs as f64 / hosts as f64;
-    let keep = avg.ceil() as usize;
-    let move_time = cost.estimate(memory, 32.0 * MIB as f64).total();
-    let bound = per_burst_host.saturating_sub(keep) as f64 * move_time;
+    // A burst host is within one job of the average once it is down to
+    // floor(avg + 1) jobs; every job it sheds occupies its link for the copy
+    // and the freeze (the setup overlaps the previous copy).
+    let keep = (avg + 1.0).floor() as usize;
+    let c = cost.estimate(memory, 32.0 * MIB as f64);
+    let link_time = c.total() - cost.setup.min(c.precopy);
+    let bound = per_burst_host.saturating_sub(keep) as f64 * link_time;
     let horizon = (t0 + 10.0 * bound + 60.0).min(t0 + a.duration * 0.5);
     let step = 0.05;
     let mut t = t0;
@@ -180,12 +185,14 @@ fn run(a: &Args, hosts: usize) -> Row {
     // A new idle host joins 10 s after the cluster balanced.
     let join_at = t_bal + 10.0;
     sim.run_until(join_at);
+    // Work can only come if some host has a job to spare (two or more).
+    let work_expected = sim.job_counts().iter().any(|&c| c >= 2);
     let newh = sim.add_host(host_spec(a), join_at);
     let mut new_host_work = None;
     let mut new_host_level = None;
     let mut t = join_at;
     let stop = join_at + 60.0;
-    while t < stop && (new_host_work.is_none() || new_host_level.is_none()) {
+    while t < stop && work_expected && (new_host_work.is_none() || new_host_level.is_none()) {
         t += 0.01;
         sim.run_until(t);
         if new_host_work.is_none() {
@@ -212,6 +219,7 @@ fn run(a: &Args, hosts: usize) -> Row {
         bound,
         new_host_work,
         new_host_level,
+        work_expected,
         moves: st.moves,
         wasted: st.wasted_moves,
         refusals: st.refusals,
@@ -245,7 +253,7 @@ fn main() -> ExitCode {
     );
     println!("# msgs/host/s: messages sent per host per second, idle (before the burst) and while balancing; max recv/s: busiest receiver while balancing");
     println!("# balanced: seconds until every host is within one job of the average (bound: the burst hosts' links alone need this long)");
-    println!("# new host: seconds from a new idle host joining until its first job arrives / until it is within one job of the average");
+    println!("# new host: seconds from a new idle host joining until its first job arrives / until it is within one job of the average (n/a: no host has a job to spare)");
     println!("# wasted: moves of a job that had moved less than the cool-down ({} s) before", d.wasted_window);
     println!(
         "{:>6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9} {:>9} {:>7} {:>7} {:>7}",
@@ -265,7 +273,8 @@ fn main() -> ExitCode {
     let mut failed = false;
     for &h in &a.hosts {
         let r = run(&a, h);
-        failed |= r.balanced.is_none() || r.new_host_work.is_none();
+        failed |= r.balanced.is_none() || (r.work_expected && r.new_host_work.is_none());
+        let na = |v: Option<f64>| if r.work_expected { opt(v) } else { "n/a".into() };
         println!(
             "{:>6} {:>9.2} {:>9.2} {:>9.0} {:>9.1} {:>9} {:>7.2} {:>9} {:>9} {:>7} {:>7} {:>7}",
             r.hosts,
@@ -275,8 +284,8 @@ fn main() -> ExitCode {
             r.max_recv,
             opt(r.balanced),
             r.bound,
-            opt(r.new_host_work),
-            opt(r.new_host_level),
+            na(r.new_host_work),
+            na(r.new_host_level),
             r.moves,
             r.wasted,
             r.refusals

@@ -6,7 +6,7 @@
 //! How the daemon drives it:
 //!
 //! ```text
-//! let mut b = Balancer::new(my_id, config, now);
+//! let mut b = Balancer::new(my_id, config);        // times: f64 seconds, monotonic
 //! act(b.join(now, &seed_hosts, &mut rng));          // contact any known host
 //! every tick (e.g. 100 ms):
 //!     b.sample(now, runnable_threads);
@@ -249,6 +249,7 @@ impl Balancer {
     /// are remembered and contacted again whenever the vector runs empty.
     pub fn join(&mut self, now: f64, seeds: &[HostId], rng: &mut dyn Rng) -> Vec<Action> {
         self.seeds = seeds.iter().copied().filter(|&s| s != self.id).collect();
+        self.seeds.sort_unstable();
         self.seeds.dedup();
         if self.seeds.is_empty() {
             return Vec::new();
@@ -339,7 +340,7 @@ impl Balancer {
             }
             Err(_) => {
                 if let JobState::Migrating { to, .. } = self.jobs[i].state {
-                    self.backoff.push((to, now + self.cfg.consider.refusal_backoff.max(5.0)));
+                    self.backoff.push((to, now + self.cfg.consider.failure_backoff));
                 }
                 self.jobs[i].state = JobState::Running;
                 self.stats.moves_failed += 1;
@@ -358,7 +359,7 @@ impl Balancer {
                 if now - at > timeout {
                     j.state = JobState::Running;
                     self.stats.requests_timed_out += 1;
-                    self.backoff.push((to, now + self.cfg.consider.refusal_backoff.max(5.0)));
+                    self.backoff.push((to, now + self.cfg.consider.failure_backoff));
                     out.push(Action::Send { to, msg: Message::Cancel { job: j.id } });
                 }
             }
@@ -668,6 +669,37 @@ mod tests {
         // It learned B's real load from the reply: no new request to B.
         assert!(sends(&acts).is_empty(), "{acts:?}");
         assert!(a.jobs().iter().all(|j| !j.is_moving()));
+    }
+
+    #[test]
+    fn redirect_sends_the_source_to_the_better_host() {
+        let mut rng = SplitMix64::new(3);
+        let mut a = Balancer::new(1, Config::default());
+        for i in 0..5 {
+            a.job_started(0.0, job(i, 0.0));
+        }
+        // B has one job already but A's information says it is idle.
+        let mut b = Balancer::new(2, Config::default());
+        b.job_started(9.0, job(100, 0.0));
+        // B has just heard from C, which really is idle.
+        b.on_message(9.9, 3, gossip(3, 0.0), &mut rng);
+        let acts = a.on_message(10.0, 2, gossip(2, 0.0), &mut rng);
+        let reqs = sends(&acts);
+        assert_eq!(reqs.len(), 2, "5 vs 0: two moves planned, {acts:?}");
+        // B would be at 2 with the job while C is idle: it would only pass
+        // the job on, so it redirects A to C.
+        let reply = b.on_message(10.001, 1, reqs[0].1.clone(), &mut rng);
+        let (_, rmsg) = sends(&reply)[0];
+        let Message::MigrateReply(r) = rmsg else { panic!("{rmsg:?}") };
+        assert!(!r.accepted);
+        assert_eq!(r.hint.map(|h| h.host), Some(3), "{r:?}");
+        assert!(r.reason.starts_with("redirect"), "{}", r.reason);
+        assert!(b.expected_arrivals().is_empty(), "a redirect reserves nothing");
+        let acts = a.on_message(10.003, 2, rmsg.clone(), &mut rng);
+        assert!(acts.iter().any(|x| matches!(x, Action::Refused { by: 2, .. })));
+        let again = sends(&acts);
+        assert!(!again.is_empty(), "{acts:?}");
+        assert!(again.iter().all(|(to, _)| *to == 3), "the source asks the hinted host next: {acts:?}");
     }
 
     #[test]

@@ -126,8 +126,11 @@ pub struct ConsiderConfig {
     /// A target redirects a request only to a host whose information is
     /// younger than this (a stale hint costs more than a second move).
     pub redirect_age: f64,
-    /// A host that refused or failed is avoided for this long.
+    /// A host that refused is avoided for this long.
     pub refusal_backoff: f64,
+    /// A host that did not answer a request, or to which a move failed, is
+    /// avoided for this long.
+    pub failure_backoff: f64,
     /// Free memory below this fraction of the host's memory triggers moves.
     pub mem_low: f64,
     /// ... which continue until this fraction is free.
@@ -152,6 +155,7 @@ impl Default for ConsiderConfig {
             redirect_age: 0.5,
             reservation_timeout: 30.0,
             refusal_backoff: 0.5,
+            failure_backoff: 10.0,
             mem_low: 0.05,
             mem_target: 0.10,
             mem_headroom: 256 * MIB,

@@ -3,8 +3,9 @@
 //!
 //! Honesty rules: every host only learns what messages tell it (messages
 //! take `msg_delay` plus random jitter, and may be lost); samples are the
-//! true runnable count at each tick; a migration copies memory over the
-//! source's and target's links (one migration at a time per link direction)
+//! true runnable count at each tick; a migration first spends the setup
+//! time (connect, create the VM on the target), then copies memory over the
+//! source's and the target's links (one copy at a time per link direction)
 //! while the job keeps running on the source, then freezes the job for the
 //! stop-and-copy time, then resumes it on the target. Only observers
 //! ([`Sim::job_counts`] and friends) see the global state.
@@ -751,8 +752,12 @@ impl Sim {
             self.stats.ping_pongs += 1;
         }
         let cost = self.cfg.cost.estimate(self.jobs[j].spec.memory, self.jobs[j].spec.dirty_rate);
-        let start = self.now.max(self.hosts[src].tx_free).max(self.hosts[dst].rx_free);
-        let end = start + cost.precopy;
+        // Setup (connect, create the VM on the target) does not use the
+        // links and may overlap another transfer; copying needs both the
+        // source's and the target's link.
+        let setup = self.cfg.cost.setup.clamp(0.0, cost.precopy);
+        let start = (self.now + setup).max(self.hosts[src].tx_free).max(self.hosts[dst].rx_free);
+        let end = start + (cost.precopy - setup);
         self.hosts[src].tx_free = end + cost.freeze;
         self.hosts[dst].rx_free = end + cost.freeze;
         self.next_mig += 1;
