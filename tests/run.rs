@@ -277,7 +277,7 @@ fn sigint_is_forwarded() {
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let started = std::time::Instant::now();
     let status = child.wait().unwrap();
-    
+
     assert_eq!(status.code(), Some(130), "{status:?}");
     assert!(started.elapsed().as_secs() < 10, "the job did not stop promptly");
 }
@@ -304,4 +304,23 @@ fn sigpipe_on_closed_stdout() {
     drop(out);
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(141), "{status:?}");
+}
+
+/// Thousands of system calls with hostile arguments: the VMM answers every
+/// one (the job finishes), never fails itself.
+#[test]
+fn hostile_syscalls_do_not_break_the_vmm() {
+    if !require_kvm("hostile_syscalls") {
+        return;
+    }
+    let dir = scratch_dir("fuzz");
+    let p = image("tests/fuzz");
+    for seed in 1..=30 {
+        let s = seed.to_string();
+        let r = vm(&p, &[&s, "5000"], &Opts { cwd: Some(&dir), ..Default::default() });
+        assert_eq!(r.status, 0, "seed {seed}: {}", r.stderr);
+        assert!(r.stdout.contains("done: 5000 calls"), "seed {seed}: {:?}", r.stdout);
+        assert!(!r.stderr.contains("failed") && !r.stderr.contains("panicked"), "seed {seed}: {}", r.stderr);
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }

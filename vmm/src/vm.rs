@@ -194,12 +194,7 @@ impl Vm {
         };
 
         // The first entry is a return to user mode, like every later one.
-        let user = kvm_regs {
-            rip: loaded.entry,
-            rsp: sp,
-            rflags: USER_RFLAGS,
-            ..Default::default()
-        };
+        let user = kvm_regs { rip: loaded.entry, rsp: sp, rflags: USER_RFLAGS, ..Default::default() };
         let mut this = Vm { _kvm: kvm, _vm: vm, vcpu, job, allow_user_io: config.allow_user_io, bench_exits: 0 };
         this.resume_user(&user)?;
         Ok(this)
