@@ -324,3 +324,12 @@ fn hostile_syscalls_do_not_break_the_vmm() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn timers_and_alarms() {
+    if let Some(r) = same("timers", "tests/timers", &[], Opts::default()) {
+        assert_eq!(r.status, 142);
+        assert!(r.stdout.contains("alarm fired while spinning: 1"), "{}", r.stdout);
+        assert!(r.stdout.contains("value 4242"), "{}", r.stdout);
+    }
+}

@@ -12,6 +12,7 @@ use crate::mm::AddressSpace;
 use crate::signal::{take_host_signals, SigInfo, Signals, SI_USER};
 use crate::site::Site;
 use crate::sys::process::RLIM_NLIMITS;
+use crate::timers::Timers;
 
 /// How a job ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,8 +93,11 @@ fn collect_host_signals(signals: &mut Signals) {
 }
 
 /// See `Job::interrupted`; on the fields so callers can hold other borrows.
-pub(crate) fn interrupted(signals: &mut Signals, kick: &AtomicBool) -> bool {
+pub(crate) fn interrupted(signals: &mut Signals, timers: &mut Timers, clock: &Clock, kick: &AtomicBool) -> bool {
     collect_host_signals(signals);
+    if timers.due(|| clock.monotonic()) {
+        timers.expire(clock.monotonic(), clock.monotonic_offset, signals);
+    }
     signals.interrupts() || kick.load(Ordering::SeqCst)
 }
 
@@ -102,6 +106,7 @@ pub struct Job {
     pub mm: AddressSpace,
     pub site: Site,
     pub signals: Signals,
+    pub timers: Timers,
     pub clock: Clock,
     pub ids: Ids,
     pub features: CpuFeatures,
@@ -136,7 +141,7 @@ impl Job {
     /// After a host EINTR: must the current call return to the vCPU loop
     /// (a signal the job will see, or a kick)?
     pub fn interrupted(&mut self) -> bool {
-        interrupted(&mut self.signals, &self.kick)
+        interrupted(&mut self.signals, &mut self.timers, &self.clock, &self.kick)
     }
 
     /// Sleeps until the job's monotonic clock reaches `deadline` (None:

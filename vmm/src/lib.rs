@@ -18,6 +18,7 @@ pub mod signal;
 pub mod site;
 pub mod stack;
 pub mod sys;
+pub mod timers;
 pub mod vcpu;
 pub mod vm;
 

@@ -160,6 +160,8 @@ pub struct SigInfo {
     /// For faults: the vector and error code, reported in the sigcontext.
     pub trapno: u64,
     pub err: u64,
+    /// si_value for timer and queued signals.
+    pub value: u64,
 }
 
 impl SigInfo {
@@ -167,7 +169,11 @@ impl SigInfo {
         let mut b = [0; 128];
         b[0..4].copy_from_slice(&(sig as i32).to_le_bytes());
         b[8..12].copy_from_slice(&self.code.to_le_bytes());
-        if self.code <= 0 {
+        if self.code == crate::timers::SI_TIMER {
+            // si_tid, si_overrun, si_value
+            b[16..20].copy_from_slice(&(self.addr as i32).to_le_bytes());
+            b[24..32].copy_from_slice(&self.value.to_le_bytes());
+        } else if self.code <= 0 {
             b[16..20].copy_from_slice(&pid.to_le_bytes());
             b[20..24].copy_from_slice(&uid.to_le_bytes());
         } else {

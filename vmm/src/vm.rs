@@ -174,6 +174,7 @@ impl Vm {
             mm,
             site,
             signals: Signals::default(),
+            timers: Default::default(),
             clock: Clock::default(),
             ids,
             features,
@@ -341,7 +342,7 @@ impl Vm {
 /// The signal, siginfo and a description for an exception, as Linux maps them.
 fn fault_signal(vector: u8, err: u64, cr2: u64, rip: u64) -> (u32, SigInfo, String) {
     use signal::*;
-    let info = |code: i32, addr: u64| SigInfo { code, addr, trapno: vector as u64, err };
+    let info = |code: i32, addr: u64| SigInfo { code, addr, trapno: vector as u64, err, value: 0 };
     match vector {
         0 => (SIGFPE, info(FPE_INTDIV, rip), "divide error".into()),
         1 | 3 => (SIGTRAP, info(if vector == 3 { SI_KERNEL } else { TRAP_BRKPT }, 0), "breakpoint".into()),

@@ -8,9 +8,11 @@ use libc::{AT_EMPTY_PATH, AT_FDCWD};
 use crate::errno::{Errno, SysResult};
 use std::sync::atomic::AtomicBool;
 
+use crate::clock::Clock;
 use crate::job::{interrupted, Job};
 use crate::memory::GuestRam;
 use crate::signal::{SigInfo, Signals, SIGPIPE, SI_USER};
+use crate::timers::Timers;
 
 const PATH_MAX: usize = 4096;
 const IOV_MAX: u64 = 1024;
@@ -40,13 +42,15 @@ fn user_path(ram: &GuestRam, addr: u64) -> Result<&[u8], Errno> {
     ram.user_cstr(addr, PATH_MAX - 1)?.ok_or(Errno::ENAMETOOLONG)
 }
 
+type Interruptible<'a> = (&'a mut Signals, &'a mut Timers, &'a Clock, &'a AtomicBool);
+
 /// Turns a host EINTR into a retry (None) or an interruption the job must
 /// see (a signal it handles, or a kick from the VMM).
-fn retry(r: SysResult, signals: &mut Signals, kick: &AtomicBool) -> Option<SysResult> {
+fn retry(r: SysResult, job: Interruptible) -> Option<SysResult> {
     if r != Err(Errno::EINTR) {
         return Some(r);
     }
-    if interrupted(signals, kick) {
+    if interrupted(job.0, job.1, job.2, job.3) {
         Some(Err(Errno::ERESTARTSYS))
     } else {
         None
@@ -67,7 +71,7 @@ impl Job {
             let mut buf = self.ram.user_mut(addr, len)?;
             let r = if offset < 0 { self.site.read(fd, &mut buf) } else { self.site.pread(fd, &mut buf, offset) };
             buf.commit(*r.as_ref().unwrap_or(&0) as usize);
-            if let Some(r) = retry(r, &mut self.signals, &self.kick) {
+            if let Some(r) = retry(r, (&mut self.signals, &mut self.timers, &self.clock, &self.kick)) {
                 return r;
             }
         }
@@ -78,7 +82,7 @@ impl Job {
         loop {
             let buf = self.ram.user(addr, len)?;
             let r = if offset < 0 { self.site.write(fd, buf) } else { self.site.pwrite(fd, buf, offset) };
-            if let Some(r) = retry(r, &mut self.signals, &self.kick) {
+            if let Some(r) = retry(r, (&mut self.signals, &mut self.timers, &self.clock, &self.kick)) {
                 return self.wrote(r);
             }
         }
@@ -120,7 +124,7 @@ impl Job {
                 left -= n;
                 g.commit(n);
             }
-            if let Some(r) = retry(r, &mut self.signals, &self.kick) {
+            if let Some(r) = retry(r, (&mut self.signals, &mut self.timers, &self.clock, &self.kick)) {
                 return r;
             }
         }
@@ -132,7 +136,7 @@ impl Job {
             let slices =
                 vecs.iter().map(|&(b, l)| self.ram.user(b, l).map(IoSlice::new)).collect::<Result<Vec<_>, _>>()?;
             let r = self.site.writev(fd, &slices, offset);
-            if let Some(r) = retry(r, &mut self.signals, &self.kick) {
+            if let Some(r) = retry(r, (&mut self.signals, &mut self.timers, &self.clock, &self.kick)) {
                 return self.wrote(r);
             }
         }
@@ -142,7 +146,7 @@ impl Job {
         let p = user_path(&self.ram, path)?;
         loop {
             let r = self.site.openat(dirfd, p, flags, mode);
-            if let Some(r) = retry(r, &mut self.signals, &self.kick) {
+            if let Some(r) = retry(r, (&mut self.signals, &mut self.timers, &self.clock, &self.kick)) {
                 return r;
             }
         }
@@ -325,7 +329,7 @@ impl Job {
                 let mut flock: [u8; 32] = self.ram.user(arg, 32)?.try_into().unwrap();
                 loop {
                     let r = self.site.fcntl_lock(fd, cmd, &mut flock);
-                    if let Some(r) = retry(r, &mut self.signals, &self.kick) {
+                    if let Some(r) = retry(r, (&mut self.signals, &mut self.timers, &self.clock, &self.kick)) {
                         r?;
                         break;
                     }
@@ -342,7 +346,7 @@ impl Job {
     pub(super) fn sys_flock(&mut self, fd: i32, op: i32) -> SysResult {
         loop {
             let r = self.site.flock(fd, op);
-            if let Some(r) = retry(r, &mut self.signals, &self.kick) {
+            if let Some(r) = retry(r, (&mut self.signals, &mut self.timers, &self.clock, &self.kick)) {
                 return r;
             }
         }
@@ -390,7 +394,7 @@ impl Job {
                 Some(d) => ((d - self.clock.monotonic()).max(0) + 999_999) / 1_000_000,
             };
             let r = self.site.poll(&mut recs, left.min(i32::MAX as i64) as i32);
-            if let Some(r) = retry(r, &mut self.signals, &self.kick) {
+            if let Some(r) = retry(r, (&mut self.signals, &mut self.timers, &self.clock, &self.kick)) {
                 let n = r?;
                 self.ram.write_user(fds, &recs)?;
                 return Ok(n);
@@ -474,7 +478,7 @@ impl Job {
         loop {
             let left = deadline.map_or(-1, |d| ((d - self.clock.monotonic()).max(0) + 999_999) / 1_000_000);
             let r = self.site.poll(&mut recs, left.min(i32::MAX as i64) as i32);
-            if let Some(r) = retry(r, &mut self.signals, &self.kick) {
+            if let Some(r) = retry(r, (&mut self.signals, &mut self.timers, &self.clock, &self.kick)) {
                 r?;
                 break;
             }
@@ -507,7 +511,7 @@ impl Job {
         let mut off = if offset == 0 { None } else { Some(self.ram.read_user_u64(offset)? as i64) };
         let r = loop {
             let r = self.site.sendfile(out_fd, in_fd, off.as_mut(), count.min(MAX_RW_COUNT));
-            if let Some(r) = retry(r, &mut self.signals, &self.kick) {
+            if let Some(r) = retry(r, (&mut self.signals, &mut self.timers, &self.clock, &self.kick)) {
                 break r;
             }
         };

@@ -216,6 +216,18 @@ impl Job {
             SYS_time => self.sys_time(a[0]),
             SYS_nanosleep => self.sys_clock_nanosleep(CLOCK_MONOTONIC, 0, a[0], a[1]),
             SYS_clock_nanosleep => self.sys_clock_nanosleep(a[0] as i32, a[1] as i32, a[2], a[3]),
+            SYS_alarm => self.sys_alarm(a[0]),
+            SYS_getitimer => self.sys_getitimer(a[0] as i32, a[1]),
+            SYS_setitimer => self.sys_setitimer(a[0] as i32, a[1], a[2]),
+            SYS_timer_create => self.sys_timer_create(a[0] as i32, a[1], a[2]),
+            SYS_timer_settime => self.sys_timer_settime(a[0], a[1] as i32, a[2], a[3]),
+            SYS_timer_gettime => self.sys_timer_gettime(a[0], a[1]),
+            SYS_timer_getoverrun => Ok(self.timers.get(a[0])?.overrun),
+            SYS_timer_delete => {
+                self.timers.delete(a[0])?;
+                self.timers.rearm(self.clock.monotonic_offset);
+                Ok(0)
+            }
 
             // ---- signals ----
             SYS_rt_sigaction => self.sys_rt_sigaction(a[0] as u32, a[1], a[2], a[3]),
