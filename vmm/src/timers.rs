@@ -66,6 +66,7 @@ struct HostTimer {
 
 impl HostTimer {
     fn for_this_thread(signal: i32) -> Option<HostTimer> {
+        crate::vcpu::install_kick_handler();
         // SAFETY: a zeroed sigevent is valid; we fill the thread-id variant.
         let mut sev: libc::sigevent = unsafe { std::mem::zeroed() };
         sev.sigev_notify = libc::SIGEV_THREAD_ID;
