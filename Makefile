@@ -32,6 +32,8 @@ deps: .deps-stamp
 	command -v musl-gcc >/dev/null || need="$$need musl-tools"; \
 	[ -f /usr/lib/x86_64-linux-gnu/libc.a ] || need="$$need libc6-dev"; \
 	command -v gcc >/dev/null || need="$$need gcc"; \
+	[ -x /bin/busybox ] && file -L /bin/busybox 2>/dev/null | grep -q 'statically' || need="$$need busybox-static"; \
+	command -v file >/dev/null || need="$$need file"; \
 	if [ -n "$$need" ]; then \
 		echo "installing:$$need"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$need; \

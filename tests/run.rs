@@ -333,3 +333,63 @@ fn timers_and_alarms() {
         assert!(r.stdout.contains("value 4242"), "{}", r.stdout);
     }
 }
+
+#[test]
+fn proc_self_describes_the_job() {
+    if let Some(r) = same("proc_self", "tests/procself", &["arg one", "two"], Opts::default()) {
+        assert!(!r.stdout.contains(": 0"), "{}", r.stdout);
+    }
+}
+
+/// A program nobody here wrote: Debian's static busybox, many applets, in
+/// the VM and natively, with the same output.
+#[test]
+fn busybox_applets() {
+    if !require_kvm("busybox") {
+        return;
+    }
+    let busybox = std::path::Path::new("/bin/busybox");
+    assert!(busybox.exists(), "/bin/busybox is missing: make test installs busybox-static");
+    let dir = scratch_dir("busybox");
+    let nums: String = (1..=5000).map(|i| format!("{}\n", (i * 7919) % 10007)).collect();
+    std::fs::write(dir.join("nums.txt"), &nums).unwrap();
+    std::fs::create_dir_all(dir.join("sub/deeper")).unwrap();
+    std::fs::write(dir.join("sub/deeper/f.txt"), "x").unwrap();
+    let cases: &[&[&str]] = &[
+        &["ls", "-la", "sub"],
+        &["sort", "-n", "nums.txt"],
+        &["md5sum", "nums.txt"],
+        &["sha256sum", "nums.txt"],
+        &["wc", "nums.txt"],
+        &["grep", "-c", "7", "nums.txt"],
+        &["awk", "{s+=$1} END {print s}", "nums.txt"],
+        &["sed", "-n", "100,105p", "nums.txt"],
+        &["find", ".", "-name", "*.txt"],
+        &["du", "-s", "sub"],
+        &["od", "-x", "nums.txt"],
+        &["gzip", "-c", "nums.txt"],
+        &["bzip2", "-c", "nums.txt"],
+        &["tar", "cf", "-", "sub"],
+        &["expr", "6", "*", "7"],
+        &["printf", "%s-%d\\n", "a", "3"],
+        &["basename", "/a/b/c.txt", ".txt"],
+        &["uname", "-a"],
+        &["id"],
+        &["pwd"],
+        &["date", "+%Y"],
+        &["stat", "-c", "%s %F", "nums.txt"],
+        &["readlink", "/proc/self/exe"],
+        &["cat", "/proc/self/cmdline"],
+    ];
+    for args in cases {
+        let opts = Opts { cwd: Some(&dir), stdin: Some(b"stdin text\n"), ..Default::default() };
+        let n = native(busybox, args, &opts);
+        let v = vm(busybox, args, &opts);
+        assert_eq!(v, n, "busybox {args:?}");
+        assert_eq!(n.status, 0, "busybox {args:?}: {n:?}");
+    }
+    // a pipeline's worth of work through stdin
+    let opts = Opts { cwd: Some(&dir), stdin: Some(nums.as_bytes()), ..Default::default() };
+    assert_eq!(vm(busybox, &["sort", "-u"], &opts), native(busybox, &["sort", "-u"], &opts));
+    let _ = std::fs::remove_dir_all(dir);
+}

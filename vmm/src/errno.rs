@@ -15,6 +15,7 @@ impl Errno {
     pub const EAGAIN: Errno = Errno(libc::EAGAIN);
     pub const ENOMEM: Errno = Errno(libc::ENOMEM);
     pub const EFAULT: Errno = Errno(libc::EFAULT);
+    pub const EACCES: Errno = Errno(libc::EACCES);
     pub const EEXIST: Errno = Errno(libc::EEXIST);
     pub const ENOTDIR: Errno = Errno(libc::ENOTDIR);
     pub const EINVAL: Errno = Errno(libc::EINVAL);

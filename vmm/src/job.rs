@@ -115,6 +115,11 @@ pub struct Job {
     pub tid_address: u64,
     pub robust_list: u64,
     pub comm: [u8; 16],
+    /// The program as /proc/self/exe names it.
+    pub exe: std::path::PathBuf,
+    /// argv and the environment, NUL-separated, for /proc/self/{cmdline,environ}.
+    pub cmdline: Vec<u8>,
+    pub environ: Vec<u8>,
     pub stats: JobStats,
     pub log: Log,
     /// Log every system call (mosvm run --trace).

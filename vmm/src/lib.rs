@@ -14,6 +14,7 @@ pub mod layout;
 pub mod memory;
 pub mod mm;
 pub mod paging;
+pub mod procfs;
 pub mod signal;
 pub mod site;
 pub mod stack;

@@ -27,6 +27,7 @@ pub struct Site {
     cwd_path: Vec<u8>,
     exe: PathBuf,
     umask: u32,
+    pid: u32,
 }
 
 /// Options for `Site::new`.
@@ -41,6 +42,8 @@ pub struct SiteConfig {
     /// host process must run with umask 0 (see `Site::new`). None: the
     /// process's mask at creation.
     pub umask: Option<u32>,
+    /// The job's pid, for /proc/<pid> paths.
+    pub pid: u32,
 }
 
 fn cstring(bytes: &[u8]) -> Result<CString, Errno> {
@@ -77,6 +80,7 @@ impl Site {
             cwd_path: config.cwd.as_os_str().as_encoded_bytes().to_vec(),
             exe: config.exe,
             umask: config.umask.unwrap_or(process_mask as u32),
+            pid: config.pid,
         };
         for (i, fd) in config.stdio.iter().enumerate() {
             // Keep the job's descriptors apart from the VMM's own: the job
@@ -125,10 +129,7 @@ impl Site {
 
     pub fn openat(&mut self, dirfd: i32, path: &[u8], flags: i32, mode: u32) -> SysResult {
         let dir = self.dir_fd(dirfd)?;
-        let p = cstring(path)?;
-        if let Some(fd) = self.open_virtual(path, flags)? {
-            return self.install(fd, flags & libc::O_CLOEXEC != 0, 0);
-        }
+        let p = self.cpath(path)?;
         let creates = flags & libc::O_CREAT != 0 || flags & libc::O_TMPFILE == libc::O_TMPFILE;
         let mode = if creates { mode & !self.umask & 0o7777 } else { 0 };
         // SAFETY: valid descriptor and C string.
@@ -139,9 +140,46 @@ impl Site {
         self.install(owned, flags & libc::O_CLOEXEC != 0, 0)
     }
 
-    /// Files whose contents describe the job rather than the VMM process.
-    fn open_virtual(&self, _path: &[u8], _flags: i32) -> Result<Option<OwnedFd>, Errno> {
-        Ok(None)
+    /// A host path for a job path: /proc/self/fd/N (and fdinfo/N) name the
+    /// host descriptor behind job descriptor N.
+    fn cpath(&self, path: &[u8]) -> Result<CString, Errno> {
+        if let Some(rest) = crate::procfs::self_path(path, self.pid) {
+            for dir in [&b"fd/"[..], b"fdinfo/"] {
+                if let Some(tail) = rest.strip_prefix(dir) {
+                    let n = tail.iter().position(|&b| b == b'/').unwrap_or(tail.len());
+                    let fd = std::str::from_utf8(&tail[..n]).ok().and_then(|s| s.parse::<i32>().ok());
+                    let host = fd.ok_or(Errno::ENOENT).and_then(|fd| self.host_fd(fd).map_err(|_| Errno::ENOENT))?;
+                    let mut p = format!("/proc/self/{}{host}", String::from_utf8_lossy(dir)).into_bytes();
+                    p.extend_from_slice(&tail[n..]);
+                    return cstring(&p);
+                }
+            }
+        }
+        cstring(path)
+    }
+
+    /// Opens an in-memory file holding `content` (generated /proc files).
+    pub fn open_bytes(&mut self, content: &[u8], flags: i32) -> SysResult {
+        if flags & libc::O_ACCMODE != libc::O_RDONLY {
+            return Err(Errno::EACCES);
+        }
+        // SAFETY: a valid name; the result is checked.
+        let fd = host(unsafe { libc::memfd_create(c"mosvm-proc".as_ptr(), libc::MFD_CLOEXEC) } as i64)?;
+        // SAFETY: fresh descriptor.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+        let mut off = 0;
+        while off < content.len() {
+            // SAFETY: writing from a live slice.
+            let n = host(unsafe {
+                libc::pwrite(fd.as_raw_fd(), content[off..].as_ptr().cast(), content.len() - off, off as i64)
+            } as i64)?;
+            off += n as usize;
+        }
+        self.install(fd, flags & libc::O_CLOEXEC != 0, 0)
+    }
+
+    pub fn current_umask(&self) -> u32 {
+        self.umask
     }
 
     pub fn close(&mut self, fd: i32) -> SysResult {
@@ -350,7 +388,7 @@ impl Site {
     // ---- names ----
 
     pub fn fstatat(&mut self, dirfd: i32, path: &[u8], flags: i32, out: &mut [u8; 144]) -> SysResult {
-        let p = cstring(path)?;
+        let p = self.cpath(path)?;
         let dir = if path.is_empty() && flags & libc::AT_EMPTY_PATH != 0 && dirfd != libc::AT_FDCWD {
             self.host_fd(dirfd)?
         } else {
@@ -361,14 +399,14 @@ impl Site {
     }
 
     pub fn statx(&mut self, dirfd: i32, path: &[u8], flags: i32, mask: u32, out: &mut [u8; 256]) -> SysResult {
-        let p = cstring(path)?;
+        let p = self.cpath(path)?;
         let dir = self.dir_fd(dirfd)?;
         // SAFETY: out is a struct statx-sized buffer.
         host(unsafe { libc::syscall(libc::SYS_statx, dir, p.as_ptr(), flags, mask, out.as_mut_ptr()) })
     }
 
     pub fn faccessat(&mut self, dirfd: i32, path: &[u8], mode: i32, flags: i32) -> SysResult {
-        let p = cstring(path)?;
+        let p = self.cpath(path)?;
         let dir = self.dir_fd(dirfd)?;
         // SAFETY: valid descriptor and C string.
         host(unsafe { libc::syscall(libc::SYS_faccessat2, dir, p.as_ptr(), mode, flags) }).or_else(|e| {
@@ -423,7 +461,7 @@ impl Site {
             buf[..n].copy_from_slice(&exe[..n]);
             return Ok(n as u64);
         }
-        let p = cstring(path)?;
+        let p = self.cpath(path)?;
         let dir = self.dir_fd(dirfd)?;
         // SAFETY: buf is valid for its length.
         host(unsafe { libc::readlinkat(dir, p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) } as i64)

@@ -163,8 +163,14 @@ impl Vm {
             .collect();
         let mm = AddressSpace::new(layout, &image, loaded.end);
         let exe = std::fs::canonicalize(&config.program).unwrap_or(config.program.clone());
-        let site = Site::new(SiteConfig { stdio: config.stdio, cwd: config.cwd.clone(), exe, umask: None })
-            .map_err(VmError::Site)?;
+        let site = Site::new(SiteConfig {
+            stdio: config.stdio,
+            cwd: config.cwd.clone(),
+            exe: exe.clone(),
+            umask: None,
+            pid: ids.pid,
+        })
+        .map_err(VmError::Site)?;
         let mut comm = [0u8; 16];
         let base = config.program.file_name().map_or(&b""[..], |n| n.as_bytes());
         let n = base.len().min(15);
@@ -183,6 +189,9 @@ impl Vm {
             tid_address: 0,
             robust_list: 0,
             comm,
+            exe,
+            cmdline: config.argv.iter().flat_map(|a| a.as_bytes().iter().copied().chain([0])).collect(),
+            environ: config.env.iter().flat_map(|a| a.as_bytes().iter().copied().chain([0])).collect(),
             stats: JobStats::default(),
             log: config.log,
             trace: config.trace,

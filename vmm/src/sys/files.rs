@@ -144,6 +144,9 @@ impl Job {
 
     pub(super) fn sys_openat(&mut self, dirfd: i32, path: u64, flags: i32, mode: u32) -> SysResult {
         let p = user_path(&self.ram, path)?;
+        if let Some(content) = crate::procfs::self_path(p, self.ids.pid).and_then(|name| self.proc_self_file(name)) {
+            return self.site.open_bytes(&content, flags);
+        }
         loop {
             let r = self.site.openat(dirfd, p, flags, mode);
             if let Some(r) = retry(r, (&mut self.signals, &mut self.timers, &self.clock, &self.kick)) {
