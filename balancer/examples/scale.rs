@@ -162,7 +162,8 @@ fn run(a: &Args, hosts: usize) -> Row {
     let keep = (avg + 1.0).floor() as usize;
     let c = cost.estimate(memory, 32.0 * MIB as f64);
     let link_time = c.total() - cost.setup.min(c.precopy);
-    let bound = per_burst_host.saturating_sub(keep) as f64 * link_time;
+    let residency = SimConfig::default().balancer.consider.min_residency;
+    let bound = residency + per_burst_host.saturating_sub(keep) as f64 * link_time;
     let horizon = (t0 + 10.0 * bound + 60.0).min(t0 + a.duration * 0.5);
     let step = 0.05;
     let mut t = t0;
@@ -252,7 +253,7 @@ fn main() -> ExitCode {
         a.seed
     );
     println!("# msgs/host/s: messages sent per host per second, idle (before the burst) and while balancing; max recv/s: busiest receiver while balancing");
-    println!("# balanced: seconds until every host is within one job of the average (bound: the burst hosts' links alone need this long)");
+    println!("# balanced: seconds until every host is within one job of the average (bound: residency plus the time the burst hosts' links need)");
     println!("# new host: seconds from a new idle host joining until its first job arrives / until it is within one job of the average (n/a: no host has a job to spare)");
     println!("# wasted: moves of a job that had moved less than the cool-down ({} s) before", d.wasted_window);
     println!(

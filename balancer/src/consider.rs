@@ -347,6 +347,31 @@ pub fn plan_moves(
         // (score, job index, target index, gain, cost)
         let mut best: Option<(f64, usize, usize, f64, MigrationCost)> = None;
         (young, no_gain, blocked) = (0, 0, 0);
+        // Shortcut (exact): if even the lightest job that may move cannot
+        // pass the hysteresis against the least loaded target, none can.
+        // This keeps the common "balanced" case O(jobs + targets).
+        let resident = |j: &JobRecord| now - j.started_at >= cfg.min_residency && now - j.arrived_at >= cfg.settle;
+        let movable = || jobs.iter().filter(|j| !j.is_moving() && !st.taken.contains(&j.id));
+        let lightest = movable().filter(|j| resident(j)).map(|j| j.load).fold(f64::INFINITY, f64::min);
+        if lightest.is_finite() {
+            let (bi, bl) = st
+                .targets
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (i, t.info.load_with(lightest)))
+                .fold((0, f64::INFINITY), |a, b| if b.1 < a.1 { b } else { a });
+            if my_load - bl <= cfg.margin {
+                blocked = movable().filter(|j| resident(j)).count();
+                young = movable().count() - blocked;
+                if balanced_note.is_none() {
+                    balanced_note = Some(format!(
+                        "balanced: load here {:.2}, best known target host {} would be at {:.2} with one more job (a move needs a difference of more than one job)",
+                        my_load, st.targets[bi].host, bl
+                    ));
+                }
+                break;
+            }
+        }
         for (ji, j) in jobs.iter().enumerate() {
             if j.is_moving() || st.taken.contains(&j.id) {
                 continue;
