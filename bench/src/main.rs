@@ -121,7 +121,10 @@ fn run_in_process(program: &Path, args: &[&str], stdout: i32, user_io: bool) -> 
         trace: false,
     };
     let mut vm = vmm::Vm::new(config)?;
-    Ok(vm.run()?.shell_status())
+    match vm.run()? {
+        vmm::Outcome::Exited(e) => Ok(e.shell_status()),
+        vmm::Outcome::Moved(to) => bail!("the job moved to {to}"),
+    }
 }
 
 /// (b) a getpid round trip against a bare I/O-port exit, in the same VM.

@@ -1,6 +1,7 @@
 //! Command-line interface.
 
 use std::ffi::OsString;
+use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -15,6 +16,74 @@ pub struct Cli {
 pub enum Command {
     /// Run a static x86-64 Linux program in a fresh micro-VM.
     Run(RunArgs),
+    /// Wait for a job moved here, then run it like `run` does.
+    Receive(ReceiveArgs),
+    /// Move a running job to another host, live.
+    Migrate(MigrateArgs),
+    /// Save a running job to a file; it keeps running.
+    Snapshot(SnapshotArgs),
+    /// Start a job from a snapshot file.
+    Restore(RestoreArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ReceiveArgs {
+    /// Address to accept the job on, HOST:PORT (port 0 picks one and prints it).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: String,
+    /// Serve the control socket for the received job here.
+    #[arg(long, value_name = "PATH")]
+    pub api_sock: Option<PathBuf>,
+    /// Refuse jobs holding more memory than this (like 512M).
+    #[arg(long, value_parser = parse_size)]
+    pub mem_limit: Option<u64>,
+    /// Give up after the first failed attempt instead of waiting for another.
+    #[arg(long)]
+    pub once: bool,
+    /// Print every system call the job makes on stderr.
+    #[arg(long)]
+    pub trace: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct MigrateArgs {
+    /// The control socket of the job (`mosvm run --api-sock`).
+    #[arg(long, value_name = "PATH")]
+    pub api_sock: PathBuf,
+    /// Where a `mosvm receive` waits, HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub to: String,
+    /// Downtime target in milliseconds.
+    #[arg(long, default_value_t = 5.0)]
+    pub downtime_ms: f64,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SnapshotArgs {
+    /// The control socket of the job (`mosvm run --api-sock`).
+    #[arg(long, value_name = "PATH")]
+    pub api_sock: PathBuf,
+    /// The snapshot file to write.
+    #[arg(long, value_name = "FILE")]
+    pub to: PathBuf,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// A file written by `mosvm snapshot`.
+    pub file: PathBuf,
+    /// Serve the control socket for the restored job here.
+    #[arg(long, value_name = "PATH")]
+    pub api_sock: Option<PathBuf>,
+    /// Print every system call the job makes on stderr.
+    #[arg(long)]
+    pub trace: bool,
 }
 
 #[derive(Args, Debug)]
@@ -28,6 +97,9 @@ pub struct RunArgs {
     /// Print every system call the job makes on stderr.
     #[arg(long)]
     pub trace: bool,
+    /// Serve a control socket here (for `mosvm migrate` and `mosvm snapshot`).
+    #[arg(long, value_name = "PATH")]
+    pub api_sock: Option<PathBuf>,
     /// The program (a static x86-64 ELF).
     #[arg(required = true)]
     pub program: OsString,

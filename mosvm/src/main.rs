@@ -1,6 +1,9 @@
 //! The `mosvm` command.
 
+mod api;
 mod cli;
+mod client;
+mod http;
 mod run;
 
 use clap::Parser;
@@ -9,6 +12,10 @@ fn main() {
     let cli = cli::Cli::parse();
     let code = match cli.command {
         cli::Command::Run(args) => run::run(args),
+        cli::Command::Receive(args) => run::receive(args),
+        cli::Command::Restore(args) => run::restore(args),
+        cli::Command::Migrate(args) => client::migrate(args),
+        cli::Command::Snapshot(args) => client::snapshot(args),
     };
     std::process::exit(code);
 }

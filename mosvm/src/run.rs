@@ -7,7 +7,15 @@ use std::sync::Arc;
 
 use vmm::{Vm, VmConfig, VmError};
 
-use crate::cli::RunArgs;
+use std::net::TcpListener;
+use std::path::Path;
+use std::time::Duration;
+
+use vmm::migration::{self, ReceiveOptions};
+use vmm::{Outcome, RestoreEnv};
+
+use crate::api::ApiServer;
+use crate::cli::{ReceiveArgs, RestoreArgs, RunArgs};
 
 /// Exit statuses for failures before the job runs, as env(1) uses them.
 const EXIT_CANNOT_EXECUTE: i32 = 126;
@@ -70,10 +78,10 @@ pub fn run(args: RunArgs) -> i32 {
         stdio: [0, 1, 2],
         allow_user_io: false,
         trace: args.trace,
-        log: Arc::new(|msg: &str| eprintln!("mosvm: {msg}")),
+        log: log(),
     };
     vmm::signal::forward_host_signals();
-    let mut vm = match Vm::new(config) {
+    let vm = match Vm::new(config) {
         Ok(vm) => vm,
         Err(e) => {
             eprintln!("mosvm: {e}");
@@ -84,10 +92,84 @@ pub fn run(args: RunArgs) -> i32 {
             };
         }
     };
-    match vm.run() {
-        Ok(exit) => exit.shell_status(),
+    foreground(vm, args.api_sock.as_deref())
+}
+
+fn log() -> vmm::Log {
+    Arc::new(|msg: &str| eprintln!("mosvm: {msg}"))
+}
+
+/// Runs `vm` until its job ends here (its status) or moves away (0).
+fn foreground(mut vm: Vm, api_sock: Option<&Path>) -> i32 {
+    let api = match api_sock.map(|p| ApiServer::start(p, vm.handle())).transpose() {
+        Ok(api) => api,
+        Err(e) => {
+            eprintln!("mosvm: cannot serve the control socket {}: {e}", api_sock.unwrap().display());
+            return EXIT_VMM_FAILURE;
+        }
+    };
+    let code = match vm.run() {
+        Ok(Outcome::Exited(exit)) => exit.shell_status(),
+        Ok(Outcome::Moved(to)) => {
+            eprintln!("mosvm: job moved to {to}");
+            0
+        }
         Err(e) => {
             eprintln!("mosvm: {e}");
+            EXIT_VMM_FAILURE
+        }
+    };
+    if let Some(api) = &api {
+        // Let `mosvm migrate` hear the result before this process goes.
+        api.drain(Duration::from_secs(5));
+    }
+    code
+}
+
+/// `mosvm receive`: wait for a job, then run it in the foreground.
+pub fn receive(args: ReceiveArgs) -> i32 {
+    let listener = match TcpListener::bind(&args.listen) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("mosvm: cannot listen on {}: {e}", args.listen);
+            return EXIT_VMM_FAILURE;
+        }
+    };
+    match listener.local_addr() {
+        Ok(a) => eprintln!("mosvm: waiting for a job on {a}"),
+        Err(_) => eprintln!("mosvm: waiting for a job on {}", args.listen),
+    }
+    vmm::signal::forward_host_signals();
+    let opts = ReceiveOptions { mem_limit: args.mem_limit };
+    loop {
+        let (stream, peer) = match listener.accept() {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("mosvm: accept failed: {e}");
+                return EXIT_VMM_FAILURE;
+            }
+        };
+        let env = RestoreEnv { stdio: [0, 1, 2], log: log(), trace: args.trace };
+        match migration::receive(stream, env, &opts) {
+            Ok((vm, _)) => return foreground(vm, args.api_sock.as_deref()),
+            Err(e) => {
+                eprintln!("mosvm: job from {peer} not received: {e}");
+                if args.once {
+                    return EXIT_VMM_FAILURE;
+                }
+            }
+        }
+    }
+}
+
+/// `mosvm restore FILE`: start a job from a snapshot.
+pub fn restore(args: RestoreArgs) -> i32 {
+    vmm::signal::forward_host_signals();
+    let env = RestoreEnv { stdio: [0, 1, 2], log: log(), trace: args.trace };
+    match migration::restore_file(&args.file, env) {
+        Ok((vm, _)) => foreground(vm, args.api_sock.as_deref()),
+        Err(e) => {
+            eprintln!("mosvm: cannot restore {}: {e}", args.file.display());
             EXIT_VMM_FAILURE
         }
     }

@@ -43,6 +43,11 @@ impl Timespec {
     }
 }
 
+/// The host's wall-clock time in nanoseconds.
+pub fn realtime_ns() -> i64 {
+    host_now(libc::CLOCK_REALTIME)
+}
+
 fn host_now(clock: libc::clockid_t) -> i64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: valid clock id and out pointer.
@@ -50,7 +55,7 @@ fn host_now(clock: libc::clockid_t) -> i64 {
     ts.tv_sec * NSEC_PER_SEC + ts.tv_nsec
 }
 
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Clock {
     /// Added to the host's CLOCK_MONOTONIC (and its relatives).
     pub monotonic_offset: i64,

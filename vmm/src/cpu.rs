@@ -46,7 +46,7 @@ const TSS_SIZE: u64 = 104;
 const TSS_LIMIT: u64 = TSS_SIZE + 32 + 1 - 1;
 
 /// What the host CPU (as KVM exposes it) lets a job use.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 pub struct CpuFeatures {
     pub xsave: bool,
     pub fsgsbase: bool,
@@ -61,9 +61,12 @@ pub struct CpuFeatures {
 
 impl CpuFeatures {
     pub fn from_cpuid(cpuid: &CpuId) -> Self {
-        let leaf = |function: u32, index: u32| {
-            cpuid.as_slice().iter().find(|e| e.function == function && e.index == index).copied()
-        };
+        Self::from_cpuid_entries(cpuid.as_slice())
+    }
+
+    pub fn from_cpuid_entries(cpuid: &[kvm_bindings::kvm_cpuid_entry2]) -> Self {
+        let leaf =
+            |function: u32, index: u32| cpuid.iter().find(|e| e.function == function && e.index == index).copied();
         let l1 = leaf(1, 0);
         let xsave = l1.is_some_and(|e| e.ecx & (1 << 26) != 0);
         let fsgsbase = leaf(7, 0).is_some_and(|e| e.ebx & 1 != 0);

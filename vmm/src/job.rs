@@ -15,7 +15,7 @@ use crate::sys::process::RLIM_NLIMITS;
 use crate::timers::Timers;
 
 /// How a job ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum JobExit {
     /// exit(status), status already masked to 8 bits.
     Exited(i32),
@@ -34,7 +34,7 @@ impl JobExit {
 }
 
 /// Process identity the job sees.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Ids {
     pub pid: u32,
     pub ppid: u32,
@@ -72,7 +72,7 @@ impl Ids {
 }
 
 /// Counters for benchmarks and tools.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
 pub struct JobStats {
     pub syscalls: u64,
     pub exits: u64,
@@ -102,7 +102,7 @@ pub(crate) fn interrupted(signals: &mut Signals, timers: &mut Timers, clock: &Cl
 }
 
 pub struct Job {
-    pub ram: GuestRam,
+    pub ram: Arc<GuestRam>,
     pub mm: AddressSpace,
     pub site: Site,
     pub signals: Signals,
@@ -135,6 +135,8 @@ pub struct Job {
     /// Set when another thread asked the vCPU to stop (migration, kill).
     pub kick: Arc<AtomicBool>,
     pub unknown_reported: std::collections::BTreeSet<u64>,
+    /// CPU time to continue from once the vCPU thread runs (after a restore).
+    pub pending_cputime: Option<i64>,
 }
 
 impl Job {
@@ -192,5 +194,133 @@ impl Job {
     /// Bytes of guest RAM the host has backed (touched by the job).
     pub fn touched_bytes(&self) -> u64 {
         crate::memory::resident_bytes(self.ram.host_base(), self.ram.size())
+    }
+}
+
+// ---- state ----
+
+use crate::clock::realtime_ns;
+
+/// Host resources a restored job is attached to.
+pub struct RestoreEnv {
+    pub stdio: [std::os::fd::RawFd; 3],
+    pub log: Log,
+    pub trace: bool,
+}
+
+impl Job {
+    /// The job's tables as data (fails if an open file cannot be carried).
+    pub fn capture(&self) -> Result<crate::state::JobState, crate::site::SiteError> {
+        use crate::state::*;
+        let s = &self.signals;
+        Ok(JobState {
+            mm: self.mm.clone(),
+            signals: SignalState {
+                actions: s.actions.to_vec(),
+                blocked: s.blocked,
+                pending: s.pending,
+                info: s.info.to_vec(),
+                altstack: s.altstack,
+            },
+            timers: TimerState {
+                real: self.timers.real,
+                virt: self.timers.virt,
+                prof: self.timers.prof,
+                posix: self.timers.posix.clone(),
+            },
+            clock: ClockState {
+                monotonic: self.clock.monotonic(),
+                cputime: self.clock.cputime(),
+                realtime: realtime_ns(),
+            },
+            ids: self.ids.clone(),
+            features: self.features,
+            rlimits: self.rlimits,
+            image_end: self.image_end,
+            tid_address: self.tid_address,
+            robust_list: self.robust_list,
+            comm: self.comm,
+            exe: self.exe.clone(),
+            cmdline: self.cmdline.clone(),
+            environ: self.environ.clone(),
+            restart_nr: self.restart_nr,
+            restart_deadline: self.restart_deadline,
+            saved_mask: self.saved_mask,
+            unknown_reported: self.unknown_reported.iter().copied().collect(),
+            stats: self.stats,
+            site: self.site.capture()?,
+        })
+    }
+
+    /// Rebuilds a job from `state` over `ram`, which already holds its pages.
+    /// Clocks continue from where they stopped, plus the time the move took
+    /// (never less).
+    pub fn restore(
+        state: crate::state::JobState,
+        ram: Arc<GuestRam>,
+        kick: Arc<AtomicBool>,
+        env: RestoreEnv,
+    ) -> Result<Job, crate::site::SiteError> {
+        let site = Site::restore(&state.site, env.stdio)?;
+        let elapsed = (realtime_ns() - state.clock.realtime).max(0);
+        let probe = Clock::default();
+        let clock = Clock {
+            monotonic_offset: state.clock.monotonic + elapsed - probe.monotonic(),
+            // Set against the vCPU thread's CPU time when it starts running.
+            cputime_offset: 0,
+        };
+        let mut signals = Signals::default();
+        for (i, a) in state.signals.actions.iter().enumerate().take(signals.actions.len()) {
+            signals.actions[i] = *a;
+        }
+        for (i, a) in state.signals.info.iter().enumerate().take(signals.info.len()) {
+            signals.info[i] = *a;
+        }
+        signals.blocked = state.signals.blocked;
+        signals.pending = state.signals.pending;
+        signals.altstack = state.signals.altstack;
+        let mut timers = Timers::default();
+        timers.real = state.timers.real;
+        timers.virt = state.timers.virt;
+        timers.prof = state.timers.prof;
+        timers.posix = state.timers.posix;
+        Ok(Job {
+            ram,
+            mm: state.mm,
+            site,
+            signals,
+            timers,
+            clock,
+            ids: state.ids,
+            features: state.features,
+            rlimits: state.rlimits,
+            image_end: state.image_end,
+            tid_address: state.tid_address,
+            robust_list: state.robust_list,
+            comm: state.comm,
+            exe: state.exe,
+            cmdline: state.cmdline,
+            environ: state.environ,
+            stats: state.stats,
+            log: env.log,
+            trace: env.trace,
+            restart_nr: state.restart_nr,
+            restart_deadline: state.restart_deadline,
+            saved_mask: state.saved_mask,
+            current_rsp: 0,
+            kick,
+            unknown_reported: state.unknown_reported.into_iter().collect(),
+            pending_cputime: Some(state.clock.cputime),
+        })
+    }
+
+    /// Called on the vCPU thread before the first entry: ties the CPU-time
+    /// clock to this thread and aims the timer at it.
+    pub fn attach_to_vcpu_thread(&mut self) {
+        if let Some(cpu) = self.pending_cputime.take() {
+            self.clock.cputime_offset = 0;
+            self.clock.cputime_offset = cpu - self.clock.cputime();
+        }
+        self.timers.rearm(self.clock.monotonic_offset);
     }
 }

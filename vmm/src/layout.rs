@@ -54,7 +54,7 @@ pub const TSS_SELECTOR: u16 = 0x40;
 /// ```
 /// The guard block below the stack is not mapped, so a stack overflow
 /// faults (SIGSEGV) as at Linux's stack guard gap.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct UserLayout {
     /// End of RAM (exclusive); also the initial stack top.
     pub mem_end: u64,

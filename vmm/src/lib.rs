@@ -6,22 +6,26 @@
 //! plus vCPU registers plus the small `Job` table are the whole job state.
 
 pub mod clock;
+pub mod control;
 pub mod cpu;
 pub mod elf;
 pub mod errno;
 pub mod job;
 pub mod layout;
 pub mod memory;
+pub mod migration;
 pub mod mm;
 pub mod paging;
 pub mod procfs;
 pub mod signal;
 pub mod site;
 pub mod stack;
+pub mod state;
 pub mod sys;
 pub mod timers;
 pub mod vcpu;
 pub mod vm;
 
+pub use job::RestoreEnv;
 pub use job::{JobExit, Log};
-pub use vm::{Vm, VmConfig, VmError};
+pub use vm::{Outcome, Vm, VmConfig, VmError, VmHandle};

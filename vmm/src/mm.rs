@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use crate::layout::{page_ceil, UserLayout, USER_BASE};
 use crate::memory::GuestRam;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum VmaKind {
     Image,
     Heap,
@@ -19,14 +19,14 @@ pub enum VmaKind {
     File,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Vma {
     pub end: u64,
     pub prot: u32,
     pub kind: VmaKind,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct AddressSpace {
     layout: UserLayout,
     brk_start: u64,

@@ -128,7 +128,7 @@ pub fn default_action(sig: u32) -> DefaultAction {
 }
 
 /// struct k_sigaction as rt_sigaction passes it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SigAction {
     pub handler: u64,
     pub flags: u64,
@@ -152,7 +152,7 @@ impl SigAction {
 }
 
 /// What accompanies a pending signal (the interesting part of siginfo).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SigInfo {
     pub code: i32,
     /// si_addr for faults; si_pid for kill.
@@ -183,7 +183,7 @@ impl SigInfo {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AltStack {
     pub sp: u64,
     pub flags: i32,

@@ -15,7 +15,7 @@ pub const SIGEV_THREAD_ID: i32 = 4;
 /// POSIX timers a job may have (Linux allows more; jobs rarely use many).
 pub const MAX_TIMERS: usize = 64;
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Timer {
     /// Next expiry on the job's monotonic clock; None: disarmed.
     pub deadline: Option<i64>,
@@ -47,7 +47,7 @@ impl Timer {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PosixTimer {
     pub clock: i32,
     /// Signal to send, or 0 for SIGEV_NONE.

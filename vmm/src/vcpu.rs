@@ -7,7 +7,7 @@ use std::ptr::null_mut;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use kvm_bindings::{kvm_msr_entry, kvm_regs, kvm_run, kvm_sregs, Msrs, KVM_SYNC_X86_REGS};
+use kvm_bindings::{kvm_cpuid_entry2, kvm_msr_entry, kvm_regs, kvm_run, kvm_sregs, CpuId, Msrs, KVM_SYNC_X86_REGS};
 use kvm_ioctls::{Cap, Kvm, SyncReg, VcpuExit, VcpuFd};
 
 /// Why KVM_RUN returned, without borrowing the vCPU.
@@ -125,6 +125,12 @@ impl Vcpu {
         self.requested.clone()
     }
 
+    /// Has a kick been requested (without taking it)?
+    #[inline]
+    pub fn kick_pending(&self) -> bool {
+        self.requested.load(Ordering::Relaxed)
+    }
+
     /// Was a kick requested by another thread (and not yet taken)?
     pub fn take_kick(&self) -> bool {
         self.requested.swap(false, Ordering::SeqCst)
@@ -224,6 +230,108 @@ impl Drop for Vcpu {
         if self.bound {
             RUN.with(|r| r.set(null_mut()));
         }
+    }
+}
+
+/// MSRs that are part of a job's state (the TSC is handled apart).
+const SAVED_MSRS: [u32; 10] = [
+    crate::cpu::MSR_STAR,
+    crate::cpu::MSR_LSTAR,
+    crate::cpu::MSR_CSTAR,
+    crate::cpu::MSR_SYSCALL_MASK,
+    crate::cpu::MSR_FS_BASE,
+    crate::cpu::MSR_GS_BASE,
+    crate::cpu::MSR_KERNEL_GS_BASE,
+    crate::cpu::MSR_IA32_MISC_ENABLE,
+    0x277,       // PAT
+    0xc000_0103, // TSC_AUX, read by rdtscp
+];
+
+/// A failed KVM call while saving or loading vCPU state.
+#[derive(Debug, thiserror::Error)]
+#[error("KVM {op} failed: {source}")]
+pub struct StateError {
+    pub op: &'static str,
+    pub source: kvm_ioctls::Error,
+}
+
+fn op(op: &'static str) -> impl Fn(kvm_ioctls::Error) -> StateError {
+    move |source| StateError { op, source }
+}
+
+impl Vcpu {
+    /// Applies registers set for the next entry, so that KVM holds them.
+    pub fn flush_regs(&mut self) {
+        if self.regs_dirty {
+            let r = self.fd.sync_regs().regs;
+            let _ = self.fd.set_regs(&r);
+            self.regs_dirty = false;
+            self.fd.get_kvm_run().kvm_dirty_regs &= !(KVM_SYNC_X86_REGS as u64);
+        }
+    }
+
+    /// The vCPU's state; call when it is not running.
+    pub fn capture(&mut self, cpuid: &[kvm_cpuid_entry2]) -> Result<crate::state::VcpuState, StateError> {
+        self.flush_regs();
+        let fd = &self.fd;
+        let mut msrs = Msrs::from_entries(
+            &SAVED_MSRS
+                .iter()
+                .chain(&[crate::cpu::MSR_IA32_TSC])
+                .map(|&index| kvm_msr_entry { index, ..Default::default() })
+                .collect::<Vec<_>>(),
+        )
+        .expect("fixed MSR list");
+        let n = fd.get_msrs(&mut msrs).map_err(op("KVM_GET_MSRS"))?;
+        let got: Vec<(u32, u64)> = msrs.as_slice()[..n].iter().map(|e| (e.index, e.data)).collect();
+        let tsc = got.iter().find(|e| e.0 == crate::cpu::MSR_IA32_TSC).map_or(0, |e| e.1);
+        Ok(crate::state::VcpuState {
+            regs: fd.get_regs().map_err(op("KVM_GET_REGS"))?,
+            sregs: fd.get_sregs().map_err(op("KVM_GET_SREGS"))?,
+            xsave: fd.get_xsave().map_err(op("KVM_GET_XSAVE"))?.region.iter().flat_map(|w| w.to_le_bytes()).collect(),
+            xcrs: fd.get_xcrs().map_err(op("KVM_GET_XCRS"))?,
+            msrs: got.into_iter().filter(|e| e.0 != crate::cpu::MSR_IA32_TSC).collect(),
+            tsc,
+            events: fd.get_vcpu_events().map_err(op("KVM_GET_VCPU_EVENTS"))?,
+            mp_state: fd.get_mp_state().map_err(op("KVM_GET_MP_STATE"))?,
+            cpuid: cpuid.to_vec(),
+        })
+    }
+
+    /// Loads `state` into this (fresh) vCPU, with the guest TSC set to `tsc`.
+    pub fn restore(&mut self, state: &crate::state::VcpuState, tsc: u64) -> Result<(), StateError> {
+        let fd = &self.fd;
+        let cpuid = CpuId::from_entries(&state.cpuid)
+            .map_err(|_| StateError { op: "KVM_SET_CPUID2", source: kvm_ioctls::Error::new(libc::EINVAL) })?;
+        fd.set_cpuid2(&cpuid).map_err(op("KVM_SET_CPUID2"))?;
+        fd.set_sregs(&state.sregs).map_err(op("KVM_SET_SREGS"))?;
+        fd.set_xcrs(&state.xcrs).map_err(op("KVM_SET_XCRS"))?;
+        let mut x = fd.get_xsave().map_err(op("KVM_GET_XSAVE"))?;
+        for (i, chunk) in state.xsave.chunks_exact(4).take(x.region.len()).enumerate() {
+            x.region[i] = u32::from_le_bytes(chunk.try_into().unwrap());
+        }
+        // SAFETY: a legacy-size kvm_xsave, as KVM_SET_XSAVE takes.
+        unsafe { fd.set_xsave(&x) }.map_err(op("KVM_SET_XSAVE"))?;
+        let entries: Vec<kvm_msr_entry> = state
+            .msrs
+            .iter()
+            .chain(&[(crate::cpu::MSR_IA32_TSC, tsc)])
+            .map(|&(index, data)| kvm_msr_entry { index, data, ..Default::default() })
+            .collect();
+        fd.set_msrs(&Msrs::from_entries(&entries).expect("fixed MSR list")).map_err(op("KVM_SET_MSRS"))?;
+        fd.set_vcpu_events(&state.events).map_err(op("KVM_SET_VCPU_EVENTS"))?;
+        fd.set_mp_state(state.mp_state).map_err(op("KVM_SET_MP_STATE"))?;
+        fd.set_regs(&state.regs).map_err(op("KVM_SET_REGS"))?;
+        if self.sync_regs {
+            self.fd.sync_regs_mut().regs = state.regs;
+        }
+        self.regs_dirty = false;
+        Ok(())
+    }
+
+    /// The host's TSC frequency as KVM gives the guest, in kHz.
+    pub fn tsc_khz(&self) -> Option<u32> {
+        self.fd.get_tsc_khz().ok()
     }
 }
 

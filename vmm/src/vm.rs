@@ -6,16 +6,20 @@ use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
-use kvm_bindings::{kvm_regs, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kvm_bindings::{kvm_cpuid_entry2, kvm_regs, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{Kvm, VmFd};
 use thiserror::Error;
 
 use agent::{BENCH_PORT, FAULT_PORT, SYSCALL_PORT};
 
 use crate::clock::Clock;
+use crate::control::{Command, Control, ControlRx, Verdict};
 use crate::cpu::{self, CpuFeatures};
 use crate::elf::{ElfError, Program};
-use crate::job::{Ids, Job, JobExit, JobStats, Log};
+use crate::job::{Ids, Job, JobExit, JobStats, Log, RestoreEnv};
 use crate::layout::*;
 use crate::memory::{GuestRam, MemoryError};
 use crate::mm::AddressSpace;
@@ -23,14 +27,17 @@ use crate::paging::{self, PagingError};
 use crate::signal::{self, SigInfo, Signals};
 use crate::site::{Site, SiteConfig};
 use crate::stack::{self, AuxInfo, StackError};
+use crate::state::{VmState, STATE_VERSION};
 use crate::sys::Flow;
-use crate::vcpu::{Exit, Kicker, Vcpu};
+use crate::vcpu::{Exit, Vcpu};
 
 /// The rip at a system-call exit: just past the entry's `out`.
 const SYSCALL_EXIT_RIP: u64 = RING0_CODE_ADDR + agent::IRET as u64;
 const IRET_RIP: u64 = RING0_CODE_ADDR + agent::IRET as u64;
 const IRET_FRAME: u64 = RING0_STACK_TOP - 40;
 const USER_RFLAGS: u64 = 0x202;
+/// How often a throttled vCPU is stopped (the migration sender kicks it at this period).
+pub const THROTTLE_PERIOD: Duration = Duration::from_millis(10);
 
 #[derive(Debug, Error)]
 pub enum VmError {
@@ -77,14 +84,62 @@ pub struct VmConfig {
     pub trace: bool,
 }
 
+/// How `Vm::run` ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The job ended here.
+    Exited(JobExit),
+    /// The job was moved to another host (or handed over), which now runs it.
+    Moved(String),
+}
+
 pub struct Vm {
     _kvm: Kvm,
-    _vm: VmFd,
+    vm_fd: Arc<VmFd>,
     pub vcpu: Vcpu,
     pub job: Job,
+    cpuid: Vec<kvm_cpuid_entry2>,
+    control: Arc<Control>,
+    control_rx: ControlRx,
+    /// Percentage of time the vCPU is held stopped (auto-converge).
+    throttle: u8,
     allow_user_io: bool,
     /// Bare exits taken on the benchmark port.
     pub bench_exits: u64,
+}
+
+/// What other threads (the migration sender, the API server) hold of a VM.
+#[derive(Clone)]
+pub struct VmHandle {
+    pub ram: Arc<GuestRam>,
+    pub vm_fd: Arc<VmFd>,
+    pub control: Arc<Control>,
+    pub info: Arc<JobInfo>,
+}
+
+/// Facts about a job that do not change while it runs.
+#[derive(Debug, Clone)]
+pub struct JobInfo {
+    pub program: String,
+    pub xcr0: u64,
+    pub cpu: Vec<crate::migration::CpuWord>,
+}
+
+/// A fresh KVM VM with `ram` as its memory and one vCPU.
+fn create_machine(ram: &GuestRam) -> Result<(Kvm, VmFd, kvm_ioctls::VcpuFd), VmError> {
+    let kvm = Kvm::new().map_err(VmError::NoKvm)?;
+    let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
+    let region = kvm_userspace_memory_region {
+        slot: 0,
+        flags: 0,
+        guest_phys_addr: 0,
+        memory_size: ram.size(),
+        userspace_addr: ram.host_base() as u64,
+    };
+    // SAFETY: the region is our own mapping, which outlives the VM (both live in Vm).
+    unsafe { vm.set_user_memory_region(region) }.map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
+    let vcpu = vm.create_vcpu(0).map_err(kvm_err("KVM_CREATE_VCPU"))?;
+    Ok((kvm, vm, vcpu))
 }
 
 impl Vm {
@@ -97,19 +152,8 @@ impl Vm {
             .map_err(|source| VmError::Read { path: config.program.display().to_string(), source })?;
         let program = Program::parse(&config.program, &bytes)?;
 
-        let kvm = Kvm::new().map_err(VmError::NoKvm)?;
-        let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
         let ram = GuestRam::new(mem_size)?;
-        let region = kvm_userspace_memory_region {
-            slot: 0,
-            flags: 0,
-            guest_phys_addr: 0,
-            memory_size: mem_size,
-            userspace_addr: ram.host_base() as u64,
-        };
-        // SAFETY: the region is our own mapping, which outlives the VM (both live in Vm).
-        unsafe { vm.set_user_memory_region(region) }.map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
-
+        let (kvm, vm, vcpu_fd) = create_machine(&ram)?;
         let cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
         let features = CpuFeatures::from_cpuid(&cpuid);
 
@@ -141,8 +185,9 @@ impl Vm {
         let execfn = config.argv.first().map_or(config.program.as_os_str().as_bytes(), |a| a.as_bytes());
         let sp = stack::build(&ram, layout.mem_end, layout.stack_limit, &argv, &env, execfn, &aux)?;
 
-        let vcpu_fd = vm.create_vcpu(0).map_err(kvm_err("KVM_CREATE_VCPU"))?;
-        vcpu_fd.set_cpuid2(&cpu::job_cpuid(cpuid)).map_err(kvm_err("KVM_SET_CPUID2"))?;
+        let cpuid = cpu::job_cpuid(cpuid);
+        vcpu_fd.set_cpuid2(&cpuid).map_err(kvm_err("KVM_SET_CPUID2"))?;
+        let cpuid = cpuid.as_slice().to_vec();
         let sregs = vcpu_fd.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
         vcpu_fd.set_sregs(&cpu::initial_sregs(sregs, cr3, &features)).map_err(kvm_err("KVM_SET_SREGS"))?;
         vcpu_fd.set_msrs(&cpu::initial_msrs()).map_err(kvm_err("KVM_SET_MSRS"))?;
@@ -176,7 +221,7 @@ impl Vm {
         let n = base.len().min(15);
         comm[..n].copy_from_slice(&base[..n]);
         let job = Job {
-            ram,
+            ram: Arc::new(ram),
             mm,
             site,
             signals: Signals::default(),
@@ -201,19 +246,110 @@ impl Vm {
             current_rsp: sp,
             kick: vcpu.kick_flag(),
             unknown_reported: Default::default(),
+            pending_cputime: None,
         };
 
         // The first entry is a return to user mode, like every later one.
         let user = kvm_regs { rip: loaded.entry, rsp: sp, rflags: USER_RFLAGS, ..Default::default() };
-        let mut this = Vm { _kvm: kvm, _vm: vm, vcpu, job, allow_user_io: config.allow_user_io, bench_exits: 0 };
+        let (control, control_rx) = Control::new();
+        let mut this = Vm {
+            _kvm: kvm,
+            vm_fd: Arc::new(vm),
+            vcpu,
+            job,
+            cpuid,
+            control,
+            control_rx,
+            throttle: 0,
+            allow_user_io: config.allow_user_io,
+            bench_exits: 0,
+        };
         this.resume_user(&user)?;
         Ok(this)
     }
 
-    /// Binds the vCPU to the calling thread (the one that will call `run`)
-    /// and returns a handle to kick it from elsewhere.
-    pub fn bind(&mut self) -> Kicker {
-        self.vcpu.bind()
+    /// Rebuilds a job from its state over `ram`, which already holds its
+    /// pages (a move or a snapshot). The job's clocks continue from where
+    /// they stopped plus the time in between.
+    pub fn restore(state: VmState, ram: GuestRam, env: RestoreEnv) -> Result<Vm, VmError> {
+        if state.mem_size != ram.size() {
+            return Err(VmError::Machine(format!(
+                "state is for {} MiB of memory, not {}",
+                state.mem_size >> 20,
+                ram.size() >> 20
+            )));
+        }
+        let (kvm, vm, vcpu_fd) = create_machine(&ram)?;
+        let mut vcpu = Vcpu::new(vcpu_fd, &kvm);
+        let elapsed_ns = (crate::clock::realtime_ns() - state.job.clock.realtime).max(0) as u128;
+        let tsc = match vcpu.tsc_khz() {
+            Some(khz) => state.vcpu.tsc.wrapping_add((elapsed_ns * khz as u128 / 1_000_000) as u64),
+            None => state.vcpu.tsc,
+        };
+        vcpu.restore(&state.vcpu, tsc).map_err(|e| VmError::Kvm { op: e.op, source: e.source })?;
+        let ram = Arc::new(ram);
+        let job = Job::restore(state.job, ram, vcpu.kick_flag(), env).map_err(|e| VmError::Machine(e.to_string()))?;
+        let (control, control_rx) = Control::new();
+        Ok(Vm {
+            _kvm: kvm,
+            vm_fd: Arc::new(vm),
+            vcpu,
+            job,
+            cpuid: state.vcpu.cpuid,
+            control,
+            control_rx,
+            throttle: 0,
+            allow_user_io: false,
+            bench_exits: 0,
+        })
+    }
+
+    /// The job's state as data; the vCPU must not be running (call from
+    /// the vCPU thread between entries, or before `run`).
+    pub fn capture(&mut self) -> Result<VmState, VmError> {
+        let vcpu = self.vcpu.capture(&self.cpuid).map_err(|e| VmError::Kvm { op: e.op, source: e.source })?;
+        let job = self.job.capture().map_err(|e| VmError::Machine(e.to_string()))?;
+        Ok(VmState { version: STATE_VERSION, mem_size: self.job.ram.size(), vcpu, job })
+    }
+
+    /// A handle for other threads: memory, dirty logging and control.
+    pub fn handle(&self) -> VmHandle {
+        VmHandle {
+            ram: self.job.ram.clone(),
+            vm_fd: self.vm_fd.clone(),
+            control: self.control.clone(),
+            info: Arc::new(JobInfo {
+                program: self.job.exe.display().to_string(),
+                xcr0: self.job.features.xcr0,
+                cpu: crate::migration::feature_words(&self.cpuid),
+            }),
+        }
+    }
+
+    /// Serves commands from other threads at a safe point. Returns the
+    /// outcome if the job was handed over.
+    fn serve_control(&mut self) -> Result<Option<Outcome>, VmError> {
+        while let Ok(cmd) = self.control_rx.rx.try_recv() {
+            match cmd {
+                Command::Throttle(p) => self.throttle = p.min(99),
+                Command::Pause { state, verdict } => {
+                    let captured = self.capture().map_err(|e| e.to_string());
+                    let ok = captured.is_ok();
+                    let _ = state.send(captured);
+                    if ok {
+                        if let Ok(Verdict::Release(to)) = verdict.recv() {
+                            return Ok(Some(Outcome::Moved(to)));
+                        }
+                    }
+                }
+            }
+        }
+        if self.throttle > 0 {
+            // Stopped for p% of each kick period (the sender kicks every THROTTLE_PERIOD).
+            let p = self.throttle as u64;
+            std::thread::sleep(THROTTLE_PERIOD * p as u32 / (100 - p as u32));
+        }
+        Ok(None)
     }
 
     /// Returns to the job at `user` (CPL3 registers) through the ring-0
@@ -241,10 +377,19 @@ impl Vm {
         Ok(user)
     }
 
-    /// Runs the job until it ends.
-    pub fn run(&mut self) -> Result<JobExit, VmError> {
-        self.vcpu.bind();
+    /// Runs the job until it ends here or is moved away.
+    pub fn run(&mut self) -> Result<Outcome, VmError> {
+        self.control.set_kicker(self.vcpu.bind());
+        self.job.attach_to_vcpu_thread();
+        let mut first = true;
         loop {
+            if first || self.vcpu.kick_pending() {
+                first = false;
+                self.vcpu.take_kick();
+                if let Some(outcome) = self.serve_control()? {
+                    return Ok(outcome);
+                }
+            }
             let exit = self.vcpu.run();
             self.job.stats.exits += 1;
             match exit {
@@ -258,21 +403,20 @@ impl Vm {
                     user.rflags = regs.r11;
                     self.job.current_rsp = user.rsp;
                     if let Flow::Exit(e) = self.job.syscall(&mut self.vcpu, &mut user) {
-                        return Ok(e);
+                        return Ok(Outcome::Exited(e));
                     }
                     if let Err(e) = self.job.deliver_signals(&mut self.vcpu, &mut user) {
-                        return Ok(e);
+                        return Ok(Outcome::Exited(e));
                     }
                     self.resume_user(&user)?;
                 }
                 Exit::IoOut { port: FAULT_PORT } => {
                     if let Some(e) = self.handle_fault()? {
-                        return Ok(e);
+                        return Ok(Outcome::Exited(e));
                     }
                 }
                 Exit::IoOut { port: BENCH_PORT } if self.allow_user_io => self.bench_exits += 1,
                 Exit::Interrupted => {
-                    self.vcpu.take_kick();
                     let regs = self.vcpu.regs_now();
                     let user = if regs.rip == IRET_RIP {
                         // About to return to the job: its context is the frame.
@@ -286,7 +430,7 @@ impl Vm {
                     let mut next = user;
                     self.job.current_rsp = next.rsp;
                     if let Err(e) = self.job.deliver_signals(&mut self.vcpu, &mut next) {
-                        return Ok(e);
+                        return Ok(Outcome::Exited(e));
                     }
                     if next != user {
                         self.resume_user(&next)?;

@@ -1,0 +1,130 @@
+//! The control socket of a running job (`--api-sock`): HTTP/JSON over a
+//! Unix socket, served by a thread beside the vCPU.
+//!
+//! - `PUT /migrate {"to": "HOST:PORT", "downtime_ms": 5}` moves the job
+//! - `PUT /snapshot {"to": "FILE"}` writes a snapshot, the job continues
+//! - `GET /status` describes the job
+
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::json;
+use vmm::migration::{self, SendError, SendOptions};
+use vmm::VmHandle;
+
+use crate::http;
+
+#[derive(Deserialize)]
+struct MigrateRequest {
+    to: String,
+    #[serde(default)]
+    downtime_ms: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct SnapshotRequest {
+    to: PathBuf,
+}
+
+pub struct ApiServer {
+    path: PathBuf,
+    inflight: Arc<AtomicUsize>,
+}
+
+impl ApiServer {
+    /// Listens on `path` (replacing a stale socket) and serves requests
+    /// for the VM behind `handle` on background threads.
+    pub fn start(path: &Path, handle: VmHandle) -> std::io::Result<ApiServer> {
+        if path.exists() && UnixStream::connect(path).is_err() {
+            let _ = std::fs::remove_file(path);
+        }
+        let listener = UnixListener::bind(path)?;
+        let inflight = Arc::new(AtomicUsize::new(0));
+        let count = inflight.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let (handle, count) = (handle.clone(), count.clone());
+                count.fetch_add(1, Ordering::SeqCst);
+                std::thread::spawn(move || {
+                    serve(conn, &handle);
+                    count.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        Ok(ApiServer { path: path.to_path_buf(), inflight })
+    }
+
+    /// Waits (at most `limit`) for requests in progress to finish, so that
+    /// a client hears how its request ended before the process exits.
+    pub fn drain(&self, limit: Duration) {
+        let t = Instant::now();
+        while self.inflight.load(Ordering::SeqCst) > 0 && t.elapsed() < limit {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn error_body(e: impl std::fmt::Display) -> String {
+    json!({"result": "error", "error": e.to_string()}).to_string()
+}
+
+fn send_error_status(e: &SendError) -> u16 {
+    match e {
+        SendError::Busy => 409,
+        _ => 502,
+    }
+}
+
+fn serve(mut conn: UnixStream, handle: &VmHandle) {
+    let req = match http::read_request(&mut conn) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = http::write_response(&mut conn, 400, &error_body(e));
+            return;
+        }
+    };
+    let (status, body) = match (req.method.as_str(), req.path.as_str()) {
+        ("PUT", "/migrate") | ("POST", "/migrate") => match serde_json::from_slice::<MigrateRequest>(&req.body) {
+            Ok(m) => {
+                let mut opts = SendOptions::default();
+                if let Some(ms) = m.downtime_ms.filter(|ms| *ms > 0.0) {
+                    opts.downtime = Duration::from_secs_f64(ms / 1e3);
+                }
+                match migration::migrate(handle, &m.to, &opts) {
+                    Ok(stats) => (200, serde_json::to_string(&stats).unwrap()),
+                    Err(e) => (send_error_status(&e), error_body(e)),
+                }
+            }
+            Err(e) => (400, error_body(format!("bad request: {e}"))),
+        },
+        ("PUT", "/snapshot") | ("POST", "/snapshot") => match serde_json::from_slice::<SnapshotRequest>(&req.body) {
+            Ok(s) => match migration::snapshot(handle, &s.to) {
+                Ok(stats) => (200, serde_json::to_string(&stats).unwrap()),
+                Err(e) => (send_error_status(&e), error_body(e)),
+            },
+            Err(e) => (400, error_body(format!("bad request: {e}"))),
+        },
+        ("GET", "/status") => (
+            200,
+            json!({
+                "state": "running",
+                "program": handle.info.program,
+                "mem_bytes": handle.ram.size(),
+                "pid": std::process::id(),
+            })
+            .to_string(),
+        ),
+        _ => (404, error_body(format!("no such request: {} {}", req.method, req.path))),
+    };
+    let _ = http::write_response(&mut conn, status, &body);
+}

@@ -1,0 +1,80 @@
+//! `mosvm migrate` and `mosvm snapshot`: requests to a job's control socket.
+
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use crate::cli::{MigrateArgs, SnapshotArgs};
+use crate::http;
+
+/// Sends one request; returns (status, parsed body).
+fn request(sock: &Path, path: &str, body: &Value) -> Result<(u16, Value), String> {
+    let mut s = UnixStream::connect(sock).map_err(|e| format!("cannot reach the job at {}: {e}", sock.display()))?;
+    http::write_request(&mut s, "PUT", path, &body.to_string()).map_err(|e| format!("cannot send the request: {e}"))?;
+    let (status, body) = http::read_response(&mut s).map_err(|e| format!("no answer from the job: {e}"))?;
+    let v = serde_json::from_slice(&body).map_err(|e| format!("malformed answer from the job: {e}"))?;
+    Ok((status, v))
+}
+
+fn report(what: &str, json_out: bool, r: Result<(u16, Value), String>, summary: impl Fn(&Value) -> String) -> i32 {
+    match r {
+        Ok((200, v)) => {
+            if json_out {
+                println!("{v}");
+            } else {
+                println!("{}", summary(&v));
+            }
+            0
+        }
+        Ok((_, v)) => {
+            let why = v.get("error").and_then(|e| e.as_str()).unwrap_or("unknown error").to_string();
+            if json_out {
+                println!("{v}");
+            }
+            eprintln!("mosvm: {what} failed: {why}");
+            1
+        }
+        Err(e) => {
+            if json_out {
+                println!("{}", json!({"result": "error", "error": e}));
+            }
+            eprintln!("mosvm: {what} failed: {e}");
+            1
+        }
+    }
+}
+
+fn f(v: &Value, k: &str) -> f64 {
+    v.get(k).and_then(|x| x.as_f64()).unwrap_or(0.0)
+}
+
+pub fn migrate(args: MigrateArgs) -> i32 {
+    let body = json!({"to": args.to, "downtime_ms": args.downtime_ms});
+    report("migration", args.json, request(&args.api_sock, "/migrate", &body), |v| {
+        format!(
+            "moved to {} in {:.1} ms: downtime {:.2} ms, {} rounds, {:.1} MiB sent, {} zero pages skipped, {:.0} MB/s, {}",
+            args.to,
+            f(v, "total_ms"),
+            f(v, "downtime_ms"),
+            f(v, "rounds"),
+            f(v, "bytes_sent") / 1048576.0,
+            f(v, "zero_pages_skipped"),
+            f(v, "bandwidth_mbps"),
+            v.get("path").and_then(|p| p.as_str()).unwrap_or("?"),
+        )
+    })
+}
+
+pub fn snapshot(args: SnapshotArgs) -> i32 {
+    let body = json!({"to": args.to});
+    report("snapshot", args.json, request(&args.api_sock, "/snapshot", &body), |v| {
+        format!(
+            "snapshot written to {} in {:.1} ms ({:.1} MiB; the job was stopped {:.1} ms)",
+            args.to.display(),
+            f(v, "total_ms"),
+            f(v, "bytes_sent") / 1048576.0,
+            f(v, "downtime_ms"),
+        )
+    })
+}

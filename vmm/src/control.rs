@@ -1,0 +1,99 @@
+//! Talking to a running VM from other threads: pause it at a safe point and
+//! take its state (for a move or a snapshot), then resume or release it;
+//! throttle it while memory is copied.
+//!
+//! Commands go through a channel and a kick; the vCPU thread serves them
+//! between two guest entries, where the machine and the job tables are
+//! consistent.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+
+use crate::state::VmState;
+use crate::vcpu::Kicker;
+
+pub enum Command {
+    /// Stop, capture the state and send it on `state`; then wait on
+    /// `verdict` (a dropped sender means resume).
+    Pause { state: mpsc::Sender<Result<VmState, String>>, verdict: mpsc::Receiver<Verdict> },
+    /// Spend this percentage of the time stopped (auto-converge); 0 stops throttling.
+    Throttle(u8),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Keep running here.
+    Resume,
+    /// The job now runs elsewhere: end `Vm::run` with `Outcome::Moved`.
+    Release(String),
+}
+
+/// The VM's side of the channel.
+pub struct ControlRx {
+    pub(crate) rx: mpsc::Receiver<Command>,
+}
+
+pub struct Control {
+    tx: Mutex<mpsc::Sender<Command>>,
+    kicker: Mutex<Option<Kicker>>,
+    busy: AtomicBool,
+}
+
+/// Held while one operation (migration, snapshot) owns the VM.
+pub struct Busy<'a>(&'a Control);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.busy.store(false, Ordering::SeqCst);
+    }
+}
+
+/// The VM is gone (its run loop ended).
+#[derive(Debug)]
+pub struct Gone;
+
+impl Control {
+    pub fn new() -> (Arc<Control>, ControlRx) {
+        let (tx, rx) = mpsc::channel();
+        (
+            Arc::new(Control { tx: Mutex::new(tx), kicker: Mutex::new(None), busy: AtomicBool::new(false) }),
+            ControlRx { rx },
+        )
+    }
+
+    pub(crate) fn set_kicker(&self, k: Kicker) {
+        *self.kicker.lock().unwrap() = Some(k);
+    }
+
+    /// Makes the vCPU reach its safe point soon.
+    pub fn kick(&self) {
+        if let Some(k) = &*self.kicker.lock().unwrap() {
+            k.kick();
+        }
+    }
+
+    pub fn send(&self, cmd: Command) -> Result<(), Gone> {
+        self.tx.lock().unwrap().send(cmd).map_err(|_| Gone)?;
+        self.kick();
+        Ok(())
+    }
+
+    /// Claims the VM for one operation; None if another one holds it.
+    pub fn try_begin(&self) -> Option<Busy<'_>> {
+        self.busy.compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst).ok().map(|_| Busy(self))
+    }
+
+    /// Pauses the VM and returns its state; the VM waits for the verdict
+    /// sent on the returned sender (dropping it resumes the VM).
+    pub fn pause(&self) -> Result<(VmState, mpsc::Sender<Verdict>), String> {
+        let (state_tx, state_rx) = mpsc::channel();
+        let (verdict_tx, verdict_rx) = mpsc::channel();
+        self.send(Command::Pause { state: state_tx, verdict: verdict_rx })
+            .map_err(|_| "the job has ended".to_string())?;
+        match state_rx.recv() {
+            Ok(Ok(state)) => Ok((state, verdict_tx)),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err("the job ended before it could be paused".into()),
+        }
+    }
+}

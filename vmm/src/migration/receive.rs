@@ -1,0 +1,194 @@
+//! The receiving side: accept or refuse a job, take its pages and state,
+//! rebuild it, acknowledge. Also restoring from a snapshot file.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
+use thiserror::Error;
+
+use super::wire::{self, Record, RecordReader, WireError};
+use super::Hello;
+use crate::job::RestoreEnv;
+use crate::layout::{MAX_MEM, MIN_MEM, PAGE_SIZE};
+use crate::memory::GuestRam;
+use crate::state::VmState;
+use crate::vm::{Vm, VmError};
+
+#[derive(Debug, Clone, Default)]
+pub struct ReceiveOptions {
+    /// Refuse jobs with more resident memory than this.
+    pub mem_limit: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ReceiveStats {
+    pub pages: u64,
+    pub bytes: u64,
+    pub elapsed: Duration,
+}
+
+#[derive(Debug, Error)]
+pub enum ReceiveError {
+    #[error("{phase}: {source}")]
+    Stream { phase: &'static str, source: WireError },
+    #[error("refused the job: {0}")]
+    Refused(String),
+    #[error("cannot rebuild the job: {0}")]
+    Restore(#[from] VmError),
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+fn in_phase(phase: &'static str) -> impl Fn(WireError) -> ReceiveError {
+    move |source| ReceiveError::Stream { phase, source }
+}
+
+fn mem_available() -> Option<u64> {
+    let m = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = m.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+}
+
+/// Why this host cannot take the job described by `hello`.
+fn check(hello: &Hello, opts: &ReceiveOptions) -> Option<String> {
+    if !(MIN_MEM..=MAX_MEM).contains(&hello.mem_size) || hello.mem_size % (2 << 20) != 0 {
+        return Some(format!("guest memory size {} is not valid", hello.mem_size));
+    }
+    let mib = |b: u64| b >> 20;
+    if let Some(limit) = opts.mem_limit {
+        if hello.resident_bytes > limit {
+            return Some(format!(
+                "not enough memory: the job holds {} MiB, this host accepts at most {} MiB",
+                mib(hello.resident_bytes),
+                mib(limit)
+            ));
+        }
+    }
+    if let Some(avail) = mem_available() {
+        if hello.resident_bytes > avail / 10 * 9 {
+            return Some(format!(
+                "not enough memory: the job holds {} MiB, {} MiB are available here",
+                mib(hello.resident_bytes),
+                mib(avail)
+            ));
+        }
+    }
+    let host = kvm_ioctls::Kvm::new().and_then(|k| k.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES));
+    match host {
+        Ok(cpuid) => super::incompatibility(&hello.cpu, hello.xcr0, cpuid.as_slice()),
+        Err(e) => Some(format!("KVM is not available here: {e}")),
+    }
+}
+
+/// Reads records into `ram` until END; returns the state bytes.
+fn read_body<R: Read>(
+    reader: &mut RecordReader<R>,
+    ram: &GuestRam,
+    stats: &mut ReceiveStats,
+) -> Result<Vec<u8>, ReceiveError> {
+    let mut state = None;
+    loop {
+        match reader.next(Some(ram)).map_err(in_phase("receiving the job"))? {
+            Record::Pages(n) => stats.pages += n as u64,
+            Record::Small(wire::TAG_ZEROS, gpas) => {
+                for c in gpas.chunks_exact(8) {
+                    let gpa = u64::from_le_bytes(c.try_into().unwrap());
+                    if gpa % PAGE_SIZE != 0 || ram.discard(gpa, PAGE_SIZE).is_err() {
+                        return Err(in_phase("receiving the job")(WireError::BadPages(format!(
+                            "zero page {gpa:#x} is outside guest memory"
+                        ))));
+                    }
+                }
+            }
+            Record::Small(wire::TAG_STATE, s) => state = Some(s),
+            Record::Small(wire::TAG_END, _) => break,
+            Record::Small(t, _) => {
+                return Err(in_phase("receiving the job")(WireError::Unexpected {
+                    got: t,
+                    want: "PAGES, ZEROS, STATE or END",
+                }))
+            }
+        }
+    }
+    stats.bytes = reader.bytes;
+    state.ok_or_else(|| in_phase("receiving the job")(WireError::Unexpected { got: wire::TAG_END, want: "STATE" }))
+}
+
+fn refuse(w: &mut impl Write, why: &str) {
+    let _ = wire::write_record(w, wire::TAG_REFUSE, why.as_bytes());
+    let _ = w.flush();
+}
+
+/// Takes one job from `stream`. On success the job has been rebuilt and
+/// the sender told so; the caller must `run` the returned VM right away.
+/// On failure nothing runs here and the sender keeps the job.
+pub fn receive(stream: TcpStream, env: RestoreEnv, opts: &ReceiveOptions) -> Result<(Vm, ReceiveStats), ReceiveError> {
+    let start = Instant::now();
+    let _ = stream.set_nodelay(true);
+    // A sender that stalls for this long has failed.
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut w = stream.try_clone()?;
+    let mut reader = RecordReader::new(stream);
+    let kind = wire::read_header(&mut reader.inner).map_err(|e| {
+        if let WireError::Version(_) = e {
+            refuse(&mut w, &e.to_string());
+        }
+        in_phase("reading the stream header")(e)
+    })?;
+    if kind != wire::KIND_LIVE {
+        refuse(&mut w, "expected a live migration stream");
+        return Err(in_phase("reading the stream header")(WireError::Kind(kind)));
+    }
+    let hello = reader.expect(wire::TAG_HELLO, "HELLO").map_err(in_phase("reading the job description"))?;
+    let hello: Hello = postcard::from_bytes(&hello)
+        .map_err(|e| in_phase("reading the job description")(WireError::BadPages(format!("malformed HELLO: {e}"))))?;
+    if let Some(why) = check(&hello, opts) {
+        refuse(&mut w, &why);
+        return Err(ReceiveError::Refused(why));
+    }
+    wire::write_record(&mut w, wire::TAG_ACCEPT, &[])?;
+
+    let ram = GuestRam::new(hello.mem_size).map_err(VmError::from)?;
+    let mut stats = ReceiveStats::default();
+    let state = read_body(&mut reader, &ram, &mut stats)?;
+    let vm = VmState::from_bytes(&state).map_err(VmError::Machine).and_then(|state| Vm::restore(state, ram, env));
+    let vm = match vm {
+        Ok(vm) => vm,
+        Err(e) => {
+            refuse(&mut w, &e.to_string());
+            return Err(e.into());
+        }
+    };
+    // The job is ready: acknowledge, and the caller enters it at once. If
+    // the acknowledgement cannot be sent, the sender keeps the job.
+    wire::write_record(&mut w, wire::TAG_ACK, &[])?;
+    w.flush()?;
+    stats.elapsed = start.elapsed();
+    Ok((vm, stats))
+}
+
+/// Rebuilds a job from a snapshot file.
+pub fn restore_file(path: &std::path::Path, env: RestoreEnv) -> Result<(Vm, ReceiveStats), ReceiveError> {
+    let start = Instant::now();
+    let file = std::fs::File::open(path)?;
+    let mut reader = RecordReader::new(io::BufReader::with_capacity(1 << 20, file));
+    let kind = wire::read_header(&mut reader.inner).map_err(in_phase("reading the snapshot header"))?;
+    if kind != wire::KIND_SNAPSHOT {
+        return Err(in_phase("reading the snapshot header")(WireError::Kind(kind)));
+    }
+    let hello = reader.expect(wire::TAG_HELLO, "HELLO").map_err(in_phase("reading the snapshot"))?;
+    let hello: Hello = postcard::from_bytes(&hello)
+        .map_err(|e| in_phase("reading the snapshot")(WireError::BadPages(format!("malformed HELLO: {e}"))))?;
+    if let Some(why) = check(&hello, &ReceiveOptions::default()) {
+        return Err(ReceiveError::Refused(why));
+    }
+    let ram = GuestRam::new(hello.mem_size).map_err(VmError::from)?;
+    let mut stats = ReceiveStats::default();
+    let state = read_body(&mut reader, &ram, &mut stats)?;
+    let state = VmState::from_bytes(&state).map_err(VmError::Machine)?;
+    let vm = Vm::restore(state, ram, env)?;
+    stats.elapsed = start.elapsed();
+    Ok((vm, stats))
+}

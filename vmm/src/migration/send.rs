@@ -1,0 +1,322 @@
+//! The sending side: pre-copy rounds, auto-converge, the final stop, and
+//! snapshots to a file.
+
+use std::io::{self, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use thiserror::Error;
+
+use super::dirty::{self, DirtyLog};
+use super::wire::{self, PageWriter, Record, RecordReader, WireError};
+use super::Hello;
+use crate::control::{Command, Verdict};
+use crate::layout::PAGE_SIZE;
+use crate::vm::{VmHandle, THROTTLE_PERIOD};
+
+#[derive(Debug, Clone)]
+pub struct SendOptions {
+    /// Stop iterating once the rest is expected to take less than this.
+    pub downtime: Duration,
+    /// Give up converging after this many rounds (then stop anyway).
+    pub max_rounds: u32,
+    /// How long to wait for the receiver's acknowledgement.
+    pub ack_timeout: Duration,
+}
+
+impl Default for SendOptions {
+    fn default() -> Self {
+        SendOptions { downtime: Duration::from_millis(5), max_rounds: 30, ack_timeout: Duration::from_secs(30) }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Path {
+    Precopy,
+    #[serde(rename = "precopy+throttle")]
+    PrecopyThrottle,
+    Snapshot,
+}
+
+/// What a move (or snapshot) did; serialized as `mosvm migrate --json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SendStats {
+    pub result: &'static str,
+    pub to: String,
+    pub total_ms: f64,
+    pub downtime_ms: f64,
+    pub rounds: u32,
+    pub pages_sent: u64,
+    pub bytes_sent: u64,
+    pub zero_pages_skipped: u64,
+    pub bandwidth_mbps: f64,
+    pub path: Path,
+    pub max_throttle_percent: u8,
+    pub final_pages: u64,
+}
+
+#[derive(Debug, Error)]
+pub enum SendError {
+    #[error("another migration or snapshot of this job is in progress")]
+    Busy,
+    #[error("cannot resolve {0}")]
+    Resolve(String),
+    #[error("cannot connect to {to}: {source}")]
+    Connect { to: String, source: io::Error },
+    #[error("the destination refused the job: {0}")]
+    Refused(String),
+    #[error("{phase}: {source}")]
+    Stream { phase: &'static str, source: WireError },
+    #[error("{phase}: {source}")]
+    Io { phase: &'static str, source: io::Error },
+    #[error("cannot stop the job: {0}")]
+    Pause(String),
+    #[error("no acknowledgement from the destination: {0}")]
+    NoAck(WireError),
+}
+
+fn io_in(phase: &'static str) -> impl Fn(io::Error) -> SendError {
+    move |source| SendError::Io { phase, source }
+}
+
+fn wire_in(phase: &'static str) -> impl Fn(WireError) -> SendError {
+    move |source| SendError::Stream { phase, source }
+}
+
+/// Kicks the vCPU every THROTTLE_PERIOD while alive, so a throttle set on
+/// it takes effect even if the job makes no system calls.
+struct Kicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Kicker {
+    fn start(handle: &VmHandle) -> Kicker {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, control) = (stop.clone(), handle.control.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                control.kick();
+                std::thread::sleep(THROTTLE_PERIOD);
+            }
+        });
+        Kicker { stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for Kicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Next auto-converge step, as QEMU's: more of the time stopped.
+fn next_throttle(t: u8) -> u8 {
+    match t {
+        0 => 30,
+        30 => 50,
+        50 => 70,
+        70 => 85,
+        85 => 95,
+        _ => 99,
+    }
+}
+
+fn hello(handle: &VmHandle, resident: &[u64]) -> Vec<u8> {
+    postcard::to_allocvec(&Hello {
+        mem_size: handle.ram.size(),
+        resident_bytes: dirty::count(resident) * PAGE_SIZE,
+        xcr0: handle.info.xcr0,
+        cpu: handle.info.cpu.clone(),
+        program: handle.info.program.clone(),
+    })
+    .expect("hello serializes")
+}
+
+/// Moves the job to the receiver at `to` (HOST:PORT). On success the VM is
+/// released (its `run` returns `Outcome::Moved`); on failure it keeps running.
+pub fn migrate(handle: &VmHandle, to: &str, opts: &SendOptions) -> Result<SendStats, SendError> {
+    let _busy = handle.control.try_begin().ok_or(SendError::Busy)?;
+    let start = Instant::now();
+    let addr = to.to_socket_addrs().ok().and_then(|mut a| a.next()).ok_or_else(|| SendError::Resolve(to.into()))?;
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .map_err(|source| SendError::Connect { to: to.into(), source })?;
+    let _ = stream.set_nodelay(true);
+    let mut w = stream.try_clone().map_err(io_in("connecting"))?;
+    let mut reader = RecordReader::new(stream);
+    reader.inner.set_read_timeout(Some(Duration::from_secs(10))).map_err(io_in("connecting"))?;
+
+    let resident = dirty::resident(handle).map_err(io_in("scanning memory"))?;
+    wire::write_header(&mut w, wire::KIND_LIVE).map_err(io_in("sending the header"))?;
+    wire::write_record(&mut w, wire::TAG_HELLO, &hello(handle, &resident)).map_err(io_in("sending the header"))?;
+    match reader.next(None).map_err(wire_in("waiting for the destination to accept"))? {
+        Record::Small(wire::TAG_ACCEPT, _) => {}
+        Record::Small(wire::TAG_REFUSE, why) => return Err(SendError::Refused(String::from_utf8_lossy(&why).into())),
+        _ => {
+            return Err(wire_in("waiting for the destination to accept")(WireError::Unexpected {
+                got: 0,
+                want: "ACCEPT or REFUSE",
+            }))
+        }
+    }
+
+    let mut dirty = DirtyLog::start(handle).map_err(io_in("starting dirty logging"))?;
+    match precopy(handle, &mut w, &mut reader, &mut dirty, resident, opts, to, start) {
+        Ok(stats) => Ok(stats),
+        Err(e) => {
+            let _ = handle.control.send(Command::Throttle(0));
+            dirty.stop();
+            Err(e)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn precopy(
+    handle: &VmHandle,
+    w: &mut TcpStream,
+    reader: &mut RecordReader<TcpStream>,
+    dirty: &mut DirtyLog,
+    resident: Vec<u64>,
+    opts: &SendOptions,
+    to: &str,
+    start: Instant,
+) -> Result<SendStats, SendError> {
+    let ram = &handle.ram;
+    let mut pw = PageWriter::default();
+    let mut sending = Duration::ZERO;
+
+    // Round 0: every page the host has backed; the rest is zeros already.
+    let t = Instant::now();
+    dirty::for_each_page(&resident, |gpa| pw.push(w, ram, gpa, false)).map_err(io_in("sending memory"))?;
+    pw.flush(w).map_err(io_in("sending memory"))?;
+    sending += t.elapsed();
+    let zero_skipped = pw.zero_pages;
+
+    let mut rounds = 1;
+    let mut throttle = 0u8;
+    let mut max_throttle = 0u8;
+    let mut kicker: Option<Kicker> = None;
+    let mut prev = u64::MAX;
+    let mut stalls = 0;
+    loop {
+        let bits = dirty.collect().map_err(io_in("reading the dirty log"))?;
+        let n = dirty::count(bits);
+        // Bandwidth as measured so far (at least 100 MB/s to start from).
+        let bw = (pw.bytes_sent as f64 / sending.as_secs_f64().max(1e-6)).max(100e6);
+        let expected = Duration::from_secs_f64(n as f64 * PAGE_SIZE as f64 / bw);
+        if expected <= opts.downtime || rounds >= opts.max_rounds {
+            break;
+        }
+        // Not converging: the job dirties memory about as fast as we send
+        // it. Hold its vCPU stopped for a growing share of the time.
+        if n * 10 >= prev * 9 {
+            stalls += 1;
+        }
+        if stalls >= 2 && throttle < 99 {
+            throttle = next_throttle(throttle);
+            max_throttle = throttle;
+            stalls = 0;
+            let _ = handle.control.send(Command::Throttle(throttle));
+            kicker.get_or_insert_with(|| Kicker::start(handle));
+        }
+        prev = n;
+        let t = Instant::now();
+        let bits = bits.to_vec();
+        dirty::for_each_page(&bits, |gpa| pw.push(w, ram, gpa, true)).map_err(io_in("sending memory"))?;
+        pw.flush(w).map_err(io_in("sending memory"))?;
+        sending += t.elapsed();
+        rounds += 1;
+    }
+
+    // Stop the job, send what is left and the state.
+    let (state, verdict) = handle.control.pause().map_err(SendError::Pause)?;
+    let stopped = Instant::now();
+    drop(kicker);
+    let before = pw.pages_sent;
+    let bits = dirty.collect().map_err(io_in("reading the dirty log"))?.to_vec();
+    dirty::for_each_page(&bits, |gpa| pw.push(w, ram, gpa, true)).map_err(io_in("sending the last pages"))?;
+    pw.flush(w).map_err(io_in("sending the last pages"))?;
+    let final_pages = pw.pages_sent - before;
+    let state_bytes = state.to_bytes();
+    wire::write_record(w, wire::TAG_STATE, &state_bytes).map_err(io_in("sending the state"))?;
+    wire::write_record(w, wire::TAG_END, &[]).map_err(io_in("sending the state"))?;
+    w.flush().map_err(io_in("sending the state"))?;
+
+    reader.inner.set_read_timeout(Some(opts_timeout(opts))).map_err(io_in("waiting for the acknowledgement"))?;
+    match reader.next(None) {
+        Ok(Record::Small(wire::TAG_ACK, _)) => {
+            let downtime = stopped.elapsed();
+            let _ = verdict.send(Verdict::Release(to.to_string()));
+            let total = start.elapsed();
+            Ok(SendStats {
+                result: "ok",
+                to: to.to_string(),
+                total_ms: total.as_secs_f64() * 1e3,
+                downtime_ms: downtime.as_secs_f64() * 1e3,
+                rounds,
+                pages_sent: pw.pages_sent,
+                bytes_sent: pw.bytes_sent + state_bytes.len() as u64,
+                zero_pages_skipped: zero_skipped,
+                bandwidth_mbps: pw.bytes_sent as f64 / sending.as_secs_f64().max(1e-9) / 1e6,
+                path: if max_throttle > 0 { Path::PrecopyThrottle } else { Path::Precopy },
+                max_throttle_percent: max_throttle,
+                final_pages,
+            })
+        }
+        // Dropping `verdict` resumes the job here.
+        Ok(Record::Small(wire::TAG_REFUSE, why)) => Err(SendError::Refused(String::from_utf8_lossy(&why).into())),
+        Ok(_) => Err(SendError::NoAck(WireError::Unexpected { got: 0, want: "ACK" })),
+        Err(e) => Err(SendError::NoAck(e)),
+    }
+}
+
+fn opts_timeout(opts: &SendOptions) -> Duration {
+    opts.ack_timeout
+}
+
+/// Writes the job's state and memory to `path` while it is paused, then
+/// lets it continue. `mosvm restore` starts a copy from the file.
+pub fn snapshot(handle: &VmHandle, path: &std::path::Path) -> Result<SendStats, SendError> {
+    let _busy = handle.control.try_begin().ok_or(SendError::Busy)?;
+    let start = Instant::now();
+    let file = std::fs::File::create(path).map_err(io_in("creating the snapshot file"))?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+    let (state, _verdict) = handle.control.pause().map_err(SendError::Pause)?;
+    let stopped = Instant::now();
+    let resident = dirty::resident(handle).map_err(io_in("scanning memory"))?;
+    wire::write_header(&mut w, wire::KIND_SNAPSHOT).map_err(io_in("writing the snapshot"))?;
+    wire::write_record(&mut w, wire::TAG_HELLO, &hello(handle, &resident)).map_err(io_in("writing the snapshot"))?;
+    let mut pw = PageWriter::default();
+    let ram = &handle.ram;
+    dirty::for_each_page(&resident, |gpa| pw.push(&mut w, ram, gpa, false)).map_err(io_in("writing the snapshot"))?;
+    pw.flush(&mut w).map_err(io_in("writing the snapshot"))?;
+    let state_bytes = state.to_bytes();
+    wire::write_record(&mut w, wire::TAG_STATE, &state_bytes).map_err(io_in("writing the snapshot"))?;
+    wire::write_record(&mut w, wire::TAG_END, &[]).map_err(io_in("writing the snapshot"))?;
+    let file = w.into_inner().map_err(|e| io_in("writing the snapshot")(e.into_error()))?;
+    file.sync_all().map_err(io_in("writing the snapshot"))?;
+    let downtime = stopped.elapsed();
+    // `_verdict` dropped: the job continues.
+    Ok(SendStats {
+        result: "ok",
+        to: path.display().to_string(),
+        total_ms: start.elapsed().as_secs_f64() * 1e3,
+        downtime_ms: downtime.as_secs_f64() * 1e3,
+        rounds: 1,
+        pages_sent: pw.pages_sent,
+        bytes_sent: pw.bytes_sent + state_bytes.len() as u64,
+        zero_pages_skipped: pw.zero_pages,
+        bandwidth_mbps: pw.bytes_sent as f64 / downtime.as_secs_f64().max(1e-9) / 1e6,
+        path: Path::Snapshot,
+        max_throttle_percent: 0,
+        final_pages: pw.pages_sent,
+    })
+}
