@@ -114,6 +114,7 @@ struct Row {
     work_expected: bool,
     moves: u64,
     wasted: u64,
+    ping_pongs: u64,
     refusals: u64,
 }
 
@@ -223,6 +224,7 @@ fn run(a: &Args, hosts: usize) -> Row {
         work_expected,
         moves: st.moves,
         wasted: st.wasted_moves,
+        ping_pongs: st.ping_pongs,
         refusals: st.refusals,
     }
 }
@@ -255,9 +257,9 @@ fn main() -> ExitCode {
     println!("# msgs/host/s: messages sent per host per second, idle (before the burst) and while balancing; max recv/s: busiest receiver while balancing");
     println!("# balanced: seconds until every host is within one job of the average (bound: residency plus the time the burst hosts' links need)");
     println!("# new host: seconds from a new idle host joining until its first job arrives / until it is within one job of the average (n/a: no host has a job to spare)");
-    println!("# wasted: moves of a job that had moved less than the cool-down ({} s) before", d.wasted_window);
+    println!("# wasted: moves of a job that had moved less than the cool-down ({} s) before; ping-pong: moves back to the host a job left within it", d.wasted_window);
     println!(
-        "{:>6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9} {:>9} {:>7} {:>7} {:>7}",
+        "{:>6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9} {:>9} {:>7} {:>7} {:>9} {:>7}",
         "hosts",
         "idle m/s",
         "busy m/s",
@@ -269,6 +271,7 @@ fn main() -> ExitCode {
         "new:level",
         "moves",
         "wasted",
+        "ping-pong",
         "refused"
     );
     let mut failed = false;
@@ -277,7 +280,7 @@ fn main() -> ExitCode {
         failed |= r.balanced.is_none() || (r.work_expected && r.new_host_work.is_none());
         let na = |v: Option<f64>| if r.work_expected { opt(v) } else { "n/a".into() };
         println!(
-            "{:>6} {:>9.2} {:>9.2} {:>9.0} {:>9.1} {:>9} {:>7.2} {:>9} {:>9} {:>7} {:>7} {:>7}",
+            "{:>6} {:>9.2} {:>9.2} {:>9.0} {:>9.1} {:>9} {:>7.2} {:>9} {:>9} {:>7} {:>7} {:>9} {:>7}",
             r.hosts,
             r.idle_msgs,
             r.busy_msgs,
@@ -289,6 +292,7 @@ fn main() -> ExitCode {
             na(r.new_host_level),
             r.moves,
             r.wasted,
+            r.ping_pongs,
             r.refusals
         );
     }

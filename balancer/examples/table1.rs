@@ -6,7 +6,7 @@
 //!     cargo run --release -p balancer --example table1 -- \
 //!         [--hosts H] [--jobs N1,N2,...] [--duration SECONDS] [--seed S]
 //!         [--memory-mib M] [--dirty-mibs D] [--bandwidth-gbs B]
-//!         [--gossip-ms P] [--verbose]
+//!         [--gossip-ms P] [--loss P] [--verbose]
 
 use std::process::ExitCode;
 
@@ -23,12 +23,13 @@ struct Args {
     dirty_mibs: f64,
     bandwidth_gbs: f64,
     gossip_ms: f64,
+    loss: f64,
     verbose: bool,
 }
 
 const USAGE: &str = "usage: table1 [--hosts H] [--jobs N1,N2,...] [--duration SECONDS] [--seed S]
               [--memory-mib M] [--dirty-mibs D] [--bandwidth-gbs B] [--gossip-ms P]
-              [--verbose]
+              [--loss P] [--verbose]
   --hosts H         identical single-core hosts (default 16)
   --jobs LIST       job counts, comma separated (default: the paper's 19 rows)
   --duration S      CPU seconds per job (default 300)
@@ -37,6 +38,7 @@ const USAGE: &str = "usage: table1 [--hosts H] [--jobs N1,N2,...] [--duration SE
   --dirty-mibs D    job dirty rate in MiB/s (default 32)
   --bandwidth-gbs B link bandwidth in GB/s (default 1)
   --gossip-ms P     gossip period in ms (default 250)
+  --loss P          probability that any message between hosts is lost (default 0)
   --verbose         print moves, refusals and traffic per row";
 
 fn parse_num<T: std::str::FromStr>(flag: &str, v: Option<String>) -> Result<T, String> {
@@ -54,6 +56,7 @@ fn parse() -> Result<Args, String> {
         dirty_mibs: 32.0,
         bandwidth_gbs: 1.0,
         gossip_ms: 250.0,
+        loss: 0.0,
         verbose: false,
     };
     let mut it = std::env::args().skip(1);
@@ -77,6 +80,7 @@ fn parse() -> Result<Args, String> {
             "--dirty-mibs" => a.dirty_mibs = parse_num(&flag, it.next())?,
             "--bandwidth-gbs" => a.bandwidth_gbs = parse_num(&flag, it.next())?,
             "--gossip-ms" => a.gossip_ms = parse_num(&flag, it.next())?,
+            "--loss" => a.loss = parse_num(&flag, it.next())?,
             "--verbose" | "-v" => a.verbose = true,
             "--help" | "-h" => {
                 println!("{USAGE}");
@@ -106,6 +110,9 @@ fn parse() -> Result<Args, String> {
     if !(a.bandwidth_gbs.is_finite() && a.bandwidth_gbs > 0.0) {
         return Err("--bandwidth-gbs must be > 0".into());
     }
+    if !(a.loss.is_finite() && (0.0..1.0).contains(&a.loss)) {
+        return Err("--loss must be in [0, 1)".into());
+    }
     if !(a.gossip_ms.is_finite() && a.gossip_ms >= 1.0) {
         return Err("--gossip-ms must be >= 1".into());
     }
@@ -121,13 +128,14 @@ fn main() -> ExitCode {
         }
     };
     println!(
-        "# {} identical single-core hosts; jobs of {} s CPU, {} MiB, dirtying {} MiB/s; link {} GB/s; gossip every {} ms; seed {}",
+        "# {} identical single-core hosts; jobs of {} s CPU, {} MiB, dirtying {} MiB/s; link {} GB/s; gossip every {} ms; message loss {}; seed {}",
         a.hosts,
         a.duration,
         a.memory_mib,
         a.dirty_mibs,
         a.bandwidth_gbs,
         a.gossip_ms,
+        a.loss,
         a.seed,
     );
     println!("# optimal: ideal policy (a job moves the moment two hosts differ by more than one job; free, instant, omniscient)");
@@ -142,6 +150,7 @@ fn main() -> ExitCode {
         b.sim.cost.bandwidth = a.bandwidth_gbs * 1e9;
         b.sim.balancer.cost.bandwidth = a.bandwidth_gbs * 1e9;
         b.sim.balancer.gossip.period = a.gossip_ms / 1000.0;
+        b.sim.msg_loss = a.loss;
         let o = match run_burst(&b) {
             Ok(o) => o,
             Err(e) => {

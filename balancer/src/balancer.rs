@@ -185,8 +185,21 @@ impl Balancer {
         self.jobs.iter().filter(|j| j.is_moving())
     }
 
-    fn committed(&self, base: f64) -> f64 {
-        let out: f64 = self.outgoing().map(|j| j.load).sum();
+    /// `base` with accepted arrivals added and leaving jobs removed. For this
+    /// host's own planning a job counts as gone as soon as it was requested
+    /// (so it is not offered twice); for what others see and for accepting
+    /// arrivals only once the target accepted it (a request may be refused).
+    fn committed(&self, base: f64, requested_gone: bool) -> f64 {
+        let out: f64 = self
+            .jobs
+            .iter()
+            .filter(|j| match j.state {
+                JobState::Running => false,
+                JobState::Requested { .. } => requested_gone,
+                JobState::Migrating { .. } => true,
+            })
+            .map(|j| j.load)
+            .sum();
         let inc: f64 = self.reservations.iter().map(|r| r.load).sum();
         (base - out + inc).max(0.0)
     }
@@ -211,7 +224,7 @@ impl Balancer {
     /// What this host tells others: the exported load, with moves it has
     /// committed to already applied.
     pub fn own_info(&self) -> LoadInfo {
-        self.info(self.committed(self.load.exported()), self.committed_free_mem(false))
+        self.info(self.committed(self.load.exported(), false), self.committed_free_mem(false))
     }
 
     /// Own entry as sent on the wire (age 0).
@@ -224,7 +237,7 @@ impl Balancer {
         let backlog = self.outgoing().map(|j| self.cfg.cost.estimate(j.memory, j.dirty_rate).total()).sum();
         SelfView {
             host: self.id,
-            info: self.info(self.committed(base), self.committed_free_mem(!exported)),
+            info: self.info(self.committed(base, !exported), self.committed_free_mem(!exported)),
             total_mem: self.cfg.host.memory,
             mode: self.mode,
             nic_backlog: backlog,
@@ -315,6 +328,15 @@ impl Balancer {
         }
     }
 
+    /// The transfer of an accepted incoming move has started: keep the
+    /// reservation until the job arrives (or `reservation_timeout`).
+    pub fn migration_incoming(&mut self, now: f64, job: JobId) {
+        let until = now + self.cfg.consider.reservation_timeout;
+        for r in self.reservations.iter_mut().filter(|r| r.job == job) {
+            r.until = r.until.max(until);
+        }
+    }
+
     /// An incoming move this host accepted will not come (the source gave
     /// up, or the job ended during the transfer).
     pub fn migration_aborted(&mut self, _now: f64, job: JobId) {
@@ -359,7 +381,7 @@ impl Balancer {
                 if now - at > timeout {
                     j.state = JobState::Running;
                     self.stats.requests_timed_out += 1;
-                    self.backoff.push((to, now + self.cfg.consider.failure_backoff));
+                    self.backoff.push((to, now + self.cfg.consider.timeout_backoff));
                     out.push(Action::Send { to, msg: Message::Cancel { job: j.id } });
                 }
             }
@@ -380,16 +402,19 @@ impl Balancer {
             }
             self.next_gossip = Some(next);
             let me = self.own_info();
-            let target = self
-                .vector
-                .gossip_target(
-                    now,
-                    &me,
-                    self.cfg.consider.margin,
-                    self.cfg.gossip.targeted,
-                    self.cfg.gossip.fresh_age,
-                    rng,
-                )
+            let use_seed = !self.seeds.is_empty() && rng.chance(self.cfg.gossip.seed_fraction);
+            let target = if use_seed { Some(self.seeds[rng.below(self.seeds.len())]) } else { None };
+            let target = target
+                .or_else(|| {
+                    self.vector.gossip_target(
+                        now,
+                        &me,
+                        self.cfg.consider.margin,
+                        self.cfg.gossip.targeted,
+                        self.cfg.gossip.fresh_age,
+                        rng,
+                    )
+                })
                 .or_else(|| (!self.seeds.is_empty()).then(|| self.seeds[rng.below(self.seeds.len())]));
             if let Some(to) = target {
                 self.stats.gossip_sent += 1;
@@ -465,7 +490,7 @@ impl Balancer {
                 from,
                 load: req.job_load.max(0.0),
                 memory: req.memory,
-                until: now + self.cfg.consider.reservation_timeout,
+                until: now + 2.0 * self.cfg.consider.request_timeout,
             });
         } else {
             self.stats.arrivals_refused += 1;
@@ -700,6 +725,29 @@ mod tests {
         let again = sends(&acts);
         assert!(!again.is_empty(), "{acts:?}");
         assert!(again.iter().all(|(to, _)| *to == 3), "the source asks the hinted host next: {acts:?}");
+    }
+
+    #[test]
+    fn own_pending_requests_do_not_make_a_host_look_empty() {
+        let mut rng = SplitMix64::new(5);
+        let mut a = Balancer::new(1, Config::default());
+        let mut b = Balancer::new(2, Config::default());
+        for i in 0..5 {
+            a.job_started(0.0, job(i, 0.0));
+            b.job_started(0.0, job(10 + i, 0.0));
+        }
+        // B believes a third host is idle (stale) and asks it for two moves.
+        let acts_b = b.on_message(10.0, 3, gossip(3, 0.0), &mut rng);
+        assert_eq!(sends(&acts_b).len(), 2, "{acts_b:?}");
+        // B's jobs are only requested, not accepted: it still has 5.
+        assert!((b.own_info().runnable - 5.0).abs() < 1e-9);
+        // A, also at 5, asks B (from an old entry saying B is idle); B
+        // would be at 6 with the job, not at 4.
+        let acts_a = a.on_message(10.0, 2, gossip(2, 0.0), &mut rng);
+        let (_, req) = sends(&acts_a).into_iter().find(|(to, _)| *to == 2).expect("a request to B");
+        let Message::MigrateRequest(r) = req else { panic!() };
+        let v = b.on_arrival_request(10.001, 1, r);
+        assert!(!v.accepted(), "B must not count its unanswered requests as gone: {v:?}");
     }
 
     #[test]

@@ -71,6 +71,10 @@ pub struct GossipConfig {
     /// Probability that an underloaded host sends its gossip to a known host
     /// that would want to give it work, instead of a uniformly random one.
     pub targeted: f64,
+    /// Probability that a gossip goes to one of the seed hosts instead. The
+    /// seeds are where separated groups of hosts meet again (after a network
+    /// partition, or when a join message was lost).
+    pub seed_fraction: f64,
     /// Assumed one-way delay added to an entry's age per hop (hosts do not
     /// share a clock, so ages are carried, not timestamps).
     pub hop_delay: f64,
@@ -88,6 +92,7 @@ impl Default for GossipConfig {
             window: 8,
             max_age: 10.0,
             targeted: 0.5,
+            seed_fraction: 0.05,
             hop_delay: 0.001,
             fresh_age: 1.0,
         }
@@ -121,15 +126,19 @@ pub struct ConsiderConfig {
     pub max_info_age: f64,
     /// A migration request without a reply is forgotten after this long.
     pub request_timeout: f64,
-    /// An accepted arrival that does not come is forgotten after this long.
+    /// An accepted arrival whose transfer has started
+    /// ([`crate::Balancer::migration_incoming`]) is forgotten if it has not
+    /// arrived after this long. Before the transfer starts, the reservation
+    /// lasts twice `request_timeout` (the acceptance may have been lost).
     pub reservation_timeout: f64,
     /// A target redirects a request only to a host whose information is
     /// younger than this (a stale hint costs more than a second move).
     pub redirect_age: f64,
     /// A host that refused is avoided for this long.
     pub refusal_backoff: f64,
-    /// A host that did not answer a request, or to which a move failed, is
-    /// avoided for this long.
+    /// A host that did not answer a request is avoided for this long.
+    pub timeout_backoff: f64,
+    /// A host to which a move failed is avoided for this long.
     pub failure_backoff: f64,
     /// Free memory below this fraction of the host's memory triggers moves.
     pub mem_low: f64,
@@ -155,6 +164,7 @@ impl Default for ConsiderConfig {
             redirect_age: 0.5,
             reservation_timeout: 30.0,
             refusal_backoff: 0.5,
+            timeout_backoff: 2.0,
             failure_backoff: 10.0,
             mem_low: 0.05,
             mem_target: 0.10,

@@ -763,6 +763,7 @@ impl Sim {
         self.next_mig += 1;
         let id = self.next_mig;
         self.jobs[j].mig = Some(Mig { id, to: dst, cost });
+        self.with_bal(dst, |b, _, now| b.migration_incoming(now, j as u64));
         self.schedule(end, Ev::PrecopyDone { job: j, mig: id });
     }
 
