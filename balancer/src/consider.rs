@@ -27,9 +27,11 @@
 //! draining bypass the hysteresis and the residency rules.
 //!
 //! The target re-checks each request against its own current state,
-//! including arrivals it has already accepted, and refuses when the move no
-//! longer pays: that is what stops a herd of hosts from sending to the same
-//! idle host on the strength of the same stale entry.
+//! including arrivals it has already accepted. It refuses when the move no
+//! longer pays, which is what stops a herd of hosts from sending to the same
+//! idle host on the strength of the same stale entry. It redirects the
+//! source when it knows, from fresh information, a host it would only pass
+//! the job on to.
 
 use crate::config::ConsiderConfig;
 use crate::cost::{CostModel, MigrationCost};

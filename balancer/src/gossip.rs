@@ -10,10 +10,17 @@
 //! left disappears. The vector and the window have a fixed size, so message
 //! size and rate per host do not depend on the cluster size.
 //!
-//! Which entries go into a window: the freshest ones (news travels fast), the
-//! least loaded fresh ones (what overloaded hosts look for), the most loaded
-//! fresh one (what underloaded hosts look for) and a random one (so every
-//! entry keeps circulating).
+//! Which entries go into a window:
+//! - the freshest ones, so news travels fast;
+//! - fresh underloaded hosts that some known host could give work to (what
+//!   overloaded hosts look for);
+//! - a fresh overloaded host that is *seeking* takers (what underloaded
+//!   hosts look for);
+//! - a random one, so every entry keeps circulating.
+//!
+//! Extremes are forwarded only while they are useful. An entry that is in
+//! every vector also becomes everybody's gossip partner, so forwarding a
+//! busy host everywhere would flood it with messages.
 
 use crate::rng::{shuffle, Rng};
 
