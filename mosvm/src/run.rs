@@ -80,7 +80,6 @@ pub fn run(args: RunArgs) -> i32 {
         trace: args.trace,
         log: log(),
     };
-    vmm::signal::forward_host_signals();
     let vm = match Vm::new(config) {
         Ok(vm) => vm,
         Err(e) => {
@@ -108,6 +107,8 @@ fn foreground(mut vm: Vm, api_sock: Option<&Path>) -> i32 {
             return EXIT_VMM_FAILURE;
         }
     };
+    // From now on terminal signals go to the job (before, they end mosvm).
+    vmm::signal::forward_host_signals();
     let code = match vm.run() {
         Ok(Outcome::Exited(exit)) => exit.shell_status(),
         Ok(Outcome::Moved(to)) => {
@@ -139,7 +140,6 @@ pub fn receive(args: ReceiveArgs) -> i32 {
         Ok(a) => eprintln!("mosvm: waiting for a job on {a}"),
         Err(_) => eprintln!("mosvm: waiting for a job on {}", args.listen),
     }
-    vmm::signal::forward_host_signals();
     let opts = ReceiveOptions { mem_limit: args.mem_limit };
     loop {
         let (stream, peer) = match listener.accept() {
@@ -164,7 +164,6 @@ pub fn receive(args: ReceiveArgs) -> i32 {
 
 /// `mosvm restore FILE`: start a job from a snapshot.
 pub fn restore(args: RestoreArgs) -> i32 {
-    vmm::signal::forward_host_signals();
     let env = RestoreEnv { stdio: [0, 1, 2], log: log(), trace: args.trace };
     match migration::restore_file(&args.file, env) {
         Ok((vm, _)) => foreground(vm, args.api_sock.as_deref()),

@@ -8,6 +8,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
+use std::time::Instant;
 
 use crate::state::VmState;
 use crate::vcpu::Kicker;
@@ -15,7 +16,7 @@ use crate::vcpu::Kicker;
 pub enum Command {
     /// Stop, capture the state and send it on `state`; then wait on
     /// `verdict` (a dropped sender means resume).
-    Pause { state: mpsc::Sender<Result<VmState, String>>, verdict: mpsc::Receiver<Verdict> },
+    Pause { state: mpsc::Sender<Result<(VmState, Instant), String>>, verdict: mpsc::Receiver<Verdict> },
     /// Spend this percentage of the time stopped (auto-converge); 0 stops throttling.
     Throttle(u8),
 }
@@ -83,15 +84,16 @@ impl Control {
         self.busy.compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst).ok().map(|_| Busy(self))
     }
 
-    /// Pauses the VM and returns its state; the VM waits for the verdict
-    /// sent on the returned sender (dropping it resumes the VM).
-    pub fn pause(&self) -> Result<(VmState, mpsc::Sender<Verdict>), String> {
+    /// Pauses the VM and returns its state and when its vCPU stopped; the
+    /// VM waits for the verdict sent on the returned sender (dropping it
+    /// resumes the VM).
+    pub fn pause(&self) -> Result<(VmState, mpsc::Sender<Verdict>, Instant), String> {
         let (state_tx, state_rx) = mpsc::channel();
         let (verdict_tx, verdict_rx) = mpsc::channel();
         self.send(Command::Pause { state: state_tx, verdict: verdict_rx })
             .map_err(|_| "the job has ended".to_string())?;
         match state_rx.recv() {
-            Ok(Ok(state)) => Ok((state, verdict_tx)),
+            Ok(Ok((state, stopped))) => Ok((state, verdict_tx, stopped)),
             Ok(Err(e)) => Err(e),
             Err(_) => Err("the job ended before it could be paused".into()),
         }

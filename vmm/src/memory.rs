@@ -116,6 +116,17 @@ impl GuestRam {
         Ok(self.guard(addr, len))
     }
 
+    /// A whole page for the migration receiver, which fills pages of a VM
+    /// that is not running yet and marks them itself. `gpa` must be a
+    /// page-aligned address inside RAM.
+    #[allow(clippy::mut_from_ref)]
+    pub fn page_mut(&self, gpa: u64) -> &mut [u8] {
+        assert!(gpa % PAGE_SIZE == 0 && self.in_ram(gpa, PAGE_SIZE));
+        // SAFETY: in bounds; the VM is not running while a stream fills it,
+        // and each page appears once per record.
+        unsafe { std::slice::from_raw_parts_mut(self.host.add(gpa as usize), PAGE_SIZE as usize) }
+    }
+
     pub fn write(&self, addr: u64, bytes: &[u8]) -> Result<(), MemoryError> {
         self.slice_mut(addr, bytes.len() as u64)?.copy_from_slice(bytes);
         Ok(())

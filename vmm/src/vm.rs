@@ -125,6 +125,26 @@ pub struct JobInfo {
     pub cpu: Vec<crate::migration::CpuWord>,
 }
 
+/// A KVM VM with guest memory and one vCPU, not yet set up. A migration
+/// receiver makes it before the pages arrive, to keep it out of the downtime.
+pub struct Machine {
+    ram: GuestRam,
+    kvm: Kvm,
+    vm: VmFd,
+    vcpu: kvm_ioctls::VcpuFd,
+}
+
+impl Machine {
+    pub fn new(ram: GuestRam) -> Result<Machine, VmError> {
+        let (kvm, vm, vcpu) = create_machine(&ram)?;
+        Ok(Machine { ram, kvm, vm, vcpu })
+    }
+
+    pub fn ram(&self) -> &GuestRam {
+        &self.ram
+    }
+}
+
 /// A fresh KVM VM with `ram` as its memory and one vCPU.
 fn create_machine(ram: &GuestRam) -> Result<(Kvm, VmFd, kvm_ioctls::VcpuFd), VmError> {
     let kvm = Kvm::new().map_err(VmError::NoKvm)?;
@@ -271,7 +291,8 @@ impl Vm {
     /// Rebuilds a job from its state over `ram`, which already holds its
     /// pages (a move or a snapshot). The job's clocks continue from where
     /// they stopped plus the time in between.
-    pub fn restore(state: VmState, ram: GuestRam, env: RestoreEnv) -> Result<Vm, VmError> {
+    pub fn restore(state: VmState, machine: Machine, env: RestoreEnv) -> Result<Vm, VmError> {
+        let Machine { ram, kvm, vm, vcpu: vcpu_fd } = machine;
         if state.mem_size != ram.size() {
             return Err(VmError::Machine(format!(
                 "state is for {} MiB of memory, not {}",
@@ -279,7 +300,6 @@ impl Vm {
                 ram.size() >> 20
             )));
         }
-        let (kvm, vm, vcpu_fd) = create_machine(&ram)?;
         let mut vcpu = Vcpu::new(vcpu_fd, &kvm);
         let elapsed_ns = (crate::clock::realtime_ns() - state.job.clock.realtime).max(0) as u128;
         let tsc = match vcpu.tsc_khz() {
@@ -333,7 +353,8 @@ impl Vm {
             match cmd {
                 Command::Throttle(p) => self.throttle = p.min(99),
                 Command::Pause { state, verdict } => {
-                    let captured = self.capture().map_err(|e| e.to_string());
+                    let stopped = std::time::Instant::now();
+                    let captured = self.capture().map(|s| (s, stopped)).map_err(|e| e.to_string());
                     let ok = captured.is_ok();
                     let _ = state.send(captured);
                     if ok {

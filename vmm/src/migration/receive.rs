@@ -14,7 +14,7 @@ use crate::job::RestoreEnv;
 use crate::layout::{MAX_MEM, MIN_MEM, PAGE_SIZE};
 use crate::memory::GuestRam;
 use crate::state::VmState;
-use crate::vm::{Vm, VmError};
+use crate::vm::{Machine, Vm, VmError};
 
 #[derive(Debug, Clone, Default)]
 pub struct ReceiveOptions {
@@ -27,6 +27,8 @@ pub struct ReceiveStats {
     pub pages: u64,
     pub bytes: u64,
     pub elapsed: Duration,
+    /// Rebuilding the job from its state (part of the downtime).
+    pub restore: Duration,
 }
 
 #[derive(Debug, Error)]
@@ -82,11 +84,13 @@ fn check(hello: &Hello, opts: &ReceiveOptions) -> Option<String> {
     }
 }
 
-/// Reads records into `ram` until END; returns the state bytes.
+/// Reads records into `ram` until END; returns the state bytes. `w`
+/// answers SYNC records (a live stream); a file has none.
 fn read_body<R: Read>(
     reader: &mut RecordReader<R>,
     ram: &GuestRam,
     stats: &mut ReceiveStats,
+    mut w: Option<&mut dyn Write>,
 ) -> Result<Vec<u8>, ReceiveError> {
     let mut state = None;
     loop {
@@ -103,6 +107,11 @@ fn read_body<R: Read>(
                 }
             }
             Record::Small(wire::TAG_STATE, s) => state = Some(s),
+            Record::Small(wire::TAG_SYNC, _) if w.is_some() => {
+                let w = w.as_mut().unwrap();
+                wire::write_record(w, wire::TAG_SYNCED, &[])?;
+                w.flush()?;
+            }
             Record::Small(wire::TAG_END, _) => break,
             Record::Small(t, _) => {
                 return Err(in_phase("receiving the job")(WireError::Unexpected {
@@ -148,12 +157,27 @@ pub fn receive(stream: TcpStream, env: RestoreEnv, opts: &ReceiveOptions) -> Res
         refuse(&mut w, &why);
         return Err(ReceiveError::Refused(why));
     }
-    wire::write_record(&mut w, wire::TAG_ACCEPT, &[])?;
 
-    let ram = GuestRam::new(hello.mem_size).map_err(VmError::from)?;
+    let machine = match GuestRam::new(hello.mem_size).map_err(VmError::from).and_then(Machine::new) {
+        Ok(m) => m,
+        Err(e) => {
+            refuse(&mut w, &e.to_string());
+            return Err(e.into());
+        }
+    };
+    wire::write_record(&mut w, wire::TAG_ACCEPT, &[])?;
     let mut stats = ReceiveStats::default();
-    let state = read_body(&mut reader, &ram, &mut stats)?;
-    let vm = VmState::from_bytes(&state).map_err(VmError::Machine).and_then(|state| Vm::restore(state, ram, env));
+    let state = match read_body(&mut reader, machine.ram(), &mut stats, Some(&mut w)) {
+        Ok(s) => s,
+        Err(e) => {
+            // Tell the sender why, if it still listens; it keeps the job.
+            refuse(&mut w, &e.to_string());
+            return Err(e);
+        }
+    };
+    let t = Instant::now();
+    let vm = VmState::from_bytes(&state).map_err(VmError::Machine).and_then(|state| Vm::restore(state, machine, env));
+    stats.restore = t.elapsed();
     let vm = match vm {
         Ok(vm) => vm,
         Err(e) => {
@@ -163,7 +187,8 @@ pub fn receive(stream: TcpStream, env: RestoreEnv, opts: &ReceiveOptions) -> Res
     };
     // The job is ready: acknowledge, and the caller enters it at once. If
     // the acknowledgement cannot be sent, the sender keeps the job.
-    wire::write_record(&mut w, wire::TAG_ACK, &[])?;
+    let ack = (stats.restore.as_micros() as u64).to_le_bytes();
+    wire::write_record(&mut w, wire::TAG_ACK, &ack)?;
     w.flush()?;
     stats.elapsed = start.elapsed();
     Ok((vm, stats))
@@ -184,11 +209,11 @@ pub fn restore_file(path: &std::path::Path, env: RestoreEnv) -> Result<(Vm, Rece
     if let Some(why) = check(&hello, &ReceiveOptions::default()) {
         return Err(ReceiveError::Refused(why));
     }
-    let ram = GuestRam::new(hello.mem_size).map_err(VmError::from)?;
+    let machine = Machine::new(GuestRam::new(hello.mem_size).map_err(VmError::from)?)?;
     let mut stats = ReceiveStats::default();
-    let state = read_body(&mut reader, &ram, &mut stats)?;
+    let state = read_body(&mut reader, machine.ram(), &mut stats, None)?;
     let state = VmState::from_bytes(&state).map_err(VmError::Machine)?;
-    let vm = Vm::restore(state, ram, env)?;
+    let vm = Vm::restore(state, machine, env)?;
     stats.elapsed = start.elapsed();
     Ok((vm, stats))
 }

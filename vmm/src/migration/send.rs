@@ -57,6 +57,10 @@ pub struct SendStats {
     pub path: Path,
     pub max_throttle_percent: u8,
     pub final_pages: u64,
+    /// Parts of the downtime: stop until the state was sent, and the
+    /// receiver's rebuild of the job.
+    pub stop_to_state_sent_ms: f64,
+    pub receiver_restore_ms: f64,
 }
 
 #[derive(Debug, Error)]
@@ -178,6 +182,19 @@ pub fn migrate(handle: &VmHandle, to: &str, opts: &SendOptions) -> Result<SendSt
     }
 }
 
+/// Ends a round: waits until the receiver has taken everything sent so
+/// far, so that bandwidth and the downtime estimate reflect what arrived,
+/// not what sits in socket buffers.
+fn sync(w: &mut TcpStream, reader: &mut RecordReader<TcpStream>) -> Result<(), SendError> {
+    wire::write_record(w, wire::TAG_SYNC, &[]).map_err(io_in("ending a round"))?;
+    w.flush().map_err(io_in("ending a round"))?;
+    match reader.next(None).map_err(wire_in("ending a round"))? {
+        Record::Small(wire::TAG_SYNCED, _) => Ok(()),
+        Record::Small(wire::TAG_REFUSE, why) => Err(SendError::Refused(String::from_utf8_lossy(&why).into())),
+        _ => Err(wire_in("ending a round")(WireError::Unexpected { got: 0, want: "SYNCED" })),
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn precopy(
     handle: &VmHandle,
@@ -197,6 +214,7 @@ fn precopy(
     let t = Instant::now();
     dirty::for_each_page(&resident, |gpa| pw.push(w, ram, gpa, false)).map_err(io_in("sending memory"))?;
     pw.flush(w).map_err(io_in("sending memory"))?;
+    sync(w, reader)?;
     sending += t.elapsed();
     let zero_skipped = pw.zero_pages;
 
@@ -232,13 +250,13 @@ fn precopy(
         let bits = bits.to_vec();
         dirty::for_each_page(&bits, |gpa| pw.push(w, ram, gpa, true)).map_err(io_in("sending memory"))?;
         pw.flush(w).map_err(io_in("sending memory"))?;
+        sync(w, reader)?;
         sending += t.elapsed();
         rounds += 1;
     }
 
     // Stop the job, send what is left and the state.
-    let (state, verdict) = handle.control.pause().map_err(SendError::Pause)?;
-    let stopped = Instant::now();
+    let (state, verdict, stopped) = handle.control.pause().map_err(SendError::Pause)?;
     drop(kicker);
     let before = pw.pages_sent;
     let bits = dirty.collect().map_err(io_in("reading the dirty log"))?.to_vec();
@@ -249,11 +267,13 @@ fn precopy(
     wire::write_record(w, wire::TAG_STATE, &state_bytes).map_err(io_in("sending the state"))?;
     wire::write_record(w, wire::TAG_END, &[]).map_err(io_in("sending the state"))?;
     w.flush().map_err(io_in("sending the state"))?;
+    let sent = stopped.elapsed();
 
     reader.inner.set_read_timeout(Some(opts_timeout(opts))).map_err(io_in("waiting for the acknowledgement"))?;
     match reader.next(None) {
-        Ok(Record::Small(wire::TAG_ACK, _)) => {
+        Ok(Record::Small(wire::TAG_ACK, ack)) => {
             let downtime = stopped.elapsed();
+            let restore_us = ack.get(..8).map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap()));
             let _ = verdict.send(Verdict::Release(to.to_string()));
             let total = start.elapsed();
             Ok(SendStats {
@@ -269,6 +289,8 @@ fn precopy(
                 path: if max_throttle > 0 { Path::PrecopyThrottle } else { Path::Precopy },
                 max_throttle_percent: max_throttle,
                 final_pages,
+                stop_to_state_sent_ms: sent.as_secs_f64() * 1e3,
+                receiver_restore_ms: restore_us as f64 / 1e3,
             })
         }
         // Dropping `verdict` resumes the job here.
@@ -289,8 +311,7 @@ pub fn snapshot(handle: &VmHandle, path: &std::path::Path) -> Result<SendStats, 
     let start = Instant::now();
     let file = std::fs::File::create(path).map_err(io_in("creating the snapshot file"))?;
     let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
-    let (state, _verdict) = handle.control.pause().map_err(SendError::Pause)?;
-    let stopped = Instant::now();
+    let (state, _verdict, stopped) = handle.control.pause().map_err(SendError::Pause)?;
     let resident = dirty::resident(handle).map_err(io_in("scanning memory"))?;
     wire::write_header(&mut w, wire::KIND_SNAPSHOT).map_err(io_in("writing the snapshot"))?;
     wire::write_record(&mut w, wire::TAG_HELLO, &hello(handle, &resident)).map_err(io_in("writing the snapshot"))?;
@@ -318,5 +339,7 @@ pub fn snapshot(handle: &VmHandle, path: &std::path::Path) -> Result<SendStats, 
         path: Path::Snapshot,
         max_throttle_percent: 0,
         final_pages: pw.pages_sent,
+        stop_to_state_sent_ms: downtime.as_secs_f64() * 1e3,
+        receiver_restore_ms: 0.0,
     })
 }

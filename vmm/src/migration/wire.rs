@@ -28,13 +28,16 @@ pub const TAG_PAGES: u8 = 2;
 pub const TAG_ZEROS: u8 = 3;
 pub const TAG_STATE: u8 = 4;
 pub const TAG_END: u8 = 5;
+/// "Tell me when you have taken everything before this": ends a round.
+pub const TAG_SYNC: u8 = 6;
 /// Receiver to sender.
 pub const TAG_ACCEPT: u8 = 16;
 pub const TAG_REFUSE: u8 = 17;
 pub const TAG_ACK: u8 = 18;
+pub const TAG_SYNCED: u8 = 19;
 
 /// Pages per PAGES record.
-pub const MAX_BATCH: usize = 512;
+pub const MAX_BATCH: usize = 64;
 /// Largest payload of any other record.
 pub const MAX_RECORD: u32 = 64 << 20;
 
@@ -225,7 +228,24 @@ impl PageWriter {
     }
 }
 
+/// Backs runs of adjacent pages with host memory in one call each, rather
+/// than one page fault per page as the socket copy touches them.
+fn populate(pages: &[&mut [u8]]) {
+    let mut i = 0;
+    while i < pages.len() {
+        let start = pages[i].as_ptr();
+        let mut j = i + 1;
+        while j < pages.len() && pages[j].as_ptr() == pages[j - 1].as_ptr().wrapping_add(PAGE_SIZE as usize) {
+            j += 1;
+        }
+        // SAFETY: a range of guest pages we own; advice only (failure is harmless).
+        unsafe { libc::madvise(start as *mut libc::c_void, (j - i) * PAGE_SIZE as usize, libc::MADV_POPULATE_WRITE) };
+        i = j;
+    }
+}
+
 /// Reads records, checking length and checksum.
+
 pub struct RecordReader<R> {
     pub inner: R,
     pub bytes: u64,
@@ -249,6 +269,20 @@ impl<R: Read> RecordReader<R> {
         Ok(())
     }
 
+    fn read_pages(&mut self, pages: &mut [&mut [u8]]) -> Result<(), WireError> {
+        let mut bufs: Vec<io::IoSliceMut<'_>> = pages.iter_mut().map(|p| io::IoSliceMut::new(p)).collect();
+        let mut bufs = &mut bufs[..];
+        while !bufs.is_empty() {
+            let n = self.inner.read_vectored(bufs).map_err(|e| closed_to(e, "in a page record"))?;
+            if n == 0 {
+                return Err(WireError::Closed("in a page record"));
+            }
+            self.bytes += n as u64;
+            io::IoSliceMut::advance_slices(&mut bufs, n);
+        }
+        Ok(())
+    }
+
     /// The next record. PAGES records are read straight into `ram` (the
     /// checksum is verified after; a bad one fails the whole stream).
     pub fn next(&mut self, ram: Option<&GuestRam>) -> Result<Record, WireError> {
@@ -256,8 +290,20 @@ impl<R: Read> RecordReader<R> {
         self.read_exact(&mut h, "in the middle of the stream")?;
         let tag = h[0];
         let len = u32::from_le_bytes(h[4..].try_into().unwrap());
-        let known =
-            matches!(tag, TAG_HELLO | TAG_PAGES | TAG_ZEROS | TAG_STATE | TAG_END | TAG_ACCEPT | TAG_REFUSE | TAG_ACK);
+        let known = matches!(
+            tag,
+            TAG_HELLO
+                | TAG_PAGES
+                | TAG_ZEROS
+                | TAG_STATE
+                | TAG_END
+                | TAG_SYNC
+                | TAG_ACCEPT
+                | TAG_REFUSE
+                | TAG_ACK
+                | TAG_SYNCED
+        );
+
         if !known {
             return Err(WireError::UnknownTag(tag));
         }
@@ -274,14 +320,28 @@ impl<R: Read> RecordReader<R> {
             self.read_exact(&mut gpa_bytes[..n * 8], "in a page record")?;
             crc = crc32c::crc32c_append(crc, &head);
             crc = crc32c::crc32c_append(crc, &gpa_bytes[..n * 8]);
-            for chunk in gpa_bytes[..n * 8].chunks_exact(8) {
+            // Check every address first, then read all pages in place with
+            // one vectored read per batch.
+            let mut slices: [&mut [u8]; MAX_BATCH] = std::array::from_fn(|_| &mut [][..]);
+            let mut prev = None;
+            for (i, chunk) in gpa_bytes[..n * 8].chunks_exact(8).enumerate() {
                 let gpa = u64::from_le_bytes(chunk.try_into().unwrap());
                 if gpa % PAGE_SIZE != 0 || gpa.checked_add(PAGE_SIZE).is_none_or(|e| e > ram.size()) {
                     return Err(WireError::BadPages(format!("page address {gpa:#x} is outside guest memory")));
                 }
-                let mut page = ram.slice_mut(gpa, PAGE_SIZE).expect("checked");
-                self.read_exact(&mut page, "in a page record")?;
-                crc = crc32c::crc32c_append(crc, &page);
+                // Ascending addresses: no page twice (each gets its own buffer).
+                if prev.is_some_and(|p| gpa <= p) {
+                    return Err(WireError::BadPages("page addresses out of order".into()));
+                }
+                prev = Some(gpa);
+                slices[i] = ram.page_mut(gpa);
+            }
+            populate(&slices[..n]);
+            self.read_pages(&mut slices[..n])?;
+
+            for (page, chunk) in slices[..n].iter().zip(gpa_bytes[..n * 8].chunks_exact(8)) {
+                crc = crc32c::crc32c_append(crc, page);
+                ram.mark_dirty(u64::from_le_bytes(chunk.try_into().unwrap()), PAGE_SIZE);
             }
             Record::Pages(n)
         } else {
