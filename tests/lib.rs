@@ -76,7 +76,7 @@ pub struct Opts<'a> {
     pub vm_args: Vec<&'a str>,
 }
 
-fn run_command(mut cmd: Command, opts: &Opts) -> Run {
+pub fn run_command(mut cmd: Command, opts: &Opts) -> Run {
     if let Some(d) = opts.cwd {
         cmd.current_dir(d);
     }
@@ -123,4 +123,239 @@ pub fn scratch_dir(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+// ---- running jobs in the background, for migration tests ----
+
+use std::io::{BufRead, BufReader};
+use std::process::Child;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A child process whose stdout and stderr are collected line by line.
+pub struct Proc {
+    pub child: Child,
+    out: Arc<Mutex<String>>,
+    err: Arc<Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+fn collect(r: impl std::io::Read + Send + 'static, into: Arc<Mutex<String>>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(r);
+        let mut line = String::new();
+        while r.read_line(&mut line).unwrap_or(0) > 0 {
+            into.lock().unwrap().push_str(&line);
+            line.clear();
+        }
+    })
+}
+
+impl Proc {
+    pub fn spawn(mut cmd: Command) -> Proc {
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn");
+        let (out, err) = (Arc::new(Mutex::new(String::new())), Arc::new(Mutex::new(String::new())));
+        let readers = vec![
+            collect(child.stdout.take().unwrap(), out.clone()),
+            collect(child.stderr.take().unwrap(), err.clone()),
+        ];
+        Proc { child, out, err, readers }
+    }
+
+    pub fn stdout(&self) -> String {
+        self.out.lock().unwrap().clone()
+    }
+
+    pub fn stderr(&self) -> String {
+        self.err.lock().unwrap().clone()
+    }
+
+    /// Waits until stdout or stderr satisfies `pred` (panics after `limit`).
+    pub fn wait_for(&self, what: &str, limit: Duration, pred: impl Fn(&str, &str) -> bool) {
+        let t = Instant::now();
+        while !pred(&self.stdout(), &self.stderr()) {
+            assert!(
+                t.elapsed() < limit,
+                "timed out waiting for {what}; stdout {:?} stderr {:?}",
+                self.stdout(),
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Waits for the process to end (killing it after `limit`).
+    pub fn finish(mut self, limit: Duration) -> Run {
+        let t = Instant::now();
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            if t.elapsed() > limit {
+                let _ = self.child.kill();
+                panic!("process did not finish in {limit:?}; stdout {:?} stderr {:?}", self.stdout(), self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+        use std::os::unix::process::ExitStatusExt;
+        Run {
+            stdout: self.stdout(),
+            stderr: self.stderr(),
+            status: status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `mosvm receive` on a free loopback port; returns it and its address.
+pub fn receiver(extra: &[&str], cwd: Option<&Path>) -> (Proc, String) {
+    let mut cmd = Command::new(mosvm_bin());
+    cmd.args(["receive", "--listen", "127.0.0.1:0"]).args(extra);
+    if let Some(d) = cwd {
+        cmd.current_dir(d);
+    }
+    let p = Proc::spawn(cmd);
+    p.wait_for("the receiver to listen", Duration::from_secs(10), |_, e| e.contains("waiting for a job on "));
+    let err = p.stderr();
+    let addr = err.split("waiting for a job on ").nth(1).unwrap().lines().next().unwrap().trim().to_string();
+    (p, addr)
+}
+
+/// `mosvm run --api-sock SOCK [vm_args] PROGRAM ARGS`.
+pub fn source(program: &Path, args: &[&str], vm_args: &[&str], sock: &Path, cwd: Option<&Path>) -> Proc {
+    let mut cmd = Command::new(mosvm_bin());
+    cmd.arg("run").arg("--api-sock").arg(sock).args(vm_args).arg("--").arg(program).args(args);
+    if let Some(d) = cwd {
+        cmd.current_dir(d);
+    }
+    let p = Proc::spawn(cmd);
+    let t = Instant::now();
+    while !sock.exists() {
+        assert!(t.elapsed() < Duration::from_secs(10), "control socket {} never appeared", sock.display());
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    p
+}
+
+/// `mosvm migrate --api-sock SOCK --to ADDR --json [extra]`; returns the
+/// run and the parsed JSON line.
+pub fn migrate(sock: &Path, to: &str, extra: &[&str]) -> (Run, String) {
+    let mut cmd = Command::new(mosvm_bin());
+    cmd.arg("migrate").arg("--api-sock").arg(sock).args(["--to", to, "--json"]).args(extra);
+    let r = run_command(cmd, &Opts::default());
+    let json = r.stdout.lines().next().unwrap_or("").to_string();
+    (r, json)
+}
+
+/// A control-socket path for this test process.
+pub fn sock_name(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("mosvm-test-{}-{name}.sock", std::process::id()))
+}
+
+/// A fresh (removed) control-socket path.
+pub fn sock_path(name: &str) -> PathBuf {
+    let p = sock_name(name);
+    let _ = std::fs::remove_file(&p);
+    p
+}
+
+/// What a byte-forwarding proxy does with the stream from the sender.
+#[derive(Clone, Copy, Debug)]
+pub enum Fault {
+    /// Flip a bit of the byte at this offset.
+    Corrupt(u64),
+    /// Close both directions after this many bytes.
+    Drop(u64),
+    /// Pass this many bytes, then shut the receiver's side for writing
+    /// (the stream ends early) and keep the way back open.
+    Truncate(u64),
+    /// Overwrite 4 bytes at this offset (e.g. the version field).
+    Patch(u64, [u8; 4]),
+}
+
+/// A TCP proxy to `to` that applies `fault` to the sender's bytes.
+/// Returns its address.
+pub fn faulty_proxy(to: String, fault: Fault) -> String {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let (mut a, _) = l.accept().unwrap();
+        let mut b = TcpStream::connect(&to).unwrap();
+        let (mut a2, mut b2) = (a.try_clone().unwrap(), b.try_clone().unwrap());
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut b2, &mut a2);
+            let _ = a2.shutdown(Shutdown::Write);
+        });
+        let mut buf = vec![0u8; 65536];
+        let mut off = 0u64;
+        loop {
+            let n = match a.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let chunk = &mut buf[..n];
+            let end = off + n as u64;
+            match fault {
+                Fault::Corrupt(at) if (off..end).contains(&at) => chunk[(at - off) as usize] ^= 0x10,
+                Fault::Patch(at, bytes) => {
+                    for (i, byte) in bytes.iter().enumerate() {
+                        let p = at + i as u64;
+                        if (off..end).contains(&p) {
+                            chunk[(p - off) as usize] = *byte;
+                        }
+                    }
+                }
+                Fault::Drop(at) | Fault::Truncate(at) if end > at => {
+                    let keep = (at.saturating_sub(off)) as usize;
+                    let _ = b.write_all(&chunk[..keep]);
+                    if let Fault::Drop(_) = fault {
+                        let _ = a.shutdown(Shutdown::Both);
+                        let _ = b.shutdown(Shutdown::Both);
+                    } else {
+                        let _ = b.shutdown(Shutdown::Write);
+                        // Keep reading (and discarding) so the sender is not stuck.
+                        while let Ok(n) = a.read(&mut buf) {
+                            if n == 0 {
+                                break;
+                            }
+                        }
+                    }
+                    return;
+                }
+                _ => {}
+            }
+            if b.write_all(chunk).is_err() {
+                // The receiver stopped reading: swallow the rest so that
+                // what it said last still reaches the sender.
+                while let Ok(n) = a.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                }
+                break;
+            }
+            off = end;
+        }
+        let _ = b.shutdown(Shutdown::Write);
+    });
+    addr
+}
+
+/// Serializes tests that move jobs: they measure time and compete for the
+/// machine's two cores.
+pub fn migration_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }

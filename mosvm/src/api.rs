@@ -23,6 +23,9 @@ struct MigrateRequest {
     to: String,
     #[serde(default)]
     downtime_ms: Option<f64>,
+    /// Cap on the page stream in MB/s.
+    #[serde(default)]
+    max_bandwidth_mbps: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -100,6 +103,8 @@ fn serve(mut conn: UnixStream, handle: &VmHandle) {
                 if let Some(ms) = m.downtime_ms.filter(|ms| *ms > 0.0) {
                     opts.downtime = Duration::from_secs_f64(ms / 1e3);
                 }
+                opts.max_bandwidth = m.max_bandwidth_mbps.filter(|b| *b > 0.0).map(|b| (b * 1e6) as u64);
+
                 match migration::migrate(handle, &m.to, &opts) {
                     Ok(stats) => (200, serde_json::to_string(&stats).unwrap()),
                     Err(e) => (send_error_status(&e), error_body(e)),

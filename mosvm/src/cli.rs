@@ -56,6 +56,10 @@ pub struct MigrateArgs {
     /// Downtime target in milliseconds.
     #[arg(long, default_value_t = 5.0)]
     pub downtime_ms: f64,
+    /// Cap the transfer at this many MB/s (default: as fast as the link goes).
+    #[arg(long, value_name = "MB/s")]
+    pub max_bandwidth: Option<f64>,
+
     /// Print the result as one JSON object.
     #[arg(long)]
     pub json: bool,

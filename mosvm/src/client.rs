@@ -50,7 +50,8 @@ fn f(v: &Value, k: &str) -> f64 {
 }
 
 pub fn migrate(args: MigrateArgs) -> i32 {
-    let body = json!({"to": args.to, "downtime_ms": args.downtime_ms});
+    let body = json!({"to": args.to, "downtime_ms": args.downtime_ms, "max_bandwidth_mbps": args.max_bandwidth});
+
     report("migration", args.json, request(&args.api_sock, "/migrate", &body), |v| {
         format!(
             "moved to {} in {:.1} ms: downtime {:.2} ms, {} rounds, {:.1} MiB sent, {} zero pages skipped, {:.0} MB/s, {}",

@@ -121,7 +121,7 @@ impl GuestRam {
     /// page-aligned address inside RAM.
     #[allow(clippy::mut_from_ref)]
     pub fn page_mut(&self, gpa: u64) -> &mut [u8] {
-        assert!(gpa % PAGE_SIZE == 0 && self.in_ram(gpa, PAGE_SIZE));
+        assert!(gpa.is_multiple_of(PAGE_SIZE) && self.in_ram(gpa, PAGE_SIZE));
         // SAFETY: in bounds; the VM is not running while a stream fills it,
         // and each page appears once per record.
         unsafe { std::slice::from_raw_parts_mut(self.host.add(gpa as usize), PAGE_SIZE as usize) }

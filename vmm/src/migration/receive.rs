@@ -55,7 +55,7 @@ fn mem_available() -> Option<u64> {
 
 /// Why this host cannot take the job described by `hello`.
 fn check(hello: &Hello, opts: &ReceiveOptions) -> Option<String> {
-    if !(MIN_MEM..=MAX_MEM).contains(&hello.mem_size) || hello.mem_size % (2 << 20) != 0 {
+    if !(MIN_MEM..=MAX_MEM).contains(&hello.mem_size) || !hello.mem_size.is_multiple_of(2 << 20) {
         return Some(format!("guest memory size {} is not valid", hello.mem_size));
     }
     let mib = |b: u64| b >> 20;
@@ -125,9 +125,21 @@ fn read_body<R: Read>(
     state.ok_or_else(|| in_phase("receiving the job")(WireError::Unexpected { got: wire::TAG_END, want: "STATE" }))
 }
 
-fn refuse(w: &mut impl Write, why: &str) {
+/// Tells the sender why the job is not taken, and makes sure it can read
+/// that: closing a socket with unread input resets the connection and may
+/// drop the reason, so stop writing and swallow what still comes (on a
+/// thread, for a while) before closing.
+fn refuse(w: &mut TcpStream, why: &str) {
     let _ = wire::write_record(w, wire::TAG_REFUSE, why.as_bytes());
     let _ = w.flush();
+    let _ = w.shutdown(std::net::Shutdown::Write);
+    if let Ok(mut r) = w.try_clone() {
+        std::thread::spawn(move || {
+            let _ = r.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut buf = vec![0u8; 1 << 16];
+            while matches!(r.read(&mut buf), Ok(n) if n > 0) {}
+        });
+    }
 }
 
 /// Takes one job from `stream`. On success the job has been rebuilt and

@@ -25,11 +25,18 @@ pub struct SendOptions {
     pub max_rounds: u32,
     /// How long to wait for the receiver's acknowledgement.
     pub ack_timeout: Duration,
+    /// Cap on the page stream, bytes per second (None: as fast as it goes).
+    pub max_bandwidth: Option<u64>,
 }
 
 impl Default for SendOptions {
     fn default() -> Self {
-        SendOptions { downtime: Duration::from_millis(5), max_rounds: 30, ack_timeout: Duration::from_secs(30) }
+        SendOptions {
+            downtime: Duration::from_millis(5),
+            max_rounds: 30,
+            ack_timeout: Duration::from_secs(30),
+            max_bandwidth: None,
+        }
     }
 }
 
@@ -182,6 +189,60 @@ pub fn migrate(handle: &VmHandle, to: &str, opts: &SendOptions) -> Result<SendSt
     }
 }
 
+/// The receiver's reason if it has refused the job meanwhile (checked
+/// without blocking: a refusal is all a receiver ever sends unasked).
+fn refusal(reader: &mut RecordReader<TcpStream>) -> Option<String> {
+    use std::os::fd::AsRawFd;
+    let mut b = 0u8;
+    // SAFETY: a one-byte peek into a local.
+    let n = unsafe {
+        libc::recv(reader.inner.as_raw_fd(), (&mut b as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)
+    };
+    if n <= 0 {
+        return None;
+    }
+    let _ = reader.inner.set_read_timeout(Some(Duration::from_millis(500)));
+    match reader.next(None) {
+        Ok(Record::Small(wire::TAG_REFUSE, why)) => Some(String::from_utf8_lossy(&why).into()),
+        _ => None,
+    }
+}
+
+/// Sends the pages in `bits`, watching for a refusal; a write that fails
+/// because the receiver gave up reports the receiver's reason.
+fn send_pages(
+    w: &mut TcpStream,
+    reader: &mut RecordReader<TcpStream>,
+    pw: &mut PageWriter,
+    ram: &crate::memory::GuestRam,
+    bits: &[u64],
+    send_zeros: bool,
+    phase: &'static str,
+) -> Result<(), SendError> {
+    let mut n = 0u32;
+    let mut refused = None;
+    let r = dirty::for_each_page(bits, |gpa| {
+        pw.push(w, ram, gpa, send_zeros)?;
+        n += 1;
+        if n.is_multiple_of(8192) {
+            if let Some(why) = refusal(reader) {
+                refused = Some(why);
+                return Err(io::ErrorKind::ConnectionAborted.into());
+            }
+        }
+        Ok(())
+    })
+    .and_then(|_| pw.flush(w));
+    match (r, refused) {
+        (_, Some(why)) => Err(SendError::Refused(why)),
+        (Ok(()), None) => Ok(()),
+        (Err(e), None) => {
+            std::thread::sleep(Duration::from_millis(50));
+            Err(refusal(reader).map_or(SendError::Io { phase, source: e }, SendError::Refused))
+        }
+    }
+}
+
 /// Ends a round: waits until the receiver has taken everything sent so
 /// far, so that bandwidth and the downtime estimate reflect what arrived,
 /// not what sits in socket buffers.
@@ -208,12 +269,13 @@ fn precopy(
 ) -> Result<SendStats, SendError> {
     let ram = &handle.ram;
     let mut pw = PageWriter::default();
+    pw.max_bandwidth = opts.max_bandwidth;
+
     let mut sending = Duration::ZERO;
 
     // Round 0: every page the host has backed; the rest is zeros already.
     let t = Instant::now();
-    dirty::for_each_page(&resident, |gpa| pw.push(w, ram, gpa, false)).map_err(io_in("sending memory"))?;
-    pw.flush(w).map_err(io_in("sending memory"))?;
+    send_pages(w, reader, &mut pw, ram, &resident, false, "sending memory")?;
     sync(w, reader)?;
     sending += t.elapsed();
     let zero_skipped = pw.zero_pages;
@@ -248,8 +310,7 @@ fn precopy(
         prev = n;
         let t = Instant::now();
         let bits = bits.to_vec();
-        dirty::for_each_page(&bits, |gpa| pw.push(w, ram, gpa, true)).map_err(io_in("sending memory"))?;
-        pw.flush(w).map_err(io_in("sending memory"))?;
+        send_pages(w, reader, &mut pw, ram, &bits, true, "sending memory")?;
         sync(w, reader)?;
         sending += t.elapsed();
         rounds += 1;
@@ -257,11 +318,13 @@ fn precopy(
 
     // Stop the job, send what is left and the state.
     let (state, verdict, stopped) = handle.control.pause().map_err(SendError::Pause)?;
-    drop(kicker);
+    // The stopped job waits on us: no pacing now. (The kicker thread stays
+    // until we return; joining it here could cost a period of downtime.)
+    pw.max_bandwidth = None;
     let before = pw.pages_sent;
+
     let bits = dirty.collect().map_err(io_in("reading the dirty log"))?.to_vec();
-    dirty::for_each_page(&bits, |gpa| pw.push(w, ram, gpa, true)).map_err(io_in("sending the last pages"))?;
-    pw.flush(w).map_err(io_in("sending the last pages"))?;
+    send_pages(w, reader, &mut pw, ram, &bits, true, "sending the last pages")?;
     let final_pages = pw.pages_sent - before;
     let state_bytes = state.to_bytes();
     wire::write_record(w, wire::TAG_STATE, &state_bytes).map_err(io_in("sending the state"))?;

@@ -134,6 +134,9 @@ pub struct PageWriter {
     pub pages_sent: u64,
     pub zero_pages: u64,
     pub bytes_sent: u64,
+    /// Bytes per second not to exceed, and when pacing started.
+    pub max_bandwidth: Option<u64>,
+    paced_since: Option<std::time::Instant>,
 }
 
 impl Default for PageWriter {
@@ -145,6 +148,8 @@ impl Default for PageWriter {
             pages_sent: 0,
             zero_pages: 0,
             bytes_sent: 0,
+            max_bandwidth: None,
+            paced_since: None,
         }
     }
 }
@@ -213,7 +218,18 @@ impl PageWriter {
         self.pages_sent += n as u64;
         self.bytes_sent += len as u64 + 12;
         self.gpas.clear();
+        self.pace();
         Ok(())
+    }
+
+    /// Sleeps as needed to stay under `max_bandwidth`.
+    fn pace(&mut self) {
+        let Some(limit) = self.max_bandwidth.filter(|&l| l > 0) else { return };
+        let since = *self.paced_since.get_or_insert_with(std::time::Instant::now);
+        let due = std::time::Duration::from_secs_f64(self.bytes_sent as f64 / limit as f64);
+        if let Some(wait) = due.checked_sub(since.elapsed()) {
+            std::thread::sleep(wait);
+        }
     }
 
     fn flush_zeros(&mut self, w: &mut impl Write) -> io::Result<()> {
@@ -245,7 +261,6 @@ fn populate(pages: &[&mut [u8]]) {
 }
 
 /// Reads records, checking length and checksum.
-
 pub struct RecordReader<R> {
     pub inner: R,
     pub bytes: u64,
@@ -402,7 +417,7 @@ mod tests {
         assert!(matches!(rr.next(Some(&dst)).unwrap(), Record::Small(TAG_ZEROS, _)));
         assert!(matches!(rr.next(Some(&dst)).unwrap(), Record::Small(TAG_END, _)));
         assert_eq!(dst.slice(0x20_0000, 4096).unwrap(), &[7u8; 4096][..]);
-        assert_eq!(&dst.slice(0x30_1000, 5).unwrap()[..], b"hello");
+        assert_eq!(dst.slice(0x30_1000, 5).unwrap(), b"hello");
     }
 
     #[test]

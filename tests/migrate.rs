@@ -1,0 +1,295 @@
+//! Moving running jobs between two `mosvm` processes on loopback: every
+//! image ends with the output of an unmoved run, the clock never goes
+//! backwards, and every failure leaves the job running where it was.
+
+use std::path::Path;
+use std::time::Duration;
+
+use mosvm_tests::*;
+
+const LONG: Duration = Duration::from_secs(120);
+
+/// Runs `program args` with one move in the middle; returns (source, receiver).
+fn moved_once(program: &Path, args: &[&str], started: &str, cwd: Option<&Path>) -> (Run, Run, String) {
+    let sock = sock_path("once");
+    let (recv, addr) = receiver(&[], cwd);
+    let src = source(program, args, &[], &sock, cwd);
+    src.wait_for("the job to start", LONG, |o, _| o.contains(started));
+    let (m, json) = migrate(&sock, &addr, &[]);
+    assert_eq!(m.status, 0, "migrate failed: {m:?}");
+    let s = src.finish(LONG);
+    let r = recv.finish(LONG);
+    (s, r, json)
+}
+
+#[test]
+fn each_image_moves_mid_run() {
+    if !require_kvm("each_image_moves_mid_run") {
+        return;
+    }
+    let _l = migration_lock();
+    let cpu = image("cpu");
+    let native_cpu = native(&cpu, &["2000000000"], &Opts::default());
+    let (s, r, json) = moved_once(&cpu, &["2000000000"], "progress 10%", None);
+    assert_eq!(s.status, 0, "{s:?}");
+    assert!(s.stderr.contains("job moved to 127.0.0.1:"), "{}", s.stderr);
+    assert_eq!(r.status, 0, "{r:?}");
+    assert_eq!(s.stdout.clone() + &r.stdout, native_cpu.stdout, "cpu output after a move");
+    for key in [
+        "\"result\":\"ok\"",
+        "total_ms",
+        "downtime_ms",
+        "rounds",
+        "pages_sent",
+        "bytes_sent",
+        "zero_pages_skipped",
+        "bandwidth_mbps",
+        "\"path\":\"precopy",
+    ] {
+        assert!(json.contains(key), "{key} missing from {json}");
+    }
+
+    let mem = image("mem");
+    let args = ["96", "32", "60"];
+    let native_mem = native(&mem, &args, &Opts::default());
+    let (s, r, _) = moved_once(&mem, &args, "pass 12", None);
+    assert_eq!((s.status, r.status), (0, 0), "{s:?} {r:?}");
+    assert_eq!(s.stdout.clone() + &r.stdout, native_mem.stdout, "mem output after a move");
+    assert!(r.stdout.contains("never went backwards"));
+
+    // files: big enough to be caught while its files are open.
+    let (dn, dv) = (scratch_dir("mig-files-native"), scratch_dir("mig-files-vm"));
+    let input: String = (1..=400_000).map(|i| format!("line {i} of the input file\n")).collect();
+    std::fs::write(dn.join("in.txt"), &input).unwrap();
+    std::fs::write(dv.join("in.txt"), &input).unwrap();
+    let files = image("files");
+    let fargs = ["in.txt", "out.txt", "8"];
+    let n = native(&files, &fargs, &Opts { cwd: Some(&dn), ..Default::default() });
+    let sock = sock_path("files");
+    let (recv, addr) = receiver(&[], Some(&dv));
+    let src = source(&files, &fargs, &[], &sock, Some(&dv));
+    std::thread::sleep(Duration::from_millis(150));
+    let (m, _) = migrate(&sock, &addr, &[]);
+    let s = src.finish(LONG);
+    if m.status == 0 {
+        let r = recv.finish(LONG);
+        assert_eq!(s.stdout.clone() + &r.stdout, n.stdout, "files output after a move: {s:?} {r:?}");
+    } else {
+        // It finished before the move: still the right result.
+        assert!(m.stderr.contains("ended"), "{m:?}");
+        assert_eq!(s.stdout, n.stdout);
+    }
+    assert_eq!(std::fs::read(dn.join("out.txt")).unwrap(), std::fs::read(dv.join("out.txt")).unwrap());
+    let _ = std::fs::remove_dir_all(dn);
+    let _ = std::fs::remove_dir_all(dv);
+}
+
+#[test]
+fn back_and_forth_ten_times() {
+    if !require_kvm("back_and_forth") {
+        return;
+    }
+    let _l = migration_lock();
+    let mem = image("mem");
+    let args = ["64", "16", "400"];
+    let native_mem = native(&mem, &args, &Opts::default());
+    let sock = sock_path("ping");
+    let first = source(&mem, &args, &[], &sock, None);
+    first.wait_for("the job to start", LONG, |o, _| o.contains("allocated"));
+    let mut procs = vec![first];
+    for hop in 0..10 {
+        // The previous holder of the socket path is gone after a move.
+        let next_sock = sock_path(&format!("ping{hop}"));
+        let (recv, addr) = receiver(&["--api-sock", next_sock.to_str().unwrap()], None);
+        let cur = if hop == 0 { sock.clone() } else { sock_name(&format!("ping{}", hop - 1)) };
+        let (m, json) = migrate(&cur, &addr, &[]);
+        assert_eq!(m.status, 0, "hop {hop}: {m:?}");
+        assert!(json.contains("\"result\":\"ok\""), "{json}");
+        let t = std::time::Instant::now();
+        while !next_sock.exists() {
+            assert!(t.elapsed() < Duration::from_secs(10));
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        procs.push(recv);
+    }
+    let mut out = String::new();
+    let last = procs.len() - 1;
+    for (i, p) in procs.into_iter().enumerate() {
+        let r = p.finish(LONG);
+        assert_eq!(r.status, 0, "process {i}: {r:?}");
+        if i < last {
+            assert!(r.stderr.contains("job moved to"), "process {i}: {}", r.stderr);
+        }
+        out += &r.stdout;
+    }
+    assert_eq!(out, native_mem.stdout);
+    assert!(out.contains("never went backwards"));
+}
+
+/// A failed move leaves the job running at the source, unaffected; the
+/// error names the cause.
+fn failed_move(name: &str, vm_args: &[&str], extra: &[&str], prepare: impl FnOnce(String) -> String, cause: &[&str]) {
+    let mem = image("mem");
+    let args = ["96", "32", "40"];
+    let native_mem = native(&mem, &args, &Opts::default());
+    let sock = sock_path(name);
+    let (recv, addr) = receiver(vm_args, None);
+    let src = source(&mem, &args, &[], &sock, None);
+    src.wait_for("the job to start", LONG, |o, _| o.contains("pass 4"));
+    let (m, json) = migrate(&sock, &prepare(addr), extra);
+    assert_ne!(m.status, 0, "{name}: the move should fail: {m:?}");
+    assert!(json.contains("\"result\":\"error\""), "{name}: {json}");
+    assert!(
+        cause.iter().any(|c| m.stderr.to_lowercase().contains(c)),
+        "{name}: error should name the cause ({cause:?}): {}",
+        m.stderr
+    );
+    let s = src.finish(LONG);
+    assert_eq!(s.status, 0, "{name}: {s:?}");
+    assert!(!s.stderr.contains("moved"), "{name}: {}", s.stderr);
+    assert_eq!(s.stdout, native_mem.stdout, "{name}: the job's output after a failed move");
+    drop(recv);
+}
+
+#[test]
+fn failures_leave_the_job_at_the_source() {
+    if !require_kvm("failures") {
+        return;
+    }
+    let _l = migration_lock();
+    failed_move("corrupt", &[], &[], |a| faulty_proxy(a, Fault::Corrupt(300_000)), &["checksum", "corrupt"]);
+    failed_move(
+        "dropped",
+        &[],
+        &[],
+        |a| faulty_proxy(a, Fault::Drop(2_000_000)),
+        &["connection", "closed", "reset", "broken"],
+    );
+    failed_move(
+        "truncated",
+        &[],
+        &[],
+        |a| faulty_proxy(a, Fault::Truncate(1_000_000)),
+        &["closed", "refused", "middle"],
+    );
+    failed_move("version", &[], &[], |a| faulty_proxy(a, Fault::Patch(8, 99u32.to_le_bytes())), &["version 99"]);
+    failed_move("memory", &["--mem-limit", "16M"], &[], |a| a, &["not enough memory"]);
+    failed_move("nobody", &[], &[], |_| "127.0.0.1:1".to_string(), &["cannot connect"]);
+}
+
+#[test]
+fn destination_killed_mid_stream() {
+    if !require_kvm("destination_killed") {
+        return;
+    }
+    let _l = migration_lock();
+    let mem = image("mem");
+    let args = ["128", "32", "40"];
+    let native_mem = native(&mem, &args, &Opts::default());
+    let sock = sock_path("killed");
+    let (mut recv, addr) = receiver(&[], None);
+    let src = source(&mem, &args, &[], &sock, None);
+    src.wait_for("the job to start", LONG, |o, _| o.contains("pass 4"));
+    // A slow link, so the stream is surely in flight when the receiver dies.
+    let migrating = std::thread::spawn({
+        let sock = sock.clone();
+        move || migrate(&sock, &addr, &["--max-bandwidth", "40"])
+    });
+    std::thread::sleep(Duration::from_millis(400));
+    recv.child.kill().unwrap();
+    let (m, _) = migrating.join().unwrap();
+    assert_ne!(m.status, 0, "{m:?}");
+    let s = src.finish(LONG);
+    assert_eq!(s.status, 0, "{s:?}");
+    assert_eq!(s.stdout, native_mem.stdout);
+}
+
+#[test]
+fn migrate_twice_at_once_is_refused() {
+    if !require_kvm("migrate_twice") {
+        return;
+    }
+    let _l = migration_lock();
+    let cpu = image("cpu");
+    let sock = sock_path("twice");
+    let (recv, addr) = receiver(&[], None);
+    let src = source(&image("mem"), &["96", "32", "--seconds", "6"], &[], &sock, None);
+    src.wait_for("the job to start", LONG, |o, _| o.contains("allocated"));
+    let first = std::thread::spawn({
+        let (sock, addr) = (sock.clone(), addr.clone());
+        move || migrate(&sock, &addr, &["--max-bandwidth", "60"])
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let (second, json) = migrate(&sock, &addr, &[]);
+    assert_ne!(second.status, 0);
+    assert!(second.stderr.contains("in progress"), "{}", second.stderr);
+    assert!(json.contains("error"));
+    let (m, _) = first.join().unwrap();
+    assert_eq!(m.status, 0, "{m:?}");
+    let r = recv.finish(LONG);
+    assert!(r.stdout.contains("checksum consistent: yes"), "{r:?}");
+    drop(src);
+    let _ = cpu;
+}
+
+#[test]
+fn snapshot_and_restore() {
+    if !require_kvm("snapshot") {
+        return;
+    }
+    let _l = migration_lock();
+    let cpu = image("cpu");
+    let args = ["3000000000"];
+    let native_cpu = native(&cpu, &args, &Opts::default());
+    let sock = sock_path("snap");
+    let file = std::env::temp_dir().join(format!("mosvm-test-{}.snap", std::process::id()));
+    let src = source(&cpu, &args, &[], &sock, None);
+    src.wait_for("the job to start", LONG, |o, _| o.contains("progress 20%"));
+    let r = mosvm(["snapshot", "--api-sock", sock.to_str().unwrap(), "--to", file.to_str().unwrap(), "--json"]);
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(r.stdout.contains("\"path\":\"snapshot\""), "{}", r.stdout);
+    let at_snapshot = src.stdout();
+    // The job keeps running after a snapshot.
+    let s = src.finish(LONG);
+    assert_eq!(s.status, 0);
+    assert_eq!(s.stdout, native_cpu.stdout);
+    // A restore continues from the snapshot point.
+    let restored = mosvm(["restore", file.to_str().unwrap()]);
+    assert_eq!(restored.status, 0, "{restored:?}");
+    let whole = at_snapshot.clone() + &restored.stdout;
+    assert_eq!(whole, native_cpu.stdout, "snapshot at {at_snapshot:?}");
+    // Corrupt snapshots are refused.
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&file, &bytes).unwrap();
+    let bad = mosvm(["restore", file.to_str().unwrap()]);
+    assert_ne!(bad.status, 0);
+    assert!(
+        bad.stderr.contains("checksum") || bad.stderr.contains("corrupt") || bad.stderr.contains("malformed"),
+        "{}",
+        bad.stderr
+    );
+    let _ = std::fs::remove_file(file);
+}
+
+#[test]
+fn a_fast_writer_moves_with_throttling() {
+    if !require_kvm("throttle") {
+        return;
+    }
+    let _l = migration_lock();
+    let sock = sock_path("throttle");
+    let (recv, addr) = receiver(&[], None);
+    let src = source(&image("mem"), &["64", "64", "--seconds", "8"], &[], &sock, None);
+    src.wait_for("the job to start", LONG, |o, _| o.contains("allocated"));
+    // A link slower than the job writes: pre-copy alone cannot converge.
+    let (m, json) = migrate(&sock, &addr, &["--max-bandwidth", "100"]);
+    assert_eq!(m.status, 0, "{m:?}");
+    assert!(json.contains("\"path\":\"precopy+throttle\""), "{json}");
+    let s = src.finish(LONG);
+    assert!(s.stderr.contains("moved"));
+    let r = recv.finish(LONG);
+    assert!(r.stdout.contains("checksum consistent: yes"), "{r:?}");
+    assert!(r.stdout.contains("never went backwards"), "{r:?}");
+}
