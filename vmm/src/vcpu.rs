@@ -7,7 +7,7 @@ use std::ptr::null_mut;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use kvm_bindings::{kvm_cpuid_entry2, kvm_msr_entry, kvm_regs, kvm_run, kvm_sregs, CpuId, Msrs, KVM_SYNC_X86_REGS};
+use kvm_bindings::{kvm_cpuid_entry2, kvm_msr_entry, kvm_regs, kvm_run, kvm_sregs, Msrs, KVM_SYNC_X86_REGS};
 use kvm_ioctls::{Cap, Kvm, SyncReg, VcpuExit, VcpuFd};
 
 /// Why KVM_RUN returned, without borrowing the vCPU.
@@ -298,12 +298,10 @@ impl Vcpu {
         })
     }
 
-    /// Loads `state` into this (fresh) vCPU, with the guest TSC set to `tsc`.
+    /// Loads `state` into this fresh vCPU (its CPUID is already set, see
+    /// `Machine::new`), with the guest TSC set to `tsc`.
     pub fn restore(&mut self, state: &crate::state::VcpuState, tsc: u64) -> Result<(), StateError> {
         let fd = &self.fd;
-        let cpuid = CpuId::from_entries(&state.cpuid)
-            .map_err(|_| StateError { op: "KVM_SET_CPUID2", source: kvm_ioctls::Error::new(libc::EINVAL) })?;
-        fd.set_cpuid2(&cpuid).map_err(op("KVM_SET_CPUID2"))?;
         fd.set_sregs(&state.sregs).map_err(op("KVM_SET_SREGS"))?;
         fd.set_xcrs(&state.xcrs).map_err(op("KVM_SET_XCRS"))?;
         let mut x = fd.get_xsave().map_err(op("KVM_GET_XSAVE"))?;

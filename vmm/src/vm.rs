@@ -122,7 +122,8 @@ pub struct VmHandle {
 pub struct JobInfo {
     pub program: String,
     pub xcr0: u64,
-    pub cpu: Vec<crate::migration::CpuWord>,
+    /// The CPUID the job sees (the destination sets it up front).
+    pub cpuid: Vec<kvm_cpuid_entry2>,
 }
 
 /// A KVM VM with guest memory and one vCPU, not yet set up. A migration
@@ -135,8 +136,12 @@ pub struct Machine {
 }
 
 impl Machine {
-    pub fn new(ram: GuestRam) -> Result<Machine, VmError> {
+    /// `cpuid`: what the job to be restored saw (set now, off the downtime).
+    pub fn new(ram: GuestRam, cpuid: &[kvm_cpuid_entry2]) -> Result<Machine, VmError> {
         let (kvm, vm, vcpu) = create_machine(&ram)?;
+        let entries = kvm_bindings::CpuId::from_entries(cpuid)
+            .map_err(|_| VmError::Machine(format!("{} CPUID entries are too many", cpuid.len())))?;
+        vcpu.set_cpuid2(&entries).map_err(kvm_err("KVM_SET_CPUID2"))?;
         Ok(Machine { ram, kvm, vm, vcpu })
     }
 
@@ -341,7 +346,7 @@ impl Vm {
             info: Arc::new(JobInfo {
                 program: self.job.exe.display().to_string(),
                 xcr0: self.job.features.xcr0,
-                cpu: crate::migration::feature_words(&self.cpuid),
+                cpuid: self.cpuid.clone(),
             }),
         }
     }

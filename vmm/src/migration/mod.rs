@@ -33,7 +33,8 @@ pub struct Hello {
     /// Guest memory the host has backed: what the destination must hold.
     pub resident_bytes: u64,
     pub xcr0: u64,
-    pub cpu: Vec<CpuWord>,
+    /// The CPUID the job sees.
+    pub cpuid: Vec<kvm_bindings::kvm_cpuid_entry2>,
     pub program: String,
 }
 

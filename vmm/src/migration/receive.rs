@@ -79,7 +79,8 @@ fn check(hello: &Hello, opts: &ReceiveOptions) -> Option<String> {
     }
     let host = kvm_ioctls::Kvm::new().and_then(|k| k.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES));
     match host {
-        Ok(cpuid) => super::incompatibility(&hello.cpu, hello.xcr0, cpuid.as_slice()),
+        Ok(cpuid) => super::incompatibility(&super::feature_words(&hello.cpuid), hello.xcr0, cpuid.as_slice()),
+
         Err(e) => Some(format!("KVM is not available here: {e}")),
     }
 }
@@ -170,13 +171,14 @@ pub fn receive(stream: TcpStream, env: RestoreEnv, opts: &ReceiveOptions) -> Res
         return Err(ReceiveError::Refused(why));
     }
 
-    let machine = match GuestRam::new(hello.mem_size).map_err(VmError::from).and_then(Machine::new) {
-        Ok(m) => m,
-        Err(e) => {
-            refuse(&mut w, &e.to_string());
-            return Err(e.into());
-        }
-    };
+    let machine =
+        match GuestRam::new(hello.mem_size).map_err(VmError::from).and_then(|ram| Machine::new(ram, &hello.cpuid)) {
+            Ok(m) => m,
+            Err(e) => {
+                refuse(&mut w, &e.to_string());
+                return Err(e.into());
+            }
+        };
     wire::write_record(&mut w, wire::TAG_ACCEPT, &[])?;
     let mut stats = ReceiveStats::default();
     let state = match read_body(&mut reader, machine.ram(), &mut stats, Some(&mut w)) {
@@ -221,7 +223,7 @@ pub fn restore_file(path: &std::path::Path, env: RestoreEnv) -> Result<(Vm, Rece
     if let Some(why) = check(&hello, &ReceiveOptions::default()) {
         return Err(ReceiveError::Refused(why));
     }
-    let machine = Machine::new(GuestRam::new(hello.mem_size).map_err(VmError::from)?)?;
+    let machine = Machine::new(GuestRam::new(hello.mem_size).map_err(VmError::from)?, &hello.cpuid)?;
     let mut stats = ReceiveStats::default();
     let state = read_body(&mut reader, machine.ram(), &mut stats, None)?;
     let state = VmState::from_bytes(&state).map_err(VmError::Machine)?;

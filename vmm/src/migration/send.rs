@@ -145,7 +145,8 @@ fn hello(handle: &VmHandle, resident: &[u64]) -> Vec<u8> {
         mem_size: handle.ram.size(),
         resident_bytes: dirty::count(resident) * PAGE_SIZE,
         xcr0: handle.info.xcr0,
-        cpu: handle.info.cpu.clone(),
+        cpuid: handle.info.cpuid.clone(),
+
         program: handle.info.program.clone(),
     })
     .expect("hello serializes")
