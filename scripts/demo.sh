@@ -51,3 +51,25 @@ med() { printf '%s\n' "$@" | sort -n | sed -n "$(( ($# + 1) / 2 ))p"; }
 n=$(med "${native[@]}") v=$(med "${vm[@]}")
 printf 'native %.2f ms, micro-VM %.2f ms, ratio %.2fx\n' "$(echo "$n/1000000" | bc -l)" \
 	"$(echo "$v/1000000" | bc -l)" "$(echo "$v/$n" | bc -l)"
+
+echo
+echo "=== live migration: a job moves from one mosvm to another while it runs"
+sock="$work/job.sock"
+"$MOSVM" receive --listen 127.0.0.1:0 > "$work/dst.out" 2> "$work/dst.err" &
+dst=$!
+for _ in $(seq 100); do grep -q "waiting for a job on" "$work/dst.err" 2>/dev/null && break; sleep 0.05; done
+addr=$(sed -n 's/.*waiting for a job on //p' "$work/dst.err" | head -1)
+"$MOSVM" run --api-sock "$sock" -- $B/mem 128 32 300 > "$work/src.out" 2> "$work/src.err" &
+src=$!
+for _ in $(seq 200); do grep -q "pass 60" "$work/src.out" 2>/dev/null && break; sleep 0.02; done
+echo "--- the job before the move (source):"
+sed 's/^/    /' "$work/src.out"
+echo "--- mosvm migrate --to $addr --json:"
+"$MOSVM" migrate --api-sock "$sock" --to "$addr" --json | sed 's/,/,\n      /g; s/^/    /'
+wait $src
+echo "--- source process: $(cat "$work/src.err")"
+wait $dst
+echo "--- the job after the move (destination), exit status $?:"
+sed 's/^/    /' "$work/dst.out"
+echo "--- the same job never moved:"
+$B/mem 128 32 300 | tail -n 2 | sed 's/^/    /'

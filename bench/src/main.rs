@@ -13,11 +13,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-fn root() -> PathBuf {
+mod migration;
+mod procs;
+mod qemu;
+
+use procs::mosvm;
+
+pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
-fn image(name: &str) -> Result<PathBuf> {
+pub fn image(name: &str) -> Result<PathBuf> {
     let p = root().join("images/build").join(name);
     if !p.exists() {
         bail!("{} is missing: run `make images`", p.display());
@@ -25,11 +31,7 @@ fn image(name: &str) -> Result<PathBuf> {
     Ok(p)
 }
 
-fn mosvm() -> PathBuf {
-    std::env::current_exe().unwrap().parent().unwrap().join("mosvm")
-}
-
-fn median(v: &mut [f64]) -> f64 {
+pub fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let n = v.len();
     if n % 2 == 1 {
@@ -271,6 +273,10 @@ fn main() -> Result<()> {
         r.guest_kib as f64 / 1024.0,
         verdict(overhead <= 4.0)
     )?;
+    let only_runner = args.iter().any(|a| a == "--runner-only");
+    if !only_runner {
+        migration::report(&mut md)?;
+    }
     print!("{md}");
     if let Some(path) = out {
         std::fs::write(&path, &md).with_context(|| format!("writing {path}"))?;

@@ -279,7 +279,9 @@ fn precopy(
     send_pages(w, reader, &mut pw, ram, &resident, false, "sending memory")?;
     sync(w, reader)?;
     sending += t.elapsed();
-    let zero_skipped = pw.zero_pages;
+    // Pages the host never backed are zeros skipped without reading them.
+    let untouched = ram.size() / PAGE_SIZE - dirty::count(&resident);
+    let zero_skipped = pw.zero_pages + untouched;
 
     let mut rounds = 1;
     let mut throttle = 0u8;
@@ -398,7 +400,8 @@ pub fn snapshot(handle: &VmHandle, path: &std::path::Path) -> Result<SendStats, 
         rounds: 1,
         pages_sent: pw.pages_sent,
         bytes_sent: pw.bytes_sent + state_bytes.len() as u64,
-        zero_pages_skipped: pw.zero_pages,
+        zero_pages_skipped: pw.zero_pages + (handle.ram.size() / PAGE_SIZE - dirty::count(&resident)),
+
         bandwidth_mbps: pw.bytes_sent as f64 / downtime.as_secs_f64().max(1e-9) / 1e6,
         path: Path::Snapshot,
         max_throttle_percent: 0,
