@@ -247,11 +247,14 @@ pub fn source(program: &Path, args: &[&str], vm_args: &[&str], sock: &Path, cwd:
     p
 }
 
-/// `mosvm migrate --api-sock SOCK --to ADDR --json [extra]`; returns the
-/// run and the parsed JSON line.
+/// `mosvm migrate --api-sock SOCK --to ADDR --json --verify [extra]`;
+/// returns the run and the JSON line. `--verify` makes the destination
+/// check every page against the source's before it takes the job, so a
+/// lost page fails the move even when the job's output would not show it.
 pub fn migrate(sock: &Path, to: &str, extra: &[&str]) -> (Run, String) {
     let mut cmd = Command::new(mosvm_bin());
-    cmd.arg("migrate").arg("--api-sock").arg(sock).args(["--to", to, "--json"]).args(extra);
+    cmd.arg("migrate").arg("--api-sock").arg(sock).args(["--to", to, "--json", "--verify"]).args(extra);
+
     let r = run_command(cmd, &Opts::default());
     let json = r.stdout.lines().next().unwrap_or("").to_string();
     (r, json)

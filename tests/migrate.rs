@@ -84,6 +84,41 @@ fn each_image_moves_mid_run() {
     let _ = std::fs::remove_dir_all(dv);
 }
 
+/// Moves a job ten times between fresh `mosvm receive` processes; the
+/// outputs of all of them together are the output of an unmoved run.
+fn ten_hops(name: &str, program: &Path, args: &[&str], ready: &str, cwd: Option<&Path>) -> String {
+    let sock = sock_path(name);
+    let first = source(program, args, &[], &sock, cwd);
+    first.wait_for("the job to start", LONG, |o, _| o.contains(ready));
+    let mut procs = vec![first];
+    let mut cur = sock.clone();
+    for hop in 0..10 {
+        let next = sock_path(&format!("{name}{hop}"));
+        let (recv, addr) = receiver(&["--api-sock", next.to_str().unwrap()], cwd);
+        let (m, json) = migrate(&cur, &addr, &[]);
+        assert_eq!(m.status, 0, "{name} hop {hop}: {m:?}");
+        assert!(json.contains("\"result\":\"ok\""), "{json}");
+        let t = std::time::Instant::now();
+        while !next.exists() {
+            assert!(t.elapsed() < Duration::from_secs(10));
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        procs.push(recv);
+        cur = next;
+    }
+    let mut out = String::new();
+    let last = procs.len() - 1;
+    for (i, p) in procs.into_iter().enumerate() {
+        let r = p.finish(LONG);
+        assert_eq!(r.status, 0, "{name} process {i}: {r:?}");
+        if i < last {
+            assert!(r.stderr.contains("job moved to"), "{name} process {i}: {}", r.stderr);
+        }
+        out += &r.stdout;
+    }
+    out
+}
+
 #[test]
 fn back_and_forth_ten_times() {
     if !require_kvm("back_and_forth") {
@@ -92,38 +127,27 @@ fn back_and_forth_ten_times() {
     let _l = migration_lock();
     let mem = image("mem");
     let args = ["64", "16", "400"];
-    let native_mem = native(&mem, &args, &Opts::default());
-    let sock = sock_path("ping");
-    let first = source(&mem, &args, &[], &sock, None);
-    first.wait_for("the job to start", LONG, |o, _| o.contains("allocated"));
-    let mut procs = vec![first];
-    for hop in 0..10 {
-        // The previous holder of the socket path is gone after a move.
-        let next_sock = sock_path(&format!("ping{hop}"));
-        let (recv, addr) = receiver(&["--api-sock", next_sock.to_str().unwrap()], None);
-        let cur = if hop == 0 { sock.clone() } else { sock_name(&format!("ping{}", hop - 1)) };
-        let (m, json) = migrate(&cur, &addr, &[]);
-        assert_eq!(m.status, 0, "hop {hop}: {m:?}");
-        assert!(json.contains("\"result\":\"ok\""), "{json}");
-        let t = std::time::Instant::now();
-        while !next_sock.exists() {
-            assert!(t.elapsed() < Duration::from_secs(10));
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        procs.push(recv);
-    }
-    let mut out = String::new();
-    let last = procs.len() - 1;
-    for (i, p) in procs.into_iter().enumerate() {
-        let r = p.finish(LONG);
-        assert_eq!(r.status, 0, "process {i}: {r:?}");
-        if i < last {
-            assert!(r.stderr.contains("job moved to"), "process {i}: {}", r.stderr);
-        }
-        out += &r.stdout;
-    }
-    assert_eq!(out, native_mem.stdout);
+    let out = ten_hops("hop-mem", &mem, &args, "allocated", None);
+    assert_eq!(out, native(&mem, &args, &Opts::default()).stdout);
     assert!(out.contains("never went backwards"));
+
+    let cpu = image("cpu");
+    let args = ["4000000000"];
+    let out = ten_hops("hop-cpu", &cpu, &args, "progress 10%", None);
+    assert_eq!(out, native(&cpu, &args, &Opts::default()).stdout);
+
+    let (dn, dv) = (scratch_dir("hop-files-native"), scratch_dir("hop-files-vm"));
+    let input: String = (1..=100_000).map(|i| format!("line {i} of the input file\n")).collect();
+    std::fs::write(dn.join("in.txt"), &input).unwrap();
+    std::fs::write(dv.join("in.txt"), &input).unwrap();
+    let files = image("files");
+    let args = ["in.txt", "out.txt", "16"];
+    let out = ten_hops("hop-files", &files, &args, "", Some(&dv));
+    let n = native(&files, &args, &Opts { cwd: Some(&dn), ..Default::default() });
+    assert_eq!(out, n.stdout);
+    assert_eq!(std::fs::read(dn.join("out.txt")).unwrap(), std::fs::read(dv.join("out.txt")).unwrap());
+    let _ = std::fs::remove_dir_all(dn);
+    let _ = std::fs::remove_dir_all(dv);
 }
 
 /// A failed move leaves the job running at the source, unaffected; the

@@ -26,6 +26,8 @@ struct MigrateRequest {
     /// Cap on the page stream in MB/s.
     #[serde(default)]
     max_bandwidth_mbps: Option<f64>,
+    #[serde(default)]
+    verify: bool,
 }
 
 #[derive(Deserialize)]
@@ -104,6 +106,7 @@ fn serve(mut conn: UnixStream, handle: &VmHandle) {
                     opts.downtime = Duration::from_secs_f64(ms / 1e3);
                 }
                 opts.max_bandwidth = m.max_bandwidth_mbps.filter(|b| *b > 0.0).map(|b| (b * 1e6) as u64);
+                opts.verify = m.verify;
 
                 match migration::migrate(handle, &m.to, &opts) {
                     Ok(stats) => (200, serde_json::to_string(&stats).unwrap()),

@@ -59,6 +59,10 @@ pub struct MigrateArgs {
     /// Cap the transfer at this many MB/s (default: as fast as the link goes).
     #[arg(long, value_name = "MB/s")]
     pub max_bandwidth: Option<f64>,
+    /// Check every page at the destination before it takes the job
+    /// (longer downtime; for testing).
+    #[arg(long)]
+    pub verify: bool,
 
     /// Print the result as one JSON object.
     #[arg(long)]

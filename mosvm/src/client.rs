@@ -50,7 +50,12 @@ fn f(v: &Value, k: &str) -> f64 {
 }
 
 pub fn migrate(args: MigrateArgs) -> i32 {
-    let body = json!({"to": args.to, "downtime_ms": args.downtime_ms, "max_bandwidth_mbps": args.max_bandwidth});
+    let body = json!({
+        "to": args.to,
+        "downtime_ms": args.downtime_ms,
+        "max_bandwidth_mbps": args.max_bandwidth,
+        "verify": args.verify,
+    });
 
     report("migration", args.json, request(&args.api_sock, "/migrate", &body), |v| {
         format!(

@@ -108,6 +108,25 @@ fn read_body<R: Read>(
                 }
             }
             Record::Small(wire::TAG_STATE, s) => state = Some(s),
+            Record::Small(wire::TAG_VERIFY, sums) => {
+                let differ: Vec<u64> = sums
+                    .chunks_exact(4)
+                    .enumerate()
+                    .map(|(p, want)| (p as u64 * PAGE_SIZE, want))
+                    .filter(|(gpa, want)| {
+                        ram.slice(*gpa, PAGE_SIZE).map_or(true, |page| crc32c::crc32c(page).to_le_bytes() != **want)
+                    })
+                    .map(|(gpa, _)| gpa)
+                    .collect();
+                if !differ.is_empty() {
+                    let first: Vec<String> = differ.iter().take(4).map(|g| format!("{g:#x}")).collect();
+                    return Err(in_phase("verifying the copy")(WireError::BadPages(format!(
+                        "{} pages differ from the sender's (first: {})",
+                        differ.len(),
+                        first.join(", ")
+                    ))));
+                }
+            }
             Record::Small(wire::TAG_SYNC, _) if w.is_some() => {
                 let w = w.as_mut().unwrap();
                 wire::write_record(w, wire::TAG_SYNCED, &[])?;

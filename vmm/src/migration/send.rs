@@ -27,6 +27,9 @@ pub struct SendOptions {
     pub ack_timeout: Duration,
     /// Cap on the page stream, bytes per second (None: as fast as it goes).
     pub max_bandwidth: Option<u64>,
+    /// Send a checksum of every page while the job is stopped; the receiver
+    /// refuses the job if its copy differs (costs downtime: a debugging aid).
+    pub verify: bool,
 }
 
 impl Default for SendOptions {
@@ -36,6 +39,7 @@ impl Default for SendOptions {
             max_rounds: 30,
             ack_timeout: Duration::from_secs(30),
             max_bandwidth: None,
+            verify: false,
         }
     }
 }
@@ -180,6 +184,16 @@ pub fn migrate(handle: &VmHandle, to: &str, opts: &SendOptions) -> Result<SendSt
     }
 
     let mut dirty = DirtyLog::start(handle).map_err(io_in("starting dirty logging"))?;
+    // Round 0 covers what is resident now that logging is on: a page first
+    // touched before this scan is in it, one touched after is in the log.
+    // (The scan above only sized the job for the receiver.)
+    let resident = match dirty::resident(handle) {
+        Ok(r) => r,
+        Err(e) => {
+            dirty.stop();
+            return Err(io_in("scanning memory")(e));
+        }
+    };
     match precopy(handle, &mut w, &mut reader, &mut dirty, resident, opts, to, start) {
         Ok(stats) => Ok(stats),
         Err(e) => {
@@ -289,14 +303,15 @@ fn precopy(
     let mut kicker: Option<Kicker> = None;
     let mut prev = u64::MAX;
     let mut stalls = 0;
-    loop {
+    // The last round's dirty pages, sent with the final ones once stopped.
+    let leftover = loop {
         let bits = dirty.collect().map_err(io_in("reading the dirty log"))?;
         let n = dirty::count(bits);
         // Bandwidth as measured so far (at least 100 MB/s to start from).
         let bw = (pw.bytes_sent as f64 / sending.as_secs_f64().max(1e-6)).max(100e6);
         let expected = Duration::from_secs_f64(n as f64 * PAGE_SIZE as f64 / bw);
         if expected <= opts.downtime || rounds >= opts.max_rounds {
-            break;
+            break bits.to_vec();
         }
         // Not converging: the job dirties memory about as fast as we send
         // it. Hold its vCPU stopped for a growing share of the time.
@@ -317,7 +332,7 @@ fn precopy(
         sync(w, reader)?;
         sending += t.elapsed();
         rounds += 1;
-    }
+    };
 
     // Stop the job, send what is left and the state.
     let (state, verdict, stopped) = handle.control.pause().map_err(SendError::Pause)?;
@@ -326,9 +341,20 @@ fn precopy(
     pw.max_bandwidth = None;
     let before = pw.pages_sent;
 
-    let bits = dirty.collect().map_err(io_in("reading the dirty log"))?.to_vec();
+    // Reading the log cleared it: what the last round saw must go now too.
+    let mut bits = dirty.collect().map_err(io_in("reading the dirty log"))?.to_vec();
+    for (b, l) in bits.iter_mut().zip(&leftover) {
+        *b |= l;
+    }
     send_pages(w, reader, &mut pw, ram, &bits, true, "sending the last pages")?;
+
     let final_pages = pw.pages_sent - before;
+    if opts.verify {
+        let sums: Vec<u8> = (0..ram.size() / PAGE_SIZE)
+            .flat_map(|p| crc32c::crc32c(ram.slice(p * PAGE_SIZE, PAGE_SIZE).unwrap()).to_le_bytes())
+            .collect();
+        wire::write_record(w, wire::TAG_VERIFY, &sums).map_err(io_in("sending checksums"))?;
+    }
     let state_bytes = state.to_bytes();
     wire::write_record(w, wire::TAG_STATE, &state_bytes).map_err(io_in("sending the state"))?;
     wire::write_record(w, wire::TAG_END, &[]).map_err(io_in("sending the state"))?;

@@ -35,6 +35,10 @@ pub const TAG_ACCEPT: u8 = 16;
 pub const TAG_REFUSE: u8 = 17;
 pub const TAG_ACK: u8 = 18;
 pub const TAG_SYNCED: u8 = 19;
+/// A checksum of every page, sent while the job is stopped (`migrate
+/// --verify`); the receiver refuses the job if its copy differs.
+
+pub const TAG_VERIFY: u8 = 7;
 
 /// Pages per PAGES record.
 pub const MAX_BATCH: usize = 64;
@@ -308,6 +312,7 @@ impl<R: Read> RecordReader<R> {
         let known = matches!(
             tag,
             TAG_HELLO
+                | TAG_VERIFY
                 | TAG_PAGES
                 | TAG_ZEROS
                 | TAG_STATE
