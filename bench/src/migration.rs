@@ -36,6 +36,7 @@ impl Case {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 /// Runs `prog args` in a `mem` guest, waits for `ready` on its stdout (and
 /// `settle` more), moves it; `reps` times.
 fn case(

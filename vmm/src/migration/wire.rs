@@ -30,15 +30,14 @@ pub const TAG_STATE: u8 = 4;
 pub const TAG_END: u8 = 5;
 /// "Tell me when you have taken everything before this": ends a round.
 pub const TAG_SYNC: u8 = 6;
+/// A checksum of every page, sent while the job is stopped (`migrate
+/// --verify`); the receiver refuses the job if its copy differs.
+pub const TAG_VERIFY: u8 = 7;
 /// Receiver to sender.
 pub const TAG_ACCEPT: u8 = 16;
 pub const TAG_REFUSE: u8 = 17;
 pub const TAG_ACK: u8 = 18;
 pub const TAG_SYNCED: u8 = 19;
-/// A checksum of every page, sent while the job is stopped (`migrate
-/// --verify`); the receiver refuses the job if its copy differs.
-
-pub const TAG_VERIFY: u8 = 7;
 
 /// Pages per PAGES record.
 pub const MAX_BATCH: usize = 64;
