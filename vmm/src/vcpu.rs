@@ -137,7 +137,8 @@ impl Vcpu {
     }
 
     pub fn run(&mut self) -> Exit {
-        if self.regs_dirty {
+        let pending = self.regs_dirty.then(|| self.fd.sync_regs().regs);
+        if pending.is_some() {
             self.fd.get_kvm_run().kvm_dirty_regs |= KVM_SYNC_X86_REGS as u64;
             self.regs_dirty = false;
         }
@@ -154,8 +155,19 @@ impl Vcpu {
         };
         let run = self.fd.get_kvm_run();
         run.immediate_exit = 0;
+        // An entry cut short (a kick before the guest ran) may leave the
+        // registers we set unapplied, and KVM then stores its own over them
+        // in the sync area: apply them the slow way.
+        if let Some(regs) = pending {
+            if run.kvm_dirty_regs & KVM_SYNC_X86_REGS as u64 != 0 {
+                run.kvm_dirty_regs &= !(KVM_SYNC_X86_REGS as u64);
+                let _ = self.fd.set_regs(&regs);
+                self.fd.sync_regs_mut().regs = regs;
+            }
+        }
         exit
     }
+
 
     /// General registers as of the last exit.
     pub fn regs(&mut self) -> kvm_regs {
