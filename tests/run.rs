@@ -252,32 +252,36 @@ fn bad_cli_arguments() {
     }
 }
 
-/// Ctrl-C reaches the job: without a handler it dies of SIGINT (130).
-#[test]
-fn sigint_is_forwarded() {
-    if !require_kvm("sigint") {
-        return;
-    }
+/// `mosvm run cpu --seconds 30` with its stdout piped to us, once it runs.
+fn spinning_job() -> (std::process::Child, std::io::BufReader<std::process::ChildStdout>) {
+    use std::io::BufRead;
     use std::process::{Command, Stdio};
     let mut child = Command::new(mosvm_bin())
         .args(["run", "--"])
         .arg(image("cpu"))
         .args(["--seconds", "30"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Wait for the first progress line so the job is surely running.
-    use std::io::BufRead;
     let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
     assert!(line.starts_with("progress"), "{line}");
+    (child, out)
+}
+
+/// Ctrl-C reaches the job: without a handler it dies of SIGINT (130).
+#[test]
+fn sigint_is_forwarded() {
+    if !require_kvm("sigint") {
+        return;
+    }
+    let (mut child, _out) = spinning_job();
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let started = std::time::Instant::now();
     let status = child.wait().unwrap();
-
     assert_eq!(status.code(), Some(130), "{status:?}");
     assert!(started.elapsed().as_secs() < 10, "the job did not stop promptly");
 }
@@ -288,19 +292,7 @@ fn sigpipe_on_closed_stdout() {
     if !require_kvm("sigpipe") {
         return;
     }
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(mosvm_bin())
-        .args(["run", "--"])
-        .arg(image("cpu"))
-        .args(["--seconds", "30"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    use std::io::BufRead;
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
+    let (mut child, out) = spinning_job();
     drop(out);
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(141), "{status:?}");

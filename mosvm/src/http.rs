@@ -12,6 +12,29 @@ pub struct Request {
     pub body: Vec<u8>,
 }
 
+/// Reads header lines up to the blank one; returns Content-Length if given.
+fn content_length(r: &mut impl BufRead) -> io::Result<Option<usize>> {
+    let mut len = None;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line)? == 0 {
+            return Ok(len);
+        }
+        let l = line.trim_end();
+        if l.is_empty() {
+            return Ok(len);
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                len = Some(
+                    v.trim().parse().map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad Content-Length"))?,
+                );
+            }
+        }
+    }
+}
+
 pub fn read_request(stream: &mut impl Read) -> io::Result<Request> {
     let mut r = BufReader::new(stream);
     let mut line = String::new();
@@ -21,22 +44,7 @@ pub fn read_request(stream: &mut impl Read) -> io::Result<Request> {
         (Some(m), Some(p)) => (m.to_string(), p.to_string()),
         _ => return Err(io::Error::new(io::ErrorKind::InvalidData, "malformed request line")),
     };
-    let mut len = 0usize;
-    loop {
-        line.clear();
-        if r.read_line(&mut line)? == 0 {
-            break;
-        }
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = l.split_once(':') {
-            if k.eq_ignore_ascii_case("content-length") {
-                len = v.trim().parse().map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad Content-Length"))?;
-            }
-        }
-    }
+    let len = content_length(&mut r)?.unwrap_or(0);
     if len > MAX_BODY {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "request body too large"));
     }
@@ -80,22 +88,7 @@ pub fn read_response(stream: &mut impl Read) -> io::Result<(u16, Vec<u8>)> {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("malformed response {line:?}")))?;
-    let mut len = None;
-    loop {
-        line.clear();
-        if r.read_line(&mut line)? == 0 {
-            break;
-        }
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = l.split_once(':') {
-            if k.eq_ignore_ascii_case("content-length") {
-                len = v.trim().parse().ok();
-            }
-        }
-    }
+    let len = content_length(&mut r)?;
     let mut body = Vec::new();
     match len {
         Some(n) => {

@@ -168,7 +168,6 @@ impl Vcpu {
         exit
     }
 
-
     /// General registers as of the last exit.
     pub fn regs(&mut self) -> kvm_regs {
         if self.sync_regs {
