@@ -136,6 +136,12 @@ fn back_and_forth_ten_times() {
     let out = ten_hops("hop-cpu", &cpu, &args, "progress 10%", None);
     assert_eq!(out, native(&cpu, &args, &Opts::default()).stdout);
 
+    // A threaded job: nine threads at the first hop.
+    let threads = image("tests/threads");
+    let args = ["300000000"];
+    let out = ten_hops("hop-threads", &threads, &args, "", None);
+    assert_eq!(out, native(&threads, &args, &Opts::default()).stdout);
+
     let (dn, dv) = (scratch_dir("hop-files-native"), scratch_dir("hop-files-vm"));
     let input: String = (1..=100_000).map(|i| format!("line {i} of the input file\n")).collect();
     std::fs::write(dn.join("in.txt"), &input).unwrap();

@@ -385,3 +385,16 @@ fn busybox_applets() {
     assert_eq!(vm(busybox, &["sort", "-u"], &opts), native(busybox, &["sort", "-u"], &opts));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Threads (musl and glibc): they run one at a time on the job's vCPU,
+/// with the behaviour of real threads.
+#[test]
+fn threads_musl_and_glibc() {
+    for prog in ["tests/threads", "tests/threads-glibc"] {
+        if let Some(r) = same("threads", prog, &[], Opts::default()) {
+            assert_eq!(r.status, 0, "{prog}: {r:?}");
+            assert!(!r.stdout.contains(": 0"), "{prog}: {}", r.stdout);
+            assert!(r.stdout.contains("sum 500500"), "{prog}: {}", r.stdout);
+        }
+    }
+}

@@ -35,6 +35,9 @@ impl Errno {
     /// Kernel-internal: restarted only if no handler runs; with a handler
     /// the job sees EINTR (sleeps, pause, sigsuspend).
     pub const ERESTARTNOHAND: Errno = Errno(514);
+    /// Internal: the running thread was parked (`Job::park`); the vCPU
+    /// loop runs another thread and sets this one's result when it wakes.
+    pub const PARKED: Errno = Errno(100_000);
 
     /// The calling thread's errno after a failed libc call.
     pub fn last() -> Errno {

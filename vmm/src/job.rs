@@ -87,9 +87,35 @@ fn collect_host_signals(signals: &mut Signals) {
         let sig = mask.trailing_zeros() + 1;
         mask &= mask - 1;
         if !signals.is_ignored(sig) {
-            signals.raise(sig, SigInfo { code: SI_USER, ..Default::default() });
+            signals.raise_shared(sig, SigInfo { code: SI_USER, ..Default::default() });
         }
     }
+}
+
+/// Runs `f` with the signals that wake a waiting vCPU thread (forwarded
+/// host signals, the kick) blocked; `f` gets the mask to wait with, which
+/// unblocks them atomically (ppoll), so none slips in between a check and
+/// the wait.
+fn with_wakeups_blocked<T>(f: impl FnOnce(&libc::sigset_t) -> T) -> T {
+    // SAFETY: sigset manipulation on local values.
+    let (mut block, mut old): (libc::sigset_t, libc::sigset_t) = unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+    unsafe {
+        libc::sigemptyset(&mut block);
+        for sig in crate::signal::FORWARDED {
+            libc::sigaddset(&mut block, sig as i32);
+        }
+        libc::sigaddset(&mut block, crate::vcpu::kick_signal());
+        libc::pthread_sigmask(libc::SIG_BLOCK, &block, &mut old);
+    }
+    let r = f(&old);
+    // SAFETY: restores the mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    r
+}
+
+/// A relative timeout of `ns`, or None if it has passed.
+fn timespec_until(ns: i64) -> Option<libc::timespec> {
+    (ns > 0).then_some(libc::timespec { tv_sec: ns / 1_000_000_000, tv_nsec: ns % 1_000_000_000 })
 }
 
 /// See `Job::interrupted`; on the fields so callers can hold other borrows.
@@ -109,6 +135,14 @@ pub struct Job {
     pub timers: Timers,
     pub clock: Clock,
     pub ids: Ids,
+    /// The running thread's id (the main thread's is the pid).
+    pub tid: u32,
+    /// What the running thread waits for, with the user context it resumes
+    /// at (set by a system call that parks it).
+    pub wait: Option<(crate::thread::Wait, u64)>,
+    pub wait_ctx: Option<kvm_bindings::kvm_regs>,
+    /// The other threads.
+    pub threads: crate::thread::Threads,
     pub features: CpuFeatures,
     pub rlimits: [(u64, u64); RLIM_NLIMITS],
     pub image_end: u64,
@@ -135,6 +169,8 @@ pub struct Job {
     /// Set when another thread asked the vCPU to stop (migration, kill).
     pub kick: Arc<AtomicBool>,
     pub unknown_reported: std::collections::BTreeSet<u64>,
+    /// The system call being served (for parking and restarts).
+    pub cur_nr: u64,
     /// CPU time to continue from once the vCPU thread runs (after a restore).
     pub pending_cputime: Option<i64>,
 }
@@ -154,41 +190,42 @@ impl Job {
     /// Sleeps until the job's monotonic clock reaches `deadline` (None:
     /// forever). Err(ERESTARTSYS) if interrupted first.
     pub fn sleep_until(&mut self, deadline: Option<i64>) -> Result<(), Errno> {
-        // Block the signals that can interrupt us, check, then wait with
-        // them unblocked atomically (ppoll's mask), so none slips in
-        // between the check and the wait.
-        // SAFETY: sigset manipulation on local values.
-        let (mut block, mut old): (libc::sigset_t, libc::sigset_t) =
-            unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
-        unsafe {
-            libc::sigemptyset(&mut block);
-            for sig in crate::signal::FORWARDED {
-                libc::sigaddset(&mut block, sig as i32);
-            }
-            libc::sigaddset(&mut block, crate::vcpu::kick_signal());
-            libc::pthread_sigmask(libc::SIG_BLOCK, &block, &mut old);
-        }
-        let result = loop {
+        with_wakeups_blocked(|unblocked| loop {
             if self.interrupted() {
-                break Err(Errno::ERESTARTSYS);
+                return Err(Errno::ERESTARTSYS);
             }
             let ts = match deadline {
-                Some(d) => {
-                    let left = d - self.clock.monotonic();
-                    if left <= 0 {
-                        break Ok(());
-                    }
-                    Some(libc::timespec { tv_sec: left / 1_000_000_000, tv_nsec: left % 1_000_000_000 })
-                }
+                Some(d) => match timespec_until(d - self.clock.monotonic()) {
+                    Some(ts) => Some(ts),
+                    None => return Ok(()),
+                },
                 None => None,
             };
             let tp = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
-            // SAFETY: no descriptors; tp is NULL or a valid timespec; old is a valid mask.
-            unsafe { libc::ppoll(std::ptr::null_mut(), 0, tp, &old) };
-        };
-        // SAFETY: restores the mask saved above.
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
-        result
+            // SAFETY: no descriptors; tp is NULL or a valid timespec; the mask is valid.
+            unsafe { libc::ppoll(std::ptr::null_mut(), 0, tp, unblocked) };
+        })
+    }
+
+    /// Waits until `deadline` (the job's monotonic clock), one of `fds` is
+    /// ready, a host signal arrives or the vCPU is kicked, whichever is
+    /// first. The caller finds out which.
+    pub fn wait_for(&mut self, deadline: Option<i64>, fds: &mut [libc::pollfd]) {
+        with_wakeups_blocked(|unblocked| {
+            if crate::signal::host_signals_pending() || self.kick.load(Ordering::SeqCst) {
+                return;
+            }
+            let ts = match deadline {
+                Some(d) => match timespec_until(d - self.clock.monotonic()) {
+                    Some(ts) => Some(ts),
+                    None => return,
+                },
+                None => None,
+            };
+            let tp = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+            // SAFETY: fds holds fds.len() records; tp is NULL or valid; the mask is valid.
+            unsafe { libc::ppoll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, tp, unblocked) };
+        })
     }
 
     /// Bytes of guest RAM the host has backed (touched by the job).
@@ -221,6 +258,8 @@ impl Job {
                 pending: s.pending,
                 info: s.info.to_vec(),
                 altstack: s.altstack,
+                shared: s.shared,
+                shared_info: s.shared_info.to_vec(),
             },
             timers: TimerState {
                 real: self.timers.real,
@@ -234,6 +273,10 @@ impl Job {
                 realtime: realtime_ns(),
             },
             ids: self.ids.clone(),
+            tid: self.tid,
+            wait: self.wait,
+            wait_ctx: self.wait_ctx,
+            threads: self.threads.clone(),
             features: self.features,
             rlimits: self.rlimits,
             image_end: self.image_end,
@@ -276,8 +319,12 @@ impl Job {
         for (i, a) in state.signals.info.iter().enumerate().take(signals.info.len()) {
             signals.info[i] = *a;
         }
+        for (i, a) in state.signals.shared_info.iter().enumerate().take(signals.shared_info.len()) {
+            signals.shared_info[i] = *a;
+        }
         signals.blocked = state.signals.blocked;
         signals.pending = state.signals.pending;
+        signals.shared = state.signals.shared;
         signals.altstack = state.signals.altstack;
         let mut timers = Timers::default();
         timers.real = state.timers.real;
@@ -292,6 +339,10 @@ impl Job {
             timers,
             clock,
             ids: state.ids,
+            tid: state.tid,
+            wait: state.wait,
+            wait_ctx: state.wait_ctx,
+            threads: state.threads,
             features: state.features,
             rlimits: state.rlimits,
             image_end: state.image_end,
@@ -310,6 +361,7 @@ impl Job {
             current_rsp: 0,
             kick,
             unknown_reported: state.unknown_reported.into_iter().collect(),
+            cur_nr: 0,
             pending_cputime: Some(state.clock.cputime),
         })
     }
@@ -322,5 +374,107 @@ impl Job {
             self.clock.cputime_offset = cpu - self.clock.cputime();
         }
         self.timers.rearm(self.clock.monotonic_offset);
+    }
+}
+
+// ---- threads ----
+
+impl Job {
+    /// Moves the running thread's own state out (to park it).
+    pub fn take_thread(&mut self) -> crate::thread::ThreadState {
+        use std::mem::take;
+        crate::thread::ThreadState {
+            tid: self.tid,
+            blocked: self.signals.blocked,
+            pending: take(&mut self.signals.pending),
+            info: std::mem::replace(&mut self.signals.info, [SigInfo::default(); crate::signal::NSIG + 1]).to_vec(),
+            altstack: self.signals.altstack,
+            clear_child_tid: take(&mut self.tid_address),
+            robust_list: take(&mut self.robust_list),
+            restart_nr: self.restart_nr.take(),
+            restart_deadline: self.restart_deadline.take(),
+            saved_mask: self.saved_mask.take(),
+            wait: self.wait.take(),
+        }
+    }
+
+    /// Makes `t` the running thread's own state.
+    pub fn put_thread(&mut self, t: crate::thread::ThreadState) {
+        self.tid = t.tid;
+        self.signals.blocked = t.blocked;
+        self.signals.pending = t.pending;
+        for (i, info) in t.info.into_iter().enumerate().take(self.signals.info.len()) {
+            self.signals.info[i] = info;
+        }
+        self.signals.altstack = t.altstack;
+        self.tid_address = t.clear_child_tid;
+        self.robust_list = t.robust_list;
+        self.restart_nr = t.restart_nr;
+        self.restart_deadline = t.restart_deadline;
+        self.saved_mask = t.saved_mask;
+        self.wait = t.wait;
+    }
+
+    /// Is there another thread to run while this one waits?
+    pub fn has_threads(&self) -> bool {
+        !self.threads.parked.is_empty()
+    }
+
+    /// Parks the running thread in the current system call until `wait`
+    /// ends (see `thread::Wait`); returns the marker the system-call layer
+    /// passes up.
+    pub fn park(&mut self, wait: crate::thread::Wait) -> Errno {
+        self.wait = Some((wait, self.cur_nr));
+        Errno::PARKED
+    }
+
+    /// With other threads to run: parks the running thread if `fd` is not
+    /// ready for `events` (a read or write would block).
+    pub fn park_unless_ready(&mut self, fd: i32, events: i16) -> Result<(), Errno> {
+        if !self.has_threads() {
+            return Ok(());
+        }
+        let host_fd = self.site.host_fd(fd)?;
+        let mut p = libc::pollfd { fd: host_fd, events, revents: 0 };
+        // SAFETY: one record.
+        if unsafe { libc::poll(&mut p, 1, 0) } == 0 {
+            return Err(self.park(crate::thread::Wait::Fd { host_fd, events }));
+        }
+        Ok(())
+    }
+
+    /// Wakes threads waiting on futex `addr` (up to `n`, matching `bitset`).
+    pub fn futex_wake(&mut self, addr: u64, n: u32, bitset: u32) -> u32 {
+        let mut woken = 0;
+        for p in self.threads.parked.iter_mut() {
+            if woken >= n {
+                break;
+            }
+            if let Some((crate::thread::Wait::Futex { addr: a, bitset: b, .. }, _)) = p.state.wait {
+                if a == addr && b & bitset != 0 {
+                    p.state.wait = None;
+                    p.regs.rax = 0;
+                    woken += 1;
+                }
+            }
+        }
+        woken
+    }
+
+    /// Moves up to `n` futex waiters from `from` to `to`.
+    pub fn futex_requeue(&mut self, from: u64, to: u64, n: u32) -> u32 {
+        let mut moved = 0;
+        for p in self.threads.parked.iter_mut() {
+            if moved >= n {
+                break;
+            }
+            if let Some((crate::thread::Wait::Futex { addr, .. }, _)) = &mut p.state.wait {
+                if *addr == from {
+                    *addr = to;
+                    moved += 1;
+                }
+            }
+        }
+        moved
     }
 }

@@ -22,6 +22,7 @@ pub mod site;
 pub mod stack;
 pub mod state;
 pub mod sys;
+pub mod thread;
 pub mod timers;
 pub mod vcpu;
 pub mod vm;

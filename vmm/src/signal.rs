@@ -192,11 +192,18 @@ pub struct AltStack {
 
 #[derive(Clone, Debug)]
 pub struct Signals {
+    /// Dispositions: shared by all threads.
     pub actions: [SigAction; NSIG + 1],
+    /// The running thread's mask, pending set and alternate stack (the
+    /// others' are in their `ThreadState`).
     pub blocked: u64,
     pub pending: u64,
     pub info: [SigInfo; NSIG + 1],
     pub altstack: AltStack,
+    /// Signals sent to the process (kill, the terminal, timers): taken by
+    /// whichever thread does not block them.
+    pub shared: u64,
+    pub shared_info: [SigInfo; NSIG + 1],
 }
 
 impl Default for Signals {
@@ -207,17 +214,38 @@ impl Default for Signals {
             pending: 0,
             info: [SigInfo::default(); NSIG + 1],
             altstack: AltStack { flags: SS_DISABLE, ..Default::default() },
+            shared: 0,
+            shared_info: [SigInfo::default(); NSIG + 1],
         }
     }
 }
 
+/// The lowest of `ready` (synchronous signals first, as Linux).
+fn pick(ready: u64) -> Option<u32> {
+    if ready == 0 {
+        return None;
+    }
+    const SYNC: u64 = bit(SIGSEGV) | bit(SIGBUS) | bit(SIGILL) | bit(SIGTRAP) | bit(SIGFPE) | bit(SIGSYS);
+    let pick = if ready & SYNC != 0 { ready & SYNC } else { ready };
+    Some(pick.trailing_zeros() + 1)
+}
+
 impl Signals {
-    /// Marks `sig` pending (a second instance of a standard signal merges).
+    /// Marks `sig` pending for the running thread (a second instance of a
+    /// standard signal merges).
     pub fn raise(&mut self, sig: u32, info: SigInfo) {
         if self.pending & bit(sig) == 0 {
             self.info[sig as usize] = info;
         }
         self.pending |= bit(sig);
+    }
+
+    /// Marks `sig` pending for the process.
+    pub fn raise_shared(&mut self, sig: u32, info: SigInfo) {
+        if self.shared & bit(sig) == 0 {
+            self.shared_info[sig as usize] = info;
+        }
+        self.shared |= bit(sig);
     }
 
     /// Is the signal discarded right away (ignored, explicitly or by default)?
@@ -229,25 +257,31 @@ impl Signals {
         }
     }
 
-    /// The lowest pending, unblocked signal (synchronous ones first, as Linux).
+    /// Signals a thread with this mask and pending set could take now.
+    pub fn ready_for(&self, blocked: u64, pending: u64) -> u64 {
+        (pending | self.shared) & !(blocked & !UNBLOCKABLE)
+    }
+
+    /// The next signal for the running thread: its own first, then the process's.
     pub fn next_deliverable(&self) -> Option<u32> {
-        let ready = self.pending & !(self.blocked & !UNBLOCKABLE);
-        if ready == 0 {
-            return None;
-        }
-        const SYNC: u64 = bit(SIGSEGV) | bit(SIGBUS) | bit(SIGILL) | bit(SIGTRAP) | bit(SIGFPE) | bit(SIGSYS);
-        let pick = if ready & SYNC != 0 { ready & SYNC } else { ready };
-        Some(pick.trailing_zeros() + 1)
+        let unblocked = !(self.blocked & !UNBLOCKABLE);
+        pick(self.pending & unblocked).or_else(|| pick(self.shared & unblocked))
     }
 
     pub fn take(&mut self, sig: u32) -> SigInfo {
-        self.pending &= !bit(sig);
-        std::mem::take(&mut self.info[sig as usize])
+        if self.pending & bit(sig) != 0 {
+            self.pending &= !bit(sig);
+            std::mem::take(&mut self.info[sig as usize])
+        } else {
+            self.shared &= !bit(sig);
+            std::mem::take(&mut self.shared_info[sig as usize])
+        }
     }
 
-    /// Would a pending signal interrupt a blocking call now?
-    pub fn interrupts(&self) -> bool {
-        let mut ready = self.pending & !(self.blocked & !UNBLOCKABLE);
+    /// Would a signal cut short a wait of a thread with this mask and
+    /// pending set?
+    pub fn interrupts_thread(&self, blocked: u64, pending: u64) -> bool {
+        let mut ready = self.ready_for(blocked, pending);
         while ready != 0 {
             let sig = ready.trailing_zeros() + 1;
             if !self.is_ignored(sig) {
@@ -258,15 +292,23 @@ impl Signals {
         false
     }
 
+    /// Would a pending signal interrupt a blocking call of the running thread?
+    pub fn interrupts(&self) -> bool {
+        self.interrupts_thread(self.blocked, self.pending)
+    }
+
     /// Drops pending signals that are ignored (Linux discards them on arrival).
     pub fn discard_ignored(&mut self) {
-        let mut p = self.pending;
-        while p != 0 {
-            let sig = p.trailing_zeros() + 1;
-            if self.is_ignored(sig) {
-                self.pending &= !bit(sig);
+        for set in [self.pending, self.shared] {
+            let mut p = set;
+            while p != 0 {
+                let sig = p.trailing_zeros() + 1;
+                if self.is_ignored(sig) {
+                    self.pending &= !bit(sig);
+                    self.shared &= !bit(sig);
+                }
+                p &= p - 1;
             }
-            p &= p - 1;
         }
     }
 }
@@ -298,6 +340,11 @@ pub fn forward_host_signals() {
             libc::sigaction(sig as i32, &sa, std::ptr::null_mut());
         }
     }
+}
+
+/// Have host signals arrived since the last `take_host_signals`?
+pub fn host_signals_pending() -> bool {
+    HOST_PENDING.load(Ordering::SeqCst) != 0
 }
 
 /// Takes the host signals that arrived since the last call.
@@ -445,6 +492,20 @@ mod tests {
         t.discard_ignored();
         assert_eq!(t.pending, 0);
         assert_eq!(default_action(SIGABRT), DefaultAction::Core);
+        // Process-wide signals go to a thread that does not block them,
+        // after that thread's own.
+        let mut p = Signals::default();
+        p.raise_shared(SIGTERM, SigInfo::default());
+        p.raise(SIGUSR2, SigInfo::default());
+        assert_eq!(p.next_deliverable(), Some(SIGUSR2));
+        p.take(SIGUSR2);
+        p.blocked = bit(SIGTERM);
+        assert_eq!(p.next_deliverable(), None);
+        assert!(p.interrupts_thread(0, 0), "another thread could take it");
+        p.blocked = 0;
+        assert_eq!(p.next_deliverable(), Some(SIGTERM));
+        p.take(SIGTERM);
+        assert_eq!(p.shared, 0);
         assert_eq!(name(SIGSEGV), "SIGSEGV");
     }
 }

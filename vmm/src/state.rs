@@ -17,7 +17,7 @@ use crate::sys::process::RLIM_NLIMITS;
 use crate::timers::{PosixTimer, Timer};
 
 /// Version of the state layout; a reader refuses any other.
-pub const STATE_VERSION: u32 = 1;
+pub const STATE_VERSION: u32 = 2;
 
 #[derive(Clone, Serialize, Deserialize)]
 pub struct VcpuState {
@@ -42,6 +42,8 @@ pub struct SignalState {
     pub pending: u64,
     pub info: Vec<SigInfo>,
     pub altstack: AltStack,
+    pub shared: u64,
+    pub shared_info: Vec<SigInfo>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -70,6 +72,11 @@ pub struct JobState {
     pub timers: TimerState,
     pub clock: ClockState,
     pub ids: Ids,
+    /// The running thread, what it waits for, and the other threads.
+    pub tid: u32,
+    pub wait: Option<(crate::thread::Wait, u64)>,
+    pub wait_ctx: Option<kvm_regs>,
+    pub threads: crate::thread::Threads,
     pub features: CpuFeatures,
     pub rlimits: [(u64, u64); RLIM_NLIMITS],
     pub image_end: u64,

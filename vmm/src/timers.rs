@@ -113,6 +113,9 @@ pub struct Timers {
     pub posix: Vec<Option<PosixTimer>>,
     /// The earliest deadline of a signalling timer (kept by `rearm`).
     pub next: Option<i64>,
+    /// When the running thread's slice ends, if others wait to run: the
+    /// host timer kicks the vCPU then, without a signal.
+    pub preempt: Option<i64>,
     host: Option<HostTimer>,
 }
 
@@ -125,14 +128,17 @@ impl std::fmt::Debug for Timers {
 impl Timers {
     fn earliest(&self) -> Option<i64> {
         let posix = self.posix.iter().flatten().filter(|t| t.signal != 0).filter_map(|t| t.timer.deadline);
-        std::iter::once(self.real.deadline).flatten().chain(posix).min()
+        [self.real.deadline, self.preempt].into_iter().flatten().chain(posix).min()
     }
 
     /// Raises the signals of timers due at `now`, re-aims the host timer.
     /// `offset` converts job monotonic time to host monotonic time.
     pub fn expire(&mut self, now: i64, offset: i64, signals: &mut Signals) {
+        if self.preempt.is_some_and(|p| p <= now) {
+            self.preempt = None;
+        }
         if self.real.fire(now) > 0 {
-            signals.raise(SIGALRM, SigInfo { code: crate::signal::SI_KERNEL, ..Default::default() });
+            signals.raise_shared(SIGALRM, SigInfo { code: crate::signal::SI_KERNEL, ..Default::default() });
         }
         for (id, slot) in self.posix.iter_mut().enumerate() {
             if let Some(t) = slot {
@@ -140,7 +146,7 @@ impl Timers {
                 if n > 0 && t.signal != 0 {
                     // A still-pending signal of this timer counts as an overrun.
                     t.overrun = n - 1;
-                    signals.raise(
+                    signals.raise_shared(
                         t.signal,
                         SigInfo { code: SI_TIMER, addr: id as u64, value: t.value, ..Default::default() },
                     );
@@ -218,10 +224,12 @@ mod tests {
         let id = timers.create(libc::CLOCK_MONOTONIC, 10, 77).unwrap();
         timers.get(id as u64).unwrap().timer = Timer { deadline: Some(60), interval: 0 };
         timers.expire(55, 0, &mut sigs);
-        assert_eq!(sigs.pending, crate::signal::bit(SIGALRM));
+        // Timer signals go to the process, not one thread.
+        assert_eq!(sigs.shared, crate::signal::bit(SIGALRM));
+        assert_eq!(sigs.pending, 0);
         timers.expire(61, 0, &mut sigs);
-        assert_ne!(sigs.pending & crate::signal::bit(10), 0);
-        assert_eq!(sigs.info[10].value, 77);
+        assert_ne!(sigs.shared & crate::signal::bit(10), 0);
+        assert_eq!(sigs.shared_info[10].value, 77);
         assert_eq!(timers.next, None);
     }
 }

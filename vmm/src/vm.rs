@@ -19,6 +19,7 @@ use crate::clock::Clock;
 use crate::control::{Command, Control, ControlRx, Verdict};
 use crate::cpu::{self, CpuFeatures};
 use crate::elf::{ElfError, Program};
+use crate::errno::Errno;
 use crate::job::{Ids, Job, JobExit, JobStats, Log, RestoreEnv};
 use crate::layout::*;
 use crate::memory::{GuestRam, MemoryError};
@@ -30,6 +31,47 @@ use crate::stack::{self, AuxInfo, StackError};
 use crate::state::{VmState, STATE_VERSION};
 use crate::sys::Flow;
 use crate::vcpu::{Exit, Vcpu};
+
+/// The running thread, as the vCPU loop hands it back to user mode.
+enum Cur {
+    /// Returns to user mode with these registers.
+    Runs(kvm_regs),
+    /// Waits (`Job::wait`); its context is in `Job::wait_ctx`.
+    Waits,
+    /// Exited; another thread takes the vCPU.
+    Gone,
+    /// Exited, and it was the last: the job ends with this status.
+    Last(i32),
+    /// Another thread was just loaded (see `continue_with`).
+    Switched,
+}
+
+/// How a wait ended.
+#[derive(Clone, Copy)]
+enum Woken {
+    Deadline,
+    Ready,
+    Signal,
+}
+
+/// The system call's result for a thread whose wait ended, and whether it
+/// is to be restarted (the restart logic of signal delivery takes it then).
+fn woken_result(w: crate::thread::Wait, how: Woken) -> (u64, bool) {
+    use crate::thread::Wait;
+    let neg = |e: Errno| (-(e.0 as i64)) as u64;
+    match (w, how) {
+        (Wait::Futex { .. }, Woken::Signal) => (neg(Errno::EINTR), false),
+        (Wait::Futex { .. }, _) => (neg(Errno::ETIMEDOUT), false),
+        (Wait::Sleep { .. }, Woken::Signal) => (neg(Errno::ERESTARTNOHAND), true),
+        (Wait::Sleep { .. }, _) => (0, false),
+        (Wait::Fd { .. } | Wait::Retry { .. }, _) => (neg(Errno::ERESTARTSYS), true),
+    }
+}
+
+/// After `load_next`: the loaded thread runs, or waits.
+fn continue_with(cur: &mut Cur, job: &mut Job) {
+    *cur = if job.wait.is_some() { Cur::Waits } else { Cur::Runs(job.wait_ctx.take().expect("a loaded thread")) };
+}
 
 /// The rip at a system-call exit: just past the entry's `out`.
 const SYSCALL_EXIT_RIP: u64 = RING0_CODE_ADDR + agent::IRET as u64;
@@ -252,6 +294,10 @@ impl Vm {
             signals: Signals::default(),
             timers: Default::default(),
             clock: Clock::default(),
+            tid: ids.pid,
+            wait: None,
+            wait_ctx: None,
+            threads: crate::thread::Threads { next_tid: ids.pid + 1, ..Default::default() },
             ids,
             features,
             rlimits: crate::sys::process::initial_rlimits(mem_size, STACK_LIMIT.min(mem_size / 4)),
@@ -271,6 +317,7 @@ impl Vm {
             current_rsp: sp,
             kick: vcpu.kick_flag(),
             unknown_reported: Default::default(),
+            cur_nr: 0,
             pending_cputime: None,
         };
 
@@ -407,6 +454,7 @@ impl Vm {
     pub fn run(&mut self) -> Result<Outcome, VmError> {
         self.control.set_kicker(self.vcpu.bind());
         self.job.attach_to_vcpu_thread();
+        self.job.threads.slice_start = self.job.clock.monotonic();
         let mut first = true;
         loop {
             if first || self.vcpu.kick_pending() {
@@ -415,10 +463,18 @@ impl Vm {
                 if let Some(outcome) = self.serve_control()? {
                     return Ok(outcome);
                 }
+                // A thread that waits (here, or since a restore) runs only
+                // once something wakes it.
+                if self.job.wait.is_some() {
+                    if let Some(o) = self.return_to_user(Cur::Waits)? {
+                        return Ok(o);
+                    }
+                    continue;
+                }
             }
             let exit = self.vcpu.run();
             self.job.stats.exits += 1;
-            match exit {
+            let next = match exit {
                 Exit::IoOut { port: SYSCALL_PORT } => {
                     let regs = self.vcpu.regs();
                     if regs.rip != SYSCALL_EXIT_RIP {
@@ -428,38 +484,32 @@ impl Vm {
                     user.rip = regs.rcx;
                     user.rflags = regs.r11;
                     self.job.current_rsp = user.rsp;
-                    if let Flow::Exit(e) = self.job.syscall(&mut self.vcpu, &mut user) {
-                        return Ok(Outcome::Exited(e));
-                    }
-                    if let Err(e) = self.job.deliver_signals(&mut self.vcpu, &mut user) {
-                        return Ok(Outcome::Exited(e));
-                    }
-                    self.resume_user(&user)?;
-                }
-                Exit::IoOut { port: FAULT_PORT } => {
-                    if let Some(e) = self.handle_fault()? {
-                        return Ok(Outcome::Exited(e));
+                    match self.job.syscall(&mut self.vcpu, &mut user) {
+                        Flow::Exit(e) => return Ok(Outcome::Exited(e)),
+                        Flow::ThreadExit(status) => self.thread_exit(status),
+                        Flow::Continue if self.job.wait.is_some() => Cur::Waits,
+                        Flow::Continue => Cur::Runs(user),
                     }
                 }
-                Exit::IoOut { port: BENCH_PORT } if self.allow_user_io => self.bench_exits += 1,
+                Exit::IoOut { port: FAULT_PORT } => match self.handle_fault()? {
+                    Ok(user) => Cur::Runs(user),
+                    Err(e) => return Ok(Outcome::Exited(e)),
+                },
+                Exit::IoOut { port: BENCH_PORT } if self.allow_user_io => {
+                    self.bench_exits += 1;
+                    continue;
+                }
                 Exit::Interrupted => {
                     let regs = self.vcpu.regs_now();
-                    let user = if regs.rip == IRET_RIP {
+                    if regs.rip == IRET_RIP {
                         // About to return to the job: its context is the frame.
-                        self.user_from_iret_frame(&regs)?
+                        Cur::Runs(self.user_from_iret_frame(&regs)?)
                     } else if (RING0_CODE_ADDR..RING0_CODE_ADDR + PAGE_SIZE).contains(&regs.rip) {
-                        // On the way to an exit; signals go out at that exit.
+                        // On the way to an exit; signals and switches happen there.
                         continue;
                     } else {
-                        regs
-                    };
-                    let mut next = user;
-                    self.job.current_rsp = next.rsp;
-                    if let Err(e) = self.job.deliver_signals(&mut self.vcpu, &mut next) {
-                        return Ok(Outcome::Exited(e));
-                    }
-                    if next != user {
-                        self.resume_user(&next)?;
+                        self.job.current_rsp = regs.rsp;
+                        Cur::Runs(regs)
                     }
                 }
                 Exit::Shutdown => {
@@ -470,13 +520,208 @@ impl Vm {
                     let regs = self.vcpu.regs_now();
                     return Err(VmError::Machine(format!("unexpected exit {other:?} at rip {:#x}", regs.rip)));
                 }
+            };
+            if let Some(outcome) = self.return_to_user(next)? {
+                return Ok(outcome);
             }
         }
     }
 
+    /// The running thread called exit(2).
+    fn thread_exit(&mut self, status: i32) -> Cur {
+        if !self.job.has_threads() {
+            return Cur::Last(status);
+        }
+        // pthread_join waits for this word to become 0.
+        let addr = self.job.tid_address;
+        if addr != 0 && self.job.ram.write_user_u32(addr, 0).is_ok() {
+            self.job.futex_wake(addr, 1, u32::MAX);
+        }
+        Cur::Gone
+    }
+
+    /// Back to user mode: wakes threads whose wait ended, picks the thread
+    /// to run (switching when the running one waits, exited, yielded or
+    /// used up its slice), delivers its signals and sets up the vCPU.
+    /// Returns the job's end, if it ended. Returns early, with the running
+    /// thread still waiting, when the vCPU is kicked while every thread waits.
+    fn return_to_user(&mut self, mut cur: Cur) -> Result<Option<Outcome>, VmError> {
+        loop {
+            if self.job.has_threads() || matches!(cur, Cur::Waits) {
+                self.wake_threads();
+            }
+            cur = match cur {
+                Cur::Last(status) => return Ok(Some(Outcome::Exited(JobExit::Exited(status)))),
+                Cur::Runs(mut user) => {
+                    let now = self.job.clock.monotonic();
+                    let turn_over = std::mem::take(&mut self.job.threads.yield_now)
+                        || now - self.job.threads.slice_start >= crate::thread::SLICE_NS;
+                    if turn_over && self.job.threads.runnable() > 0 {
+                        self.park_running(user);
+                        self.load_next();
+                        continue_with(&mut cur, &mut self.job);
+                        continue;
+                    }
+                    if let Err(e) = self.job.deliver_signals(&mut self.vcpu, &mut user) {
+                        return Ok(Some(Outcome::Exited(e)));
+                    }
+                    self.resume_user(&user)?;
+                    // Others waiting to run: come back when this slice ends.
+                    let preempt = (self.job.threads.runnable() > 0)
+                        .then_some(self.job.threads.slice_start + crate::thread::SLICE_NS);
+                    if self.job.timers.preempt != preempt {
+                        self.job.timers.preempt = preempt;
+                        self.job.timers.rearm(self.job.clock.monotonic_offset);
+                    }
+                    return Ok(None);
+                }
+                Cur::Waits => {
+                    if self.job.wait.is_none() {
+                        // Its wait ended (wake_threads set the result).
+                        Cur::Runs(self.job.wait_ctx.take().expect("a waiting thread has a context"))
+                    } else if self.job.threads.runnable() > 0 {
+                        let ctx = self.job.wait_ctx.take().expect("a waiting thread has a context");
+                        self.park_running(ctx);
+                        self.load_next();
+                        Cur::Switched
+                    } else {
+                        if self.idle() {
+                            // Kicked: serve it; the thread still waits.
+                            return Ok(None);
+                        }
+                        Cur::Waits
+                    }
+                }
+                Cur::Gone => {
+                    self.load_next();
+                    Cur::Switched
+                }
+                Cur::Switched => unreachable!(),
+            };
+            if matches!(cur, Cur::Switched) {
+                continue_with(&mut cur, &mut self.job);
+            }
+        }
+    }
+
+    /// Parks the running thread with `ctx` as its user context.
+    fn park_running(&mut self, ctx: kvm_regs) {
+        let state = self.job.take_thread();
+        let parked = crate::thread::Parked {
+            state,
+            regs: ctx,
+            fs_base: self.vcpu.get_msr(cpu::MSR_FS_BASE),
+            gs_base: self.vcpu.get_msr(cpu::MSR_GS_BASE),
+            fpu: self.vcpu.xsave_bytes(),
+        };
+        self.job.threads.parked.push_back(parked);
+    }
+
+    /// Makes the next thread (the first runnable one, else the first) the
+    /// running one; its context goes to `wait_ctx` (see `continue_with`).
+    fn load_next(&mut self) {
+        let t = &mut self.job.threads;
+        let i = t.parked.iter().position(|p| p.state.wait.is_none()).unwrap_or(0);
+        let p = t.parked.remove(i).expect("a thread to load");
+        t.slice_start = self.job.clock.monotonic();
+        self.vcpu.set_msr(cpu::MSR_FS_BASE, p.fs_base);
+        self.vcpu.set_msr(cpu::MSR_GS_BASE, p.gs_base);
+        let _ = self.vcpu.set_xsave_bytes(&p.fpu);
+        self.job.put_thread(p.state);
+        self.job.wait_ctx = Some(p.regs);
+    }
+
+    /// Ends waits that are over: deadlines passed, descriptors ready,
+    /// signals a waiting thread would take.
+    fn wake_threads(&mut self) {
+        let job = &mut self.job;
+        job.collect_host_signals();
+        if job.timers.due(|| job.clock.monotonic()) {
+            job.timers.expire(job.clock.monotonic(), job.clock.monotonic_offset, &mut job.signals);
+        }
+        let now = job.clock.monotonic();
+        // Descriptors threads wait on, polled without blocking.
+        let mut fds: Vec<libc::pollfd> = Vec::new();
+        let waits = job.wait.iter().chain(job.threads.parked.iter().filter_map(|p| p.state.wait.as_ref()));
+        for (w, _) in waits {
+            if let crate::thread::Wait::Fd { host_fd, events } = *w {
+                fds.push(libc::pollfd { fd: host_fd, events, revents: 0 });
+            }
+        }
+        if !fds.is_empty() {
+            // SAFETY: fds holds fds.len() records.
+            unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 0) };
+        }
+        let ready = |fd: i32| fds.iter().any(|p| p.fd == fd && p.revents != 0);
+        let signals = &job.signals;
+        let cause = |w: &crate::thread::Wait, blocked: u64, pending: u64| -> Option<Woken> {
+            if signals.interrupts_thread(blocked, pending) {
+                return Some(Woken::Signal);
+            }
+            match *w {
+                crate::thread::Wait::Futex { deadline, .. } | crate::thread::Wait::Sleep { deadline } => {
+                    deadline.filter(|&d| d <= now).map(|_| Woken::Deadline)
+                }
+                crate::thread::Wait::Fd { host_fd, .. } => ready(host_fd).then_some(Woken::Ready),
+                crate::thread::Wait::Retry { at } => (at <= now).then_some(Woken::Deadline),
+            }
+        };
+        let mut ends = Vec::new();
+        for (i, p) in job.threads.parked.iter().enumerate() {
+            if let Some((w, _)) = &p.state.wait {
+                if let Some(c) = cause(w, p.state.blocked, p.state.pending) {
+                    ends.push((i, c));
+                }
+            }
+        }
+        let current = job.wait.as_ref().and_then(|(w, _)| cause(w, job.signals.blocked, job.signals.pending));
+        for (i, c) in ends {
+            let p = &mut job.threads.parked[i];
+            let (w, nr) = p.state.wait.take().unwrap();
+            let (rax, restart) = woken_result(w, c);
+            p.regs.rax = rax;
+            if restart {
+                p.state.restart_nr = Some(nr);
+            }
+        }
+        if let Some(c) = current {
+            let (w, nr) = job.wait.take().unwrap();
+            let (rax, restart) = woken_result(w, c);
+            if let Some(ctx) = job.wait_ctx.as_mut() {
+                ctx.rax = rax;
+            }
+            if restart {
+                job.restart_nr = Some(nr);
+            }
+        }
+    }
+
+    /// Every thread waits: sleeps until the earliest deadline, a descriptor
+    /// a thread waits on, a signal or a kick. Returns true if kicked.
+    fn idle(&mut self) -> bool {
+        let job = &mut self.job;
+        let mut deadline = job.timers.next;
+        let mut fds: Vec<libc::pollfd> = Vec::new();
+        let waits = job.wait.iter().chain(job.threads.parked.iter().filter_map(|p| p.state.wait.as_ref()));
+        for (w, _) in waits {
+            match *w {
+                crate::thread::Wait::Futex { deadline: Some(d), .. }
+                | crate::thread::Wait::Sleep { deadline: Some(d) } => {
+                    deadline = Some(deadline.map_or(d, |x: i64| x.min(d)));
+                }
+                crate::thread::Wait::Fd { host_fd, events } => {
+                    fds.push(libc::pollfd { fd: host_fd, events, revents: 0 })
+                }
+                crate::thread::Wait::Retry { at } => deadline = Some(deadline.map_or(at, |x: i64| x.min(at))),
+                _ => {}
+            }
+        }
+        job.wait_for(deadline, &mut fds);
+        self.vcpu.kick_pending()
+    }
     /// An exception stub exited: turn the fault into the signal Linux would
     /// send. Returns the job's end if the signal kills it.
-    fn handle_fault(&mut self) -> Result<Option<JobExit>, VmError> {
+    fn handle_fault(&mut self) -> Result<Result<kvm_regs, JobExit>, VmError> {
         let regs = self.vcpu.regs();
         let ram = &self.job.ram;
         let sp = regs.rsp;
@@ -508,12 +753,9 @@ impl Vm {
                         signal::name(sig)
                     ));
                 }
-                Ok(Some(exit))
+                Ok(Err(exit))
             }
-            Ok(()) => {
-                self.resume_user(&user)?;
-                Ok(None)
-            }
+            Ok(()) => Ok(Ok(user)),
         }
     }
 }

@@ -67,6 +67,7 @@ impl Job {
 
     pub(super) fn sys_read(&mut self, fd: i32, addr: u64, len: u64, offset: i64) -> SysResult {
         let len = len.min(MAX_RW_COUNT);
+        self.park_unless_ready(fd, libc::POLLIN)?;
         loop {
             let mut buf = self.ram.user_mut(addr, len)?;
             let r = if offset < 0 { self.site.read(fd, &mut buf) } else { self.site.pread(fd, &mut buf, offset) };
@@ -79,6 +80,7 @@ impl Job {
 
     pub(super) fn sys_write(&mut self, fd: i32, addr: u64, len: u64, offset: i64) -> SysResult {
         let len = len.min(MAX_RW_COUNT);
+        self.park_unless_ready(fd, libc::POLLOUT)?;
         loop {
             let buf = self.ram.user(addr, len)?;
             let r = if offset < 0 { self.site.write(fd, buf) } else { self.site.pwrite(fd, buf, offset) };
@@ -112,6 +114,7 @@ impl Job {
 
     pub(super) fn sys_readv(&mut self, fd: i32, iov: u64, count: u64, offset: i64) -> SysResult {
         let vecs = self.iovecs(iov, count)?;
+        self.park_unless_ready(fd, libc::POLLIN)?;
         loop {
             let mut guards = vecs.iter().map(|&(b, l)| self.ram.user_mut(b, l)).collect::<Result<Vec<_>, _>>()?;
             let mut slices: Vec<IoSliceMut> = guards.iter_mut().map(|g| IoSliceMut::new(g)).collect();
@@ -132,6 +135,7 @@ impl Job {
 
     pub(super) fn sys_writev(&mut self, fd: i32, iov: u64, count: u64, offset: i64) -> SysResult {
         let vecs = self.iovecs(iov, count)?;
+        self.park_unless_ready(fd, libc::POLLOUT)?;
         loop {
             let slices =
                 vecs.iter().map(|&(b, l)| self.ram.user(b, l).map(IoSlice::new)).collect::<Result<Vec<_>, _>>()?;
@@ -390,7 +394,7 @@ impl Job {
             return Err(Errno::EINVAL);
         }
         let mut recs = self.ram.user(fds, nfds * 8)?.to_vec();
-        let deadline = (timeout_ms >= 0).then(|| self.clock.monotonic() + timeout_ms * 1_000_000);
+        let deadline = self.poll_deadline_and_park(timeout_ms, &mut recs)?;
         loop {
             let left = match deadline {
                 None => -1,
@@ -403,6 +407,22 @@ impl Job {
                 return Ok(n);
             }
         }
+    }
+
+    /// The deadline of a poll or select with a timeout of `ms` (-1: none),
+    /// kept across restarts. With other threads to run, a call that would
+    /// wait instead parks the thread and looks again shortly (see
+    /// `thread::Wait::Retry`): `Err(PARKED)`, unless something is ready
+    /// now (a zero-timeout check of `recs` first) or time is up.
+    fn poll_deadline_and_park(&mut self, ms: i64, recs: &mut [u8]) -> Result<Option<i64>, Errno> {
+        let now = self.clock.monotonic();
+        let deadline = self.restart_deadline.take().or((ms >= 0).then(|| now + ms * 1_000_000));
+        if !self.has_threads() || deadline.is_some_and(|d| d <= now) || self.site.poll(recs, 0)? > 0 {
+            return Ok(deadline);
+        }
+        self.restart_deadline = deadline;
+        let at = now + crate::thread::POLL_RECHECK_NS.min(deadline.map_or(i64::MAX, |d| d - now));
+        Err(self.park(crate::thread::Wait::Retry { at }))
     }
 
     pub(super) fn sys_poll(&mut self, fds: u64, nfds: u64, timeout_ms: i64) -> SysResult {
@@ -477,7 +497,7 @@ impl Job {
                 which.push(fd);
             }
         }
-        let deadline = (ms >= 0).then(|| self.clock.monotonic() + ms * 1_000_000);
+        let deadline = self.poll_deadline_and_park(ms, &mut recs)?;
         loop {
             let left = deadline.map_or(-1, |d| ((d - self.clock.monotonic()).max(0) + 999_999) / 1_000_000);
             let r = self.site.poll(&mut recs, left.min(i32::MAX as i64) as i32);

@@ -28,7 +28,10 @@ pub use signal::SIGRETURN_NR;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {
     Continue,
+    /// The whole job ends.
     Exit(JobExit),
+    /// The running thread ends (exit(2)); the job goes on if others remain.
+    ThreadExit(i32),
 }
 
 impl Job {
@@ -37,11 +40,14 @@ impl Job {
     #[allow(non_upper_case_globals)]
     pub fn syscall(&mut self, vcpu: &mut Vcpu, user: &mut kvm_regs) -> Flow {
         let nr = user.rax;
+        self.cur_nr = nr;
         let a = [user.rdi, user.rsi, user.rdx, user.r10, user.r8, user.r9];
         self.stats.syscalls += 1;
         let result = match nr as i64 {
-            SYS_exit | SYS_exit_group => return Flow::Exit(JobExit::Exited((a[0] & 0xff) as i32)),
+            SYS_exit_group => return Flow::Exit(JobExit::Exited((a[0] & 0xff) as i32)),
+            SYS_exit => return Flow::ThreadExit((a[0] & 0xff) as i32),
             SYS_rt_sigreturn => self.sys_rt_sigreturn(vcpu, user),
+            SYS_clone => self.sys_clone(vcpu, user, a),
             _ => self.dispatch(vcpu, nr, a),
         };
         if self.trace {
@@ -61,6 +67,11 @@ impl Job {
         }
         user.rax = match result {
             Ok(v) => v,
+            // Parked: the result comes when it wakes.
+            Err(Errno::PARKED) => {
+                self.wait_ctx = Some(*user);
+                return Flow::Continue;
+            }
             Err(e) => {
                 if e == Errno::ERESTARTSYS || e == Errno::ERESTARTNOHAND {
                     self.restart_nr = Some(nr);
@@ -158,7 +169,8 @@ impl Job {
             SYS_msync | SYS_mlock | SYS_munlock | SYS_mlock2 | SYS_mlockall | SYS_munlockall => Ok(0),
 
             // ---- process ----
-            SYS_getpid | SYS_gettid => Ok(self.ids.pid as u64),
+            SYS_getpid => Ok(self.ids.pid as u64),
+            SYS_gettid => Ok(self.tid as u64),
             SYS_getppid => Ok(self.ids.ppid as u64),
             SYS_getuid => Ok(self.ids.uid as u64),
             SYS_geteuid => Ok(self.ids.euid as u64),
@@ -182,7 +194,7 @@ impl Job {
             SYS_arch_prctl => self.sys_arch_prctl(vcpu, a[0] as i32, a[1]),
             SYS_set_tid_address => {
                 self.tid_address = a[0];
-                Ok(self.ids.pid as u64)
+                Ok(self.tid as u64)
             }
             SYS_set_robust_list => {
                 if a[1] != 24 {
@@ -193,7 +205,10 @@ impl Job {
             }
             SYS_get_robust_list => self.sys_get_robust_list(a[0] as i32, a[1], a[2]),
             SYS_futex => self.sys_futex(a[0], a[1] as i32, a[2] as u32, a[3], a[4], a[5] as u32),
-            SYS_sched_yield => Ok(0),
+            SYS_sched_yield => {
+                self.threads.yield_now = true;
+                Ok(0)
+            }
             SYS_sched_getaffinity => self.sys_sched_getaffinity(a[0] as i32, a[1], a[2]),
             SYS_sched_setaffinity => Ok(0),
             SYS_sched_getscheduler | SYS_sched_getparam => Ok(0),
@@ -204,7 +219,9 @@ impl Job {
             SYS_getrandom => self.sys_getrandom(a[0], a[1], a[2] as u32),
             SYS_personality => Ok(0),
             SYS_wait4 | SYS_waitid => Err(Errno::ECHILD),
-            SYS_clone | SYS_clone3 | SYS_fork | SYS_vfork | SYS_execve | SYS_execveat => {
+            // clone3 callers (glibc) fall back to clone.
+            SYS_clone3 => Err(Errno::ENOSYS),
+            SYS_fork | SYS_vfork | SYS_execve | SYS_execveat => {
                 self.unsupported(nr);
                 Err(Errno::ENOSYS)
             }
@@ -237,7 +254,7 @@ impl Job {
             SYS_pause => self.sys_pause(),
             SYS_sigaltstack => self.sys_sigaltstack(a[0], a[1]),
             SYS_kill => self.sys_kill(a[0] as i32, a[1] as u32),
-            SYS_tkill => self.sys_tgkill(self.ids.pid as i32, a[0] as i32, a[1] as u32),
+            SYS_tkill => self.sys_tgkill(-1, a[0] as i32, a[1] as u32),
             SYS_tgkill => self.sys_tgkill(a[0] as i32, a[1] as i32, a[2] as u32),
 
             // ---- quietly unsupported: callers have fallbacks ----

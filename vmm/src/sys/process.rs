@@ -21,6 +21,9 @@ const FUTEX_WAIT_BITSET: i32 = 9;
 const FUTEX_WAKE_BITSET: i32 = 10;
 const FUTEX_CLOCK_REALTIME: i32 = 256;
 
+/// Threads a job may have (Linux's default per-user limit is far higher;
+/// one vCPU runs them all).
+const MAX_THREADS: usize = 4096;
 const RLIMIT_DATA: u32 = 2;
 const RLIMIT_STACK: u32 = 3;
 const RLIMIT_NOFILE: u32 = 7;
@@ -222,8 +225,8 @@ impl Job {
         Ok(0)
     }
 
-    /// futex for a single thread: nobody else can wake a waiter, so a wait
-    /// whose value matches sleeps until its timeout or a signal.
+    /// futex. Waiters are parked threads; with no other thread to run, a
+    /// wait whose value matches sleeps until its timeout or a signal.
     pub(super) fn sys_futex(
         &mut self,
         uaddr: u64,
@@ -237,9 +240,12 @@ impl Job {
             return Err(Errno::EINVAL);
         }
         let cmd = op & 127;
+        // For the requeue and wake-op commands the timeout slot is a count.
+        let val2 = timeout as u32;
         match cmd {
             FUTEX_WAIT | FUTEX_WAIT_BITSET => {
-                if cmd == FUTEX_WAIT_BITSET && val3 == 0 {
+                let bitset = if cmd == FUTEX_WAIT { u32::MAX } else { val3 };
+                if bitset == 0 {
                     return Err(Errno::EINVAL);
                 }
                 if self.ram.read_user_u32(uaddr)? != val {
@@ -258,19 +264,29 @@ impl Job {
                         t.as_nanos()
                     })
                 };
+                if self.has_threads() {
+                    let wait = crate::thread::Wait::Futex { addr: uaddr, bitset, deadline };
+                    return Err(self.park(wait));
+                }
                 match self.sleep_until(deadline) {
                     Ok(()) => Err(Errno::ETIMEDOUT),
                     Err(e) => Err(if e == Errno::ERESTARTSYS && deadline.is_some() { Errno::EINTR } else { e }),
                 }
             }
-            FUTEX_WAKE | FUTEX_WAKE_BITSET => Ok(0),
-            FUTEX_REQUEUE => Ok(0),
-            FUTEX_CMP_REQUEUE => {
-                if self.ram.read_user_u32(uaddr)? != val3 {
-                    Err(Errno::EAGAIN)
-                } else {
-                    Ok(0)
+            FUTEX_WAKE => Ok(self.futex_wake(uaddr, val, u32::MAX) as u64),
+            FUTEX_WAKE_BITSET => {
+                if val3 == 0 {
+                    return Err(Errno::EINVAL);
                 }
+                Ok(self.futex_wake(uaddr, val, val3) as u64)
+            }
+            FUTEX_REQUEUE | FUTEX_CMP_REQUEUE => {
+                if cmd == FUTEX_CMP_REQUEUE && self.ram.read_user_u32(uaddr)? != val3 {
+                    return Err(Errno::EAGAIN);
+                }
+                let woken = self.futex_wake(uaddr, val, u32::MAX);
+                let moved = self.futex_requeue(uaddr, uaddr2, val2);
+                Ok((woken + moved) as u64)
             }
             FUTEX_WAKE_OP => {
                 let old = self.ram.read_user_u32(uaddr2)?;
@@ -285,10 +301,66 @@ impl Job {
                     _ => return Err(Errno::ENOSYS),
                 };
                 self.ram.write_user_u32(uaddr2, new)?;
-                Ok(0)
+                let cmparg = val3 & 0xfff;
+                let hit = match (val3 >> 24) & 0xf {
+                    0 => old == cmparg,
+                    1 => old != cmparg,
+                    2 => old < cmparg,
+                    3 => old <= cmparg,
+                    4 => old > cmparg,
+                    5 => old >= cmparg,
+                    _ => return Err(Errno::ENOSYS),
+                };
+                let mut woken = self.futex_wake(uaddr, val, u32::MAX);
+                if hit {
+                    woken += self.futex_wake(uaddr2, val2, u32::MAX);
+                }
+                Ok(woken as u64)
             }
             _ => Err(Errno::ENOSYS),
         }
+    }
+
+    /// clone(2) for threads: a new thread of this job, sharing everything
+    /// but its registers, stack, TLS and signal state. Other kinds (fork,
+    /// vfork) are not supported.
+    pub(super) fn sys_clone(&mut self, vcpu: &mut Vcpu, user: &kvm_bindings::kvm_regs, a: [u64; 6]) -> SysResult {
+        let (flags, stack, parent_tid, child_tid, tls) = (a[0], a[1], a[2], a[3], a[4]);
+        let need = (libc::CLONE_VM | libc::CLONE_THREAD | libc::CLONE_SIGHAND) as u64;
+        if flags & need != need {
+            self.unsupported(libc::SYS_clone as u64);
+            return Err(Errno::ENOSYS);
+        }
+        if self.threads.parked.len() + 1 >= MAX_THREADS {
+            return Err(Errno::EAGAIN);
+        }
+        let tid = self.threads.next_tid;
+        self.threads.next_tid += 1;
+        if flags & libc::CLONE_PARENT_SETTID as u64 != 0 {
+            self.ram.write_user_u32(parent_tid, tid)?;
+        }
+        if flags & libc::CLONE_CHILD_SETTID as u64 != 0 {
+            self.ram.write_user_u32(child_tid, tid)?;
+        }
+        let mut state = crate::thread::ThreadState::new(tid, self.signals.blocked);
+        if flags & libc::CLONE_CHILD_CLEARTID as u64 != 0 {
+            state.clear_child_tid = child_tid;
+        }
+        // The child returns from the same call with 0, on its own stack.
+        let mut regs = *user;
+        regs.rax = 0;
+        if stack != 0 {
+            regs.rsp = stack;
+        }
+        let fs_base = if flags & libc::CLONE_SETTLS as u64 != 0 { tls } else { vcpu.get_msr(MSR_FS_BASE) };
+        self.threads.parked.push_back(crate::thread::Parked {
+            state,
+            regs,
+            fs_base,
+            gs_base: vcpu.get_msr(MSR_GS_BASE),
+            fpu: vcpu.xsave_bytes(),
+        });
+        Ok(tid as u64)
     }
 
     pub(super) fn sys_sched_getaffinity(&mut self, pid: i32, len: u64, mask: u64) -> SysResult {

@@ -75,7 +75,7 @@ impl Job {
             return Err(Errno::EINVAL);
         }
         self.collect_host_signals();
-        let pending = self.signals.pending & self.signals.blocked;
+        let pending = (self.signals.pending | self.signals.shared) & self.signals.blocked;
         self.ram.write_user(set, &pending.to_le_bytes()[..size as usize])?;
         Ok(0)
     }
@@ -87,6 +87,12 @@ impl Job {
         let m = self.ram.read_user_u64(mask)?;
         let saved = self.signals.blocked;
         self.signals.blocked = m & !UNBLOCKABLE;
+        if self.has_threads() {
+            // The handler that ends the wait runs with this mask; the old
+            // one returns with it.
+            self.saved_mask = Some(saved);
+            return Err(self.park(crate::thread::Wait::Sleep { deadline: None }));
+        }
         let _ = self.sleep_until(None);
         if self.signals.interrupts() {
             // The handler runs with the temporary mask; the old one comes
@@ -99,6 +105,9 @@ impl Job {
     }
 
     pub(super) fn sys_pause(&mut self) -> SysResult {
+        if self.has_threads() {
+            return Err(self.park(crate::thread::Wait::Sleep { deadline: None }));
+        }
         let _ = self.sleep_until(None);
         Err(Errno::ERESTARTNOHAND)
     }
@@ -157,20 +166,43 @@ impl Job {
         self.send_self(sig, SI_USER)
     }
 
+    /// tgkill, and tkill with `tgid` -1.
     pub(super) fn sys_tgkill(&mut self, tgid: i32, tid: i32, sig: u32) -> SysResult {
-        if tgid != self.ids.pid as i32 || tid != self.ids.pid as i32 {
-            return Err(if tgid <= 0 || tid <= 0 { Errno::EINVAL } else { Errno::ESRCH });
+        if tid <= 0 || tgid == 0 || tgid < -1 {
+            return Err(Errno::EINVAL);
         }
-        self.send_self(sig, SI_TKILL)
+        if tgid != -1 && tgid != self.ids.pid as i32 {
+            return Err(Errno::ESRCH);
+        }
+        if sig != 0 {
+            Self::check_sig(sig)?;
+        }
+        let info = SigInfo { code: SI_TKILL, addr: self.ids.pid as u64, ..Default::default() };
+        let ignored = sig == 0 || self.signals.is_ignored(sig);
+        if tid as u32 == self.tid {
+            if !ignored {
+                self.signals.raise(sig, info);
+            }
+            return Ok(0);
+        }
+        let p = self.threads.find(tid as u32).ok_or(Errno::ESRCH)?;
+        if !ignored {
+            if p.state.pending & bit(sig) == 0 {
+                p.state.info[sig as usize] = info;
+            }
+            p.state.pending |= bit(sig);
+        }
+        Ok(0)
     }
 
+    /// kill(2) of the job: a process-wide signal.
     fn send_self(&mut self, sig: u32, code: i32) -> SysResult {
         if sig == 0 {
             return Ok(0);
         }
         Self::check_sig(sig)?;
         if !self.signals.is_ignored(sig) {
-            self.signals.raise(sig, SigInfo { code, addr: self.ids.pid as u64, ..Default::default() });
+            self.signals.raise_shared(sig, SigInfo { code, addr: self.ids.pid as u64, ..Default::default() });
         }
         Ok(0)
     }

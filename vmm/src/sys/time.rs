@@ -90,6 +90,11 @@ impl Job {
         } else {
             now_mono.saturating_add(t.as_nanos())
         };
+        if self.has_threads() {
+            // Kept for a restart when a signal without handler cuts it short.
+            self.restart_deadline = Some(deadline);
+            return Err(self.park(crate::thread::Wait::Sleep { deadline: Some(deadline) }));
+        }
         match self.sleep_until(Some(deadline)) {
             Ok(()) => Ok(0),
             Err(Errno::ERESTARTSYS) => {
