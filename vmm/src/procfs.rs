@@ -87,7 +87,7 @@ impl Job {
         format!(
             "Name:\t{name}\nUmask:\t{:04o}\nState:\tR (running)\nTgid:\t{pid}\nNgid:\t0\nPid:\t{pid}\nPPid:\t{}\n\
              TracerPid:\t0\nUid:\t{}\t{}\t{}\t{}\nGid:\t{}\t{}\t{}\t{}\nFDSize:\t{}\nGroups:\t{}\n\
-             VmPeak:\t{} kB\nVmSize:\t{} kB\nVmRSS:\t{} kB\nThreads:\t1\n\
+             VmPeak:\t{} kB\nVmSize:\t{} kB\nVmRSS:\t{} kB\nThreads:\t{}\n\
              SigQ:\t0/0\nSigPnd:\t{:016x}\nShdPnd:\t{:016x}\nSigBlk:\t{:016x}\nSigIgn:\t{ignored:016x}\nSigCgt:\t{caught:016x}\n",
             self.site.current_umask(),
             ids.ppid,
@@ -104,6 +104,7 @@ impl Job {
             self.mapped_kib(),
             self.mapped_kib(),
             self.touched_bytes() >> 10,
+            1 + self.threads.parked.len(),
             s.pending,
             s.pending,
             s.blocked,

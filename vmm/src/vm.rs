@@ -553,9 +553,9 @@ impl Vm {
             cur = match cur {
                 Cur::Last(status) => return Ok(Some(Outcome::Exited(JobExit::Exited(status)))),
                 Cur::Runs(mut user) => {
-                    let now = self.job.clock.monotonic();
-                    let turn_over = std::mem::take(&mut self.job.threads.yield_now)
-                        || now - self.job.threads.slice_start >= crate::thread::SLICE_NS;
+                    let turn_over = self.job.has_threads()
+                        && (std::mem::take(&mut self.job.threads.yield_now)
+                            || self.job.clock.monotonic() - self.job.threads.slice_start >= crate::thread::SLICE_NS);
                     if turn_over && self.job.threads.runnable() > 0 {
                         self.park_running(user);
                         self.load_next();
