@@ -5,14 +5,19 @@
 //!
 //!     cargo run --release -p balancer --example table1 -- \
 //!         [--hosts H] [--jobs N1,N2,...] [--duration SECONDS] [--seed S]
-//!         [--memory-mib M] [--dirty-mibs D] [--bandwidth-gbs B]
-//!         [--gossip-ms P] [--loss P] [--verbose]
+//!         [--memory-mib M] [--host-memory-gib G] [--dirty-mibs D]
+//!         [--bandwidth-gbs B] [--gossip-ms P] [--loss P] [--verbose]
+//!
+//! Rows are independent simulations (each with its own seed derived from
+//! `--seed`), so they run on all available cores and print in order.
 
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
 
-use balancer::config::MIB;
+use balancer::config::{GIB, MIB};
 use balancer::sim::scenario::{row_seed, TABLE1_JOBS};
-use balancer::sim::{run_burst, Burst};
+use balancer::sim::{run_burst, Burst, Outcome, SimError};
 
 struct Args {
     hosts: usize,
@@ -20,6 +25,7 @@ struct Args {
     duration: f64,
     seed: u64,
     memory_mib: f64,
+    host_memory_gib: Option<f64>,
     dirty_mibs: f64,
     bandwidth_gbs: f64,
     gossip_ms: f64,
@@ -28,13 +34,15 @@ struct Args {
 }
 
 const USAGE: &str = "usage: table1 [--hosts H] [--jobs N1,N2,...] [--duration SECONDS] [--seed S]
-              [--memory-mib M] [--dirty-mibs D] [--bandwidth-gbs B] [--gossip-ms P]
-              [--loss P] [--verbose]
+              [--memory-mib M] [--host-memory-gib G] [--dirty-mibs D]
+              [--bandwidth-gbs B] [--gossip-ms P] [--loss P] [--verbose]
   --hosts H         identical single-core hosts (default 16)
   --jobs LIST       job counts, comma separated (default: the paper's 19 rows)
   --duration S      CPU seconds per job (default 300)
   --seed S          simulation seed (default 1)
   --memory-mib M    job memory (default 64)
+  --host-memory-gib G  memory of every host (default: room for every job of
+                    the row on one host, at least 16)
   --dirty-mibs D    job dirty rate in MiB/s (default 32)
   --bandwidth-gbs B link bandwidth in GB/s (default 1)
   --gossip-ms P     gossip period in ms (default 250)
@@ -53,6 +61,7 @@ fn parse() -> Result<Args, String> {
         duration: 300.0,
         seed: 1,
         memory_mib: 64.0,
+        host_memory_gib: None,
         dirty_mibs: 32.0,
         bandwidth_gbs: 1.0,
         gossip_ms: 250.0,
@@ -77,6 +86,7 @@ fn parse() -> Result<Args, String> {
             "--duration" => a.duration = parse_num(&flag, it.next())?,
             "--seed" => a.seed = parse_num(&flag, it.next())?,
             "--memory-mib" => a.memory_mib = parse_num(&flag, it.next())?,
+            "--host-memory-gib" => a.host_memory_gib = Some(parse_num(&flag, it.next())?),
             "--dirty-mibs" => a.dirty_mibs = parse_num(&flag, it.next())?,
             "--bandwidth-gbs" => a.bandwidth_gbs = parse_num(&flag, it.next())?,
             "--gossip-ms" => a.gossip_ms = parse_num(&flag, it.next())?,
@@ -89,34 +99,83 @@ fn parse() -> Result<Args, String> {
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
-    if a.hosts == 0 {
-        return Err("--hosts must be at least 1".into());
+    // Limits keep the arithmetic sane; the run time grows with hosts times
+    // simulated seconds (see the crate's README).
+    if !(1..=20_000).contains(&a.hosts) {
+        return Err("--hosts must be between 1 and 20000".into());
     }
-    if a.hosts > 100_000 {
-        return Err("--hosts: at most 100000".into());
+    if !(a.duration.is_finite() && a.duration > 0.0 && a.duration <= 1e6) {
+        return Err("--duration must be a number of seconds in (0, 1000000]".into());
     }
-    if !(a.duration.is_finite() && a.duration > 0.0) {
-        return Err("--duration must be a positive number of seconds".into());
+    if a.jobs.iter().any(|&n| n > 100_000) {
+        return Err("--jobs: at most 100000 jobs per row".into());
     }
-    if a.jobs.iter().any(|&n| n > 1_000_000) {
-        return Err("--jobs: at most 1000000 jobs per row".into());
+    if !(a.memory_mib.is_finite() && (0.0..=1048576.0).contains(&a.memory_mib)) {
+        return Err("--memory-mib must be in [0, 1048576]".into());
     }
-    if !(a.memory_mib.is_finite() && a.memory_mib >= 0.0) {
-        return Err("--memory-mib must be >= 0".into());
+    if a.host_memory_gib.is_some_and(|g| !(g.is_finite() && g > 0.0 && g <= 1048576.0)) {
+        return Err("--host-memory-gib must be in (0, 1048576]".into());
     }
     if !(a.dirty_mibs.is_finite() && a.dirty_mibs >= 0.0) {
         return Err("--dirty-mibs must be >= 0".into());
     }
-    if !(a.bandwidth_gbs.is_finite() && a.bandwidth_gbs > 0.0) {
-        return Err("--bandwidth-gbs must be > 0".into());
+    if !(a.bandwidth_gbs.is_finite() && a.bandwidth_gbs >= 1e-3) {
+        return Err("--bandwidth-gbs must be at least 0.001".into());
     }
     if !(a.loss.is_finite() && (0.0..1.0).contains(&a.loss)) {
         return Err("--loss must be in [0, 1)".into());
     }
-    if !(a.gossip_ms.is_finite() && a.gossip_ms >= 1.0) {
-        return Err("--gossip-ms must be >= 1".into());
+    if !(a.gossip_ms.is_finite() && (1.0..=60_000.0).contains(&a.gossip_ms)) {
+        return Err("--gossip-ms must be between 1 and 60000".into());
     }
     Ok(a)
+}
+
+fn row(a: &Args, n: usize) -> Result<Outcome, SimError> {
+    let host_memory = a.host_memory_gib.map(|g| (g * GIB as f64) as u64);
+    let mut b = Burst::identical(a.hosts, n, a.duration, row_seed(a.seed, n))
+        .with_job_memory((a.memory_mib * MIB as f64) as u64, host_memory);
+    b.dirty_rate = a.dirty_mibs * MIB as f64;
+    b.sim.cost.bandwidth = a.bandwidth_gbs * 1e9;
+    b.sim.balancer.cost.bandwidth = a.bandwidth_gbs * 1e9;
+    b.sim.balancer = b.sim.balancer.with_gossip_period(a.gossip_ms / 1000.0);
+    b.sim.msg_loss = a.loss;
+    run_burst(&b)
+}
+
+/// Runs the rows on all cores; calls `show` for each in the order of
+/// `a.jobs`, as soon as it and every row before it are done.
+fn run_rows(a: &Args, mut show: impl FnMut(usize, Result<Outcome, SimError>) -> bool) {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(a.jobs.len()).max(1);
+    let next = AtomicUsize::new(0);
+    let (tx, rx) = mpsc::channel();
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            let tx = tx.clone();
+            let next = &next;
+            s.spawn(move || loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= a.jobs.len() || tx.send((i, row(a, a.jobs[i]))).is_err() {
+                    return;
+                }
+            });
+        }
+        drop(tx);
+        let mut done: Vec<Option<Result<Outcome, SimError>>> = vec![None; a.jobs.len()];
+        let mut shown = 0;
+        for (i, r) in rx.iter() {
+            done[i] = Some(r);
+            while shown < done.len() {
+                let Some(r) = done[shown].take() else { break };
+                if !show(a.jobs[shown], r) {
+                    // Stop handing out rows; the running ones finish.
+                    next.store(a.jobs.len(), Ordering::Relaxed);
+                    return;
+                }
+                shown += 1;
+            }
+        }
+    });
 }
 
 fn main() -> ExitCode {
@@ -127,9 +186,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let host_memory = match a.host_memory_gib {
+        Some(g) => format!("{g} GiB"),
+        None => "room for every job on one host".into(),
+    };
     println!(
-        "# {} identical single-core hosts; jobs of {} s CPU, {} MiB, dirtying {} MiB/s; link {} GB/s; gossip every {} ms; message loss {}; seed {}",
+        "# {} identical single-core hosts ({}); jobs of {} s CPU, {} MiB, dirtying {} MiB/s; link {} GB/s; gossip every {} ms; message loss {}; seed {}",
         a.hosts,
+        host_memory,
         a.duration,
         a.memory_mib,
         a.dirty_mibs,
@@ -143,19 +207,14 @@ fn main() -> ExitCode {
     println!("{:>5} {:>10} {:>10} {:>10}", "N", "optimal", "ours", "slowdown%");
     let mut sum = 0.0;
     let mut rows = 0usize;
-    for &n in &a.jobs {
-        let mut b = Burst::identical(a.hosts, n, a.duration, row_seed(a.seed, n));
-        b.memory = (a.memory_mib * MIB as f64) as u64;
-        b.dirty_rate = a.dirty_mibs * MIB as f64;
-        b.sim.cost.bandwidth = a.bandwidth_gbs * 1e9;
-        b.sim.balancer.cost.bandwidth = a.bandwidth_gbs * 1e9;
-        b.sim.balancer.gossip.period = a.gossip_ms / 1000.0;
-        b.sim.msg_loss = a.loss;
-        let o = match run_burst(&b) {
+    let mut failed = false;
+    run_rows(&a, |n, r| {
+        let o = match r {
             Ok(o) => o,
             Err(e) => {
                 eprintln!("table1: N={n}: {e}");
-                return ExitCode::FAILURE;
+                failed = true;
+                return false;
             }
         };
         println!("{:>5} {:>10.2} {:>10.2} {:>9.2}%", n, o.optimal, o.ours, o.slowdown());
@@ -167,6 +226,10 @@ fn main() -> ExitCode {
         }
         sum += o.slowdown();
         rows += 1;
+        true
+    });
+    if failed {
+        return ExitCode::FAILURE;
     }
     println!("average slowdown: {:.2}%", sum / rows.max(1) as f64);
     ExitCode::SUCCESS

@@ -20,7 +20,7 @@
 //! ```
 
 use crate::config::Config;
-use crate::consider::{check_arrival, plan_moves, Candidate, JobRecord, JobState, Mode, SelfView, Verdict};
+use crate::consider::{check_arrival, plan_moves, Candidate, JobRecord, JobState, Mode, Note, SelfView, Verdict};
 use crate::gossip::{Entry, HostId, LoadInfo, LoadVector, WireEntry};
 use crate::load::LoadCalc;
 use crate::msg::{Message, MigrateReply, MigrateRequest, MoveKind};
@@ -33,8 +33,10 @@ pub enum Action {
     /// Send `msg` to host `to`.
     Send { to: HostId, msg: Message },
     /// Start moving `job` to `to` (the target has accepted). Report the end
-    /// with [`Balancer::migration_done`].
-    Migrate { job: JobId, to: HostId, kind: MoveKind, reason: String },
+    /// with [`Balancer::migration_done`]. `left` goes with the job and into
+    /// [`JobInfo::left`] on the target: it keeps the job from going back to
+    /// any of these hosts within the cool-down.
+    Migrate { job: JobId, to: HostId, kind: MoveKind, reason: String, left: Vec<(HostId, f64)> },
     /// Host `by` refused to take `job`; nothing to do but log it.
     Refused { job: JobId, by: HostId, reason: String },
 }
@@ -54,6 +56,9 @@ pub struct JobInfo {
     /// Seconds the job has already lived (0 for a new job; the age carried
     /// over for a job arriving by migration).
     pub age: f64,
+    /// For a job arriving by migration: the `left` of the source's
+    /// [`Action::Migrate`], hosts it left recently and how many seconds ago.
+    pub left: Vec<(HostId, f64)>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -94,10 +99,14 @@ pub struct Balancer {
     seeds: Vec<HostId>,
     next_gossip: Option<f64>,
     backoff: Vec<(HostId, f64)>,
-    note: String,
+    note: Note,
     seeking: bool,
     recent_requests: Vec<f64>,
     stats: Stats,
+    scratch: Vec<Candidate>,
+    /// Entries current before this time proved stale (see the refusal
+    /// handling in `on_message`); planning ignores them.
+    distrust_before: f64,
 }
 
 impl Balancer {
@@ -114,10 +123,12 @@ impl Balancer {
             seeds: Vec::new(),
             next_gossip: None,
             backoff: Vec::new(),
-            note: String::new(),
+            note: Note::default(),
             seeking: false,
             recent_requests: Vec::new(),
             stats: Stats::default(),
+            scratch: Vec::new(),
+            distrust_before: f64::NEG_INFINITY,
             cfg,
         }
     }
@@ -135,7 +146,7 @@ impl Balancer {
     }
 
     /// Why the last consideration did (not) move anything.
-    pub fn note(&self) -> &str {
+    pub fn note(&self) -> &Note {
         &self.note
     }
 
@@ -277,7 +288,16 @@ impl Balancer {
         self.vector.remove(host);
     }
 
-    fn record(now: f64, info: &JobInfo, from: Option<HostId>) -> JobRecord {
+    fn record(&self, now: f64, info: &JobInfo, from: Option<HostId>) -> JobRecord {
+        let cool_down = self.cfg.consider.cool_down;
+        let mut left: Vec<(HostId, f64)> = info
+            .left
+            .iter()
+            .filter(|&&(h, ago)| h != self.id && ago.is_finite() && ago >= 0.0 && ago < cool_down)
+            .map(|&(h, ago)| (h, now - ago))
+            .collect();
+        left.sort_by(|a, b| a.1.total_cmp(&b.1));
+        left.extend(from.map(|h| (h, now)));
         JobRecord {
             id: info.id,
             load: info.load.max(0.0),
@@ -285,7 +305,7 @@ impl Balancer {
             dirty_rate: info.dirty_rate,
             started_at: now - info.age.max(0.0),
             arrived_at: now,
-            came_from: from,
+            left,
             state: JobState::Running,
         }
     }
@@ -296,7 +316,8 @@ impl Balancer {
             return;
         }
         self.load.adjust(job.load.max(0.0));
-        self.jobs.push(Self::record(now, &job, None));
+        let record = self.record(now, &job, None);
+        self.jobs.push(record);
     }
 
     /// A job arrived here by migration from `from` and runs now.
@@ -306,7 +327,8 @@ impl Balancer {
             return;
         }
         self.load.adjust(job.load.max(0.0));
-        self.jobs.push(Self::record(now, &job, Some(from)));
+        let record = self.record(now, &job, Some(from));
+        self.jobs.push(record);
     }
 
     /// A local job ended (whatever its state).
@@ -439,14 +461,18 @@ impl Balancer {
             .min(self.cfg.consider.max_in_flight.saturating_sub(in_flight))
             .min(rate_left);
         let me = self.self_view(false);
-        let cands: Vec<Candidate> = self
-            .vector
-            .entries()
-            .iter()
-            .filter(|e| !self.backoff.iter().any(|&(h, _)| h == e.host))
-            .map(|e| Candidate { host: e.host, info: e.info, age: e.age(now) })
-            .collect();
+        // Reused between calls: this runs on every tick and most messages.
+        let mut cands = std::mem::take(&mut self.scratch);
+        cands.clear();
+        cands.extend(
+            self.vector
+                .entries()
+                .iter()
+                .filter(|e| e.stamp > self.distrust_before && !self.backoff.iter().any(|&(h, _)| h == e.host))
+                .map(|e| Candidate { host: e.host, info: e.info, age: e.age(now) }),
+        );
         let c = plan_moves(now, &me, &self.jobs, &cands, &self.cfg.consider, &self.cfg.cost, budget, rng);
+        self.scratch = cands;
         self.note = c.note;
         self.seeking = c.seeking;
         let mut out = Vec::new();
@@ -454,7 +480,14 @@ impl Balancer {
             let Some(j) = self.jobs.iter_mut().find(|j| j.id == p.job) else {
                 continue;
             };
-            j.state = JobState::Requested { to: p.to, at: now, kind: p.kind, reason: p.reason };
+            j.state = JobState::Requested {
+                to: p.to,
+                at: now,
+                kind: p.kind,
+                reason: p.reason,
+                basis: now - p.info_age,
+                assumed: p.assumed_target_load,
+            };
             self.stats.requests_sent += 1;
             self.recent_requests.push(now);
             out.push(Action::Send {
@@ -538,10 +571,7 @@ impl Balancer {
             Message::MigrateRequest(req) => {
                 self.vector.merge(now, &[req.source], hop);
                 let v = self.on_arrival_request(now, from, &req);
-                let hint = match &v {
-                    Verdict::Redirect { to, .. } => self.vector.get(*to).map(|e| e.to_wire(now)),
-                    _ => None,
-                };
+                let hint = v.hint().and_then(|h| self.vector.get(h)).map(|e| e.to_wire(now));
                 vec![Action::Send {
                     to: from,
                     msg: Message::MigrateReply(MigrateReply {
@@ -567,10 +597,12 @@ impl Balancer {
                     };
                 };
                 let pending = match &j.state {
-                    JobState::Requested { to, kind, reason, .. } if *to == from => Some((*kind, reason.clone())),
+                    JobState::Requested { to, kind, reason, basis, assumed, .. } if *to == from => {
+                        Some((*kind, reason.clone(), *basis, *assumed))
+                    }
                     _ => None,
                 };
-                let Some((kind, reason)) = pending else {
+                let Some((kind, reason, basis, assumed)) = pending else {
                     // Stale reply (we gave up on it): release the target.
                     return if rep.accepted {
                         vec![Action::Send { to: from, msg: Message::Cancel { job: rep.job } }]
@@ -581,10 +613,23 @@ impl Balancer {
                 if rep.accepted {
                     j.state = JobState::Migrating { to: from, since: now };
                     self.stats.requests_accepted += 1;
-                    vec![Action::Migrate { job: rep.job, to: from, kind, reason }]
+                    let cool_down = self.cfg.consider.cool_down;
+                    let mut left: Vec<(HostId, f64)> =
+                        j.left.iter().map(|&(h, at)| (h, now - at)).filter(|&(_, ago)| ago < cool_down).collect();
+                    left.push((self.id, 0.0));
+                    vec![Action::Migrate { job: rep.job, to: from, kind, reason, left }]
                 } else {
                     j.state = JobState::Running;
                     self.stats.requests_refused += 1;
+                    // Losing the race for an idle host to one other sender
+                    // is normal. A target more than one job busier than the
+                    // entry we relied on said means that entries as old as
+                    // that one are probably just as wrong (after a burst on
+                    // every host, every host looks idle to every other):
+                    // plan only with newer ones until gossip brings them.
+                    if rep.target.info.load() > assumed + self.cfg.consider.margin {
+                        self.distrust_before = self.distrust_before.max(basis);
+                    }
                     // After a redirect the hinted host is in the vector;
                     // either way, leave this target alone for a moment.
                     self.backoff.push((from, now + self.cfg.consider.refusal_backoff));
@@ -608,7 +653,7 @@ mod tests {
     use crate::rng::SplitMix64;
 
     fn job(id: JobId, age: f64) -> JobInfo {
-        JobInfo { id, load: 1.0, memory: 64 * MIB, dirty_rate: 0.0, age }
+        JobInfo { id, load: 1.0, memory: 64 * MIB, dirty_rate: 0.0, age, left: Vec::new() }
     }
 
     fn entry(host: HostId, runnable: f64) -> WireEntry {
@@ -665,7 +710,7 @@ mod tests {
         assert!((a.own_info().runnable - 2.0).abs() < 1e-9);
         assert!((b.own_info().runnable - 1.0).abs() < 1e-9);
         assert!(b.expected_arrivals().is_empty());
-        assert_eq!(b.jobs()[0].came_from, Some(1));
+        assert_eq!(b.jobs()[0].came_from(), Some(1));
     }
 
     #[test]
@@ -725,6 +770,36 @@ mod tests {
         let again = sends(&acts);
         assert!(!again.is_empty(), "{acts:?}");
         assert!(again.iter().all(|(to, _)| *to == 3), "the source asks the hinted host next: {acts:?}");
+    }
+
+    #[test]
+    fn a_target_far_busier_than_believed_dates_every_entry_as_old() {
+        let mut rng = SplitMix64::new(2);
+        let mut a = Balancer::new(1, Config::default());
+        for i in 0..4 {
+            a.job_started(0.0, job(i, 0.0));
+        }
+        // One gossip, from before a burst: hosts 2, 3 and 4 are idle.
+        let stale = Message::Gossip { entries: vec![entry(2, 0.0), entry(3, 0.0), entry(4, 0.0)], want_reply: false };
+        let acts = a.on_message(10.0, 2, stale, &mut rng);
+        let asked: Vec<HostId> = sends(&acts).iter().map(|(to, _)| *to).collect();
+        assert_eq!(asked.len(), 2, "{acts:?}");
+        let Some((_, Message::MigrateRequest(r))) = sends(&acts).first().copied() else { panic!("{acts:?}") };
+        // The first target got two jobs meanwhile (not just one more than
+        // A thought, which would be a lost race).
+        let refusal = Message::MigrateReply(MigrateReply {
+            job: r.job,
+            accepted: false,
+            reason: "no longer worth it".into(),
+            target: entry(asked[0], 2.0),
+            hint: None,
+        });
+        let acts = a.on_message(10.002, asked[0], refusal, &mut rng);
+        assert!(sends(&acts).is_empty(), "the third entry is as old as the refuted one: {acts:?}");
+        // Fresh news about the third host is believed again.
+        let third = [2, 3, 4].into_iter().find(|h| !asked.contains(h)).unwrap();
+        let acts = a.on_message(10.2, third, gossip(third, 0.0), &mut rng);
+        assert_eq!(sends(&acts).iter().map(|(to, _)| *to).collect::<Vec<_>>(), vec![third], "{acts:?}");
     }
 
     #[test]

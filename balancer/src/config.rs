@@ -184,3 +184,39 @@ pub struct Config {
     /// should keep `bandwidth` up to date with measured values).
     pub cost: CostModel,
 }
+
+impl Config {
+    /// The same configuration with gossip every `period` seconds. Information
+    /// cannot be fresher than the gossip that carries it, so when gossip is
+    /// slower than the default the age limits (fresh, usable as a target,
+    /// good for a redirect, expired) and the refusal back-off grow in
+    /// proportion; when it is faster they stay as they are.
+    pub fn with_gossip_period(mut self, period: f64) -> Self {
+        let k = (period / self.gossip.period).max(1.0);
+        self.gossip.period = period;
+        self.gossip.fresh_age *= k;
+        self.gossip.max_age *= k;
+        self.consider.max_info_age *= k;
+        self.consider.redirect_age *= k;
+        self.consider.refusal_backoff *= k;
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slower_gossip_stretches_the_age_limits_faster_gossip_keeps_them() {
+        let d = Config::default();
+        let slow = Config::default().with_gossip_period(4.0 * d.gossip.period);
+        assert_eq!(slow.gossip.period, 4.0 * d.gossip.period);
+        assert_eq!(slow.gossip.max_age, 4.0 * d.gossip.max_age);
+        assert_eq!(slow.consider.max_info_age, 4.0 * d.consider.max_info_age);
+        assert_eq!(slow.consider.cool_down, d.consider.cool_down);
+        let fast = Config::default().with_gossip_period(d.gossip.period / 10.0);
+        assert_eq!(fast.gossip.max_age, d.gossip.max_age);
+        assert_eq!(fast.consider.redirect_age, d.consider.redirect_age);
+    }
+}

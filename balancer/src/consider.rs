@@ -11,8 +11,10 @@
 //! 2. **It runs faster there.** The job's processor-sharing speed on the
 //!    target (with it added) beats its speed here.
 //! 3. **Residency.** The job has lived at least `min_residency` and has been
-//!    on this host at least `settle`, and it does not go back to the host it
-//!    came from within `cool_down` (no ping-pong).
+//!    on this host at least `settle`, and it does not go back to a host it
+//!    left within `cool_down` (no ping-pong, not even round a triangle).
+//!    Among the jobs that may move, one that has not moved within the
+//!    cool-down goes first.
 //! 4. **Gain beats cost.** The job's remaining run time is not known; as in
 //!    Harchol-Balter and Downey's analysis of process lifetimes, a job that
 //!    has lived `age` seconds is expected to live about `age` more. Moving
@@ -58,7 +60,9 @@ pub enum JobState {
     /// Runs here; may be considered.
     Running,
     /// A request was sent to `to` at `at`; waiting for the reply.
-    Requested { to: HostId, at: f64, kind: MoveKind, reason: String },
+    /// `basis` is when the information about `to` that the plan relied on
+    /// was current, `assumed` the load `to` would have with the job.
+    Requested { to: HostId, at: f64, kind: MoveKind, reason: String, basis: f64, assumed: f64 },
     /// Accepted; the daemon is moving it to `to`.
     Migrating { to: HostId, since: f64 },
 }
@@ -77,14 +81,30 @@ pub struct JobRecord {
     pub started_at: f64,
     /// When it started running on this host.
     pub arrived_at: f64,
-    /// The host it came from, if it migrated here.
-    pub came_from: Option<HostId>,
+    /// Hosts the job left within the cool-down, and when (this host's
+    /// clock), oldest first: the last one is the host it came from.
+    pub left: Vec<(HostId, f64)>,
     pub state: JobState,
 }
 
 impl JobRecord {
     pub fn is_moving(&self) -> bool {
         !matches!(self.state, JobState::Running)
+    }
+
+    /// The host it migrated here from, if any.
+    pub fn came_from(&self) -> Option<HostId> {
+        self.left.last().map(|&(h, _)| h)
+    }
+
+    /// It left `host` less than `cool_down` ago: it must not go back yet.
+    pub fn left_recently(&self, host: HostId, now: f64, cool_down: f64) -> bool {
+        self.left.iter().any(|&(h, at)| h == host && now - at < cool_down)
+    }
+
+    /// It has not moved within `cool_down` (or never moved).
+    pub fn settled(&self, now: f64, cool_down: f64) -> bool {
+        self.left.last().is_none_or(|&(_, at)| now - at >= cool_down)
     }
 }
 
@@ -122,14 +142,66 @@ pub struct Plan {
     pub source_rate: f64,
     pub source_load: f64,
     pub assumed_target_load: f64,
+    /// Age of the information about the target the plan relied on.
+    pub info_age: f64,
 }
 
-/// Result of one consideration: the moves, and a sentence saying why there
-/// are no (more) moves.
+/// Why a consideration planned what it planned. Kept as data and rendered
+/// only when someone reads it: a host considers ten or more times a second
+/// and is balanced nearly always.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum Note {
+    /// Nothing considered yet.
+    #[default]
+    NotYet,
+    NoMovableJob,
+    Waiting,
+    NoInformation,
+    DrainingNowhere,
+    MemoryShortNowhere,
+    /// `load` here; the best known target `host` would be at `with_one`.
+    Balanced {
+        load: f64,
+        host: HostId,
+        with_one: f64,
+    },
+    NoGainYet(usize),
+    Young(usize),
+    Planned(usize),
+    RoundLimit(usize),
+    NothingPays,
+}
+
+impl std::fmt::Display for Note {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Note::NotYet => write!(f, "not considered yet"),
+            Note::NoMovableJob => write!(f, "no job here that could move"),
+            Note::Waiting => write!(f, "waiting: outgoing moves in flight or request rate limit reached"),
+            Note::NoInformation => write!(f, "no recent information about any host that accepts jobs"),
+            Note::DrainingNowhere => write!(f, "draining, but no known host can take a job now"),
+            Note::MemoryShortNowhere => write!(f, "memory is short but no known host has room for a job"),
+            Note::Balanced { load, host, with_one } => write!(
+                f,
+                "balanced: load here {load:.2}, best known target host {host} would be at {with_one:.2} with one more job (a move needs a difference of more than one job)"
+            ),
+            Note::NoGainYet(n) => write!(
+                f,
+                "{n} job(s) could go to a less loaded host but the expected gain does not beat the migration cost yet"
+            ),
+            Note::Young(n) => write!(f, "{n} job(s) still within their residency time"),
+            Note::Planned(n) => write!(f, "planned {n} move(s)"),
+            Note::RoundLimit(n) => write!(f, "planned {n} moves (round limit)"),
+            Note::NothingPays => write!(f, "no move pays off"),
+        }
+    }
+}
+
+/// Result of one consideration: the moves, and why there are no (more).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Consideration {
     pub moves: Vec<Plan>,
-    pub note: String,
+    pub note: Note,
     /// This host has jobs it would give away (past their residency) but
     /// knows no host that should take them.
     pub seeking: bool,
@@ -156,6 +228,14 @@ impl Verdict {
     pub fn reason(&self) -> &str {
         match self {
             Verdict::Accept(r) | Verdict::Refuse(r) | Verdict::Redirect { reason: r, .. } => r,
+        }
+    }
+
+    /// The host whose entry the reply should carry.
+    pub fn hint(&self) -> Option<HostId> {
+        match self {
+            Verdict::Redirect { to, .. } => Some(*to),
+            _ => None,
         }
     }
 }
@@ -186,7 +266,7 @@ fn best_target(
 ) -> Option<usize> {
     let mut best: Option<(usize, f64)> = None;
     for (i, t) in targets.iter().enumerate() {
-        if respect_cool_down && job.came_from == Some(t.host) && now - job.arrived_at < cfg.cool_down {
+        if respect_cool_down && job.left_recently(t.host, now, cfg.cool_down) {
             continue;
         }
         if (t.info.free_mem as f64) < job.memory as f64 + cfg.mem_headroom as f64 {
@@ -200,6 +280,67 @@ fn best_target(
         }
     }
     best.map(|(i, _)| i)
+}
+
+/// What [`hysteresis_blocks`] found.
+struct Blocked {
+    /// Jobs past their residency (all blocked by the hysteresis).
+    resident: usize,
+    /// Jobs still within it.
+    young: usize,
+    note: Note,
+}
+
+/// Exact shortcut: if even the lightest job past its residency cannot pass
+/// the hysteresis against the least loaded target, no job can. This keeps
+/// the usual, balanced, case O(jobs + targets) and free of allocations.
+/// `None` when some job might move (or there is no job past its residency,
+/// or no target).
+fn hysteresis_blocks<'a>(
+    now: f64,
+    my_load: f64,
+    movable: impl Iterator<Item = &'a JobRecord> + Clone,
+    targets: impl Iterator<Item = &'a Candidate>,
+    cfg: &ConsiderConfig,
+) -> Option<Blocked> {
+    let resident = |j: &&JobRecord| now - j.started_at >= cfg.min_residency && now - j.arrived_at >= cfg.settle;
+    let lightest = movable.clone().filter(resident).map(|j| j.load).fold(f64::INFINITY, f64::min);
+    if !lightest.is_finite() {
+        return None;
+    }
+    let (host, with_one) = targets
+        .map(|t| (t.host, t.info.load_with(lightest)))
+        .fold(None, |a: Option<(HostId, f64)>, b| if a.is_some_and(|a| a.1 <= b.1) { a } else { Some(b) })?;
+    if my_load - with_one > cfg.margin {
+        return None;
+    }
+    let resident_n = movable.clone().filter(resident).count();
+    Some(Blocked {
+        resident: resident_n,
+        young: movable.count() - resident_n,
+        note: Note::Balanced { load: my_load, host, with_one },
+    })
+}
+
+/// The best move found so far in a planning round.
+struct Pick {
+    /// The job has not moved within the cool-down.
+    settled: bool,
+    /// Expected gain minus the price of the move, seconds.
+    score: f64,
+    job: usize,
+    target: usize,
+    gain: f64,
+    cost: MigrationCost,
+}
+
+impl Pick {
+    /// A job that moved here within the cool-down goes only if no settled
+    /// job can: moving it again would waste its last move, and chains of
+    /// such moves are how jobs end up circling.
+    fn beats(&self, other: &Pick) -> bool {
+        (self.settled, self.score) > (other.settled, other.score)
+    }
 }
 
 /// Working state of one planning round: every committed move updates this
@@ -225,6 +366,7 @@ impl Planning {
             source_rate: self.my.rate_with(0.0),
             source_load: self.my.load(),
             assumed_target_load: t.info.load_with(j.load),
+            info_age: t.age,
         });
         self.my.runnable = (self.my.runnable - j.load).max(0.0);
         self.my.free_mem = self.my.free_mem.saturating_add(j.memory);
@@ -252,24 +394,25 @@ pub fn plan_moves(
     rng: &mut dyn Rng,
 ) -> Consideration {
     if jobs.iter().all(|j| j.is_moving()) {
-        return Consideration { moves: Vec::new(), note: "no job here that could move".into(), seeking: false };
+        return Consideration { moves: Vec::new(), note: Note::NoMovableJob, seeking: false };
     }
     if budget == 0 {
-        return Consideration {
-            moves: Vec::new(),
-            note: "waiting: outgoing moves in flight or request rate limit reached".into(),
-            seeking: false,
-        };
+        return Consideration { moves: Vec::new(), note: Note::Waiting, seeking: false };
     }
-    let mut targets: Vec<Candidate> = candidates
-        .iter()
-        .filter(|c| c.host != me.host && c.info.accepting && c.age <= cfg.max_info_age)
-        .copied()
-        .collect();
+    let usable = |c: &&Candidate| c.host != me.host && c.info.accepting && c.age <= cfg.max_info_age;
+    let memory_low = (me.info.free_mem as f64) < cfg.mem_low * me.total_mem as f64;
+    // The usual case, decided before copying and shuffling anything.
+    if me.mode == Mode::Normal && !memory_low {
+        let movable = jobs.iter().filter(|j| !j.is_moving());
+        if let Some(b) = hysteresis_blocks(now, me.info.load(), movable, candidates.iter().filter(usable), cfg) {
+            return Consideration { moves: Vec::new(), note: b.note, seeking: true };
+        }
+    }
+    let mut targets: Vec<Candidate> = candidates.iter().filter(usable).copied().collect();
     if targets.is_empty() {
         return Consideration {
             moves: Vec::new(),
-            note: "no recent information about any host that accepts jobs".into(),
+            note: Note::NoInformation,
             seeking: jobs.iter().any(|j| !j.is_moving() && now - j.started_at >= cfg.min_residency),
         };
     }
@@ -303,14 +446,14 @@ pub fn plan_moves(
             st.commit(j, ti, MoveKind::Drain, reason, &c);
         }
         if st.out.moves.is_empty() {
-            st.out.note = "draining, but no known host can take a job now".into();
+            st.out.note = Note::DrainingNowhere;
         }
         return st.out;
     }
 
     // 2. Memory pressure: move the biggest jobs until enough is free.
     let low = cfg.mem_low * me.total_mem as f64;
-    if (st.my.free_mem as f64) < low {
+    if memory_low {
         let goal = cfg.mem_target * me.total_mem as f64;
         let mut order: Vec<&JobRecord> = jobs.iter().filter(|j| !j.is_moving()).collect();
         order.sort_by(|a, b| b.memory.cmp(&a.memory).then(a.id.cmp(&b.id)));
@@ -336,7 +479,7 @@ pub fn plan_moves(
             st.commit(j, ti, MoveKind::Memory, reason, &c);
         }
         if (st.my.free_mem as f64) < low && st.out.moves.is_empty() {
-            st.out.note = "memory is short but no known host has room for a job".into();
+            st.out.note = Note::MemoryShortNowhere;
         }
     }
 
@@ -346,33 +489,13 @@ pub fn plan_moves(
     while !st.full(budget) {
         let my_load = st.my.load();
         let my_rate = st.my.rate_with(0.0);
-        // (score, job index, target index, gain, cost)
-        let mut best: Option<(f64, usize, usize, f64, MigrationCost)> = None;
+        let mut best: Option<Pick> = None;
         (young, no_gain, blocked) = (0, 0, 0);
-        // Shortcut (exact): if even the lightest job that may move cannot
-        // pass the hysteresis against the least loaded target, none can.
-        // This keeps the common "balanced" case O(jobs + targets).
-        let resident = |j: &JobRecord| now - j.started_at >= cfg.min_residency && now - j.arrived_at >= cfg.settle;
-        let movable = || jobs.iter().filter(|j| !j.is_moving() && !st.taken.contains(&j.id));
-        let lightest = movable().filter(|j| resident(j)).map(|j| j.load).fold(f64::INFINITY, f64::min);
-        if lightest.is_finite() {
-            let (bi, bl) = st
-                .targets
-                .iter()
-                .enumerate()
-                .map(|(i, t)| (i, t.info.load_with(lightest)))
-                .fold((0, f64::INFINITY), |a, b| if b.1 < a.1 { b } else { a });
-            if my_load - bl <= cfg.margin {
-                blocked = movable().filter(|j| resident(j)).count();
-                young = movable().count() - blocked;
-                if balanced_note.is_none() {
-                    balanced_note = Some(format!(
-                        "balanced: load here {:.2}, best known target host {} would be at {:.2} with one more job (a move needs a difference of more than one job)",
-                        my_load, st.targets[bi].host, bl
-                    ));
-                }
-                break;
-            }
+        let movable = jobs.iter().filter(|j| !j.is_moving() && !st.taken.contains(&j.id));
+        if let Some(b) = hysteresis_blocks(now, my_load, movable, st.targets.iter(), cfg) {
+            (blocked, young) = (b.resident, b.young);
+            balanced_note.get_or_insert(b.note);
+            break;
         }
         for (ji, j) in jobs.iter().enumerate() {
             if j.is_moving() || st.taken.contains(&j.id) {
@@ -391,12 +514,7 @@ pub fn plan_moves(
             let lt = t.info.load_with(j.load);
             let tr = t.info.rate_with(j.load);
             if my_load - lt <= cfg.margin || tr <= my_rate * (1.0 + 1e-9) {
-                if balanced_note.is_none() {
-                    balanced_note = Some(format!(
-                        "balanced: load here {:.2}, best known target host {} would be at {:.2} with one more job (a move needs a difference of more than one job)",
-                        my_load, t.host, lt
-                    ));
-                }
+                balanced_note.get_or_insert(Note::Balanced { load: my_load, host: t.host, with_one: lt });
                 blocked += 1;
                 continue;
             }
@@ -407,12 +525,19 @@ pub fn plan_moves(
                 no_gain += 1;
                 continue;
             }
-            let score = gain - price;
-            if best.is_none_or(|bb| score > bb.0) {
-                best = Some((score, ji, ti, gain, c));
+            let pick = Pick {
+                settled: j.settled(now, cfg.cool_down),
+                score: gain - price,
+                job: ji,
+                target: ti,
+                gain,
+                cost: c,
+            };
+            if best.as_ref().is_none_or(|b| pick.beats(b)) {
+                best = Some(pick);
             }
         }
-        let Some((_, ji, ti, gain, c)) = best else {
+        let Some(Pick { job: ji, target: ti, gain, cost: c, .. }) = best else {
             break;
         };
         let j = &jobs[ji];
@@ -436,19 +561,19 @@ pub fn plan_moves(
         st.commit(j, ti, MoveKind::Load, reason, &c);
     }
     st.out.seeking = st.out.moves.is_empty() && blocked > 0 && no_gain == 0;
-    if st.out.note.is_empty() {
+    if st.out.note == Note::NotYet {
         st.out.note = if st.full(budget) {
-            format!("planned {} moves (round limit)", st.out.moves.len())
+            Note::RoundLimit(st.out.moves.len())
         } else if no_gain > 0 {
-            format!("{no_gain} job(s) could go to a less loaded host but the expected gain does not beat the migration cost yet")
+            Note::NoGainYet(no_gain)
         } else if young > 0 && blocked == 0 {
-            format!("{young} job(s) still within their residency time")
+            Note::Young(young)
         } else if let Some(n) = balanced_note {
             n
         } else if !st.out.moves.is_empty() {
-            format!("planned {} move(s)", st.out.moves.len())
+            Note::Planned(st.out.moves.len())
         } else {
-            "no move pays off".into()
+            Note::NothingPays
         };
     }
     st.out
@@ -553,7 +678,7 @@ mod tests {
             dirty_rate: 0.0,
             started_at,
             arrived_at: started_at,
-            came_from: None,
+            left: Vec::new(),
             state: JobState::Running,
         }
     }
@@ -573,7 +698,8 @@ mod tests {
         // 2 here vs 1 there: moving would just swap the roles.
         let c = plan(100.0, &me(2.0), &jobs, &[cand(9, 1.0)]);
         assert!(c.moves.is_empty(), "{c:?}");
-        assert!(c.note.contains("balanced"), "{}", c.note);
+        assert!(matches!(c.note, Note::Balanced { host: 9, .. }), "{}", c.note);
+        assert!(c.note.to_string().starts_with("balanced: load here 2.00"), "{}", c.note);
         // 2 here vs 0 there: move one.
         let c = plan(100.0, &me(2.0), &jobs, &[cand(9, 0.0)]);
         assert_eq!(c.moves.len(), 1, "{c:?}");
@@ -603,10 +729,17 @@ mod tests {
         let jobs = vec![job(1, 99.8), job(2, 99.8)];
         let c = plan(100.0, &me(2.0), &jobs, &[cand(9, 0.0)]);
         assert!(c.moves.is_empty());
-        assert!(c.note.contains("residency"), "{}", c.note);
+        assert_eq!(c.note, Note::Young(2), "{}", c.note);
         // Old enough: moves.
         let c = plan(100.6, &me(2.0), &jobs, &[cand(9, 0.0)]);
         assert_eq!(c.moves.len(), 1);
+        // Old jobs that have only just arrived here settle first.
+        let arrived: Vec<JobRecord> =
+            [1, 2].map(|id| JobRecord { arrived_at: 99.8, left: vec![(5, 99.8)], ..job(id, 0.0) }).to_vec();
+        let c = plan(100.0, &me(2.0), &arrived, &[cand(9, 0.0)]);
+        assert_eq!(c.note, Note::Young(2), "{}", c.note);
+        let c = plan(100.4, &me(2.0), &arrived, &[cand(9, 0.0)]);
+        assert_eq!(c.moves.len(), 1, "{c:?}");
     }
 
     #[test]
@@ -621,7 +754,7 @@ mod tests {
         }];
         let c = plan(100.0, &me(2.0), &jobs, &[cand(9, 0.0)]);
         assert!(c.moves.is_empty(), "{c:?}");
-        assert!(c.note.contains("gain"), "{}", c.note);
+        assert_eq!(c.note, Note::NoGainYet(2), "{}", c.note);
         // Once it has run for a minute the move pays.
         let c = plan(160.0, &me(2.0), &jobs, &[cand(9, 0.0)]);
         assert_eq!(c.moves.len(), 1);
@@ -631,7 +764,7 @@ mod tests {
     fn no_ping_pong_within_cool_down() {
         let mut j = job(1, 0.0);
         j.arrived_at = 95.0;
-        j.came_from = Some(9);
+        j.left = vec![(9, 95.0)];
         let jobs = vec![j.clone(), job(2, 0.0), job(3, 0.0)];
         // Host 9 is now idle, but job 1 just came from there; another job
         // goes instead.
@@ -652,6 +785,48 @@ mod tests {
         assert_eq!(c.moves[0].to, 8);
         let c = plan(116.0, &me(2.0), &only, &[cand(9, 0.0)]);
         assert_eq!(c.moves.len(), 1);
+        // Nor round a triangle: it left 7 before it left 9.
+        let mut k = j.clone();
+        k.left = vec![(7, 92.0), (9, 95.0)];
+        let c = plan(
+            100.0,
+            &me(2.0),
+            &[k.clone(), {
+                let mut x = k.clone();
+                x.id = 4;
+                x
+            }],
+            &[cand(7, 0.0)],
+        );
+        assert!(c.moves.is_empty(), "{c:?}");
+        let c = plan(
+            113.0,
+            &me(2.0),
+            &[k.clone(), {
+                let mut x = k;
+                x.id = 4;
+                x
+            }],
+            &[cand(7, 0.0)],
+        );
+        assert_eq!(c.moves.len(), 1, "7 was left 21 s ago: {c:?}");
+    }
+
+    #[test]
+    fn a_job_that_just_moved_is_the_last_to_move_again() {
+        // Job 1 arrived from host 5 a moment ago; job 2 has been here all
+        // along. Both could go to host 9 with the same gain: job 2 goes.
+        let mut j = job(1, 0.0);
+        j.arrived_at = 99.0;
+        j.left = vec![(5, 99.0)];
+        let c = plan(100.0, &me(2.0), &[j.clone(), job(2, 0.0)], &[cand(9, 0.0)]);
+        assert_eq!(c.moves.len(), 1, "{c:?}");
+        assert_eq!(c.moves[0].job, 2);
+        // If it is the only job that may go, it goes.
+        let mut k = j.clone();
+        k.id = 3;
+        let c = plan(100.0, &me(2.0), &[j, k], &[cand(9, 0.0)]);
+        assert_eq!(c.moves.len(), 1, "{c:?}");
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub type JobId = u64;
 
 pub use balancer::{Action, Balancer, JobInfo, Stats};
 pub use config::{Config, ConsiderConfig, GossipConfig, HostSpec, LoadConfig};
-pub use consider::{Mode, Verdict};
+pub use consider::{Mode, Note, Verdict};
 pub use cost::{CostModel, MigrationCost};
 pub use gossip::{HostId, LoadInfo, WireEntry};
 pub use msg::{Message, MigrateReply, MigrateRequest, MoveKind};

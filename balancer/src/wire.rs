@@ -3,7 +3,8 @@
 //!
 //! Layout (little endian): magic `b'B'`, version, message type, body.
 //! An entry is 27 bytes: host u64, age in ms u32, runnable f32, cores u16,
-//! speed f32, free memory in MiB u32, flags u8 (bit 0: accepting). A gossip
+//! speed f32, free memory in MiB u32, flags u8 (bit 0: accepting, bit 1:
+//! seeking). A gossip
 //! message with the default window of 8 entries is 3 + 2 + 8 * 27 = 221
 //! bytes, whatever the cluster size.
 
@@ -303,7 +304,7 @@ mod tests {
         assert_eq!(decode(&[]), Err(DecodeError::Truncated));
         assert_eq!(decode(&[0, 1, 1]), Err(DecodeError::BadMagic(0)));
         assert_eq!(decode(&[b'B', 9, 1]), Err(DecodeError::Version(9)));
-        assert_eq!(decode(&[b'B', 1, 99]), Err(DecodeError::UnknownType(99)));
+        assert_eq!(decode(&[b'B', VERSION, 99]), Err(DecodeError::UnknownType(99)));
         let mut b = encode(&Message::Cancel { job: 1 });
         b.push(0);
         assert_eq!(decode(&b), Err(DecodeError::Trailing(1)));

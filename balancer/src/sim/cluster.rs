@@ -2,8 +2,11 @@
 //! sharing CPUs, messages with delay, migrations with a cost model.
 //!
 //! Honesty rules: every host only learns what messages tell it (messages
-//! take `msg_delay` plus random jitter, and may be lost); samples are the
-//! true runnable count at each tick; a migration first spends the setup
+//! travel as the bytes of [`wire::encode`], take `msg_delay` plus random
+//! jitter, and may be lost); samples are the true runnable count at each
+//! tick; a job's dirty rate reaches the balancer as a measurement with an
+//! error (`dirty_rate_error`), and its length never does; a migration first
+//! spends the setup
 //! time (connect, create the VM on the target), then copies memory over the
 //! source's and the target's links (one copy at a time per link direction)
 //! while the job keeps running on the source, then freezes the job for the
@@ -47,6 +50,10 @@ pub struct SimConfig {
     /// Probability that a message is lost.
     pub msg_loss: f64,
     pub seed: u64,
+    /// The daemon measures a job's dirty rate; the balancer gets the true
+    /// rate times a factor drawn log-uniformly from `[1/(1+e), 1+e]`, a new
+    /// draw at every report (job start, arrival after a move).
+    pub dirty_rate_error: f64,
     /// A move counts as wasted if the job moved less than this long ago.
     pub wasted_window: f64,
     pub noise: Option<Noise>,
@@ -64,6 +71,7 @@ impl Default for SimConfig {
             msg_jitter: 0.0005,
             msg_loss: 0.0,
             seed: 1,
+            dirty_rate_error: 0.5,
             noise: None,
         }
     }
@@ -109,6 +117,8 @@ pub struct SimStats {
     pub messages: u64,
     pub bytes: u64,
     pub dropped_messages: u64,
+    /// Messages the receiver could not decode (always a bug).
+    pub undecodable: u64,
     /// Seconds jobs spent frozen, summed.
     pub frozen_time: f64,
 }
@@ -141,6 +151,8 @@ struct Mig {
     id: u64,
     to: usize,
     cost: MigrationCost,
+    /// What the source's balancer sends along (hosts left, seconds ago).
+    left: Vec<(u64, f64)>,
 }
 
 #[derive(Clone, Debug)]
@@ -180,7 +192,7 @@ enum Ev {
     Join(usize),
     Leave(usize),
     Tick(usize),
-    Deliver { to: usize, from: usize, msg: Message },
+    Deliver { to: usize, from: usize, bytes: Vec<u8> },
     Complete { host: usize, version: u64 },
     Submit(usize),
     PrecopyDone { job: usize, mig: u64 },
@@ -452,6 +464,9 @@ impl Sim {
             }
         }
         let done = self.jobs.iter().filter(|j| j.phase == Phase::Done).count();
+        if self.stats.undecodable > 0 {
+            return Err(format!("{} message(s) did not decode", self.stats.undecodable));
+        }
         let pending = self.jobs.iter().filter(|j| j.phase != Phase::Done).count();
         if pending != self.unfinished || done + pending != self.jobs.len() {
             return Err("unfinished count is off".into());
@@ -507,14 +522,20 @@ impl Sim {
         host.bal.as_mut().map(|b| f(b, host_rng, now))
     }
 
-    fn job_info(&self, j: usize) -> JobInfo {
+    /// What the daemon tells the balancer about job `j`: its vCPU, memory
+    /// and age exactly, its dirty rate as a measurement with an error, and
+    /// `left` as the source's balancer sent it along.
+    fn job_info(&mut self, j: usize, left: Vec<(u64, f64)>) -> JobInfo {
+        let e = self.cfg.dirty_rate_error.max(0.0);
+        let error = (1.0 + e).powf(2.0 * self.rng.unit() - 1.0);
         let job = &self.jobs[j];
         JobInfo {
             id: j as u64,
             load: 1.0,
             memory: job.spec.memory,
-            dirty_rate: job.spec.dirty_rate,
+            dirty_rate: job.spec.dirty_rate * error,
             age: self.now - job.started_at,
+            left,
         }
     }
 
@@ -541,14 +562,17 @@ impl Sim {
                 let next = self.now + self.cfg.tick;
                 self.schedule(next, Ev::Tick(h));
             }
-            Ev::Deliver { to, from, msg } => {
+            Ev::Deliver { to, from, bytes } => {
                 if !self.hosts[to].alive || self.hosts[to].bal.is_none() {
                     self.stats.dropped_messages += 1;
                     return;
                 }
-                let bytes = wire::encoded_len(&msg) as u64;
                 self.hosts[to].traffic.received += 1;
-                self.hosts[to].traffic.bytes_received += bytes;
+                self.hosts[to].traffic.bytes_received += bytes.len() as u64;
+                let Ok(msg) = wire::decode(&bytes) else {
+                    self.stats.undecodable += 1;
+                    return;
+                };
                 let acts =
                     self.with_bal(to, |b, rng, now| b.on_message(now, from as u64, msg, rng)).unwrap_or_default();
                 self.apply(to, acts);
@@ -587,7 +611,7 @@ impl Sim {
                 job.started_at = self.now;
                 self.hosts[h].running.push(j);
                 self.hosts[h].used_mem += self.jobs[j].spec.memory;
-                let info = self.job_info(j);
+                let info = self.job_info(j, Vec::new());
                 let free = self.free_mem(h);
                 self.with_bal(h, |b, _, now| {
                     b.job_started(now, info);
@@ -634,7 +658,7 @@ impl Sim {
                 let now = self.now;
                 self.hosts[dst].first_arrival.get_or_insert(now);
                 self.reschedule(dst);
-                let info = self.job_info(job);
+                let info = self.job_info(job, m.left);
                 let free_dst = self.free_mem(dst);
                 let free_src = self.free_mem(src);
                 self.with_bal(dst, |b, _, now| {
@@ -694,9 +718,9 @@ impl Sim {
         for a in actions {
             match a {
                 Action::Send { to, msg } => self.send(h, to as usize, msg),
-                Action::Migrate { job, to, kind, reason } => {
+                Action::Migrate { job, to, kind, reason, left } => {
                     self.note(h, || format!("move job {job} to host {to} ({}): {reason}", kind.as_str()));
-                    self.start_migration(h, job as usize, to as usize)
+                    self.start_migration(h, job as usize, to as usize, left)
                 }
                 Action::Refused { job, by, reason } => {
                     self.stats.refusals += 1;
@@ -707,23 +731,24 @@ impl Sim {
     }
 
     fn send(&mut self, from: usize, to: usize, msg: Message) {
-        let bytes = wire::encoded_len(&msg) as u64;
+        let bytes = wire::encode(&msg);
+        let len = bytes.len() as u64;
         self.stats.messages += 1;
-        self.stats.bytes += bytes;
+        self.stats.bytes += len;
         if matches!(msg, Message::MigrateRequest(_)) {
             self.stats.requests += 1;
         }
         self.hosts[from].traffic.sent += 1;
-        self.hosts[from].traffic.bytes_sent += bytes;
+        self.hosts[from].traffic.bytes_sent += len;
         if to >= self.hosts.len() || (self.cfg.msg_loss > 0.0 && self.rng.chance(self.cfg.msg_loss)) {
             self.stats.dropped_messages += 1;
             return;
         }
         let delay = self.cfg.msg_delay + self.cfg.msg_jitter * self.rng.unit();
-        self.schedule(self.now + delay, Ev::Deliver { to, from, msg });
+        self.schedule(self.now + delay, Ev::Deliver { to, from, bytes });
     }
 
-    fn start_migration(&mut self, src: usize, j: usize, dst: usize) {
+    fn start_migration(&mut self, src: usize, j: usize, dst: usize, left: Vec<(u64, f64)>) {
         let ok = j < self.jobs.len()
             && dst < self.hosts.len()
             && dst != src
@@ -762,7 +787,7 @@ impl Sim {
         self.hosts[dst].rx_free = end + cost.freeze;
         self.next_mig += 1;
         let id = self.next_mig;
-        self.jobs[j].mig = Some(Mig { id, to: dst, cost });
+        self.jobs[j].mig = Some(Mig { id, to: dst, cost, left });
         self.with_bal(dst, |b, _, now| b.migration_incoming(now, j as u64));
         self.schedule(end, Ev::PrecopyDone { job: j, mig: id });
     }

@@ -285,3 +285,39 @@ fn separated_groups_find_each_other_again() {
         assert!(known >= 13, "host {h} knows only {known} of 15");
     }
 }
+
+#[test]
+fn every_job_finishes_even_when_no_message_arrives() {
+    // Nothing can balance: all 33 jobs stay where they started and take
+    // 33 x 30 s, far longer than any multiple of the ideal 70 s that a time
+    // limit might be based on.
+    let mut b = Burst::identical(16, 33, 30.0, 1);
+    b.sim.msg_loss = 1.0;
+    let o = run_burst(&b).unwrap();
+    assert_eq!(o.moves, 0);
+    assert!((o.ours - 990.0).abs() < 1e-6, "{o:?}");
+    assert!((o.optimal - 70.0).abs() < 1e-9, "{o:?}");
+}
+
+#[test]
+fn the_balancer_gets_a_measured_dirty_rate_not_the_true_one() {
+    let mut sim = cluster(2, 3);
+    for _ in 0..40 {
+        sim.add_job(JobSpec::cpu(100.0, 0, 1.0));
+    }
+    sim.run_until(1.5);
+    let truth = JobSpec::cpu(1.0, 0, 0.0).dirty_rate;
+    let seen: Vec<f64> = sim.balancer(0).unwrap().jobs().iter().map(|j| j.dirty_rate / truth).collect();
+    let e = SimConfig::default().dirty_rate_error;
+    assert!(seen.iter().all(|&r| r >= 1.0 / (1.0 + e) - 1e-9 && r <= 1.0 + e + 1e-9), "{seen:?}");
+    assert!(seen.iter().filter(|&&r| (r - 1.0).abs() > 0.05).count() > 30, "{seen:?}");
+}
+
+#[test]
+fn burst_hosts_have_room_for_every_job_unless_told_otherwise() {
+    let b = Burst::identical(4, 48, 60.0, 1).with_job_memory(2 * GIB, None);
+    assert!(b.hosts.iter().all(|h| h.memory >= 48 * 2 * GIB * 5 / 4));
+    let b = Burst::identical(4, 2, 60.0, 1).with_job_memory(64 * MIB, Some(GIB));
+    assert!(b.hosts.iter().all(|h| h.memory == GIB));
+    assert_eq!(b.memory, 64 * MIB);
+}
