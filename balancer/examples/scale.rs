@@ -11,7 +11,12 @@
 //! the burst hosts' links), the time until a newly joined idle host receives
 //! its first job, and wasted moves (a job moved again within the cool-down).
 
+#[macro_use]
+mod common;
+
 use std::process::ExitCode;
+
+use common::{args, list, value};
 
 use balancer::config::{HostSpec, GIB, MIB};
 use balancer::sim::{JobSpec, Sim, SimConfig};
@@ -36,12 +41,7 @@ const USAGE: &str = "usage: scale [--hosts H[,H2,...]] [--burst-hosts B] [--jobs
   --host-memory-gib G memory of every host (default 64)
   --seed S            simulation seed (default 1)";
 
-fn num<T: std::str::FromStr>(flag: &str, v: Option<String>) -> Result<T, String> {
-    let v = v.ok_or_else(|| format!("{flag} needs a value"))?;
-    v.parse().map_err(|_| format!("{flag}: cannot parse {v:?}"))
-}
-
-fn parse() -> Result<Args, String> {
+fn parse(it: &mut dyn Iterator<Item = String>) -> Result<Args, String> {
     let mut a = Args {
         hosts: vec![1024],
         burst_hosts: 8,
@@ -51,26 +51,15 @@ fn parse() -> Result<Args, String> {
         host_memory_gib: 64.0,
         seed: 1,
     };
-    let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         match flag.as_str() {
-            "--hosts" => {
-                let v = it.next().ok_or("--hosts needs a value")?;
-                a.hosts = v
-                    .split(',')
-                    .map(|s| s.trim().parse::<usize>().map_err(|_| format!("--hosts: cannot parse {s:?}")))
-                    .collect::<Result<_, _>>()?;
-            }
-            "--burst-hosts" => a.burst_hosts = num(&flag, it.next())?,
-            "--jobs-per-host" => a.jobs_per_host = num(&flag, it.next())?,
-            "--duration" => a.duration = num(&flag, it.next())?,
-            "--memory-mib" => a.memory_mib = num(&flag, it.next())?,
-            "--host-memory-gib" => a.host_memory_gib = num(&flag, it.next())?,
-            "--seed" => a.seed = num(&flag, it.next())?,
-            "--help" | "-h" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
+            "--hosts" => a.hosts = list(&flag, it.next())?,
+            "--burst-hosts" => a.burst_hosts = value(&flag, it.next())?,
+            "--jobs-per-host" => a.jobs_per_host = value(&flag, it.next())?,
+            "--duration" => a.duration = value(&flag, it.next())?,
+            "--memory-mib" => a.memory_mib = value(&flag, it.next())?,
+            "--host-memory-gib" => a.host_memory_gib = value(&flag, it.next())?,
+            "--seed" => a.seed = value(&flag, it.next())?,
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -83,16 +72,65 @@ fn parse() -> Result<Args, String> {
     if !(a.jobs_per_host.is_finite() && a.jobs_per_host > 0.0 && a.jobs_per_host <= 64.0) {
         return Err("--jobs-per-host must be in (0, 64]".into());
     }
-    if !(a.duration.is_finite() && a.duration >= 10.0) {
-        return Err("--duration must be at least 10 seconds".into());
+    if !(a.duration.is_finite() && (10.0..=1e6).contains(&a.duration)) {
+        return Err("--duration must be between 10 and 1000000 seconds".into());
     }
-    if !(a.memory_mib.is_finite() && a.memory_mib >= 0.0) {
-        return Err("--memory-mib must be >= 0".into());
+    if !(a.memory_mib.is_finite() && (0.0..=1048576.0).contains(&a.memory_mib)) {
+        return Err("--memory-mib must be in [0, 1048576]".into());
     }
-    if !(a.host_memory_gib.is_finite() && a.host_memory_gib > 0.0) {
-        return Err("--host-memory-gib must be > 0".into());
+    if !(a.host_memory_gib.is_finite() && a.host_memory_gib > 0.0 && a.host_memory_gib <= 1048576.0) {
+        return Err("--host-memory-gib must be in (0, 1048576]".into());
+    }
+    for &h in &a.hosts {
+        let s = Shape::of(&a, h);
+        if s.per_burst_host as f64 * a.memory_mib > a.host_memory_gib * 1024.0 {
+            return Err(format!(
+                "with {h} hosts each burst host starts {} jobs of {} MiB: more than its {} GiB",
+                s.per_burst_host, a.memory_mib, a.host_memory_gib
+            ));
+        }
+        // The counts are watched while the jobs run (until half their
+        // duration); shorter jobs would end before balancing could.
+        if a.duration < 2.0 * s.bound {
+            return Err(format!(
+                "--duration {} is too short for {h} hosts: jobs must outlast twice the balancing bound ({:.1} s)",
+                a.duration, s.bound
+            ));
+        }
     }
     Ok(a)
+}
+
+/// The burst for one cluster size.
+struct Shape {
+    jobs: usize,
+    per_burst_host: usize,
+    /// Seconds until every host can be within one job of the average, at
+    /// best: the residency plus the time the burst hosts' links need.
+    bound: f64,
+}
+
+impl Shape {
+    fn of(a: &Args, hosts: usize) -> Shape {
+        let jobs = (a.jobs_per_host * hosts as f64).round() as usize;
+        let per_burst_host = jobs.div_ceil(a.burst_hosts);
+        // A burst host is within one job of the average once it is down to
+        // floor(avg + 1) jobs; every job it sheds occupies its link for the
+        // copy and the freeze (the setup overlaps the previous copy).
+        let keep = (jobs as f64 / hosts as f64 + 1.0).floor() as usize;
+        let d = SimConfig::default();
+        let c = d.cost.estimate(job_memory(a), DIRTY_RATE);
+        let link_time = c.total() - d.cost.setup.min(c.precopy);
+        let bound = d.balancer.consider.min_residency + per_burst_host.saturating_sub(keep) as f64 * link_time;
+        Shape { jobs, per_burst_host, bound }
+    }
+}
+
+/// Every job dirties this many bytes per second.
+const DIRTY_RATE: f64 = 32.0 * MIB as f64;
+
+fn job_memory(a: &Args) -> u64 {
+    (a.memory_mib * MIB as f64) as u64
 }
 
 /// Largest distance of any host's job count from the average.
@@ -123,21 +161,18 @@ fn host_spec(a: &Args) -> HostSpec {
 }
 
 fn run(a: &Args, hosts: usize) -> Row {
-    let cfg = SimConfig { seed: a.seed, ..SimConfig::default() };
-    let cost = cfg.cost.clone();
-    let mut sim = Sim::new(cfg);
+    let shape = Shape::of(a, hosts);
+    let mut sim = Sim::new(SimConfig { seed: a.seed, ..SimConfig::default() });
     let boot = 2.0;
     for i in 0..hosts {
         sim.add_host(host_spec(a), boot * i as f64 / hosts as f64);
     }
     let t0 = 15.0; // the burst
-    let n_jobs = (a.jobs_per_host * hosts as f64).round() as usize;
-    let memory = (a.memory_mib * MIB as f64) as u64;
-    for k in 0..n_jobs {
+    for k in 0..shape.jobs {
         sim.add_job(JobSpec {
             work: a.duration,
-            memory,
-            dirty_rate: 32.0 * MIB as f64,
+            memory: job_memory(a),
+            dirty_rate: DIRTY_RATE,
             host: k % a.burst_hosts,
             submit_at: t0,
         });
@@ -155,16 +190,7 @@ fn run(a: &Args, hosts: usize) -> Row {
     let recv_before: Vec<u64> = (0..hosts).map(|h| sim.traffic(h).received).collect();
 
     // Balance: step in small increments and watch the true counts.
-    let per_burst_host = n_jobs.div_ceil(a.burst_hosts);
-    let avg = n_jobs as f64 / hosts as f64;
-    // A burst host is within one job of the average once it is down to
-    // floor(avg + 1) jobs; every job it sheds occupies its link for the copy
-    // and the freeze (the setup overlaps the previous copy).
-    let keep = (avg + 1.0).floor() as usize;
-    let c = cost.estimate(memory, 32.0 * MIB as f64);
-    let link_time = c.total() - cost.setup.min(c.precopy);
-    let residency = SimConfig::default().balancer.consider.min_residency;
-    let bound = residency + per_burst_host.saturating_sub(keep) as f64 * link_time;
+    let bound = shape.bound;
     let horizon = (t0 + 10.0 * bound + 60.0).min(t0 + a.duration * 0.5);
     let step = 0.05;
     let mut t = t0;
@@ -234,15 +260,12 @@ fn opt(v: Option<f64>) -> String {
 }
 
 fn main() -> ExitCode {
-    let a = match parse() {
+    let a = match args("scale", USAGE, parse) {
         Ok(a) => a,
-        Err(e) => {
-            eprintln!("scale: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let d = SimConfig::default();
-    println!(
+    say!(
         "# burst of {} jobs/host ({} s CPU, {} MiB) on {} hosts ({} GiB each), 15 s after boot; gossip every {} ms, window {} entries, vector {}; seed {}",
         a.jobs_per_host,
         a.duration,
@@ -254,11 +277,11 @@ fn main() -> ExitCode {
         d.balancer.gossip.vector_size,
         a.seed
     );
-    println!("# msgs/host/s: messages sent per host per second, idle (before the burst) and while balancing; max recv/s: busiest receiver while balancing");
-    println!("# balanced: seconds until every host is within one job of the average (bound: residency plus the time the burst hosts' links need)");
-    println!("# new host: seconds from a new idle host joining until its first job arrives / until it is within one job of the average (n/a: no host has a job to spare)");
-    println!("# wasted: moves of a job that had moved less than the cool-down ({} s) before; ping-pong: moves back to the host a job left within it", d.wasted_window);
-    println!(
+    say!("# msgs/host/s: messages sent per host per second, idle (before the burst) and while balancing; max recv/s: busiest receiver while balancing");
+    say!("# balanced: seconds until every host is within one job of the average (bound: residency plus the time the burst hosts' links need)");
+    say!("# new host: seconds from a new idle host joining until its first job arrives / until it is within one job of the average (n/a: no host has a job to spare)");
+    say!("# wasted: moves of a job that had moved less than the cool-down ({} s) before; ping-pong: moves back to the host a job left within it", d.wasted_window);
+    say!(
         "{:>6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9} {:>9} {:>7} {:>7} {:>9} {:>7}",
         "hosts",
         "idle m/s",
@@ -279,7 +302,7 @@ fn main() -> ExitCode {
         let r = run(&a, h);
         failed |= r.balanced.is_none() || (r.work_expected && r.new_host_work.is_none());
         let na = |v: Option<f64>| if r.work_expected { opt(v) } else { "n/a".into() };
-        println!(
+        say!(
             "{:>6} {:>9.2} {:>9.2} {:>9.0} {:>9.1} {:>9} {:>7.2} {:>9} {:>9} {:>7} {:>7} {:>9} {:>7}",
             r.hosts,
             r.idle_msgs,

@@ -11,6 +11,9 @@
 //! Rows are independent simulations (each with its own seed derived from
 //! `--seed`), so they run on all available cores and print in order.
 
+#[macro_use]
+mod common;
+
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -18,6 +21,7 @@ use std::sync::mpsc;
 use balancer::config::{GIB, MIB};
 use balancer::sim::scenario::{row_seed, TABLE1_JOBS};
 use balancer::sim::{run_burst, Burst, Outcome, SimError};
+use common::{args, list, value};
 
 struct Args {
     hosts: usize,
@@ -49,12 +53,7 @@ const USAGE: &str = "usage: table1 [--hosts H] [--jobs N1,N2,...] [--duration SE
   --loss P          probability that any message between hosts is lost (default 0)
   --verbose         print moves, refusals and traffic per row";
 
-fn parse_num<T: std::str::FromStr>(flag: &str, v: Option<String>) -> Result<T, String> {
-    let v = v.ok_or_else(|| format!("{flag} needs a value"))?;
-    v.parse::<T>().map_err(|_| format!("{flag}: cannot parse {v:?}"))
-}
-
-fn parse() -> Result<Args, String> {
+fn parse(it: &mut dyn Iterator<Item = String>) -> Result<Args, String> {
     let mut a = Args {
         hosts: 16,
         jobs: TABLE1_JOBS.to_vec(),
@@ -68,34 +67,19 @@ fn parse() -> Result<Args, String> {
         loss: 0.0,
         verbose: false,
     };
-    let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         match flag.as_str() {
-            "--hosts" => a.hosts = parse_num(&flag, it.next())?,
-            "--jobs" => {
-                let v = it.next().ok_or("--jobs needs a value")?;
-                a.jobs = v
-                    .split(',')
-                    .filter(|s| !s.trim().is_empty())
-                    .map(|s| s.trim().parse::<usize>().map_err(|_| format!("--jobs: cannot parse {s:?}")))
-                    .collect::<Result<_, _>>()?;
-                if a.jobs.is_empty() {
-                    return Err("--jobs: empty list".into());
-                }
-            }
-            "--duration" => a.duration = parse_num(&flag, it.next())?,
-            "--seed" => a.seed = parse_num(&flag, it.next())?,
-            "--memory-mib" => a.memory_mib = parse_num(&flag, it.next())?,
-            "--host-memory-gib" => a.host_memory_gib = Some(parse_num(&flag, it.next())?),
-            "--dirty-mibs" => a.dirty_mibs = parse_num(&flag, it.next())?,
-            "--bandwidth-gbs" => a.bandwidth_gbs = parse_num(&flag, it.next())?,
-            "--gossip-ms" => a.gossip_ms = parse_num(&flag, it.next())?,
-            "--loss" => a.loss = parse_num(&flag, it.next())?,
+            "--hosts" => a.hosts = value(&flag, it.next())?,
+            "--jobs" => a.jobs = list(&flag, it.next())?,
+            "--duration" => a.duration = value(&flag, it.next())?,
+            "--seed" => a.seed = value(&flag, it.next())?,
+            "--memory-mib" => a.memory_mib = value(&flag, it.next())?,
+            "--host-memory-gib" => a.host_memory_gib = Some(value(&flag, it.next())?),
+            "--dirty-mibs" => a.dirty_mibs = value(&flag, it.next())?,
+            "--bandwidth-gbs" => a.bandwidth_gbs = value(&flag, it.next())?,
+            "--gossip-ms" => a.gossip_ms = value(&flag, it.next())?,
+            "--loss" => a.loss = value(&flag, it.next())?,
             "--verbose" | "-v" => a.verbose = true,
-            "--help" | "-h" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -179,18 +163,15 @@ fn run_rows(a: &Args, mut show: impl FnMut(usize, Result<Outcome, SimError>) -> 
 }
 
 fn main() -> ExitCode {
-    let a = match parse() {
+    let a = match args("table1", USAGE, parse) {
         Ok(a) => a,
-        Err(e) => {
-            eprintln!("table1: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let host_memory = match a.host_memory_gib {
         Some(g) => format!("{g} GiB"),
         None => "room for every job on one host".into(),
     };
-    println!(
+    say!(
         "# {} identical single-core hosts ({}); jobs of {} s CPU, {} MiB, dirtying {} MiB/s; link {} GB/s; gossip every {} ms; message loss {}; seed {}",
         a.hosts,
         host_memory,
@@ -202,9 +183,9 @@ fn main() -> ExitCode {
         a.loss,
         a.seed,
     );
-    println!("# optimal: ideal policy (a job moves the moment two hosts differ by more than one job; free, instant, omniscient)");
-    println!("# ours: simulated balancer (gossip with delay, residency, pre-copy transfer and freeze)");
-    println!("{:>5} {:>10} {:>10} {:>10}", "N", "optimal", "ours", "slowdown%");
+    say!("# optimal: ideal policy (a job moves the moment two hosts differ by more than one job; free, instant, omniscient)");
+    say!("# ours: simulated balancer (gossip with delay, residency, pre-copy transfer and freeze)");
+    say!("{:>5} {:>10} {:>10} {:>10}", "N", "optimal", "ours", "slowdown%");
     let mut sum = 0.0;
     let mut rows = 0usize;
     let mut failed = false;
@@ -217,11 +198,16 @@ fn main() -> ExitCode {
                 return false;
             }
         };
-        println!("{:>5} {:>10.2} {:>10.2} {:>9.2}%", n, o.optimal, o.ours, o.slowdown());
+        say!("{:>5} {:>10.2} {:>10.2} {:>9.2}%", n, o.optimal, o.ours, o.slowdown());
         if a.verbose {
-            println!(
+            say!(
                 "#       moves {} (wasted {}), requests {}, refused {}, {:.1} msgs/host/s, {:.0} B/host/s",
-                o.moves, o.wasted_moves, o.requests, o.refusals, o.msgs_per_host_s, o.bytes_per_host_s
+                o.moves,
+                o.wasted_moves,
+                o.requests,
+                o.refusals,
+                o.msgs_per_host_s,
+                o.bytes_per_host_s
             );
         }
         sum += o.slowdown();
@@ -231,6 +217,6 @@ fn main() -> ExitCode {
     if failed {
         return ExitCode::FAILURE;
     }
-    println!("average slowdown: {:.2}%", sum / rows.max(1) as f64);
+    say!("average slowdown: {:.2}%", sum / rows.max(1) as f64);
     ExitCode::SUCCESS
 }

@@ -656,6 +656,15 @@ mod tests {
         JobInfo { id, load: 1.0, memory: 64 * MIB, dirty_rate: 0.0, age, left: Vec::new() }
     }
 
+    /// A balancer for host `id` with CPU-bound `jobs` started at time 0.
+    fn host(id: HostId, jobs: impl IntoIterator<Item = JobId>) -> Balancer {
+        let mut b = Balancer::new(id, Config::default());
+        for j in jobs {
+            b.job_started(0.0, job(j, 0.0));
+        }
+        b
+    }
+
     fn entry(host: HostId, runnable: f64) -> WireEntry {
         WireEntry {
             host,
@@ -681,11 +690,8 @@ mod tests {
     #[test]
     fn request_accept_migrate_done() {
         let mut rng = SplitMix64::new(1);
-        let mut a = Balancer::new(1, Config::default());
-        let mut b = Balancer::new(2, Config::default());
-        for i in 0..3 {
-            a.job_started(0.0, job(i, 0.0));
-        }
+        let mut a = host(1, 0..3);
+        let mut b = host(2, []);
         a.sample(0.0, 3.0);
         let acts = a.on_message(10.0, 2, gossip(2, 0.0), &mut rng);
         let reqs = sends(&acts);
@@ -716,13 +722,9 @@ mod tests {
     #[test]
     fn refusal_is_reported_and_backs_off() {
         let mut rng = SplitMix64::new(1);
-        let mut a = Balancer::new(1, Config::default());
-        let mut b = Balancer::new(2, Config::default());
-        for i in 0..2 {
-            a.job_started(0.0, job(i, 0.0));
-        }
+        let mut a = host(1, 0..2);
         // B looked idle in the gossip but has since got a job.
-        b.job_started(9.0, job(100, 0.0));
+        let mut b = host(2, [100]);
         let acts = a.on_message(10.0, 2, gossip(2, 0.0), &mut rng);
         let (_, req) = sends(&acts)[0];
         let reply = b.on_message(10.001, 1, req.clone(), &mut rng);
@@ -744,13 +746,9 @@ mod tests {
     #[test]
     fn redirect_sends_the_source_to_the_better_host() {
         let mut rng = SplitMix64::new(3);
-        let mut a = Balancer::new(1, Config::default());
-        for i in 0..5 {
-            a.job_started(0.0, job(i, 0.0));
-        }
+        let mut a = host(1, 0..5);
         // B has one job already but A's information says it is idle.
-        let mut b = Balancer::new(2, Config::default());
-        b.job_started(9.0, job(100, 0.0));
+        let mut b = host(2, [100]);
         // B has just heard from C, which really is idle.
         b.on_message(9.9, 3, gossip(3, 0.0), &mut rng);
         let acts = a.on_message(10.0, 2, gossip(2, 0.0), &mut rng);
@@ -775,10 +773,7 @@ mod tests {
     #[test]
     fn a_target_far_busier_than_believed_dates_every_entry_as_old() {
         let mut rng = SplitMix64::new(2);
-        let mut a = Balancer::new(1, Config::default());
-        for i in 0..4 {
-            a.job_started(0.0, job(i, 0.0));
-        }
+        let mut a = host(1, 0..4);
         // One gossip, from before a burst: hosts 2, 3 and 4 are idle.
         let stale = Message::Gossip { entries: vec![entry(2, 0.0), entry(3, 0.0), entry(4, 0.0)], want_reply: false };
         let acts = a.on_message(10.0, 2, stale, &mut rng);
@@ -805,12 +800,8 @@ mod tests {
     #[test]
     fn own_pending_requests_do_not_make_a_host_look_empty() {
         let mut rng = SplitMix64::new(5);
-        let mut a = Balancer::new(1, Config::default());
-        let mut b = Balancer::new(2, Config::default());
-        for i in 0..5 {
-            a.job_started(0.0, job(i, 0.0));
-            b.job_started(0.0, job(10 + i, 0.0));
-        }
+        let mut a = host(1, 0..5);
+        let mut b = host(2, 10..15);
         // B believes a third host is idle (stale) and asks it for two moves.
         let acts_b = b.on_message(10.0, 3, gossip(3, 0.0), &mut rng);
         assert_eq!(sends(&acts_b).len(), 2, "{acts_b:?}");
@@ -828,12 +819,10 @@ mod tests {
     #[test]
     fn two_sources_one_idle_target_no_herd() {
         let mut rng = SplitMix64::new(9);
-        let mut t = Balancer::new(9, Config::default());
+        let mut t = host(9, []);
         let mut reqs = Vec::new();
         for src in [1u64, 2u64] {
-            let mut s = Balancer::new(src, Config::default());
-            s.job_started(0.0, job(src * 10, 0.0));
-            s.job_started(0.0, job(src * 10 + 1, 0.0));
+            let mut s = host(src, [src * 10, src * 10 + 1]);
             let acts = s.on_message(10.0, 9, gossip(9, 0.0), &mut rng);
             let (to, m) = sends(&acts)[0];
             assert_eq!(to, 9);
@@ -852,9 +841,7 @@ mod tests {
     #[test]
     fn request_timeout_cancels() {
         let mut rng = SplitMix64::new(1);
-        let mut a = Balancer::new(1, Config::default());
-        a.job_started(0.0, job(1, 0.0));
-        a.job_started(0.0, job(2, 0.0));
+        let mut a = host(1, [1, 2]);
         let acts = a.on_message(10.0, 2, gossip(2, 0.0), &mut rng);
         assert_eq!(sends(&acts).len(), 1);
         let acts = a.tick(13.0, &mut rng);
@@ -866,7 +853,7 @@ mod tests {
     #[test]
     fn gossip_every_period_and_join_via_seed() {
         let mut rng = SplitMix64::new(4);
-        let mut a = Balancer::new(1, Config::default());
+        let mut a = host(1, []);
         let j = a.join(0.0, &[5], &mut rng);
         assert_eq!(sends(&j)[0].0, 5);
         let mut sent = 0;
@@ -882,7 +869,7 @@ mod tests {
     #[test]
     fn gossip_reply_carries_own_entry_first_and_bounded_window() {
         let mut rng = SplitMix64::new(4);
-        let mut a = Balancer::new(1, Config::default());
+        let mut a = host(1, []);
         for h in 10..60 {
             a.on_message(1.0, h, gossip(h, 1.0), &mut rng);
         }
@@ -898,12 +885,10 @@ mod tests {
     #[test]
     fn cordoned_host_refuses_and_says_so() {
         let mut rng = SplitMix64::new(1);
-        let mut a = Balancer::new(1, Config::default());
-        a.job_started(0.0, job(1, 0.0));
-        a.job_started(0.0, job(2, 0.0));
+        let mut a = host(1, [1, 2]);
         let acts = a.on_message(10.0, 2, gossip(2, 0.0), &mut rng);
         let (_, req) = sends(&acts)[0];
-        let mut b = Balancer::new(2, Config::default());
+        let mut b = host(2, []);
         b.set_mode(Mode::Cordoned);
         assert!(!b.own_info().accepting);
         let Message::MigrateRequest(r) = req else { panic!() };

@@ -376,6 +376,25 @@ impl Planning {
         self.taken.push(j.id);
     }
 
+    /// Memory and drain moves: `j` goes to the least loaded target with
+    /// room, if there is one (draining ignores the cool-down: the job
+    /// cannot stay).
+    fn place(
+        &mut self,
+        now: f64,
+        j: &JobRecord,
+        cfg: &ConsiderConfig,
+        cost: &CostModel,
+        kind: MoveKind,
+        reason: impl FnOnce(&LoadInfo, &Candidate) -> String,
+    ) {
+        let Some(ti) = best_target(now, j, &self.targets, cfg, kind != MoveKind::Drain) else {
+            return;
+        };
+        let why = reason(&self.my, &self.targets[ti]);
+        self.commit(j, ti, kind, why, &cost.estimate(j.memory, j.dirty_rate));
+    }
+
     fn full(&self, budget: usize) -> bool {
         self.out.moves.len() >= budget
     }
@@ -424,26 +443,19 @@ pub fn plan_moves(
 
     // 1. Draining: everything goes, to the least loaded host that fits.
     if me.mode == Mode::Draining {
-        for j in jobs {
+        for j in jobs.iter().filter(|j| !j.is_moving()) {
             if st.full(budget) {
                 break;
             }
-            if j.is_moving() {
-                continue;
-            }
-            let Some(ti) = best_target(now, j, &st.targets, cfg, false) else {
-                continue;
-            };
-            let c = cost.estimate(j.memory, j.dirty_rate);
-            let t = &st.targets[ti];
-            let reason = format!(
-                "drain: host is being drained; job {} ({:.0} MiB) goes to host {} (load {:.2} with it)",
-                j.id,
-                mib(j.memory),
-                t.host,
-                t.info.load_with(j.load)
-            );
-            st.commit(j, ti, MoveKind::Drain, reason, &c);
+            st.place(now, j, cfg, cost, MoveKind::Drain, |_, t| {
+                format!(
+                    "drain: host is being drained; job {} ({:.0} MiB) goes to host {} (load {:.2} with it)",
+                    j.id,
+                    mib(j.memory),
+                    t.host,
+                    t.info.load_with(j.load)
+                )
+            });
         }
         if st.out.moves.is_empty() {
             st.out.note = Note::DrainingNowhere;
@@ -461,22 +473,18 @@ pub fn plan_moves(
             if st.full(budget) || (st.my.free_mem as f64) >= goal {
                 break;
             }
-            let Some(ti) = best_target(now, j, &st.targets, cfg, true) else {
-                continue;
-            };
-            let c = cost.estimate(j.memory, j.dirty_rate);
-            let t = &st.targets[ti];
-            let reason = format!(
-                "memory: {:.0} MiB free is below the {:.0} MiB watermark; job {} ({:.0} MiB) goes to host {} ({:.0} MiB free, load {:.2} with it)",
-                mib(st.my.free_mem),
-                low / (1u64 << 20) as f64,
-                j.id,
-                mib(j.memory),
-                t.host,
-                mib(t.info.free_mem),
-                t.info.load_with(j.load)
-            );
-            st.commit(j, ti, MoveKind::Memory, reason, &c);
+            st.place(now, j, cfg, cost, MoveKind::Memory, |my, t| {
+                format!(
+                    "memory: {:.0} MiB free is below the {:.0} MiB watermark; job {} ({:.0} MiB) goes to host {} ({:.0} MiB free, load {:.2} with it)",
+                    mib(my.free_mem),
+                    low / (1u64 << 20) as f64,
+                    j.id,
+                    mib(j.memory),
+                    t.host,
+                    mib(t.info.free_mem),
+                    t.info.load_with(j.load)
+                )
+            });
         }
         if (st.my.free_mem as f64) < low && st.out.moves.is_empty() {
             st.out.note = Note::MemoryShortNowhere;

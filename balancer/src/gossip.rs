@@ -210,9 +210,9 @@ impl LoadVector {
         let n_low = (want / 4).max(1);
         let n_high = 1;
         let mut chosen: Vec<usize> = Vec::with_capacity(want);
-        let take = |order: &[usize], k: usize, chosen: &mut Vec<usize>| {
+        let take = |order: &mut dyn Iterator<Item = usize>, k: usize, chosen: &mut Vec<usize>| {
             let mut n = 0;
-            for &i in order {
+            for i in order {
                 if chosen.len() >= want || n >= k {
                     break;
                 }
@@ -222,9 +222,7 @@ impl LoadVector {
                 }
             }
         };
-        let mut by_fresh: Vec<usize> = (0..self.entries.len()).collect();
-        by_fresh.sort_by(|&a, &b| self.entries[b].stamp.total_cmp(&self.entries[a].stamp));
-        take(&by_fresh, n_fresh, &mut chosen);
+        take(&mut self.newest(n_fresh).into_iter(), n_fresh, &mut chosen);
 
         let mut fresh: Vec<usize> =
             (0..self.entries.len()).filter(|&i| self.entries[i].age(now) <= fresh_age).collect();
@@ -232,30 +230,22 @@ impl LoadVector {
         // random, so that different hosts forward different idle hosts
         // (otherwise everybody learns about, and sends to, the same few).
         shuffle(&mut fresh, rng);
-        let level = |i: usize| (self.entries[i].info.load() * 4.0).floor() as i64;
-        fresh.sort_by_key(|&i| level(i));
+        let mut levels: Vec<(i64, usize)> =
+            fresh.iter().map(|&i| ((self.entries[i].info.load() * 4.0).floor() as i64, i)).collect();
+        levels.sort_by_key(|&(level, _)| level);
         let infos = || fresh.iter().map(|&i| &self.entries[i].info).chain(std::iter::once(&own.info));
         let max_load = infos().map(|x| x.load()).fold(0.0, f64::max);
         let min_with_one = infos().filter(|x| x.accepting).map(|x| x.load_with(1.0)).fold(f64::INFINITY, f64::min);
-        let low: Vec<usize> = fresh
-            .iter()
-            .copied()
-            .filter(|&i| {
-                let e = &self.entries[i].info;
-                e.accepting && e.load_with(1.0) + margin < max_load
-            })
-            .collect();
-        take(&low, n_low, &mut chosen);
-        let high: Vec<usize> = fresh
-            .iter()
-            .rev()
-            .copied()
-            .filter(|&i| {
-                let e = &self.entries[i].info;
-                e.seeking && e.load() - margin > min_with_one
-            })
-            .collect();
-        take(&high, n_high, &mut chosen);
+        let mut low = levels.iter().map(|&(_, i)| i).filter(|&i| {
+            let e = &self.entries[i].info;
+            e.accepting && e.load_with(1.0) + margin < max_load
+        });
+        take(&mut low, n_low, &mut chosen);
+        let mut high = levels.iter().rev().map(|&(_, i)| i).filter(|&i| {
+            let e = &self.entries[i].info;
+            e.seeking && e.load() - margin > min_with_one
+        });
+        take(&mut high, n_high, &mut chosen);
 
         // Random picks for the rest, then the freshest remaining if needed.
         let mut tries = 0;
@@ -266,9 +256,25 @@ impl LoadVector {
             }
             tries += 1;
         }
-        take(&by_fresh, want, &mut chosen);
+        if chosen.len() < want {
+            take(&mut self.newest(self.entries.len()).into_iter(), want, &mut chosen);
+        }
         out.extend(chosen.into_iter().map(|i| self.entries[i].to_wire(now)));
         out
+    }
+
+    /// Indices of the `k` newest entries, newest first. A window needs only
+    /// a few, and this runs for every message sent.
+    fn newest(&self, k: usize) -> Vec<usize> {
+        let mut top: Vec<usize> = Vec::with_capacity(k + 1);
+        for (i, e) in self.entries.iter().enumerate() {
+            let at = top.partition_point(|&j| self.entries[j].stamp >= e.stamp);
+            if at < k {
+                top.insert(at, i);
+                top.truncate(k);
+            }
+        }
+        top
     }
 
     /// Whom to gossip with. An underloaded host, with probability

@@ -214,15 +214,22 @@ fn message_rate_per_host_does_not_grow_with_the_cluster() {
     assert!((big - 8.0).abs() < 0.5, "{big}");
 }
 
-#[test]
-fn faster_hosts_get_more_work() {
+/// A reference host with `jobs` long jobs and an idle `other` host, 15 s
+/// after the jobs started.
+fn reference_and(other: HostSpec, jobs: usize) -> Sim {
     let mut sim = Sim::new(SimConfig::default());
     sim.add_host(HostSpec::default(), 0.0);
-    sim.add_host(HostSpec { speed: 3.0, ..HostSpec::default() }, 0.1);
-    for _ in 0..4 {
+    sim.add_host(other, 0.1);
+    for _ in 0..jobs {
         sim.add_job(JobSpec::cpu(600.0, 0, 5.0));
     }
     sim.run_until(20.0);
+    sim
+}
+
+#[test]
+fn faster_hosts_get_more_work() {
+    let sim = reference_and(HostSpec { speed: 3.0, ..HostSpec::default() }, 4);
     // 1 job on the slow host (speed 1) and 3 on the fast one (speed 1 each)
     // is the only split where no move makes a job faster.
     assert_eq!(sim.job_counts(), vec![1, 3]);
@@ -258,13 +265,7 @@ fn lost_messages_slow_things_down_but_break_nothing() {
 
 #[test]
 fn multi_core_hosts_fill_their_cores() {
-    let mut sim = Sim::new(SimConfig::default());
-    sim.add_host(HostSpec::default(), 0.0);
-    sim.add_host(HostSpec { cores: 4, ..HostSpec::default() }, 0.1);
-    for _ in 0..5 {
-        sim.add_job(JobSpec::cpu(600.0, 0, 5.0));
-    }
-    sim.run_until(20.0);
+    let sim = reference_and(HostSpec { cores: 4, ..HostSpec::default() }, 5);
     // Every job gets a whole core: 1 on the single-core host, 4 on the other.
     assert_eq!(sim.job_counts(), vec![1, 4]);
 }
