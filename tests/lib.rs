@@ -210,6 +210,16 @@ impl Proc {
     }
 }
 
+impl Proc {
+    /// Ends the process now if it still runs; how it ended.
+    pub fn finish_or_kill(mut self) -> Run {
+        if self.child.try_wait().unwrap().is_none() {
+            let _ = self.child.kill();
+        }
+        self.finish(Duration::from_secs(10))
+    }
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();

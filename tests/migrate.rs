@@ -323,3 +323,65 @@ fn a_fast_writer_moves_with_throttling() {
     assert!(r.stdout.contains("checksum consistent: yes"), "{r:?}");
     assert!(r.stdout.contains("never went backwards"), "{r:?}");
 }
+
+/// A snapshot whose job description or state was tampered with (and the
+/// checksum made to match) is refused or restored, never a crash of mosvm.
+#[test]
+fn tampered_snapshots_never_crash_the_vmm() {
+    if !require_kvm("tampered_snapshots") {
+        return;
+    }
+    let _l = migration_lock();
+    let sock = sock_path("tamper");
+    let file = std::env::temp_dir().join(format!("mosvm-test-{}-base.snap", std::process::id()));
+    let src = source(&image("cpu"), &["300000000"], &[], &sock, None);
+    src.wait_for("the job to start", LONG, |o, _| o.contains("progress 10%"));
+    let r = mosvm(["snapshot", "--api-sock", sock.to_str().unwrap(), "--to", file.to_str().unwrap()]);
+    assert_eq!(r.status, 0, "{r:?}");
+    drop(src);
+    let base = std::fs::read(&file).unwrap();
+    // Records after the 16-byte header: tag, 3 zero bytes, length, payload, crc32c.
+    let mut records = Vec::new();
+    let mut at = 16;
+    while at + 8 <= base.len() {
+        let len = u32::from_le_bytes(base[at + 4..at + 8].try_into().unwrap()) as usize;
+        records.push((base[at], at, len));
+        at += 8 + len + 4;
+    }
+    let targets: Vec<_> = records.iter().filter(|r| r.0 == 1 || r.0 == 4).collect();
+    assert_eq!(targets.len(), 2, "HELLO and STATE records expected");
+    let mut seed = 0x9e3779b97f4a7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let bad = file.with_extension("bad");
+    for round in 0..40 {
+        let mut b = base.clone();
+        let &&(_, off, len) = &targets[round % 2];
+        for _ in 0..1 + next() % 6 {
+            let i = off + 8 + (next() as usize % len);
+            b[i] = next() as u8;
+        }
+        let crc = crc32c::crc32c(&b[off..off + 8 + len]);
+        b[off + 8 + len..off + 12 + len].copy_from_slice(&crc.to_le_bytes());
+        std::fs::write(&bad, &b).unwrap();
+        let mut cmd = std::process::Command::new(mosvm_bin());
+        cmd.arg("restore").arg(&bad);
+        let p = Proc::spawn(cmd);
+        let t = std::time::Instant::now();
+        let r = loop {
+            if p.stdout().len() + p.stderr().len() > 0 || t.elapsed() > Duration::from_secs(3) {
+                // Give it a moment to finish or fail, then stop it.
+                std::thread::sleep(Duration::from_millis(200));
+                break p.finish_or_kill();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert!(!r.stderr.contains("panicked") && r.status != 134 && r.status != 101, "round {round}: {r:?}");
+    }
+    let _ = std::fs::remove_file(bad);
+    let _ = std::fs::remove_file(file);
+}
