@@ -385,3 +385,35 @@ fn tampered_snapshots_never_crash_the_vmm() {
     let _ = std::fs::remove_file(bad);
     let _ = std::fs::remove_file(file);
 }
+
+/// A job holding a socket cannot move (yet): the move fails naming the
+/// descriptor, and the job goes on where it was.
+#[test]
+fn a_job_with_a_socket_stays() {
+    if !require_kvm("socket_stays") {
+        return;
+    }
+    let _l = migration_lock();
+    let sock = sock_path("netjob");
+    let (recv, addr) = receiver(&[], None);
+    // busybox nc listening: it holds a listening socket and waits.
+    let src = source(std::path::Path::new("/bin/busybox"), &["nc", "-l", "-p", "0"], &[], &sock, None);
+    std::thread::sleep(Duration::from_millis(300));
+    let (m, _) = migrate(&sock, &addr, &[]);
+    assert_ne!(m.status, 0);
+    assert!(m.stderr.contains("socket"), "{}", m.stderr);
+    // Still there: its control socket answers.
+    let status = mosvm_status(&sock);
+    assert!(status.contains("running"), "{status}");
+    drop(src);
+    drop(recv);
+}
+
+fn mosvm_status(sock: &Path) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(sock).expect("control socket");
+    s.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}

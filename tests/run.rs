@@ -398,3 +398,12 @@ fn threads_musl_and_glibc() {
         }
     }
 }
+
+/// Sockets: TCP between threads, UDP, a socketpair passing a descriptor.
+#[test]
+fn sockets() {
+    if let Some(r) = same("sockets", "tests/sockets", &[], Opts::default()) {
+        assert!(r.stdout.contains("client got 9: HELLO TCP"), "{}", r.stdout);
+        assert!(r.stdout.contains("through a passed fd"), "{}", r.stdout);
+    }
+}

@@ -29,6 +29,7 @@ impl Errno {
     pub const ETIMEDOUT: Errno = Errno(libc::ETIMEDOUT);
     pub const EOPNOTSUPP: Errno = Errno(libc::EOPNOTSUPP);
     pub const ECHILD: Errno = Errno(libc::ECHILD);
+    pub const ENOBUFS: Errno = Errno(libc::ENOBUFS);
     /// Kernel-internal: the call was interrupted and is restarted if the
     /// signal's handler has SA_RESTART (or if no handler runs at all).
     pub const ERESTARTSYS: Errno = Errno(512);

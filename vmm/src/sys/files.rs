@@ -58,7 +58,7 @@ fn retry(r: SysResult, job: Interruptible) -> Option<SysResult> {
 }
 
 impl Job {
-    fn wrote(&mut self, r: SysResult) -> SysResult {
+    pub(super) fn wrote(&mut self, r: SysResult) -> SysResult {
         if r == Err(Errno(libc::EPIPE)) {
             self.signals.raise(SIGPIPE, SigInfo { code: SI_USER, addr: self.ids.pid as u64, ..Default::default() });
         }
@@ -91,7 +91,7 @@ impl Job {
     }
 
     /// The (base, len) pairs of an iovec array, checked.
-    fn iovecs(&self, iov: u64, count: u64) -> Result<Vec<(u64, u64)>, Errno> {
+    pub(super) fn iovecs(&self, iov: u64, count: u64) -> Result<Vec<(u64, u64)>, Errno> {
         if count > IOV_MAX {
             return Err(Errno::EINVAL);
         }

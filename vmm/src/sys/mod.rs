@@ -11,6 +11,7 @@
 
 mod files;
 mod memory;
+mod net;
 pub(crate) mod process;
 mod signal;
 mod time;
@@ -157,6 +158,22 @@ impl Job {
             SYS_pselect6 => self.sys_select(a[0] as i32, [a[1], a[2], a[3]], a[4], true),
             SYS_sendfile => self.sys_sendfile(fd, a[1] as i32, a[2], a[3]),
             SYS_umask => Ok(self.site.umask(a[0] as u32) as u64),
+            SYS_socket => self.sys_socket(fd, a[1] as i32, a[2] as i32),
+            SYS_socketpair => self.sys_socketpair(fd, a[1] as i32, a[2] as i32, a[3]),
+            SYS_bind => self.sys_bind(fd, a[1], a[2]),
+            SYS_connect => self.sys_connect(fd, a[1], a[2]),
+            SYS_listen => self.site.listen(fd, a[1] as i32),
+            SYS_accept => self.sys_accept(fd, a[1], a[2], 0),
+            SYS_accept4 => self.sys_accept(fd, a[1], a[2], a[3] as i32),
+            SYS_getsockname => self.sys_sockname(fd, a[1], a[2], false),
+            SYS_getpeername => self.sys_sockname(fd, a[1], a[2], true),
+            SYS_setsockopt => self.sys_setsockopt(fd, a[1] as i32, a[2] as i32, a[3], a[4]),
+            SYS_getsockopt => self.sys_getsockopt(fd, a[1] as i32, a[2] as i32, a[3], a[4]),
+            SYS_sendto => self.sys_sendto(fd, a[1], a[2], a[3] as i32, a[4], a[5]),
+            SYS_recvfrom => self.sys_recvfrom(fd, a[1], a[2], a[3] as i32, a[4], a[5]),
+            SYS_sendmsg => self.sys_sendmsg(fd, a[1], a[2] as i32),
+            SYS_recvmsg => self.sys_recvmsg(fd, a[1], a[2] as i32),
+            SYS_shutdown => self.sys_shutdown(fd, a[1] as i32),
 
             // ---- memory ----
             SYS_brk => Ok(self.mm.set_brk(&self.ram, a[0])),
