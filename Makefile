@@ -19,7 +19,8 @@ MUSL_CFLAGS := -static -O2 -Wall -Wno-array-bounds -Wno-infinite-recursion
 
 IMAGE_BINS := $(IMAGES:%=$(BUILD)/%) $(GUESTS:%=$(BUILD)/tests/%) $(BENCH_GUESTS:%=$(BUILD)/bench/%) \
 	$(BUILD)/tests/hello-glibc $(BUILD)/tests/hello-glibc-pie $(BUILD)/tests/hello-dynamic \
-	$(BUILD)/tests/signals-glibc $(BUILD)/tests/threads-glibc $(BUILD)/tests/not-elf $(BUILD)/tests/script.sh
+	$(BUILD)/tests/signals-glibc $(BUILD)/tests/threads-glibc $(BUILD)/tests/procs-glibc \
+	$(BUILD)/tests/not-elf $(BUILD)/tests/script.sh
 
 .PHONY: all deps build images test bench demo clean fmt lint
 
@@ -74,6 +75,9 @@ $(BUILD)/tests/signals-glibc: tests/guest/signals.c
 $(BUILD)/tests/threads-glibc: tests/guest/threads.c
 	@mkdir -p $(@D)
 	gcc -static -O2 -pthread -o $@ $<
+$(BUILD)/tests/procs-glibc: tests/guest/procs.c
+	@mkdir -p $(@D)
+	gcc -static -O2 -o $@ $<
 $(BUILD)/tests/not-elf:
 	@mkdir -p $(@D)
 	printf 'this is not a program\n' > $@ && chmod +x $@

@@ -417,3 +417,33 @@ fn mosvm_status(sock: &Path) -> String {
     s.read_to_string(&mut out).unwrap();
     out
 }
+
+/// A job with a child process stays where it is (its children cannot
+/// follow it yet), naming the child; a job that ran a child and then
+/// exec'd another program moves like any other.
+#[test]
+fn processes_and_moves() {
+    if !require_kvm("processes_and_moves") {
+        return;
+    }
+    let _l = migration_lock();
+    let busybox = Path::new("/bin/busybox");
+    let sock = sock_path("parent");
+    let (recv, addr) = receiver(&[], None);
+    let src = source(busybox, &["sh", "-c", "echo started; /bin/busybox sleep 2; echo parent done"], &[], &sock, None);
+    src.wait_for("the job to start", LONG, |o, _| o.contains("started"));
+    std::thread::sleep(Duration::from_millis(200));
+    let (m, _) = migrate(&sock, &addr, &[]);
+    assert_ne!(m.status, 0, "{m:?}");
+    assert!(m.stderr.contains("child process"), "{}", m.stderr);
+    let s = src.finish(LONG);
+    assert_eq!((s.status, s.stdout.as_str()), (0, "started\nparent done\n"), "{s:?}");
+    drop(recv);
+
+    let cpu = image("cpu");
+    let native_cpu = native(&cpu, &["2000000000"], &Opts::default());
+    let cmd = format!("/bin/busybox true && exec {} 2000000000", cpu.display());
+    let (s, r, _) = moved_once(busybox, &["sh", "-c", &cmd], "progress 10%", None);
+    assert_eq!((s.status, r.status), (0, 0), "{s:?} {r:?}");
+    assert_eq!(s.stdout.clone() + &r.stdout, native_cpu.stdout, "an exec'd job's output after a move");
+}

@@ -407,3 +407,82 @@ fn sockets() {
         assert!(r.stdout.contains("through a passed fd"), "{}", r.stdout);
     }
 }
+
+/// The VM's stderr without mosvm's own diagnostics (a forked child that
+/// crashes is reported by mosvm as well as by its parent).
+fn without_mosvm_lines(stderr: &str) -> String {
+    stderr.lines().filter(|l| !l.starts_with("mosvm: ")).map(|l| format!("{l}\n")).collect()
+}
+
+/// Processes (musl and glibc): fork, vfork, posix_spawn, execve, wait,
+/// pipes between processes, kill and SIGCHLD, as natively.
+#[test]
+fn processes_musl_and_glibc() {
+    if !require_kvm("processes") {
+        return;
+    }
+    for prog in ["tests/procs", "tests/procs-glibc"] {
+        let p = image(prog);
+        let n = native(&p, &[], &Opts::default());
+        let v = vm(&p, &[], &Opts::default());
+        assert_eq!(v.stdout, n.stdout, "{prog}: VM (left) and native (right) differ");
+        assert_eq!(v.status, n.status, "{prog}: {v:?}");
+        assert_eq!(without_mosvm_lines(&v.stderr), n.stderr, "{prog}");
+        assert_eq!(v.status, 5, "{prog}: {v:?}");
+        for line in [
+            "global in parent: 1",
+            "cloexec fd after exec: closed",
+            "20 children: 20 right",
+            "spawned child says hello",
+        ] {
+            assert!(v.stdout.contains(line), "{prog}: no {line:?} in {}", v.stdout);
+        }
+    }
+}
+
+/// Shell scripts: busybox sh runs pipelines, command substitution,
+/// background jobs and scripts, each process its own micro-VM.
+#[test]
+fn shell_scripts() {
+    if !require_kvm("shell_scripts") {
+        return;
+    }
+    let dir = scratch_dir("shell");
+    let script = dir.join("count.sh");
+    std::fs::write(&script, "#!/bin/busybox sh\necho \"script $0 got $# args: $*\"\nexit 4\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let b = "/bin/busybox";
+    let cases = [
+        format!("{b} seq 1 2000 | {b} grep 7 | {b} sort -r | {b} head -n 3 | {b} wc -l"),
+        format!("x=$({b} echo inner | {b} tr a-z A-Z); echo \"got $x\""),
+        format!("{b} sleep 0.2 & {b} echo started; wait $!; echo \"waited $?\""),
+        "./count.sh a 'b c'; echo \"status $?\"".to_string(),
+        format!("{b} sh -c 'kill -TERM $$'; echo \"killed $?\""),
+        format!("for i in 1 2 3 4 5; do {b} expr $i \\* $i; done | {b} awk '{{s+=$1}} END {{print s}}'"),
+        format!("{b} false || echo \"false gave $?\"; ( exit 9 ); echo \"subshell $?\""),
+        format!("echo data > f.txt && {b} cat f.txt && {b} rm f.txt && {b} test ! -e f.txt && echo removed"),
+        format!("exec {b} echo replaced"),
+    ];
+    for cmd in &cases {
+        let opts = Opts { cwd: Some(&dir), ..Default::default() };
+        let n = native(std::path::Path::new(b), &["sh", "-c", cmd], &opts);
+        let v = vm(std::path::Path::new(b), &["sh", "-c", cmd], &opts);
+        assert_eq!(v, n, "sh -c {cmd:?}: VM (left) and native (right) differ");
+        assert!(!n.stdout.is_empty(), "sh -c {cmd:?}: {n:?}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A job cannot exec a dynamically linked program: the exec fails as on
+/// Linux when an ELF interpreter is missing, and mosvm says why.
+#[test]
+fn exec_of_a_dynamic_program_is_refused_clearly() {
+    if !require_kvm("exec_dynamic") {
+        return;
+    }
+    let dynamic = image("tests/hello-dynamic");
+    let cmd = format!("{}; echo \"status $?\"", dynamic.display());
+    let v = vm(std::path::Path::new("/bin/busybox"), &["sh", "-c", &cmd], &Opts::default());
+    assert_eq!(v.stdout, "status 127\n", "{v:?}");
+    assert!(v.stderr.contains("dynamically linked") && v.stderr.contains("-static"), "{v:?}");
+}

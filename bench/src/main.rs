@@ -168,6 +168,28 @@ fn cpu_speed(iterations: &str, runs: usize) -> Result<(f64, f64)> {
     Ok((median(&mut native), median(&mut vm)))
 }
 
+/// (e) process creation in a job, natively and in the VM: medians of
+/// fork+exit+wait and fork+exec+wait in µs, as the `spawn` guest measures.
+fn spawn_times(n: usize) -> Result<[(f64, f64); 2]> {
+    let spawn = image("bench/spawn")?;
+    let parse = |out: std::process::Output| -> Result<(f64, f64)> {
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() {
+            bail!("spawn guest failed: {text} {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let get = |key: &str| -> Result<f64> {
+            text.lines()
+                .find_map(|l| l.strip_prefix(key).map(|v| v.trim().parse::<f64>()))
+                .with_context(|| format!("no {key} in {text:?}"))?
+                .context("a number")
+        };
+        Ok((get("fork_us")?, get("spawn_us")?))
+    };
+    let native = parse(Command::new(&spawn).arg(n.to_string()).output()?)?;
+    let vm = parse(Command::new(mosvm()).arg("run").arg(&spawn).arg(n.to_string()).output()?)?;
+    Ok([(native.0, vm.0), (native.1, vm.1)])
+}
+
 struct Rss {
     total_kib: u64,
     guest_kib: u64,
@@ -228,6 +250,8 @@ fn main() -> Result<()> {
     let (cpu_native, cpu_vm) = cpu_speed("1000000000", 3)?;
     eprintln!("bench: rss...");
     let r = rss(64)?;
+    eprintln!("bench: process creation...");
+    let [fork, spawn] = spawn_times(30)?;
 
     let mut md = String::new();
     writeln!(md, "# mosvm benchmarks\n")?;
@@ -273,6 +297,15 @@ fn main() -> Result<()> {
         r.guest_kib as f64 / 1024.0,
         verdict(overhead <= 4.0)
     )?;
+    for (what, (native, vm)) in [("fork+exit+wait", fork), ("fork+exec+wait (a shell running a command)", spawn)] {
+        writeln!(
+            md,
+            "| (e) {what} in a job, median of 30 | VM {:.2} ms, native {:.2} ms, ratio {:.2}x | | |",
+            vm / 1e3,
+            native / 1e3,
+            vm / native
+        )?;
+    }
     let only_runner = args.iter().any(|a| a == "--runner-only");
     if !only_runner {
         migration::report(&mut md)?;

@@ -51,6 +51,31 @@ int main(void)
 	static char longpath[8192];
 	memset(longpath, 'a', sizeof longpath - 1);
 	check("open(8191-byte path)", syscall(SYS_open, longpath, O_RDONLY));
+	/* Processes: wild names, argument arrays and result pointers. */
+	char *argv_wild[] = {"x", (char *)wild, NULL};
+	char *argv_ok[] = {"x", NULL};
+	check("execve(0x1, ok, ok)", syscall(SYS_execve, wild, argv_ok, argv_ok + 1));
+	check("execve(exe, 0x1, NULL)", syscall(SYS_execve, "/proc/self/exe", wild, NULL));
+	check("execve(exe, {x, 0x1}, NULL)", syscall(SYS_execve, "/proc/self/exe", argv_wild, NULL));
+	check("execve(exe, ok, kernel)", syscall(SYS_execve, "/proc/self/exe", argv_ok, kernel));
+	check("execve(8191-byte path)", syscall(SYS_execve, longpath, argv_ok, NULL));
+	check("execveat(-1, \"\", EMPTY_PATH)", syscall(SYS_execveat, -1, "", argv_ok, NULL, 0x1000));
+	check("execveat(bad flags)", syscall(SYS_execveat, AT_FDCWD, "/proc/self/exe", argv_ok, NULL, 0x4));
+	check("wait4(-1, 0x1) no child", syscall(SYS_wait4, -1, wild, 0, NULL));
+	check("waitid(P_ALL, 0x1) no child", syscall(SYS_waitid, 0, 0, wild, 4, NULL));
+	check("waitid(99, ..)", syscall(SYS_waitid, 99, 0, buf, 4, NULL));
+	long child = syscall(SYS_fork);
+	if (child == 0)
+		syscall(SYS_exit_group, 3);
+	check("wait4(child, 0x1)", syscall(SYS_wait4, child, wild, 0, NULL));
+	check("wait4(child, ok, 0, kernel)", syscall(SYS_wait4, child, buf, 0, kernel));
+	check("wait4(child, bad options)", syscall(SYS_wait4, child, buf, 0x100, NULL));
+	child = syscall(SYS_fork);
+	if (child == 0)
+		syscall(SYS_exit_group, 4);
+	check("wait4(child, bad options)", syscall(SYS_wait4, child, buf, 0x100, NULL));
+	check("wait4(child, ok, 0, kernel)", syscall(SYS_wait4, child, buf, 0, kernel));
+	check("wait4(child) after EFAULT", syscall(SYS_wait4, child, buf, 0, NULL));
 	printf("still alive\n");
 	return 0;
 }

@@ -173,26 +173,32 @@ impl Program {
         Ok(Program { path: name, pie: kind == ET_DYN, entry, phoff, phnum, phdr_vaddr, segments })
     }
 
+    /// Checks that the segments fit in `mem_size` bytes of guest RAM;
+    /// returns the load base.
+    pub fn fits(&self, mem_size: u64) -> Result<u64, ElfError> {
+        let lowest = self.segments.iter().map(|s| page_floor(s.vaddr)).min().unwrap_or(0);
+        let base = if self.pie { PIE_BASE.saturating_sub(lowest) } else { 0 };
+        for s in &self.segments {
+            let start = page_floor(s.vaddr).saturating_add(base);
+            let end = s.vaddr.saturating_add(base).saturating_add(s.memsz);
+            if start < USER_BASE || end > mem_size {
+                return Err(ElfError::OutOfRange { path: self.path.clone(), start, end, mem: mem_size >> 20 });
+            }
+        }
+        Ok(base)
+    }
+
     /// Copies the segments into guest RAM. Like binfmt_elf's file mappings,
     /// each segment brings the whole file pages it starts and ends in, and
     /// the part of the last page past its file size reads as zero when the
     /// segment has a bss.
     pub fn load(&self, ram: &GuestRam, bytes: &[u8]) -> Result<Loaded, ElfError> {
-        let lowest = self.segments.iter().map(|s| page_floor(s.vaddr)).min().unwrap();
-        let base = if self.pie { PIE_BASE.saturating_sub(lowest) } else { 0 };
+        let base = self.fits(ram.size())?;
         let mut end = 0u64;
         let mut ranges = Vec::with_capacity(self.segments.len());
         for s in &self.segments {
             let start = page_floor(s.vaddr) + base;
             let seg_end = s.vaddr + base + s.memsz;
-            if start < USER_BASE || seg_end > ram.size() {
-                return Err(ElfError::OutOfRange {
-                    path: self.path.clone(),
-                    start,
-                    end: seg_end,
-                    mem: ram.size() >> 20,
-                });
-            }
             let file_start = page_floor(s.offset);
             let file_end = if s.memsz > s.filesz {
                 s.offset + s.filesz

@@ -30,6 +30,9 @@ impl Errno {
     pub const EOPNOTSUPP: Errno = Errno(libc::EOPNOTSUPP);
     pub const ECHILD: Errno = Errno(libc::ECHILD);
     pub const ENOBUFS: Errno = Errno(libc::ENOBUFS);
+    pub const E2BIG: Errno = Errno(libc::E2BIG);
+    pub const ENOEXEC: Errno = Errno(libc::ENOEXEC);
+    pub const ELOOP: Errno = Errno(libc::ELOOP);
     /// Kernel-internal: the call was interrupted and is restarted if the
     /// signal's handler has SA_RESTART (or if no handler runs at all).
     pub const ERESTARTSYS: Errno = Errno(512);

@@ -173,6 +173,18 @@ pub struct Job {
     pub cur_nr: u64,
     /// CPU time to continue from once the vCPU thread runs (after a restore).
     pub pending_cputime: Option<i64>,
+    /// Processes the job forked and has not waited for.
+    pub children: crate::children::Children,
+}
+
+/// The command name (/proc/self/comm) for a program file name: its last
+/// component, cut to 15 bytes.
+pub fn comm_of(path: &[u8]) -> [u8; 16] {
+    let base = path.rsplit(|&b| b == b'/').next().unwrap_or(path);
+    let mut comm = [0u8; 16];
+    let n = base.len().min(15);
+    comm[..n].copy_from_slice(&base[..n]);
+    comm
 }
 
 impl Job {
@@ -249,6 +261,9 @@ impl Job {
     /// The job's tables as data (fails if an open file cannot be carried).
     pub fn capture(&self) -> Result<crate::state::JobState, crate::site::SiteError> {
         use crate::state::*;
+        if let Some(pid) = self.children.pids().next() {
+            return Err(crate::site::SiteError::Children(pid));
+        }
         let s = &self.signals;
         Ok(JobState {
             mm: self.mm.clone(),
@@ -363,6 +378,7 @@ impl Job {
             unknown_reported: state.unknown_reported.into_iter().collect(),
             cur_nr: 0,
             pending_cputime: Some(state.clock.cputime),
+            children: Default::default(),
         })
     }
 
@@ -374,6 +390,38 @@ impl Job {
             self.clock.cputime_offset = cpu - self.clock.cputime();
         }
         self.timers.rearm(self.clock.monotonic_offset);
+    }
+}
+
+// ---- execve ----
+
+impl Job {
+    /// The process side of execve, once the new image is in memory: other
+    /// threads are gone, handled signals revert to their defaults (ignored
+    /// ones stay ignored), POSIX timers and close-on-exec descriptors are
+    /// dropped; the pid, mask, pending signals, alarm, limits and other
+    /// descriptors stay, as on Linux.
+    pub fn exec(&mut self, mm: AddressSpace, image_end: u64, req: &crate::exec::ExecRequest) {
+        self.mm = mm;
+        self.image_end = image_end;
+        self.threads.parked.clear();
+        self.threads.yield_now = false;
+        self.tid = self.ids.pid;
+        self.tid_address = 0;
+        self.robust_list = 0;
+        self.wait = None;
+        self.wait_ctx = None;
+        self.restart_nr = None;
+        self.restart_deadline = None;
+        self.saved_mask = None;
+        self.signals.exec();
+        self.timers.posix.clear();
+        self.timers.rearm(self.clock.monotonic_offset);
+        self.site.exec(req.path.clone());
+        self.exe = req.path.clone();
+        self.comm = comm_of(&req.execfn);
+        self.cmdline = req.argv.iter().flat_map(|a| a.iter().copied().chain([0])).collect();
+        self.environ = req.env.iter().flat_map(|a| a.iter().copied().chain([0])).collect();
     }
 }
 

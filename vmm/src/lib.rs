@@ -5,11 +5,14 @@
 //! loads the program and serves its system calls (see `sys`). Guest memory
 //! plus vCPU registers plus the small `Job` table are the whole job state.
 
+pub mod children;
 pub mod clock;
 pub mod control;
 pub mod cpu;
 pub mod elf;
 pub mod errno;
+pub mod exec;
+pub mod fork;
 pub mod job;
 pub mod layout;
 pub mod memory;

@@ -297,6 +297,18 @@ impl Signals {
         self.interrupts_thread(self.blocked, self.pending)
     }
 
+    /// At execve: handlers are gone with the old program, so handled
+    /// signals take their default action; ignored ones stay ignored. The
+    /// alternate stack is gone too.
+    pub fn exec(&mut self) {
+        for a in self.actions.iter_mut() {
+            if a.handler != SIG_IGN {
+                *a = SigAction::default();
+            }
+        }
+        self.altstack = AltStack { flags: SS_DISABLE, ..Default::default() };
+    }
+
     /// Drops pending signals that are ignored (Linux discards them on arrival).
     pub fn discard_ignored(&mut self) {
         for set in [self.pending, self.shared] {
@@ -317,14 +329,16 @@ impl Signals {
 
 static HOST_PENDING: AtomicU64 = AtomicU64::new(0);
 
-/// Host signals a job receives as if sent to it: those a terminal or an
-/// operator sends to the `mosvm` process.
-pub const FORWARDED: [u32; 11] =
-    [SIGHUP, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2, SIGTERM, SIGCONT, SIGTSTP, SIGTTIN, SIGTTOU, SIGWINCH];
+/// Host signals a job receives as if sent to it: those a terminal, an
+/// operator or the job's own processes (a child ending, a parent's kill)
+/// send to the `mosvm` process.
+pub const FORWARDED: [u32; 13] = [
+    SIGHUP, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM, SIGTERM, SIGCHLD, SIGCONT, SIGTSTP, SIGTTIN, SIGTTOU, SIGWINCH,
+];
 
 extern "C" fn on_host_signal(sig: libc::c_int) {
     HOST_PENDING.fetch_or(bit(sig as u32), Ordering::SeqCst);
-    crate::vcpu::interrupt_current_thread();
+    crate::vcpu::interrupt_vcpu();
 }
 
 /// Routes the forwarded host signals to the running job. Call once, from
@@ -340,6 +354,11 @@ pub fn forward_host_signals() {
             libc::sigaction(sig as i32, &sa, std::ptr::null_mut());
         }
     }
+}
+
+/// In a forked child: signals that arrived for the parent are not its own.
+pub fn clear_host_signals() {
+    HOST_PENDING.store(0, Ordering::SeqCst);
 }
 
 /// Have host signals arrived since the last `take_host_signals`?

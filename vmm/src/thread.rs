@@ -31,6 +31,9 @@ pub enum Wait {
     /// poll/select with nothing ready: the call is made again at `at` (or
     /// on a signal); its own deadline is kept in `restart_deadline`.
     Retry { at: i64 },
+    /// wait4/waitid for the children `pid` selects (as wait4's argument):
+    /// the call is made again once one of them ended.
+    Child { pid: i32 },
 }
 
 /// How often a thread in poll/select looks again while others run.

@@ -4,7 +4,7 @@
 
 use std::cell::Cell;
 use std::ptr::null_mut;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use kvm_bindings::{kvm_cpuid_entry2, kvm_msr_entry, kvm_regs, kvm_run, kvm_sregs, Msrs, KVM_SYNC_X86_REGS};
@@ -31,6 +31,10 @@ thread_local! {
     static RUN: Cell<*mut kvm_run> = const { Cell::new(null_mut()) };
 }
 
+/// The thread that last bound a vCPU (0: none), for signals that land on
+/// another thread of the process.
+static VCPU_THREAD: AtomicU64 = AtomicU64::new(0);
+
 /// Signal used to kick a vCPU thread out of KVM_RUN.
 pub fn kick_signal() -> i32 {
     libc::SIGRTMIN() + 1
@@ -47,6 +51,28 @@ pub fn interrupt_current_thread() {
             unsafe { std::ptr::write_volatile(&mut (*run).immediate_exit, 1) };
         }
     });
+}
+
+/// For a host signal meant for the job: interrupts the vCPU, also when
+/// the kernel gave the signal to another thread of the process (which
+/// then passes it on as a kick). Async-signal-safe.
+pub fn interrupt_vcpu() {
+    if RUN.with(|run| !run.get().is_null()) {
+        interrupt_current_thread();
+        return;
+    }
+    let t = VCPU_THREAD.load(Ordering::Relaxed);
+    if t != 0 {
+        // SAFETY: pthread_kill is async-signal-safe; the thread is this process's vCPU thread.
+        unsafe { libc::pthread_kill(t as libc::pthread_t, kick_signal()) };
+    }
+}
+
+/// In a forked child: the parent's vCPU is not this process's to kick
+/// (its kvm_run page may even be shared with the parent).
+pub fn unbind_after_fork() {
+    RUN.with(|r| r.set(null_mut()));
+    VCPU_THREAD.store(0, Ordering::SeqCst);
 }
 
 extern "C" fn on_kick(_: libc::c_int) {
@@ -112,6 +138,8 @@ impl Vcpu {
         install_kick_handler();
         let run: *mut kvm_run = self.fd.get_kvm_run();
         RUN.with(|r| r.set(run));
+        // SAFETY: pthread_self has no preconditions.
+        VCPU_THREAD.store(unsafe { libc::pthread_self() } as u64, Ordering::SeqCst);
         self.bound = true;
         Kicker {
             // SAFETY: pthread_self has no preconditions.
@@ -218,6 +246,21 @@ impl Vcpu {
             w[..chunk.len()].copy_from_slice(chunk);
             x.region[i] = u32::from_le_bytes(w);
         }
+        // SAFETY: a kvm_xsave of the legacy 4 KiB size, which KVM_SET_XSAVE accepts.
+        unsafe { self.fd.set_xsave(&x) }
+    }
+
+    /// The FPU/SSE/AVX state of a fresh program (execve): x87 control
+    /// and MXCSR at their reset values, every register zero.
+    pub fn reset_fpu(&self) -> Result<(), kvm_ioctls::Error> {
+        let mut x = self.fd.get_xsave()?;
+        let mxcsr_mask = x.region[7];
+        x.region.fill(0);
+        x.region[0] = 0x037f; // FCW
+        x.region[6] = 0x1f80; // MXCSR
+        x.region[7] = mxcsr_mask;
+        // XSTATE_BV: x87 and SSE from this image, the rest in init state.
+        x.region[128] = 3;
         // SAFETY: a kvm_xsave of the legacy 4 KiB size, which KVM_SET_XSAVE accepts.
         unsafe { self.fd.set_xsave(&x) }
     }

@@ -20,14 +20,14 @@ use crate::control::{Command, Control, ControlRx, Verdict};
 use crate::cpu::{self, CpuFeatures};
 use crate::elf::{ElfError, Program};
 use crate::errno::Errno;
+use crate::exec;
 use crate::job::{Ids, Job, JobExit, JobStats, Log, RestoreEnv};
 use crate::layout::*;
 use crate::memory::{GuestRam, MemoryError};
-use crate::mm::AddressSpace;
-use crate::paging::{self, PagingError};
+use crate::paging::PagingError;
 use crate::signal::{self, SigInfo, Signals};
 use crate::site::{Site, SiteConfig};
-use crate::stack::{self, AuxInfo, StackError};
+use crate::stack::StackError;
 use crate::state::{VmState, STATE_VERSION};
 use crate::sys::Flow;
 use crate::vcpu::{Exit, Vcpu};
@@ -64,7 +64,7 @@ fn woken_result(w: crate::thread::Wait, how: Woken) -> (u64, bool) {
         (Wait::Futex { .. }, _) => (neg(Errno::ETIMEDOUT), false),
         (Wait::Sleep { .. }, Woken::Signal) => (neg(Errno::ERESTARTNOHAND), true),
         (Wait::Sleep { .. }, _) => (0, false),
-        (Wait::Fd { .. } | Wait::Retry { .. }, _) => (neg(Errno::ERESTARTSYS), true),
+        (Wait::Fd { .. } | Wait::Retry { .. } | Wait::Child { .. }, _) => (neg(Errno::ERESTARTSYS), true),
     }
 }
 
@@ -77,7 +77,6 @@ fn continue_with(cur: &mut Cur, job: &mut Job) {
 const SYSCALL_EXIT_RIP: u64 = RING0_CODE_ADDR + agent::IRET as u64;
 const IRET_RIP: u64 = RING0_CODE_ADDR + agent::IRET as u64;
 const IRET_FRAME: u64 = RING0_STACK_TOP - 40;
-const USER_RFLAGS: u64 = 0x202;
 /// How often a throttled vCPU is stopped (the migration sender kicks it at this period).
 pub const THROTTLE_PERIOD: Duration = Duration::from_millis(10);
 
@@ -136,16 +135,18 @@ pub enum Outcome {
 }
 
 pub struct Vm {
-    _kvm: Kvm,
-    vm_fd: Arc<VmFd>,
+    pub(crate) _kvm: Kvm,
+    pub(crate) vm_fd: Arc<VmFd>,
     pub vcpu: Vcpu,
     pub job: Job,
-    cpuid: Vec<kvm_cpuid_entry2>,
-    control: Arc<Control>,
-    control_rx: ControlRx,
+    pub(crate) cpuid: Vec<kvm_cpuid_entry2>,
+    pub(crate) control: Arc<Control>,
+    pub(crate) control_rx: ControlRx,
     /// Percentage of time the vCPU is held stopped (auto-converge).
-    throttle: u8,
-    allow_user_io: bool,
+    pub(crate) throttle: u8,
+    pub(crate) allow_user_io: bool,
+    /// This process is a forked copy of a job: it ends when its job does.
+    pub(crate) forked: bool,
     /// Bare exits taken on the benchmark port.
     pub bench_exits: u64,
 }
@@ -193,7 +194,7 @@ impl Machine {
 }
 
 /// A fresh KVM VM with `ram` as its memory and one vCPU.
-fn create_machine(ram: &GuestRam) -> Result<(Kvm, VmFd, kvm_ioctls::VcpuFd), VmError> {
+pub(crate) fn create_machine(ram: &GuestRam) -> Result<(Kvm, VmFd, kvm_ioctls::VcpuFd), VmError> {
     let kvm = Kvm::new().map_err(VmError::NoKvm)?;
     let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
     let region = kvm_userspace_memory_region {
@@ -225,55 +226,19 @@ impl Vm {
         let features = CpuFeatures::from_cpuid(&cpuid);
 
         let extra_ports: &[u16] = if config.allow_user_io { &[BENCH_PORT] } else { &[] };
-        cpu::write_machine_tables(&ram, extra_ports)?;
-        let loaded = program.load(&ram, &bytes)?;
-        let cr3 = paging::build(&ram, &loaded.ranges)?;
-        let layout = *ram.user_layout();
-
         let ids = Ids::of_this_process();
-        let mut random = [0u8; 16];
-        // SAFETY: random is a valid 16-byte buffer.
-        unsafe { libc::getrandom(random.as_mut_ptr().cast(), 16, 0) };
-        let aux = AuxInfo {
-            phdr: loaded.phdr,
-            phnum: loaded.phnum,
-            entry: loaded.entry,
-            uid: ids.uid,
-            euid: ids.euid,
-            gid: ids.gid,
-            egid: ids.egid,
-            hwcap: features.hwcap as u64,
-            hwcap2: if features.fsgsbase { 2 } else { 0 },
-            minsigstksz: crate::signal::frame::SIZE + features.xsave_size as u64 + 64 + 128,
-            random,
-        };
         let argv: Vec<&[u8]> = config.argv.iter().map(|a| a.as_bytes()).collect();
         let env: Vec<&[u8]> = config.env.iter().map(|a| a.as_bytes()).collect();
         let execfn = config.argv.first().map_or(config.program.as_os_str().as_bytes(), |a| a.as_bytes());
-        let sp = stack::build(&ram, layout.mem_end, layout.stack_limit, &argv, &env, execfn, &aux)?;
+        let start = exec::Start { argv: &argv, env: &env, execfn, ids: &ids, features: &features, extra_ports };
+        let image = exec::load(&ram, &program, &bytes, &start)?;
 
         let cpuid = cpu::job_cpuid(cpuid);
         vcpu_fd.set_cpuid2(&cpuid).map_err(kvm_err("KVM_SET_CPUID2"))?;
         let cpuid = cpuid.as_slice().to_vec();
-        let sregs = vcpu_fd.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
-        vcpu_fd.set_sregs(&cpu::initial_sregs(sregs, cr3, &features)).map_err(kvm_err("KVM_SET_SREGS"))?;
-        vcpu_fd.set_msrs(&cpu::initial_msrs()).map_err(kvm_err("KVM_SET_MSRS"))?;
-        if features.xsave {
-            vcpu_fd.set_xcrs(&cpu::initial_xcrs(&features)).map_err(kvm_err("KVM_SET_XCRS"))?;
-        }
+        exec::reset_cpu(&vcpu_fd, image.cr3, &features)?;
         let vcpu = Vcpu::new(vcpu_fd, &kvm);
 
-        let image: Vec<(u64, u64, u32)> = loaded
-            .ranges
-            .iter()
-            .map(|r| {
-                let prot = libc::PROT_READ
-                    | if r.perms.write { libc::PROT_WRITE } else { 0 }
-                    | if r.perms.exec { libc::PROT_EXEC } else { 0 };
-                (r.start, r.end, prot as u32)
-            })
-            .collect();
-        let mm = AddressSpace::new(layout, &image, loaded.end);
         let exe = std::fs::canonicalize(&config.program).unwrap_or(config.program.clone());
         let site = Site::new(SiteConfig {
             stdio: config.stdio,
@@ -283,13 +248,9 @@ impl Vm {
             pid: ids.pid,
         })
         .map_err(VmError::Site)?;
-        let mut comm = [0u8; 16];
-        let base = config.program.file_name().map_or(&b""[..], |n| n.as_bytes());
-        let n = base.len().min(15);
-        comm[..n].copy_from_slice(&base[..n]);
         let job = Job {
             ram: Arc::new(ram),
-            mm,
+            mm: image.mm,
             site,
             signals: Signals::default(),
             timers: Default::default(),
@@ -301,10 +262,10 @@ impl Vm {
             ids,
             features,
             rlimits: crate::sys::process::initial_rlimits(mem_size, STACK_LIMIT.min(mem_size / 4)),
-            image_end: loaded.end,
+            image_end: image.end,
             tid_address: 0,
             robust_list: 0,
-            comm,
+            comm: crate::job::comm_of(config.program.as_os_str().as_bytes()),
             exe,
             cmdline: config.argv.iter().flat_map(|a| a.as_bytes().iter().copied().chain([0])).collect(),
             environ: config.env.iter().flat_map(|a| a.as_bytes().iter().copied().chain([0])).collect(),
@@ -314,15 +275,16 @@ impl Vm {
             restart_nr: None,
             restart_deadline: None,
             saved_mask: None,
-            current_rsp: sp,
+            current_rsp: image.user.rsp,
             kick: vcpu.kick_flag(),
             unknown_reported: Default::default(),
             cur_nr: 0,
             pending_cputime: None,
+            children: Default::default(),
         };
 
         // The first entry is a return to user mode, like every later one.
-        let user = kvm_regs { rip: loaded.entry, rsp: sp, rflags: USER_RFLAGS, ..Default::default() };
+        let user = image.user;
         let (control, control_rx) = Control::new();
         let mut this = Vm {
             _kvm: kvm,
@@ -334,6 +296,7 @@ impl Vm {
             control_rx,
             throttle: 0,
             allow_user_io: config.allow_user_io,
+            forked: false,
             bench_exits: 0,
         };
         this.resume_user(&user)?;
@@ -372,6 +335,7 @@ impl Vm {
             control_rx,
             throttle: 0,
             allow_user_io: false,
+            forked: false,
             bench_exits: 0,
         })
     }
@@ -450,8 +414,17 @@ impl Vm {
         Ok(user)
     }
 
-    /// Runs the job until it ends here or is moved away.
+    /// Runs the job until it ends here or is moved away. In a process the
+    /// job forked, this ends the process when the job ends.
     pub fn run(&mut self) -> Result<Outcome, VmError> {
+        let r = self.run_job();
+        if self.forked {
+            self.exit_forked(r);
+        }
+        r
+    }
+
+    fn run_job(&mut self) -> Result<Outcome, VmError> {
         self.control.set_kicker(self.vcpu.bind());
         self.job.attach_to_vcpu_thread();
         self.job.threads.slice_start = self.job.clock.monotonic();
@@ -489,6 +462,15 @@ impl Vm {
                         Flow::ThreadExit(status) => self.thread_exit(status),
                         Flow::Continue if self.job.wait.is_some() => Cur::Waits,
                         Flow::Continue => Cur::Runs(user),
+                        Flow::Fork(args) => Cur::Runs(self.fork(args, &user)?),
+                        Flow::Exec(req) => match self.exec(&req) {
+                            Ok(user) => Cur::Runs(user),
+                            Err(e) => {
+                                // The old program is gone: Linux kills the process then.
+                                (self.job.log)(&format!("execve of {} failed: {e}", req.path.display()));
+                                return Ok(Outcome::Exited(JobExit::Signaled(signal::SIGSEGV)));
+                            }
+                        },
                     }
                 }
                 Exit::IoOut { port: FAULT_PORT } => match self.handle_fault()? {
@@ -648,6 +630,7 @@ impl Vm {
                 fds.push(libc::pollfd { fd: host_fd, events, revents: 0 });
             }
         }
+        let children = &job.children;
         if !fds.is_empty() {
             // SAFETY: fds holds fds.len() records.
             unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 0) };
@@ -664,6 +647,7 @@ impl Vm {
                 }
                 crate::thread::Wait::Fd { host_fd, .. } => ready(host_fd).then_some(Woken::Ready),
                 crate::thread::Wait::Retry { at } => (at <= now).then_some(Woken::Deadline),
+                crate::thread::Wait::Child { pid } => children.ready(pid).then_some(Woken::Ready),
             }
         };
         let mut ends = Vec::new();
@@ -713,6 +697,7 @@ impl Vm {
                     fds.push(libc::pollfd { fd: host_fd, events, revents: 0 })
                 }
                 crate::thread::Wait::Retry { at } => deadline = Some(deadline.map_or(at, |x: i64| x.min(at))),
+                crate::thread::Wait::Child { pid } => job.children.poll_fds(pid, &mut fds),
                 _ => {}
             }
         }

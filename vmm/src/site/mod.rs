@@ -182,6 +182,10 @@ impl Site {
     /// host descriptor behind job descriptor N.
     fn cpath(&self, path: &[u8]) -> Result<CString, Errno> {
         if let Some(rest) = crate::procfs::self_path(path, self.pid) {
+            if rest == b"exe" {
+                // The job's program, not the VMM's.
+                return cstring(self.exe.as_os_str().as_encoded_bytes());
+            }
             for dir in [&b"fd/"[..], b"fdinfo/"] {
                 if let Some(tail) = rest.strip_prefix(dir) {
                     let n = tail.iter().position(|&b| b == b'/').unwrap_or(tail.len());
@@ -498,7 +502,7 @@ impl Site {
     }
 
     pub fn readlinkat(&mut self, dirfd: i32, path: &[u8], buf: &mut [u8]) -> SysResult {
-        if path == b"/proc/self/exe" || path == b"/proc/thread-self/exe" {
+        if crate::procfs::self_path(path, self.pid) == Some(b"exe") {
             let exe = self.exe.as_os_str().as_encoded_bytes();
             let n = exe.len().min(buf.len());
             buf[..n].copy_from_slice(&exe[..n]);
@@ -583,6 +587,85 @@ impl Site {
         let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
         // SAFETY: out is a struct statfs-sized buffer.
         host(unsafe { libc::syscall(libc::SYS_fstatfs, fd.as_raw_fd(), out.as_mut_ptr()) })
+    }
+
+    // ---- execve and fork ----
+
+    /// The program execve names: `path` under `dirfd` (with AT_EMPTY_PATH
+    /// and an empty path, the open descriptor itself). It must be a
+    /// regular file the job may execute. Returns its bytes (at most `max`)
+    /// and its host path.
+    pub fn read_program(&self, dirfd: i32, path: &[u8], flags: i32, max: u64) -> Result<(Vec<u8>, PathBuf), Errno> {
+        let file = if path.is_empty() {
+            if flags & libc::AT_EMPTY_PATH == 0 {
+                return Err(Errno::ENOENT);
+            }
+            dup_cloexec(self.host_fd(dirfd)?, 3)?
+        } else {
+            let dir = self.dir_fd(dirfd)?;
+            let p = self.cpath(path)?;
+            let nofollow = if flags & libc::AT_SYMLINK_NOFOLLOW != 0 { libc::O_NOFOLLOW } else { 0 };
+            // SAFETY: valid descriptor and C string.
+            let fd =
+                host(unsafe { libc::openat(dir, p.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC | nofollow) } as i64)?;
+            // SAFETY: fresh descriptor.
+            unsafe { OwnedFd::from_raw_fd(fd as RawFd) }
+        };
+        // SAFETY: a zeroed stat is a valid out buffer.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: valid descriptor and out pointer.
+        host(unsafe { libc::fstat(file.as_raw_fd(), &mut st) } as i64)?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Err(Errno::EACCES);
+        }
+        let link = format!("/proc/self/fd/{}", file.as_raw_fd());
+        let c = cstring(link.as_bytes())?;
+        // SAFETY: valid C string; X_OK checked with the effective ids, as execve does.
+        host(unsafe { libc::faccessat(libc::AT_FDCWD, c.as_ptr(), libc::X_OK, libc::AT_EACCESS) } as i64)?;
+        if st.st_size as u64 > max {
+            return Err(Errno::ENOMEM);
+        }
+        let mut bytes = vec![0u8; st.st_size as usize];
+        let mut off = 0;
+        while off < bytes.len() {
+            // SAFETY: reading into the live rest of `bytes`.
+            let n = unsafe {
+                libc::pread(file.as_raw_fd(), bytes[off..].as_mut_ptr().cast(), bytes.len() - off, off as i64)
+            };
+            match n {
+                n if n > 0 => off += n as usize,
+                0 => break,
+                _ if Errno::last() == Errno::EINTR => {}
+                _ => return Err(Errno::last()),
+            }
+        }
+        bytes.truncate(off);
+        let path = std::fs::read_link(&link).map_err(|_| Errno::ENOENT)?;
+        Ok((bytes, path))
+    }
+
+    /// execve's part here: close-on-exec descriptors close, and
+    /// /proc/self/exe names the new program.
+    pub fn exec(&mut self, exe: PathBuf) {
+        for slot in self.fds.iter_mut() {
+            if slot.as_ref().is_some_and(|e| e.cloexec) {
+                *slot = None;
+            }
+        }
+        self.exe = exe;
+    }
+
+    /// The host descriptors the site holds: a forked child keeps these
+    /// (its copies of the parent's open files) and closes the rest.
+    pub fn host_fds(&self) -> Vec<RawFd> {
+        let mut v: Vec<RawFd> = self.fds.iter().flatten().map(|e| e.host.as_raw_fd()).collect();
+        v.push(self.cwd.as_raw_fd());
+        v
+    }
+
+    /// The pid /proc/<pid> paths name (a forked child has its own).
+    pub fn set_pid(&mut self, pid: u32) {
+        self.pid = pid;
     }
 
     // ---- working directory ----

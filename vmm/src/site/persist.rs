@@ -49,6 +49,8 @@ pub enum SiteError {
     Restore { fd: i32, source: std::io::Error },
     #[error("cannot enter the working directory {path}: {source}")]
     Cwd { path: String, source: std::io::Error },
+    #[error("the job has a child process ({0}); a job cannot move away from its children yet")]
+    Children(i32),
 }
 
 fn io_last() -> std::io::Error {

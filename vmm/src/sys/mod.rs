@@ -9,6 +9,8 @@
 //! Every pointer a job passes is checked (EFAULT); an unknown call returns
 //! ENOSYS and is reported once per number; nothing a job does can panic the VMM.
 
+mod children;
+mod exec;
 mod files;
 mod memory;
 mod net;
@@ -23,16 +25,21 @@ use crate::errno::{Errno, SysResult};
 use crate::job::{Job, JobExit};
 use crate::vcpu::Vcpu;
 
+pub use children::ForkArgs;
 pub use signal::SIGRETURN_NR;
 
 /// What the vCPU loop does after a system call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Flow {
     Continue,
     /// The whole job ends.
     Exit(JobExit),
     /// The running thread ends (exit(2)); the job goes on if others remain.
     ThreadExit(i32),
+    /// execve passed its checks: the VM replaces the program.
+    Exec(Box<crate::exec::ExecRequest>),
+    /// fork, vfork or clone of a process: the VM makes the child.
+    Fork(ForkArgs),
 }
 
 impl Job {
@@ -48,7 +55,29 @@ impl Job {
             SYS_exit_group => return Flow::Exit(JobExit::Exited((a[0] & 0xff) as i32)),
             SYS_exit => return Flow::ThreadExit((a[0] & 0xff) as i32),
             SYS_rt_sigreturn => self.sys_rt_sigreturn(vcpu, user),
-            SYS_clone => self.sys_clone(vcpu, user, a),
+            SYS_clone if a[0] & CLONE_THREAD as u64 != 0 => self.sys_clone(vcpu, user, a),
+            SYS_clone => match self.fork_args(a) {
+                Ok(args) => return Flow::Fork(args),
+                Err(e) => Err(e),
+            },
+            SYS_fork => {
+                return Flow::Fork(ForkArgs { flags: SIGCHLD as u64, stack: 0, parent_tid: 0, child_tid: 0, tls: 0 })
+            }
+            SYS_vfork => {
+                let flags = (CLONE_VM | CLONE_VFORK | SIGCHLD) as u64;
+                return Flow::Fork(ForkArgs { flags, stack: 0, parent_tid: 0, child_tid: 0, tls: 0 });
+            }
+            SYS_execve | SYS_execveat => {
+                let r = if nr as i64 == SYS_execve {
+                    self.sys_execve(AT_FDCWD, a[0], a[1], a[2], 0)
+                } else {
+                    self.sys_execve(a[0] as i32, a[1], a[2], a[3], a[4] as i32)
+                };
+                match r {
+                    Ok(req) => return Flow::Exec(req),
+                    Err(e) => Err(e),
+                }
+            }
             _ => self.dispatch(vcpu, nr, a),
         };
         if self.trace {
@@ -235,13 +264,10 @@ impl Job {
             SYS_prctl => self.sys_prctl(a[0] as i32, a[1], a[2]),
             SYS_getrandom => self.sys_getrandom(a[0], a[1], a[2] as u32),
             SYS_personality => Ok(0),
-            SYS_wait4 | SYS_waitid => Err(Errno::ECHILD),
+            SYS_wait4 => self.sys_wait4(a[0] as i32, a[1], a[2] as i32, a[3]),
+            SYS_waitid => self.sys_waitid(a[0] as u32, a[1] as u32, a[2], a[3] as i32, a[4]),
             // clone3 callers (glibc) fall back to clone.
             SYS_clone3 => Err(Errno::ENOSYS),
-            SYS_fork | SYS_vfork | SYS_execve | SYS_execveat => {
-                self.unsupported(nr);
-                Err(Errno::ENOSYS)
-            }
 
             // ---- time ----
             SYS_clock_gettime => self.sys_clock_gettime(a[0] as i32, a[1]),
