@@ -238,6 +238,20 @@ int main(int argc, char **argv)
 	printf("20 children: %d right\n", ok);
 	fflush(stdout);
 
+	/* SIGCHLD ignored: children are reaped by the system; wait waits
+	 * for them all to end, then fails with ECHILD. */
+	signal(SIGCHLD, SIG_IGN);
+	for (int i = 0; i < 3; i++)
+		if (fork() == 0) {
+			usleep(20000 * i);
+			_exit(0);
+		}
+	errno = 0;
+	w = wait(&st);
+	printf("wait with SIGCHLD ignored: %d %s\n", w, strerror(errno));
+	signal(SIGCHLD, SIG_DFL);
+	fflush(stdout);
+
 	/* Finally, become another program. */
 	execl(self, "procs", "exit", "5", (char *)NULL);
 	return 1;

@@ -73,6 +73,16 @@ impl Children {
         r != 0 || unsafe { info.si_pid() } != 0
     }
 
+    /// Reaps children that ended, for a job that does not wait for them
+    /// (SIGCHLD ignored: Linux reaps them itself).
+    pub fn reap_ended(&mut self) {
+        self.list.retain(|c| {
+            let mut st = 0;
+            // SAFETY: waitpid on our own child with a valid out pointer.
+            unsafe { libc::waitpid(c.pid, &mut st, libc::WNOHANG) == 0 }
+        });
+    }
+
     /// In a forked child: the parent's children are not ours. Their pidfds
     /// were already closed with the parent's other descriptors.
     pub fn forget(&mut self) {

@@ -44,6 +44,10 @@ impl Vm {
     /// Returns the registers to continue with: in the parent the call
     /// returns the child's pid (or an error), in the child 0.
     pub(crate) fn fork(&mut self, args: ForkArgs, user: &kvm_regs) -> Result<kvm_regs, VmError> {
+        if self.job.signals.reaps_children() {
+            // Nobody waits for them: do not let them pile up as zombies.
+            self.job.children.reap_ended();
+        }
         let state = self.vcpu.capture(&self.cpuid).map_err(|e| VmError::Kvm { op: e.op, source: e.source })?;
         // No signal handler may run in the child before it let go of the
         // parent's vCPU.

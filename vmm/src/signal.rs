@@ -38,6 +38,7 @@ pub const SIGSYS: u32 = 31;
 pub const SIG_DFL: u64 = 0;
 pub const SIG_IGN: u64 = 1;
 
+pub const SA_NOCLDWAIT: u64 = 0x2;
 pub const SA_SIGINFO: u64 = 0x4;
 pub const SA_RESTORER: u64 = 0x0400_0000;
 pub const SA_ONSTACK: u64 = 0x0800_0000;
@@ -307,6 +308,13 @@ impl Signals {
             }
         }
         self.altstack = AltStack { flags: SS_DISABLE, ..Default::default() };
+    }
+
+    /// Does the job leave its children to be reaped (SIGCHLD ignored, or
+    /// SA_NOCLDWAIT)? Then its waits only wait for them all to end.
+    pub fn reaps_children(&self) -> bool {
+        let a = self.actions[SIGCHLD as usize];
+        a.handler == SIG_IGN || a.flags & SA_NOCLDWAIT != 0
     }
 
     /// Drops pending signals that are ignored (Linux discards them on arrival).

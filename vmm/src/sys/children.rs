@@ -38,11 +38,27 @@ impl Job {
         Ok(ForkArgs { flags, stack: a[1], parent_tid: a[2], child_tid: a[3], tls: a[4] })
     }
 
+    /// A wait of a job that does not keep its children's statuses: it
+    /// ends with ECHILD once no child is left.
+    fn wait_for_all(&mut self, pid: i32, options: i32) -> SysResult {
+        self.children.reap_ended();
+        if self.children.is_empty() || (pid > 0 && !self.children.contains(pid)) {
+            return Err(Errno::ECHILD);
+        }
+        if options & libc::WNOHANG != 0 {
+            return Ok(0);
+        }
+        Err(self.park(crate::thread::Wait::Child { pid }))
+    }
+
     /// wait4. As on Linux, a child is reaped even if its status cannot be
     /// stored (EFAULT then).
     pub(super) fn sys_wait4(&mut self, pid: i32, status: u64, options: i32, rusage: u64) -> SysResult {
         if options & !WAIT_OPTIONS != 0 || pid == i32::MIN {
             return Err(Errno::EINVAL);
+        }
+        if self.signals.reaps_children() {
+            return self.wait_for_all(pid, options);
         }
         if self.children.is_empty() || (pid > 0 && !self.children.contains(pid)) {
             return Err(Errno::ECHILD);
@@ -102,6 +118,9 @@ impl Job {
             libc::P_PGID if id <= i32::MAX as u32 => -(id as i32),
             _ => return Err(Errno::EINVAL),
         };
+        if self.signals.reaps_children() {
+            return self.wait_for_all(spec, options);
+        }
         if self.children.is_empty() || (spec > 0 && !self.children.contains(spec)) {
             return Err(Errno::ECHILD);
         }
