@@ -171,10 +171,13 @@ impl Job {
         if pid == me {
             return self.send_self(sig, SI_USER);
         }
-        // SAFETY: getpid has no preconditions.
-        let at_home = me == unsafe { libc::getpid() };
+        // SAFETY: getpid and getppid have no preconditions.
+        let (host_pid, host_ppid) = unsafe { (libc::getpid(), libc::getppid()) };
         if pid > 0 {
-            if !at_home {
+            // Away from home (moved, or forked by a job that moved) pids
+            // the job knows from home mean other processes here.
+            let parent_here = pid != self.ids.ppid as i32 || pid == host_ppid;
+            if me != host_pid || !parent_here {
                 return Err(Errno::ESRCH);
             }
             // SAFETY: kill with plain integer arguments.
