@@ -121,7 +121,10 @@ impl Vm {
     /// exec after the old image is gone does on Linux.
     pub(crate) fn exec(&mut self, req: &ExecRequest) -> Result<kvm_regs, VmError> {
         let ram = self.job.ram.clone();
-        // Zero pages are marked dirty: a pre-copy in flight sends them again.
+        // Dropping every page also makes KVM drop every mapping it built
+        // from the old page tables (its MMU notifier), so under shadow
+        // paging the new tables are walked afresh, as in a new VM. The
+        // pages are marked dirty: a pre-copy in flight sends them again.
         ram.discard(0, ram.size())?;
         let argv: Vec<&[u8]> = req.argv.iter().map(|a| a.as_slice()).collect();
         let env: Vec<&[u8]> = req.env.iter().map(|a| a.as_slice()).collect();
