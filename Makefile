@@ -19,7 +19,7 @@ MUSL_CFLAGS := -static -O2 -Wall -Wno-array-bounds -Wno-infinite-recursion
 
 IMAGE_BINS := $(IMAGES:%=$(BUILD)/%) $(GUESTS:%=$(BUILD)/tests/%) $(BENCH_GUESTS:%=$(BUILD)/bench/%) \
 	$(BUILD)/tests/hello-glibc $(BUILD)/tests/hello-glibc-pie $(BUILD)/tests/hello-dynamic \
-	$(BUILD)/tests/signals-glibc $(BUILD)/tests/threads-glibc $(BUILD)/tests/procs-glibc \
+	$(BUILD)/tests/signals-glibc $(BUILD)/tests/threads-glibc $(BUILD)/tests/procs-glibc $(BUILD)/tests/clocks-glibc \
 	$(BUILD)/tests/not-elf $(BUILD)/tests/script.sh
 
 .PHONY: all deps build images test bench demo clean fmt lint
@@ -76,6 +76,9 @@ $(BUILD)/tests/threads-glibc: tests/guest/threads.c
 	@mkdir -p $(@D)
 	gcc -static -O2 -pthread -o $@ $<
 $(BUILD)/tests/procs-glibc: tests/guest/procs.c
+	@mkdir -p $(@D)
+	gcc -static -O2 -o $@ $<
+$(BUILD)/tests/clocks-glibc: tests/guest/clocks.c
 	@mkdir -p $(@D)
 	gcc -static -O2 -o $@ $<
 $(BUILD)/tests/not-elf:

@@ -50,9 +50,9 @@ fn each_image_moves_mid_run() {
     }
 
     let mem = image("mem");
-    let args = ["96", "32", "60"];
+    let args = ["96", "32", "300"];
     let native_mem = native(&mem, &args, &Opts::default());
-    let (s, r, _) = moved_once(&mem, &args, "pass 12", None);
+    let (s, r, _) = moved_once(&mem, &args, "pass 120", None);
     assert_eq!((s.status, r.status), (0, 0), "{s:?} {r:?}");
     assert_eq!(s.stdout.clone() + &r.stdout, native_mem.stdout, "mem output after a move");
     assert!(r.stdout.contains("never went backwards"));
@@ -126,7 +126,7 @@ fn back_and_forth_ten_times() {
     }
     let _l = migration_lock();
     let mem = image("mem");
-    let args = ["64", "16", "400"];
+    let args = ["64", "16", "4000"];
     let out = ten_hops("hop-mem", &mem, &args, "allocated", None);
     assert_eq!(out, native(&mem, &args, &Opts::default()).stdout);
     assert!(out.contains("never went backwards"));

@@ -486,3 +486,38 @@ fn exec_of_a_dynamic_program_is_refused_clearly() {
     assert_eq!(v.stdout, "status 127\n", "{v:?}");
     assert!(v.stderr.contains("dynamically linked") && v.stderr.contains("-static"), "{v:?}");
 }
+
+/// Clocks: read through the job's vDSO without an exit, and the same
+/// clock as the system calls (interleaved reads never go backwards,
+/// absolute sleeps never end early); with MOSVM_CLOCK=host the vDSO makes
+/// system calls and everything still holds.
+#[test]
+fn clocks_through_the_vdso() {
+    if !require_kvm("clocks") {
+        return;
+    }
+    for prog in ["tests/clocks", "tests/clocks-glibc"] {
+        for host_clock in [false, true] {
+            let opts =
+                Opts { env: if host_clock { vec![("MOSVM_CLOCK", "host")] } else { vec![] }, ..Default::default() };
+            let p = image(prog);
+            let n = native(&p, &[], &Opts::default());
+            let v = vm(&p, &[], &opts);
+            assert_eq!(v, n, "{prog} (host clock: {host_clock}): VM (left) and native (right) differ");
+            assert!(v.stdout.contains("MONOTONIC: backwards 0") && v.stdout.contains("ending early: 0"), "{v:?}");
+            // libc's clock_gettime, gettimeofday and time: exits only on the host clock.
+            let traced = vm(&p, &["calls", "1000"], &Opts { vm_args: vec!["--trace"], ..opts.clone() });
+            let exits = traced
+                .stderr
+                .lines()
+                .filter(|l| ["syscall 228(", "syscall 96(", "syscall 201("].iter().any(|s| l.contains(s)))
+                .count();
+            assert_eq!(traced.stdout, "done 1000\n", "{traced:?}");
+            if host_clock {
+                assert!(exits >= 3000, "{prog}: {exits} clock exits with MOSVM_CLOCK=host");
+            } else {
+                assert_eq!(exits, 0, "{prog}: clock reads left the VM");
+            }
+        }
+    }
+}

@@ -10,6 +10,7 @@
 //! page (see [`code_page`]).
 
 pub mod abi;
+pub mod vdso;
 
 pub use abi::*;
 

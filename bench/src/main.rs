@@ -190,6 +190,25 @@ fn spawn_times(n: usize) -> Result<[(f64, f64); 2]> {
     Ok([(native.0, vm.0), (native.1, vm.1)])
 }
 
+/// (f) ns per clock_gettime(CLOCK_MONOTONIC) through libc, natively and
+/// in the VM (the vDSO), median of `runs`.
+fn clock_read(runs: usize) -> Result<(f64, f64)> {
+    let bin = image("bench/clock")?;
+    let parse = |out: std::process::Output| -> Result<f64> {
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .find_map(|l| l.strip_prefix("clock_ns ").map(|v| v.trim().parse::<f64>()))
+            .with_context(|| format!("no clock_ns in {text:?}"))?
+            .context("a number")
+    };
+    let (mut native, mut vm) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        native.push(parse(Command::new(&bin).arg("2000000").output()?)?);
+        vm.push(parse(Command::new(mosvm()).arg("run").arg(&bin).arg("2000000").output()?)?);
+    }
+    Ok((median(&mut native), median(&mut vm)))
+}
+
 struct Rss {
     total_kib: u64,
     guest_kib: u64,
@@ -252,6 +271,8 @@ fn main() -> Result<()> {
     let r = rss(64)?;
     eprintln!("bench: process creation...");
     let [fork, spawn] = spawn_times(30)?;
+    eprintln!("bench: clock reads...");
+    let (clock_native, clock_vm) = clock_read(5)?;
 
     let mut md = String::new();
     writeln!(md, "# mosvm benchmarks\n")?;
@@ -306,6 +327,11 @@ fn main() -> Result<()> {
             vm / native
         )?;
     }
+    writeln!(
+        md,
+        "| (f) clock_gettime(CLOCK_MONOTONIC) through libc, median of 5 | VM {clock_vm:.1} ns (vDSO), native {clock_native:.1} ns, ratio {:.2}x | | |",
+        clock_vm / clock_native
+    )?;
     let only_runner = args.iter().any(|a| a == "--runner-only");
     if !only_runner {
         migration::report(&mut md)?;

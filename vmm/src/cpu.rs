@@ -122,7 +122,14 @@ pub fn write_machine_tables(ram: &GuestRam, extra_ports: &[u16]) -> Result<(), M
     ram.write(TSS_ADDR, &tss)?;
 
     ram.write(RING0_CODE_ADDR, &agent::code_page())?;
+    ram.write(VDSO_ADDR, vdso_image())?;
     Ok(())
+}
+
+/// The vDSO image (made once per process).
+fn vdso_image() -> &'static [u8] {
+    static IMAGE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    IMAGE.get_or_init(agent::vdso::image)
 }
 
 fn tss_descriptor(base: u64, limit: u64) -> (u64, u64) {

@@ -109,6 +109,10 @@ impl Vm {
         vcpu_fd.set_cpuid2(&entries).map_err(|source| VmError::Kvm { op: "KVM_SET_CPUID2", source })?;
         let mut vcpu = Vcpu::new(vcpu_fd, &kvm);
         vcpu.restore(state, state.tsc).map_err(|e| VmError::Kvm { op: e.op, source: e.source })?;
+        // The same host TSC: the job's clock (and its vvar page) carry on.
+        if self.job.clock.tsc.is_some() && !vcpu.use_host_tsc() {
+            return Err(VmError::Machine("cannot set the TSC offset of the new vCPU".into()));
+        }
         if args.flags & libc::CLONE_SETTLS as u64 != 0 {
             vcpu.set_msr(MSR_FS_BASE, args.tls);
         }

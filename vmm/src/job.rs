@@ -122,7 +122,7 @@ fn timespec_until(ns: i64) -> Option<libc::timespec> {
 pub(crate) fn interrupted(signals: &mut Signals, timers: &mut Timers, clock: &Clock, kick: &AtomicBool) -> bool {
     collect_host_signals(signals);
     if timers.due(|| clock.monotonic()) {
-        timers.expire(clock.monotonic(), clock.monotonic_offset, signals);
+        timers.expire(clock.monotonic(), clock.host_offset(), signals);
     }
     signals.interrupts() || kick.load(Ordering::SeqCst)
 }
@@ -313,20 +313,19 @@ impl Job {
     /// Rebuilds a job from `state` over `ram`, which already holds its pages.
     /// Clocks continue from where they stopped, plus the time the move took
     /// (never less).
+    /// `tsc_khz`: the TSC's rate, where the job's clock may run on it.
     pub fn restore(
         state: crate::state::JobState,
         ram: Arc<GuestRam>,
         kick: Arc<AtomicBool>,
         env: RestoreEnv,
+        tsc_khz: Option<u32>,
     ) -> Result<Job, crate::site::SiteError> {
         let site = Site::restore(&state.site, env.stdio)?;
         let elapsed = (realtime_ns() - state.clock.realtime).max(0);
-        let probe = Clock::default();
-        let clock = Clock {
-            monotonic_offset: state.clock.monotonic + elapsed - probe.monotonic(),
-            // Set against the vCPU thread's CPU time when it starts running.
-            cputime_offset: 0,
-        };
+        // CPU time is set against the vCPU thread's when it starts running.
+        let clock = Clock::starting_at(state.clock.monotonic + elapsed, tsc_khz);
+        clock.publish(&ram);
         let mut signals = Signals::default();
         for (i, a) in state.signals.actions.iter().enumerate().take(signals.actions.len()) {
             signals.actions[i] = *a;
@@ -389,14 +388,15 @@ impl Job {
             self.clock.cputime_offset = 0;
             self.clock.cputime_offset = cpu - self.clock.cputime();
         }
-        self.timers.rearm(self.clock.monotonic_offset);
+        self.timers.rearm(self.clock.host_offset());
     }
 }
 
 // ---- execve ----
 
 impl Job {
-    /// The process side of execve, once the new image is in memory: other
+    /// The process side of execve, once the new image is in memory (and
+    /// its vvar page written): other
     /// threads are gone, handled signals revert to their defaults (ignored
     /// ones stay ignored), POSIX timers and close-on-exec descriptors are
     /// dropped; the pid, mask, pending signals, alarm, limits and other
@@ -404,6 +404,7 @@ impl Job {
     pub fn exec(&mut self, mm: AddressSpace, image_end: u64, req: &crate::exec::ExecRequest) {
         self.mm = mm;
         self.image_end = image_end;
+        self.clock.publish(&self.ram);
         self.threads.parked.clear();
         self.threads.yield_now = false;
         self.tid = self.ids.pid;
@@ -416,7 +417,7 @@ impl Job {
         self.saved_mask = None;
         self.signals.exec();
         self.timers.posix.clear();
-        self.timers.rearm(self.clock.monotonic_offset);
+        self.timers.rearm(self.clock.host_offset());
         self.site.exec(req.path.clone());
         self.exe = req.path.clone();
         self.comm = comm_of(&req.execfn);

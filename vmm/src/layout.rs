@@ -21,6 +21,11 @@ pub const RING0_CODE_ADDR: u64 = 0x4000;
 /// The ring-0 stack: exception frames and the iret frames the VMM writes.
 pub const RING0_STACK_ADDR: u64 = 0x5000;
 pub const RING0_STACK_TOP: u64 = 0x7000;
+/// The vDSO's data page (read-only to the job) and its code (see
+/// `agent::vdso`).
+pub const VVAR_ADDR: u64 = agent::vdso::VVAR_ADDR;
+pub const VDSO_ADDR: u64 = agent::vdso::VDSO_ADDR;
+pub const VDSO_END: u64 = VDSO_ADDR + agent::vdso::VDSO_SIZE as u64;
 /// Page tables are allocated from here up to [`PAGE_TABLES_END`]. They are
 /// not mapped: only the MMU reads them.
 pub const PAGE_TABLES_ADDR: u64 = 0x10000;

@@ -135,6 +135,13 @@ pub fn build(ram: &GuestRam, image: &[ImageRange]) -> Result<u64, PagingError> {
         page += PAGE_SIZE;
     }
 
+    b.map_small(VVAR_ADDR, PRESENT | USER | ACCESSED | NO_EXECUTE)?;
+    let mut page = VDSO_ADDR;
+    while page < VDSO_END {
+        b.map_small(page, PRESENT | USER | ACCESSED)?;
+        page += PAGE_SIZE;
+    }
+
     let layout = *ram.user_layout();
     let mut block = USER_BASE;
     while block < layout.mem_end {
@@ -192,7 +199,7 @@ mod tests {
         ];
         let cr3 = build(&ram, &image).unwrap();
         assert_eq!(walk(&ram, cr3, 0), None, "page 0 must stay unmapped");
-        assert_eq!(walk(&ram, cr3, 0x8000), None);
+        assert_eq!(walk(&ram, cr3, 0x7000), None);
         let text = walk(&ram, cr3, 0x40_1234).unwrap();
         assert_eq!(text & ADDR_MASK, 0x40_1000);
         assert_eq!(text & (WRITABLE | NO_EXECUTE), 0);
@@ -213,5 +220,9 @@ mod tests {
         assert_ne!(code & USER, 0);
         let gdt = walk(&ram, cr3, GDT_ADDR).unwrap();
         assert_eq!(gdt & USER, 0);
+        let vvar = walk(&ram, cr3, VVAR_ADDR).unwrap();
+        assert_eq!(vvar & (USER | WRITABLE | NO_EXECUTE), USER | NO_EXECUTE, "vvar: read-only data");
+        let vdso = walk(&ram, cr3, VDSO_ADDR).unwrap();
+        assert_eq!(vdso & (USER | WRITABLE | NO_EXECUTE), USER, "vDSO: read and execute");
     }
 }

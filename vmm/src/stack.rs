@@ -23,6 +23,7 @@ pub const AT_SECURE: u64 = 23;
 pub const AT_RANDOM: u64 = 25;
 pub const AT_HWCAP2: u64 = 26;
 pub const AT_EXECFN: u64 = 31;
+pub const AT_SYSINFO_EHDR: u64 = 33;
 pub const AT_MINSIGSTKSZ: u64 = 51;
 
 /// Everything the stack needs besides the strings.
@@ -90,7 +91,8 @@ pub fn build(
     ram.write(sp, &aux.random)?;
     let random_at = sp;
 
-    let auxv: [(u64, u64); 20] = [
+    let auxv: [(u64, u64); 21] = [
+        (AT_SYSINFO_EHDR, agent::vdso::VDSO_ADDR),
         (AT_MINSIGSTKSZ, aux.minsigstksz),
         (AT_HWCAP, aux.hwcap),
         (AT_PAGESZ, PAGE_SIZE),

@@ -9,6 +9,10 @@ use std::sync::Arc;
 
 use kvm_bindings::{kvm_cpuid_entry2, kvm_msr_entry, kvm_regs, kvm_run, kvm_sregs, Msrs, KVM_SYNC_X86_REGS};
 use kvm_ioctls::{Cap, Kvm, SyncReg, VcpuExit, VcpuFd};
+use vmm_sys_util::ioctl::ioctl_with_ref;
+use vmm_sys_util::ioctl_iow_nr;
+
+ioctl_iow_nr!(KVM_SET_DEVICE_ATTR, kvm_bindings::KVMIO, 0xe1, kvm_bindings::kvm_device_attr);
 
 /// Why KVM_RUN returned, without borrowing the vCPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -248,6 +252,33 @@ impl Vcpu {
         }
         // SAFETY: a kvm_xsave of the legacy 4 KiB size, which KVM_SET_XSAVE accepts.
         unsafe { self.fd.set_xsave(&x) }
+    }
+
+    /// Makes the guest's TSC the host's (offset 0), so that the job's
+    /// clocks, computed from the TSC in the guest and here, agree. The
+    /// guest's TSC then jumps when the job moves, as under nested KVM it
+    /// does anyway; the job's clocks do not. False if KVM cannot.
+    pub fn use_host_tsc(&self) -> bool {
+        let offset: u64 = 0;
+        let attr = kvm_bindings::kvm_device_attr {
+            flags: 0,
+            group: kvm_bindings::KVM_VCPU_TSC_CTRL,
+            attr: kvm_bindings::KVM_VCPU_TSC_OFFSET as u64,
+            addr: &offset as *const u64 as u64,
+        };
+        // SAFETY: a vCPU fd and an attribute pointing at a live u64.
+        unsafe { ioctl_with_ref(&self.fd, KVM_SET_DEVICE_ATTR(), &attr) == 0 }
+    }
+
+    /// The TSC rate for the job's clocks, where they may run on the TSC:
+    /// the host keeps time with it and the guest's is the host's.
+    /// MOSVM_CLOCK=host keeps them on the host's clock (every read an exit).
+    pub fn clock_tsc_khz(&self) -> Option<u32> {
+        let forced_host = std::env::var_os("MOSVM_CLOCK").is_some_and(|v| v == "host");
+        if forced_host || !crate::clock::host_uses_tsc() || !self.use_host_tsc() {
+            return None;
+        }
+        self.tsc_khz().filter(|&k| k > 0)
     }
 
     /// The FPU/SSE/AVX state of a fresh program (execve): x87 control

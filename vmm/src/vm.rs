@@ -238,6 +238,8 @@ impl Vm {
         let cpuid = cpuid.as_slice().to_vec();
         exec::reset_cpu(&vcpu_fd, image.cr3, &features)?;
         let vcpu = Vcpu::new(vcpu_fd, &kvm);
+        let clock = Clock::starting_at(crate::clock::host_monotonic(), vcpu.clock_tsc_khz());
+        clock.publish(&ram);
 
         let exe = std::fs::canonicalize(&config.program).unwrap_or(config.program.clone());
         let site = Site::new(SiteConfig {
@@ -254,7 +256,7 @@ impl Vm {
             site,
             signals: Signals::default(),
             timers: Default::default(),
-            clock: Clock::default(),
+            clock,
             tid: ids.pid,
             wait: None,
             wait_ctx: None,
@@ -323,7 +325,9 @@ impl Vm {
         };
         vcpu.restore(&state.vcpu, tsc).map_err(|e| VmError::Kvm { op: e.op, source: e.source })?;
         let ram = Arc::new(ram);
-        let job = Job::restore(state.job, ram, vcpu.kick_flag(), env).map_err(|e| VmError::Machine(e.to_string()))?;
+        let khz = vcpu.clock_tsc_khz();
+        let job =
+            Job::restore(state.job, ram, vcpu.kick_flag(), env, khz).map_err(|e| VmError::Machine(e.to_string()))?;
         let (control, control_rx) = Control::new();
         Ok(Vm {
             _kvm: kvm,
@@ -445,6 +449,9 @@ impl Vm {
                     continue;
                 }
             }
+            if self.job.clock.follow_realtime() {
+                self.job.clock.publish(&self.job.ram);
+            }
             let exit = self.vcpu.run();
             self.job.stats.exits += 1;
             let next = match exit {
@@ -553,7 +560,7 @@ impl Vm {
                         .then_some(self.job.threads.slice_start + crate::thread::SLICE_NS);
                     if self.job.timers.preempt != preempt {
                         self.job.timers.preempt = preempt;
-                        self.job.timers.rearm(self.job.clock.monotonic_offset);
+                        self.job.timers.rearm(self.job.clock.host_offset());
                     }
                     return Ok(None);
                 }
@@ -619,7 +626,7 @@ impl Vm {
         let job = &mut self.job;
         job.collect_host_signals();
         if job.timers.due(|| job.clock.monotonic()) {
-            job.timers.expire(job.clock.monotonic(), job.clock.monotonic_offset, &mut job.signals);
+            job.timers.expire(job.clock.monotonic(), job.clock.host_offset(), &mut job.signals);
         }
         let now = job.clock.monotonic();
         // Descriptors threads wait on, polled without blocking.

@@ -285,7 +285,7 @@ impl Job {
             SYS_timer_getoverrun => Ok(self.timers.get(a[0])?.overrun),
             SYS_timer_delete => {
                 self.timers.delete(a[0])?;
-                self.timers.rearm(self.clock.monotonic_offset);
+                self.timers.rearm(self.clock.host_offset());
                 Ok(0)
             }
 

@@ -291,7 +291,7 @@ impl Job {
     pub fn deliver_signals(&mut self, vcpu: &mut Vcpu, user: &mut kvm_regs) -> Result<(), JobExit> {
         self.collect_host_signals();
         if self.timers.due(|| self.clock.monotonic()) {
-            self.timers.expire(self.clock.monotonic(), self.clock.monotonic_offset, &mut self.signals);
+            self.timers.expire(self.clock.monotonic(), self.clock.host_offset(), &mut self.signals);
         }
         let restart = self.restart_nr.take();
         let mut handled = false;

@@ -126,7 +126,7 @@ impl Job {
         if secs > 0 {
             self.timers.real.deadline = Some(now + (secs.min(u32::MAX as u64) as i64) * NSEC_PER_SEC);
         }
-        self.timers.rearm(self.clock.monotonic_offset);
+        self.timers.rearm(self.clock.host_offset());
         // Linux rounds the time left to the nearest second, and never says 0 for an armed alarm.
         let left = old.deadline.map_or(0, |d| (((d - now).max(0) + NSEC_PER_SEC / 2) / NSEC_PER_SEC).max(1));
         Ok(left as u64)
@@ -147,7 +147,7 @@ impl Job {
             self.ram.write_user(old, &write_pair(prev.interval, prev.remaining(now), true))?;
         }
         *self.itimer(which)? = Timer { deadline: (value > 0).then(|| now + value), interval };
-        self.timers.rearm(self.clock.monotonic_offset);
+        self.timers.rearm(self.clock.host_offset());
         Ok(0)
     }
 
@@ -196,7 +196,7 @@ impl Job {
         if old != 0 {
             self.ram.write_user(old, &write_pair(prev.interval, prev.remaining(now), false))?;
         }
-        self.timers.rearm(self.clock.monotonic_offset);
+        self.timers.rearm(self.clock.host_offset());
         Ok(0)
     }
 
