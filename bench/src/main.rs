@@ -260,6 +260,13 @@ fn main() -> Result<()> {
     }
     let date = Command::new("date").arg("-u").arg("+%Y-%m-%d %H:%M UTC").output()?;
     let date = String::from_utf8_lossy(&date.stdout).trim().to_string();
+    if args.iter().any(|a| a == "--migration-only") {
+        // For working on migration: its section alone, on stdout.
+        let mut md = String::new();
+        migration::report(&mut md)?;
+        print!("{md}");
+        return Ok(());
+    }
     let machine = machine();
     eprintln!("bench: launch-to-exit...");
     let l = launch(30)?;

@@ -82,8 +82,12 @@ pub fn rdtsc() -> u64 {
 /// Is the TSC good for the job's clocks here: the host kernel keeps time
 /// with it (so it is stable and synchronized across CPUs)?
 pub fn host_uses_tsc() -> bool {
-    std::fs::read_to_string("/sys/devices/system/clocksource/clocksource0/current_clocksource")
-        .is_ok_and(|s| s.trim() == "tsc")
+    // Read once per process: it is on the restore path of every move.
+    static USES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *USES.get_or_init(|| {
+        std::fs::read_to_string("/sys/devices/system/clocksource/clocksource0/current_clocksource")
+            .is_ok_and(|s| s.trim() == "tsc")
+    })
 }
 
 /// How far the wall-clock offset may be slewed back per ns of monotonic

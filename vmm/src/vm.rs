@@ -185,6 +185,8 @@ impl Machine {
         let entries = kvm_bindings::CpuId::from_entries(cpuid)
             .map_err(|_| VmError::Machine(format!("{} CPUID entries are too many", cpuid.len())))?;
         vcpu.set_cpuid2(&entries).map_err(kvm_err("KVM_SET_CPUID2"))?;
+        // Looked up now rather than in the restore, which is downtime.
+        crate::clock::host_uses_tsc();
         Ok(Machine { ram, kvm, vm, vcpu })
     }
 
