@@ -55,6 +55,10 @@ impl Job {
     fn proc_maps(&self) -> String {
         let exe = self.exe.to_string_lossy();
         let mut out = String::new();
+        // The vDSO's pages, below the job's memory (tools look for [vdso] here).
+        use crate::layout::{VDSO_ADDR, VDSO_END, VVAR_ADDR};
+        let _ = writeln!(out, "{VVAR_ADDR:08x}-{VDSO_ADDR:08x} r--p 00000000 00:00 0 [vvar]");
+        let _ = writeln!(out, "{VDSO_ADDR:08x}-{VDSO_END:08x} r-xp 00000000 00:00 0 [vdso]");
         for (start, v) in self.mm.vmas() {
             let name = match v.kind {
                 VmaKind::Image => &*exe,
