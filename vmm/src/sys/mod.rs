@@ -57,15 +57,16 @@ impl Job {
             SYS_rt_sigreturn => self.sys_rt_sigreturn(vcpu, user),
             SYS_clone if a[0] & CLONE_THREAD as u64 != 0 => self.sys_clone(vcpu, user, a),
             SYS_clone => match self.fork_args(a) {
-                Ok(args) => return Flow::Fork(args),
+                Ok(args) => return self.traced(nr, Flow::Fork(args)),
                 Err(e) => Err(e),
             },
             SYS_fork => {
-                return Flow::Fork(ForkArgs { flags: SIGCHLD as u64, stack: 0, parent_tid: 0, child_tid: 0, tls: 0 })
+                let args = ForkArgs { flags: SIGCHLD as u64, stack: 0, parent_tid: 0, child_tid: 0, tls: 0 };
+                return self.traced(nr, Flow::Fork(args));
             }
             SYS_vfork => {
                 let flags = (CLONE_VM | CLONE_VFORK | SIGCHLD) as u64;
-                return Flow::Fork(ForkArgs { flags, stack: 0, parent_tid: 0, child_tid: 0, tls: 0 });
+                return self.traced(nr, Flow::Fork(ForkArgs { flags, stack: 0, parent_tid: 0, child_tid: 0, tls: 0 }));
             }
             SYS_execve | SYS_execveat => {
                 let r = if nr as i64 == SYS_execve {
@@ -74,7 +75,7 @@ impl Job {
                     self.sys_execve(a[0] as i32, a[1], a[2], a[3], a[4] as i32)
                 };
                 match r {
-                    Ok(req) => return Flow::Exec(req),
+                    Ok(req) => return self.traced(nr, Flow::Exec(req)),
                     Err(e) => Err(e),
                 }
             }
@@ -110,6 +111,18 @@ impl Job {
             }
         };
         Flow::Continue
+    }
+
+    /// With --trace: logs a call the VM carries out itself (fork, exec).
+    fn traced(&self, nr: u64, flow: Flow) -> Flow {
+        if self.trace {
+            match &flow {
+                Flow::Fork(args) => (self.log)(&format!("syscall {nr}: new process (clone flags {:#x})", args.flags)),
+                Flow::Exec(req) => (self.log)(&format!("syscall {nr}: execve {}", req.path.display())),
+                _ => {}
+            }
+        }
+        flow
     }
 
     #[allow(non_upper_case_globals)]
