@@ -1,6 +1,7 @@
 /* Threads: creation, join, TLS, mutex and condition variable, a pipe
  * between threads, sleeping beside computing, signals to one thread. */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
@@ -99,6 +100,18 @@ static void on_usr1(int sig)
 	hit_tid = (sig_atomic_t)syscall(SYS_gettid);
 }
 
+/* A thread whose sleep a handler cuts short: EINTR and the time left. */
+static volatile int napper_ready;
+static void *napper(void *arg)
+{
+	struct timespec t = { 5, 0 }, left = { 0, 0 };
+	(void)arg;
+	napper_ready = 1;
+	int r = nanosleep(&t, &left);
+	int ok = r == -1 && errno == EINTR && left.tv_sec < 5 && (left.tv_sec > 0 || left.tv_nsec > 0);
+	return (void *)(intptr_t)ok;
+}
+
 static volatile pid_t target_tid;
 static volatile int target_ready, target_stop;
 static void *target(void *arg)
@@ -169,6 +182,17 @@ int main(int argc, char **argv)
 	target_stop = 1;
 	pthread_join(tg, NULL);
 	printf("pthread_kill reached the right thread: %d\n", hit_tid == target_tid);
+
+	pthread_t n;
+	pthread_create(&n, NULL, napper, NULL);
+	while (!napper_ready)
+		sched_yield();
+	struct timespec settle = { 0, 20000000 };
+	nanosleep(&settle, NULL);
+	pthread_kill(n, SIGUSR1);
+	void *nap_ok;
+	pthread_join(n, &nap_ok);
+	printf("interrupted sleep: EINTR with the time left: %d\n", (int)(intptr_t)nap_ok);
 	printf("main thread is the process: %d\n", (pid_t)syscall(SYS_gettid) == getpid());
 	return 0;
 }

@@ -30,16 +30,13 @@ impl Children {
         self.list.retain(|c| c.pid != pid);
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.list.is_empty()
-    }
-
-    pub fn contains(&self, pid: i32) -> bool {
-        self.list.iter().any(|c| c.pid == pid)
-    }
-
     pub fn pids(&self) -> impl Iterator<Item = i32> + '_ {
         self.list.iter().map(|c| c.pid)
+    }
+
+    /// Is there a child a wait for `spec` (wait4's pid argument) is about?
+    pub fn any(&self, spec: i32) -> bool {
+        self.matching(spec).next().is_some()
     }
 
     /// The children a wait for `spec` (wait4's pid argument) is about.

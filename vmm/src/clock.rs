@@ -204,11 +204,6 @@ impl Clock {
         }
     }
 
-    /// Host CLOCK_MONOTONIC time for a job monotonic time.
-    pub fn to_host_monotonic(&self, ns: i64) -> i64 {
-        ns - self.host_offset()
-    }
-
     /// Keeps the job's wall clock with the host's; true if it changed
     /// (the vvar page then needs writing). Cheap when nothing is due.
     pub fn follow_realtime(&mut self) -> bool {

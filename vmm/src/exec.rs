@@ -90,7 +90,7 @@ pub fn load(ram: &GuestRam, program: &Program, bytes: &[u8], start: &Start) -> R
 /// Sets the vCPU's special registers, MSRs and XCR0 for a program whose
 /// page tables are at `cr3`.
 pub fn reset_cpu(vcpu: &VcpuFd, cr3: u64, features: &CpuFeatures) -> Result<(), VmError> {
-    let kvm = |op| move |source| VmError::Kvm { op, source };
+    use crate::vm::kvm_err as kvm;
     let sregs = vcpu.get_sregs().map_err(kvm("KVM_GET_SREGS"))?;
     vcpu.set_sregs(&cpu::initial_sregs(sregs, cr3, features)).map_err(kvm("KVM_SET_SREGS"))?;
     vcpu.set_msrs(&cpu::initial_msrs()).map_err(kvm("KVM_SET_MSRS"))?;
@@ -139,7 +139,7 @@ impl Vm {
         };
         let image = load(&ram, &req.program, &req.bytes, &start)?;
         reset_cpu(self.vcpu.fd(), image.cr3, &self.job.features)?;
-        self.vcpu.reset_fpu().map_err(|source| VmError::Kvm { op: "KVM_SET_XSAVE", source })?;
+        self.vcpu.reset_fpu().map_err(crate::vm::kvm_err("KVM_SET_XSAVE"))?;
         self.job.exec(image.mm, image.end, req);
         Ok(image.user)
     }

@@ -19,7 +19,7 @@ use crate::cpu::MSR_FS_BASE;
 use crate::job::JobExit;
 use crate::sys::ForkArgs;
 use crate::vcpu::Vcpu;
-use crate::vm::{create_machine, Outcome, Vm, VmError};
+use crate::vm::{create_machine, set_cpuid, Outcome, Vm, VmError};
 
 /// The status a forked child ends with when its VMM fails.
 const EXIT_VMM_FAILURE: i32 = 125;
@@ -48,7 +48,7 @@ impl Vm {
             // Nobody waits for them: do not let them pile up as zombies.
             self.job.children.reap_ended();
         }
-        let state = self.vcpu.capture(&self.cpuid).map_err(|e| VmError::Kvm { op: e.op, source: e.source })?;
+        let state = self.vcpu.capture(&self.cpuid)?;
         // No signal handler may run in the child before it let go of the
         // parent's vCPU.
         // SAFETY: sigset manipulation on local values.
@@ -104,11 +104,9 @@ impl Vm {
         std::mem::forget(std::mem::take(&mut self.job.timers));
 
         let (kvm, vm, vcpu_fd) = create_machine(&self.job.ram)?;
-        let entries = kvm_bindings::CpuId::from_entries(&self.cpuid)
-            .map_err(|_| VmError::Machine(format!("{} CPUID entries are too many", self.cpuid.len())))?;
-        vcpu_fd.set_cpuid2(&entries).map_err(|source| VmError::Kvm { op: "KVM_SET_CPUID2", source })?;
+        set_cpuid(&vcpu_fd, &self.cpuid)?;
         let mut vcpu = Vcpu::new(vcpu_fd, &kvm);
-        vcpu.restore(state, state.tsc).map_err(|e| VmError::Kvm { op: e.op, source: e.source })?;
+        vcpu.restore(state, state.tsc)?;
         // The same host TSC: the job's clock (and its vvar page) carry on.
         if self.job.clock.tsc.is_some() && !vcpu.use_host_tsc() {
             return Err(VmError::Machine("cannot set the TSC offset of the new vCPU".into()));

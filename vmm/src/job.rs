@@ -120,11 +120,16 @@ fn timespec_until(ns: i64) -> Option<libc::timespec> {
 
 /// See `Job::interrupted`; on the fields so callers can hold other borrows.
 pub(crate) fn interrupted(signals: &mut Signals, timers: &mut Timers, clock: &Clock, kick: &AtomicBool) -> bool {
+    collect_events(signals, timers, clock);
+    signals.interrupts() || kick.load(Ordering::SeqCst)
+}
+
+/// Takes in the host signals that arrived and the job's timers that came due.
+fn collect_events(signals: &mut Signals, timers: &mut Timers, clock: &Clock) {
     collect_host_signals(signals);
     if timers.due(|| clock.monotonic()) {
         timers.expire(clock.monotonic(), clock.host_offset(), signals);
     }
-    signals.interrupts() || kick.load(Ordering::SeqCst)
 }
 
 pub struct Job {
@@ -188,9 +193,10 @@ pub fn comm_of(path: &[u8]) -> [u8; 16] {
 }
 
 impl Job {
-    /// Moves host signals that arrived into the job's pending set.
-    pub fn collect_host_signals(&mut self) {
-        collect_host_signals(&mut self.signals);
+    /// Moves host signals that arrived and expired timers' signals into
+    /// the job's pending set.
+    pub fn collect_events(&mut self) {
+        collect_events(&mut self.signals, &mut self.timers, &self.clock);
     }
 
     /// After a host EINTR: must the current call return to the vCPU loop

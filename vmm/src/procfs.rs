@@ -110,7 +110,7 @@ impl Job {
             self.touched_bytes() >> 10,
             1 + self.threads.parked.len(),
             s.pending,
-            s.pending,
+            s.shared,
             s.blocked,
             pid = ids.pid,
         )

@@ -17,7 +17,7 @@ use crate::sys::process::RLIM_NLIMITS;
 use crate::timers::{PosixTimer, Timer};
 
 /// Version of the state layout; a reader refuses any other.
-pub const STATE_VERSION: u32 = 2;
+pub const STATE_VERSION: u32 = 3;
 
 #[derive(Clone, Serialize, Deserialize)]
 pub struct VcpuState {

@@ -25,7 +25,8 @@ pub enum Wait {
     /// FUTEX_WAIT: woken with 0 by FUTEX_WAKE, -ETIMEDOUT at the deadline.
     Futex { addr: u64, bitset: u32, deadline: Option<i64> },
     /// A sleep: 0 at the deadline (None: until a signal; pause, sigsuspend).
-    Sleep { deadline: Option<i64> },
+    /// A handler cutting a relative sleep short gets the time left at `rem`.
+    Sleep { deadline: Option<i64>, rem: u64 },
     /// A descriptor that was not ready: the call is made again once it is.
     Fd { host_fd: i32, events: i16 },
     /// poll/select with nothing ready: the call is made again at `at` (or

@@ -60,6 +60,9 @@ fn woken_result(w: crate::thread::Wait, how: Woken) -> (u64, bool) {
     use crate::thread::Wait;
     let neg = |e: Errno| (-(e.0 as i64)) as u64;
     match (w, how) {
+        // As the sleeping path (`Job::sleep_until`): a wait without a
+        // timeout is restarted unless a handler says otherwise.
+        (Wait::Futex { deadline: None, .. }, Woken::Signal) => (neg(Errno::ERESTARTSYS), true),
         (Wait::Futex { .. }, Woken::Signal) => (neg(Errno::EINTR), false),
         (Wait::Futex { .. }, _) => (neg(Errno::ETIMEDOUT), false),
         (Wait::Sleep { .. }, Woken::Signal) => (neg(Errno::ERESTARTNOHAND), true),
@@ -104,7 +107,13 @@ pub enum VmError {
     Machine(String),
 }
 
-fn kvm_err(op: &'static str) -> impl Fn(kvm_ioctls::Error) -> VmError {
+impl From<crate::vcpu::StateError> for VmError {
+    fn from(e: crate::vcpu::StateError) -> Self {
+        VmError::Kvm { op: e.op, source: e.source }
+    }
+}
+
+pub(crate) fn kvm_err(op: &'static str) -> impl Fn(kvm_ioctls::Error) -> VmError {
     move |source| VmError::Kvm { op, source }
 }
 
@@ -182,9 +191,7 @@ impl Machine {
     /// `cpuid`: what the job to be restored saw (set now, off the downtime).
     pub fn new(ram: GuestRam, cpuid: &[kvm_cpuid_entry2]) -> Result<Machine, VmError> {
         let (kvm, vm, vcpu) = create_machine(&ram)?;
-        let entries = kvm_bindings::CpuId::from_entries(cpuid)
-            .map_err(|_| VmError::Machine(format!("{} CPUID entries are too many", cpuid.len())))?;
-        vcpu.set_cpuid2(&entries).map_err(kvm_err("KVM_SET_CPUID2"))?;
+        set_cpuid(&vcpu, cpuid)?;
         // Looked up now rather than in the restore, which is downtime.
         crate::clock::host_uses_tsc();
         Ok(Machine { ram, kvm, vm, vcpu })
@@ -193,6 +200,13 @@ impl Machine {
     pub fn ram(&self) -> &GuestRam {
         &self.ram
     }
+}
+
+/// Gives a fresh vCPU the CPUID a job saw.
+pub(crate) fn set_cpuid(vcpu: &kvm_ioctls::VcpuFd, cpuid: &[kvm_cpuid_entry2]) -> Result<(), VmError> {
+    let entries = kvm_bindings::CpuId::from_entries(cpuid)
+        .map_err(|_| VmError::Machine(format!("{} CPUID entries are too many", cpuid.len())))?;
+    vcpu.set_cpuid2(&entries).map_err(kvm_err("KVM_SET_CPUID2"))
 }
 
 /// A fresh KVM VM with `ram` as its memory and one vCPU.
@@ -325,7 +339,7 @@ impl Vm {
             Some(khz) => state.vcpu.tsc.wrapping_add((elapsed_ns * khz as u128 / 1_000_000) as u64),
             None => state.vcpu.tsc,
         };
-        vcpu.restore(&state.vcpu, tsc).map_err(|e| VmError::Kvm { op: e.op, source: e.source })?;
+        vcpu.restore(&state.vcpu, tsc)?;
         let ram = Arc::new(ram);
         let khz = vcpu.clock_tsc_khz();
         let job =
@@ -349,7 +363,7 @@ impl Vm {
     /// The job's state as data; the vCPU must not be running (call from
     /// the vCPU thread between entries, or before `run`).
     pub fn capture(&mut self) -> Result<VmState, VmError> {
-        let vcpu = self.vcpu.capture(&self.cpuid).map_err(|e| VmError::Kvm { op: e.op, source: e.source })?;
+        let vcpu = self.vcpu.capture(&self.cpuid)?;
         let job = self.job.capture().map_err(|e| VmError::Machine(e.to_string()))?;
         Ok(VmState { version: STATE_VERSION, mem_size: self.job.ram.size(), vcpu, job })
     }
@@ -626,10 +640,7 @@ impl Vm {
     /// signals a waiting thread would take.
     fn wake_threads(&mut self) {
         let job = &mut self.job;
-        job.collect_host_signals();
-        if job.timers.due(|| job.clock.monotonic()) {
-            job.timers.expire(job.clock.monotonic(), job.clock.host_offset(), &mut job.signals);
-        }
+        job.collect_events();
         let now = job.clock.monotonic();
         // Descriptors threads wait on, polled without blocking.
         let mut fds: Vec<libc::pollfd> = Vec::new();
@@ -651,7 +662,7 @@ impl Vm {
                 return Some(Woken::Signal);
             }
             match *w {
-                crate::thread::Wait::Futex { deadline, .. } | crate::thread::Wait::Sleep { deadline } => {
+                crate::thread::Wait::Futex { deadline, .. } | crate::thread::Wait::Sleep { deadline, .. } => {
                     deadline.filter(|&d| d <= now).map(|_| Woken::Deadline)
                 }
                 crate::thread::Wait::Fd { host_fd, .. } => ready(host_fd).then_some(Woken::Ready),
@@ -668,9 +679,19 @@ impl Vm {
             }
         }
         let current = job.wait.as_ref().and_then(|(w, _)| cause(w, job.signals.blocked, job.signals.pending));
+        // A relative sleep cut short reports the time it had left.
+        let ram = &job.ram;
+        let write_rem = |w: &crate::thread::Wait, c: Woken| {
+            if let (crate::thread::Wait::Sleep { deadline: Some(d), rem }, Woken::Signal) = (*w, c) {
+                if rem != 0 {
+                    let _ = ram.write_user(rem, &crate::clock::Timespec::from_nanos((d - now).max(0)).to_bytes());
+                }
+            }
+        };
         for (i, c) in ends {
             let p = &mut job.threads.parked[i];
             let (w, nr) = p.state.wait.take().unwrap();
+            write_rem(&w, c);
             let (rax, restart) = woken_result(w, c);
             p.regs.rax = rax;
             if restart {
@@ -679,6 +700,7 @@ impl Vm {
         }
         if let Some(c) = current {
             let (w, nr) = job.wait.take().unwrap();
+            write_rem(&w, c);
             let (rax, restart) = woken_result(w, c);
             if let Some(ctx) = job.wait_ctx.as_mut() {
                 ctx.rax = rax;
@@ -699,7 +721,7 @@ impl Vm {
         for (w, _) in waits {
             match *w {
                 crate::thread::Wait::Futex { deadline: Some(d), .. }
-                | crate::thread::Wait::Sleep { deadline: Some(d) } => {
+                | crate::thread::Wait::Sleep { deadline: Some(d), .. } => {
                     deadline = Some(deadline.map_or(d, |x: i64| x.min(d)));
                 }
                 crate::thread::Wait::Fd { host_fd, events } => {

@@ -42,7 +42,7 @@ impl Job {
     /// ends with ECHILD once no child is left.
     fn wait_for_all(&mut self, pid: i32, options: i32) -> SysResult {
         self.children.reap_ended();
-        if self.children.is_empty() || (pid > 0 && !self.children.contains(pid)) {
+        if !self.children.any(pid) {
             return Err(Errno::ECHILD);
         }
         if options & libc::WNOHANG != 0 {
@@ -60,7 +60,7 @@ impl Job {
         if self.signals.reaps_children() {
             return self.wait_for_all(pid, options);
         }
-        if self.children.is_empty() || (pid > 0 && !self.children.contains(pid)) {
+        if !self.children.any(pid) {
             return Err(Errno::ECHILD);
         }
         let mut st = 0i32;
@@ -121,7 +121,7 @@ impl Job {
         if self.signals.reaps_children() {
             return self.wait_for_all(spec, options);
         }
-        if self.children.is_empty() || (spec > 0 && !self.children.contains(spec)) {
+        if !self.children.any(spec) {
             return Err(Errno::ECHILD);
         }
         // SAFETY: valid out pointers; WNOHANG keeps the vCPU thread from blocking.

@@ -74,7 +74,7 @@ impl Job {
         if size > 8 {
             return Err(Errno::EINVAL);
         }
-        self.collect_host_signals();
+        self.collect_events();
         let pending = (self.signals.pending | self.signals.shared) & self.signals.blocked;
         self.ram.write_user(set, &pending.to_le_bytes()[..size as usize])?;
         Ok(0)
@@ -91,7 +91,7 @@ impl Job {
             // The handler that ends the wait runs with this mask; the old
             // one returns with it.
             self.saved_mask = Some(saved);
-            return Err(self.park(crate::thread::Wait::Sleep { deadline: None }));
+            return Err(self.park(crate::thread::Wait::Sleep { deadline: None, rem: 0 }));
         }
         let _ = self.sleep_until(None);
         if self.signals.interrupts() {
@@ -106,7 +106,7 @@ impl Job {
 
     pub(super) fn sys_pause(&mut self) -> SysResult {
         if self.has_threads() {
-            return Err(self.park(crate::thread::Wait::Sleep { deadline: None }));
+            return Err(self.park(crate::thread::Wait::Sleep { deadline: None, rem: 0 }));
         }
         let _ = self.sleep_until(None);
         Err(Errno::ERESTARTNOHAND)
@@ -289,10 +289,7 @@ impl Job {
     /// Delivers every deliverable pending signal before the job resumes at
     /// `user`: runs default actions, or builds handler frames.
     pub fn deliver_signals(&mut self, vcpu: &mut Vcpu, user: &mut kvm_regs) -> Result<(), JobExit> {
-        self.collect_host_signals();
-        if self.timers.due(|| self.clock.monotonic()) {
-            self.timers.expire(self.clock.monotonic(), self.clock.host_offset(), &mut self.signals);
-        }
+        self.collect_events();
         let restart = self.restart_nr.take();
         let mut handled = false;
         while let Some(sig) = self.signals.next_deliverable() {

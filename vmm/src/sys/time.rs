@@ -93,7 +93,8 @@ impl Job {
         if self.has_threads() {
             // Kept for a restart when a signal without handler cuts it short.
             self.restart_deadline = Some(deadline);
-            return Err(self.park(crate::thread::Wait::Sleep { deadline: Some(deadline) }));
+            let rem = if flags & TIMER_ABSTIME == 0 { rem } else { 0 };
+            return Err(self.park(crate::thread::Wait::Sleep { deadline: Some(deadline), rem }));
         }
         match self.sleep_until(Some(deadline)) {
             Ok(()) => Ok(0),
