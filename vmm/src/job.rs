@@ -248,7 +248,7 @@ impl Job {
 
     /// Bytes of guest RAM the host has backed (touched by the job).
     pub fn touched_bytes(&self) -> u64 {
-        crate::memory::resident_bytes(self.ram.host_base(), self.ram.size())
+        self.ram.resident_bytes()
     }
 }
 

@@ -249,16 +249,30 @@ impl GuestRam {
     }
 }
 
-/// Bytes of `[base, base + size)` that are resident in host memory.
-pub fn resident_bytes(base: *mut u8, size: u64) -> u64 {
-    let pages = size.div_ceil(PAGE_SIZE) as usize;
-    let mut vec = vec![0u8; pages];
-    // SAFETY: base..base+size is a mapping we own; vec has one byte per page.
-    let rc = unsafe { libc::mincore(base.cast(), size as usize, vec.as_mut_ptr()) };
-    if rc != 0 {
-        return 0;
+impl GuestRam {
+    /// The pages the host has backed, one bit per page (bit i%64 of word
+    /// i/64): the only ones that can hold anything but zeros. A page never
+    /// touched, or given back with DONTNEED, reads as zeros.
+    pub fn resident_pages(&self) -> std::io::Result<Vec<u64>> {
+        let pages = (self.size / PAGE_SIZE) as usize;
+        let mut vec = vec![0u8; pages];
+        // SAFETY: the guest mapping is ours; vec has a byte per page.
+        if unsafe { libc::mincore(self.host.cast(), self.size as usize, vec.as_mut_ptr()) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut bits = vec![0u64; pages.div_ceil(64)];
+        for (i, &v) in vec.iter().enumerate() {
+            if v & 1 != 0 {
+                bits[i / 64] |= 1 << (i % 64);
+            }
+        }
+        Ok(bits)
     }
-    vec.iter().filter(|&&b| b & 1 != 0).count() as u64 * PAGE_SIZE
+
+    /// Bytes of guest RAM the host has backed.
+    pub fn resident_bytes(&self) -> u64 {
+        self.resident_pages().map_or(0, |b| b.iter().map(|w| w.count_ones() as u64).sum::<u64>() * PAGE_SIZE)
+    }
 }
 
 /// Mutable guest bytes that are marked dirty when dropped, i.e. after the

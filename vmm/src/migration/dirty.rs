@@ -86,21 +86,3 @@ pub fn count(bits: &[u64]) -> u64 {
     bits.iter().map(|w| w.count_ones() as u64).sum()
 }
 
-/// The pages the host has backed: the only ones that can hold anything
-/// but zeros. (A page never touched, or given back with DONTNEED, reads as zeros.)
-pub fn resident(handle: &VmHandle) -> io::Result<Vec<u64>> {
-    let ram = &handle.ram;
-    let pages = (ram.size() / PAGE_SIZE) as usize;
-    let mut vec = vec![0u8; pages];
-    // SAFETY: the guest mapping is ours; vec has a byte per page.
-    if unsafe { libc::mincore(ram.host_base().cast(), ram.size() as usize, vec.as_mut_ptr()) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let mut bits = vec![0u64; pages.div_ceil(64)];
-    for (i, &v) in vec.iter().enumerate() {
-        if v & 1 != 0 {
-            bits[i / 64] |= 1 << (i % 64);
-        }
-    }
-    Ok(bits)
-}

@@ -85,6 +85,31 @@ fn check(hello: &Hello, opts: &ReceiveOptions) -> Option<String> {
     }
 }
 
+/// Zeroes the pages of a ZEROS record, one call per run of adjacent pages.
+fn discard_zeros(ram: &GuestRam, gpas: &[u8]) -> Result<(), WireError> {
+    let mut run: Option<(u64, u64)> = None;
+    let flush = |run: Option<(u64, u64)>| match run {
+        Some((start, end)) => ram
+            .discard(start, end - start)
+            .map_err(|_| WireError::BadPages(format!("zero pages {start:#x}..{end:#x} are outside guest memory"))),
+        None => Ok(()),
+    };
+    for c in gpas.chunks_exact(8) {
+        let gpa = u64::from_le_bytes(c.try_into().unwrap());
+        if gpa % PAGE_SIZE != 0 || gpa.checked_add(PAGE_SIZE).is_none() {
+            return Err(WireError::BadPages(format!("zero page address {gpa:#x} is not a page")));
+        }
+        run = match run {
+            Some((start, end)) if end == gpa => Some((start, gpa + PAGE_SIZE)),
+            other => {
+                flush(other)?;
+                Some((gpa, gpa + PAGE_SIZE))
+            }
+        };
+    }
+    flush(run)
+}
+
 /// Reads records into `ram` until END; returns the state bytes. `w`
 /// answers SYNC records (a live stream); a file has none.
 fn read_body<R: Read>(
@@ -97,16 +122,7 @@ fn read_body<R: Read>(
     loop {
         match reader.next(Some(ram)).map_err(in_phase("receiving the job"))? {
             Record::Pages(n) => stats.pages += n as u64,
-            Record::Small(wire::TAG_ZEROS, gpas) => {
-                for c in gpas.chunks_exact(8) {
-                    let gpa = u64::from_le_bytes(c.try_into().unwrap());
-                    if gpa % PAGE_SIZE != 0 || ram.discard(gpa, PAGE_SIZE).is_err() {
-                        return Err(in_phase("receiving the job")(WireError::BadPages(format!(
-                            "zero page {gpa:#x} is outside guest memory"
-                        ))));
-                    }
-                }
-            }
+            Record::Small(wire::TAG_ZEROS, gpas) => discard_zeros(ram, &gpas).map_err(in_phase("receiving the job"))?,
             Record::Small(wire::TAG_STATE, s) => state = Some(s),
             Record::Small(wire::TAG_VERIFY, sums) => {
                 let differ: Vec<u64> = sums
@@ -128,6 +144,8 @@ fn read_body<R: Read>(
                 }
             }
             Record::Small(wire::TAG_SYNC, _) if w.is_some() => {
+                // The first round brought the fresh pages; later ones resend.
+                reader.populate = false;
                 let w = w.as_mut().unwrap();
                 wire::write_record(w, wire::TAG_SYNCED, &[])?;
                 w.flush()?;

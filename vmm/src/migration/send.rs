@@ -99,7 +99,10 @@ fn io_in(phase: &'static str) -> impl Fn(io::Error) -> SendError {
 }
 
 fn wire_in(phase: &'static str) -> impl Fn(WireError) -> SendError {
-    move |source| SendError::Stream { phase, source }
+    move |source| match source {
+        WireError::Refused(why) => SendError::Refused(why),
+        source => SendError::Stream { phase, source },
+    }
 }
 
 /// Kicks the vCPU every THROTTLE_PERIOD while alive, so a throttle set on
@@ -169,32 +172,19 @@ pub fn migrate(handle: &VmHandle, to: &str, opts: &SendOptions) -> Result<SendSt
     let mut reader = RecordReader::new(stream);
     reader.inner.set_read_timeout(Some(Duration::from_secs(10))).map_err(io_in("connecting"))?;
 
-    let resident = dirty::resident(handle).map_err(io_in("scanning memory"))?;
-    wire::write_header(&mut w, wire::KIND_LIVE).map_err(io_in("sending the header"))?;
-    wire::write_record(&mut w, wire::TAG_HELLO, &hello(handle, &resident)).map_err(io_in("sending the header"))?;
-    match reader.next(None).map_err(wire_in("waiting for the destination to accept"))? {
-        Record::Small(wire::TAG_ACCEPT, _) => {}
-        Record::Small(wire::TAG_REFUSE, why) => return Err(SendError::Refused(String::from_utf8_lossy(&why).into())),
-        _ => {
-            return Err(wire_in("waiting for the destination to accept")(WireError::Unexpected {
-                got: 0,
-                want: "ACCEPT or REFUSE",
-            }))
-        }
-    }
-
     let mut dirty = DirtyLog::start(handle).map_err(io_in("starting dirty logging"))?;
     // Round 0 covers what is resident now that logging is on: a page first
     // touched before this scan is in it, one touched after is in the log.
-    // (The scan above only sized the job for the receiver.)
-    let resident = match dirty::resident(handle) {
-        Ok(r) => r,
-        Err(e) => {
-            dirty.stop();
-            return Err(io_in("scanning memory")(e));
-        }
+    let handshake = |w: &mut TcpStream, reader: &mut RecordReader<TcpStream>| -> Result<Vec<u64>, SendError> {
+        let resident = handle.ram.resident_pages().map_err(io_in("scanning memory"))?;
+        wire::write_header(w, wire::KIND_LIVE).map_err(io_in("sending the header"))?;
+        wire::write_record(w, wire::TAG_HELLO, &hello(handle, &resident)).map_err(io_in("sending the header"))?;
+        reader.expect(wire::TAG_ACCEPT, "ACCEPT").map_err(wire_in("waiting for the destination to accept"))?;
+        Ok(resident)
     };
-    match precopy(handle, &mut w, &mut reader, &mut dirty, resident, opts, to, start) {
+    let result = handshake(&mut w, &mut reader)
+        .and_then(|resident| precopy(handle, &mut w, &mut reader, &mut dirty, resident, opts, to, start));
+    match result {
         Ok(stats) => Ok(stats),
         Err(e) => {
             let _ = handle.control.send(Command::Throttle(0));
@@ -264,11 +254,8 @@ fn send_pages(
 fn sync(w: &mut TcpStream, reader: &mut RecordReader<TcpStream>) -> Result<(), SendError> {
     wire::write_record(w, wire::TAG_SYNC, &[]).map_err(io_in("ending a round"))?;
     w.flush().map_err(io_in("ending a round"))?;
-    match reader.next(None).map_err(wire_in("ending a round"))? {
-        Record::Small(wire::TAG_SYNCED, _) => Ok(()),
-        Record::Small(wire::TAG_REFUSE, why) => Err(SendError::Refused(String::from_utf8_lossy(&why).into())),
-        _ => Err(wire_in("ending a round")(WireError::Unexpected { got: 0, want: "SYNCED" })),
-    }
+    reader.expect(wire::TAG_SYNCED, "SYNCED").map_err(wire_in("ending a round"))?;
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -298,8 +285,8 @@ fn precopy(
     let zero_skipped = pw.zero_pages + untouched;
 
     let mut rounds = 1;
+    // Only ever grows during a move.
     let mut throttle = 0u8;
-    let mut max_throttle = 0u8;
     let mut kicker: Option<Kicker> = None;
     let mut prev = u64::MAX;
     let mut stalls = 0;
@@ -320,15 +307,13 @@ fn precopy(
         }
         if stalls >= 2 && throttle < 99 {
             throttle = next_throttle(throttle);
-            max_throttle = throttle;
             stalls = 0;
             let _ = handle.control.send(Command::Throttle(throttle));
             kicker.get_or_insert_with(|| Kicker::start(handle));
         }
         prev = n;
         let t = Instant::now();
-        let bits = bits.to_vec();
-        send_pages(w, reader, &mut pw, ram, &bits, true, "sending memory")?;
+        send_pages(w, reader, &mut pw, ram, bits, true, "sending memory")?;
         sync(w, reader)?;
         sending += t.elapsed();
         rounds += 1;
@@ -342,9 +327,9 @@ fn precopy(
     let before = pw.pages_sent;
 
     // Reading the log cleared it: what the last round saw must go now too.
-    let mut bits = dirty.collect().map_err(io_in("reading the dirty log"))?.to_vec();
-    for (b, l) in bits.iter_mut().zip(&leftover) {
-        *b |= l;
+    let mut bits = leftover;
+    for (b, d) in bits.iter_mut().zip(dirty.collect().map_err(io_in("reading the dirty log"))?) {
+        *b |= d;
     }
     send_pages(w, reader, &mut pw, ram, &bits, true, "sending the last pages")?;
 
@@ -361,9 +346,9 @@ fn precopy(
     w.flush().map_err(io_in("sending the state"))?;
     let sent = stopped.elapsed();
 
-    reader.inner.set_read_timeout(Some(opts_timeout(opts))).map_err(io_in("waiting for the acknowledgement"))?;
-    match reader.next(None) {
-        Ok(Record::Small(wire::TAG_ACK, ack)) => {
+    reader.inner.set_read_timeout(Some(opts.ack_timeout)).map_err(io_in("waiting for the acknowledgement"))?;
+    match reader.expect(wire::TAG_ACK, "ACK") {
+        Ok(ack) => {
             let downtime = stopped.elapsed();
             let restore_us = ack.get(..8).map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap()));
             let _ = verdict.send(Verdict::Release(to.to_string()));
@@ -378,22 +363,17 @@ fn precopy(
                 bytes_sent: pw.bytes_sent + state_bytes.len() as u64,
                 zero_pages_skipped: zero_skipped,
                 bandwidth_mbps: pw.bytes_sent as f64 / sending.as_secs_f64().max(1e-9) / 1e6,
-                path: if max_throttle > 0 { Path::PrecopyThrottle } else { Path::Precopy },
-                max_throttle_percent: max_throttle,
+                path: if throttle > 0 { Path::PrecopyThrottle } else { Path::Precopy },
+                max_throttle_percent: throttle,
                 final_pages,
                 stop_to_state_sent_ms: sent.as_secs_f64() * 1e3,
                 receiver_restore_ms: restore_us as f64 / 1e3,
             })
         }
         // Dropping `verdict` resumes the job here.
-        Ok(Record::Small(wire::TAG_REFUSE, why)) => Err(SendError::Refused(String::from_utf8_lossy(&why).into())),
-        Ok(_) => Err(SendError::NoAck(WireError::Unexpected { got: 0, want: "ACK" })),
+        Err(WireError::Refused(why)) => Err(SendError::Refused(why)),
         Err(e) => Err(SendError::NoAck(e)),
     }
-}
-
-fn opts_timeout(opts: &SendOptions) -> Duration {
-    opts.ack_timeout
 }
 
 /// Writes the job's state and memory to `path` while it is paused, then
@@ -401,10 +381,10 @@ fn opts_timeout(opts: &SendOptions) -> Duration {
 pub fn snapshot(handle: &VmHandle, path: &std::path::Path) -> Result<SendStats, SendError> {
     let _busy = handle.control.try_begin().ok_or(SendError::Busy)?;
     let start = Instant::now();
-    let file = std::fs::File::create(path).map_err(io_in("creating the snapshot file"))?;
-    let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
-    let (state, _verdict, stopped) = handle.control.pause().map_err(SendError::Pause)?;
-    let resident = dirty::resident(handle).map_err(io_in("scanning memory"))?;
+    // Unbuffered: page records are already 256 KiB batches.
+    let mut w = std::fs::File::create(path).map_err(io_in("creating the snapshot file"))?;
+    let (state, verdict, stopped) = handle.control.pause().map_err(SendError::Pause)?;
+    let resident = handle.ram.resident_pages().map_err(io_in("scanning memory"))?;
     wire::write_header(&mut w, wire::KIND_SNAPSHOT).map_err(io_in("writing the snapshot"))?;
     wire::write_record(&mut w, wire::TAG_HELLO, &hello(handle, &resident)).map_err(io_in("writing the snapshot"))?;
     let mut pw = PageWriter::default();
@@ -414,10 +394,10 @@ pub fn snapshot(handle: &VmHandle, path: &std::path::Path) -> Result<SendStats, 
     let state_bytes = state.to_bytes();
     wire::write_record(&mut w, wire::TAG_STATE, &state_bytes).map_err(io_in("writing the snapshot"))?;
     wire::write_record(&mut w, wire::TAG_END, &[]).map_err(io_in("writing the snapshot"))?;
-    let file = w.into_inner().map_err(|e| io_in("writing the snapshot")(e.into_error()))?;
-    file.sync_all().map_err(io_in("writing the snapshot"))?;
+    // The job continues; only the file's durability is left to wait for.
+    drop(verdict);
     let downtime = stopped.elapsed();
-    // `_verdict` dropped: the job continues.
+    w.sync_all().map_err(io_in("writing the snapshot"))?;
     Ok(SendStats {
         result: "ok",
         to: path.display().to_string(),

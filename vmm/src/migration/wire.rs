@@ -66,6 +66,8 @@ pub enum WireError {
     Checksum(u8),
     #[error("bad page record: {0}")]
     BadPages(String),
+    #[error("the peer refused: {0}")]
+    Refused(String),
 }
 
 fn closed_to(e: io::Error, when: &'static str) -> WireError {
@@ -267,6 +269,9 @@ fn populate(pages: &[&mut [u8]]) {
 pub struct RecordReader<R> {
     pub inner: R,
     pub bytes: u64,
+    /// Back the pages of PAGES records before reading into them: worth it
+    /// while they are fresh (the first round), not for pages sent again.
+    pub populate: bool,
 }
 
 /// One record read: its tag and (for all but PAGES) its payload.
@@ -278,7 +283,7 @@ pub enum Record {
 
 impl<R: Read> RecordReader<R> {
     pub fn new(inner: R) -> Self {
-        RecordReader { inner, bytes: 0 }
+        RecordReader { inner, bytes: 0, populate: true }
     }
 
     fn read_exact(&mut self, buf: &mut [u8], when: &'static str) -> Result<(), WireError> {
@@ -288,8 +293,12 @@ impl<R: Read> RecordReader<R> {
     }
 
     fn read_pages(&mut self, pages: &mut [&mut [u8]]) -> Result<(), WireError> {
-        let mut bufs: Vec<io::IoSliceMut<'_>> = pages.iter_mut().map(|p| io::IoSliceMut::new(p)).collect();
-        let mut bufs = &mut bufs[..];
+        let n = pages.len();
+        let mut all: [io::IoSliceMut<'_>; MAX_BATCH] = std::array::from_fn(|_| io::IoSliceMut::new(&mut []));
+        for (b, p) in all.iter_mut().zip(pages.iter_mut()) {
+            *b = io::IoSliceMut::new(p);
+        }
+        let mut bufs = &mut all[..n];
         while !bufs.is_empty() {
             let n = self.inner.read_vectored(bufs).map_err(|e| closed_to(e, "in a page record"))?;
             if n == 0 {
@@ -355,12 +364,13 @@ impl<R: Read> RecordReader<R> {
                 prev = Some(gpa);
                 slices[i] = ram.page_mut(gpa);
             }
-            populate(&slices[..n]);
+            if self.populate {
+                populate(&slices[..n]);
+            }
             self.read_pages(&mut slices[..n])?;
-
-            for (page, chunk) in slices[..n].iter().zip(gpa_bytes[..n * 8].chunks_exact(8)) {
+            // Not marked in the VMM's write log: a later move starts by clearing it.
+            for page in &slices[..n] {
                 crc = crc32c::crc32c_append(crc, page);
-                ram.mark_dirty(u64::from_le_bytes(chunk.try_into().unwrap()), PAGE_SIZE);
             }
             Record::Pages(n)
         } else {
@@ -380,10 +390,12 @@ impl<R: Read> RecordReader<R> {
         Ok(record)
     }
 
-    /// The next record, which must be a small one of type `tag`.
+    /// The next record, which must be a small one of type `tag` (a
+    /// REFUSE is the peer's reason, as `WireError::Refused`).
     pub fn expect(&mut self, tag: u8, name: &'static str) -> Result<Vec<u8>, WireError> {
         match self.next(None)? {
             Record::Small(t, p) if t == tag => Ok(p),
+            Record::Small(TAG_REFUSE, why) => Err(WireError::Refused(String::from_utf8_lossy(&why).into())),
             Record::Small(t, _) => Err(WireError::Unexpected { got: t, want: name }),
             Record::Pages(_) => Err(WireError::Unexpected { got: TAG_PAGES, want: name }),
         }
