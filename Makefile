@@ -93,10 +93,10 @@ test: build images
 
 bench: build images
 	$(CARGO) run --release -p mosvm-bench --bin bench -- --out BENCHMARKS.md
-	@{ echo; echo "## Balancer: MOSIX table 1 reproduced (simulated, 16 hosts)"; echo; \
+	@{ echo; echo "## Balancer: MOSIX table 1 reproduced (simulated)"; echo; \
 	  echo '`cargo run --release -p balancer --example table1`'; echo; echo '```'; \
 	  $(CARGO) run --release -q -p balancer --example table1; echo '```'; echo; \
-	  echo "## Balancer at 1024 hosts"; echo; \
+	  echo "## Balancer at scale (simulated)"; echo; \
 	  echo '`cargo run --release -p balancer --example scale`'; echo; echo '```'; \
 	  $(CARGO) run --release -q -p balancer --example scale; echo '```'; } >> BENCHMARKS.md
 

@@ -16,11 +16,12 @@ pub fn mosvm_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("MOSVM_BIN") {
         return p.into();
     }
-    // target/<profile>/deps/<test binary> -> target/<profile>/mosvm
+    // target/<profile>/deps/<test binary> or target/<profile>/<binary>
+    // (the benchmarks) -> target/<profile>/mosvm
     let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join("mosvm");
-    assert!(bin.exists(), "{} is missing: build the workspace first (make test does)", bin.display());
-    bin
+    let dir = exe.parent().unwrap();
+    let bin = [dir, dir.parent().unwrap()].iter().map(|d| d.join("mosvm")).find(|b| b.exists());
+    bin.unwrap_or_else(|| panic!("no mosvm binary near {}: build the workspace first (make test does)", dir.display()))
 }
 
 /// A guest program built by `make images`.
@@ -45,24 +46,44 @@ pub fn require_kvm(test: &str) -> bool {
     panic!("{test} needs /dev/kvm, which is missing or not accessible; set MOSVM_ALLOW_NO_KVM=1 to skip KVM tests");
 }
 
-/// What a run produced.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a run produced. Two runs are equal when their stdout bytes,
+/// stderr and status are.
+#[derive(Debug, Clone)]
 pub struct Run {
+    /// stdout as text (invalid UTF-8 replaced), for reading.
     pub stdout: String,
+    /// stdout exactly as written, for comparing.
+    pub stdout_bytes: Vec<u8>,
     pub stderr: String,
     /// Exit status as a shell reports it (128 + signal for a signal death).
     pub status: i32,
+    /// The signal that killed the process itself. mosvm reports a job's
+    /// death by a signal as exit status 128 + signal; this is mosvm dying.
+    pub signal: Option<i32>,
+}
+
+impl PartialEq for Run {
+    fn eq(&self, other: &Run) -> bool {
+        (&self.stdout_bytes, &self.stderr, self.status) == (&other.stdout_bytes, &other.stderr, other.status)
+    }
+}
+
+impl Run {
+    fn new(stdout: Vec<u8>, stderr: &[u8], status: std::process::ExitStatus) -> Run {
+        use std::os::unix::process::ExitStatusExt;
+        Run {
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stdout_bytes: stdout,
+            stderr: String::from_utf8_lossy(stderr).into_owned(),
+            status: status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
+            signal: status.signal(),
+        }
+    }
 }
 
 impl From<Output> for Run {
     fn from(o: Output) -> Run {
-        use std::os::unix::process::ExitStatusExt;
-        let status = o.status.code().unwrap_or_else(|| 128 + o.status.signal().unwrap_or(0));
-        Run {
-            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-            status,
-        }
+        Run::new(o.stdout, &o.stderr, o.status)
     }
 }
 
@@ -135,6 +156,8 @@ use std::time::{Duration, Instant};
 /// A child process whose stdout and stderr are collected line by line.
 pub struct Proc {
     pub child: Child,
+    /// Held open (see `spawn_holding_stdin`).
+    _stdin: Option<std::process::ChildStdin>,
     out: Arc<Mutex<String>>,
     err: Arc<Mutex<String>>,
     readers: Vec<std::thread::JoinHandle<()>>,
@@ -152,15 +175,26 @@ fn collect(r: impl std::io::Read + Send + 'static, into: Arc<Mutex<String>>) -> 
 }
 
 impl Proc {
-    pub fn spawn(mut cmd: Command) -> Proc {
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn");
+    /// Starts `cmd` with stdin at end of file.
+    pub fn spawn(cmd: Command) -> Proc {
+        Proc::start(cmd, Stdio::null())
+    }
+
+    /// Starts `cmd` with a stdin that stays open until the Proc is dropped
+    /// (for jobs that run until their input ends).
+    pub fn spawn_holding_stdin(cmd: Command) -> Proc {
+        Proc::start(cmd, Stdio::piped())
+    }
+
+    fn start(mut cmd: Command, stdin: Stdio) -> Proc {
+        cmd.stdin(stdin).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
         let (out, err) = (Arc::new(Mutex::new(String::new())), Arc::new(Mutex::new(String::new())));
         let readers = vec![
             collect(child.stdout.take().unwrap(), out.clone()),
             collect(child.stderr.take().unwrap(), err.clone()),
         ];
-        Proc { child, out, err, readers }
+        Proc { _stdin: child.stdin.take(), child, out, err, readers }
     }
 
     pub fn stdout(&self) -> String {
@@ -201,12 +235,7 @@ impl Proc {
         for r in self.readers.drain(..) {
             let _ = r.join();
         }
-        use std::os::unix::process::ExitStatusExt;
-        Run {
-            stdout: self.stdout(),
-            stderr: self.stderr(),
-            status: status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
-        }
+        Run::new(self.stdout().into_bytes(), self.stderr().as_bytes(), status)
     }
 }
 
@@ -241,20 +270,31 @@ pub fn receiver(extra: &[&str], cwd: Option<&Path>) -> (Proc, String) {
     (p, addr)
 }
 
-/// `mosvm run --api-sock SOCK [vm_args] PROGRAM ARGS`.
-pub fn source(program: &Path, args: &[&str], vm_args: &[&str], sock: &Path, cwd: Option<&Path>) -> Proc {
+/// The command `mosvm run --api-sock SOCK [vm_args] PROGRAM ARGS`.
+pub fn source_command(program: &Path, args: &[&str], vm_args: &[&str], sock: &Path, cwd: Option<&Path>) -> Command {
     let mut cmd = Command::new(mosvm_bin());
     cmd.arg("run").arg("--api-sock").arg(sock).args(vm_args).arg("--").arg(program).args(args);
     if let Some(d) = cwd {
         cmd.current_dir(d);
     }
-    let p = Proc::spawn(cmd);
+    cmd
+}
+
+/// `mosvm run --api-sock SOCK [vm_args] PROGRAM ARGS`, once its control
+/// socket is there.
+pub fn source(program: &Path, args: &[&str], vm_args: &[&str], sock: &Path, cwd: Option<&Path>) -> Proc {
+    let p = Proc::spawn(source_command(program, args, vm_args, sock, cwd));
+    wait_for_path(sock);
+    p
+}
+
+/// Waits (up to 10 s) for a control socket to appear.
+pub fn wait_for_path(p: &Path) {
     let t = Instant::now();
-    while !sock.exists() {
-        assert!(t.elapsed() < Duration::from_secs(10), "control socket {} never appeared", sock.display());
+    while !p.exists() {
+        assert!(t.elapsed() < Duration::from_secs(10), "control socket {} never appeared", p.display());
         std::thread::sleep(Duration::from_millis(2));
     }
-    p
 }
 
 /// `mosvm migrate --api-sock SOCK --to ADDR --json --verify [extra]`;
@@ -268,6 +308,12 @@ pub fn migrate(sock: &Path, to: &str, extra: &[&str]) -> (Run, String) {
     let r = run_command(cmd, &Opts::default());
     let json = r.stdout.lines().next().unwrap_or("").to_string();
     (r, json)
+}
+
+/// The number after `"key":` in a flat JSON object.
+pub fn json_number(json: &str, key: &str) -> Option<f64> {
+    let rest = json.split(&format!("\"{key}\":")).nth(1)?;
+    rest.split([',', '}']).next()?.trim().parse().ok()
 }
 
 /// A control-socket path for this test process.

@@ -35,19 +35,13 @@ fn each_image_moves_mid_run() {
     assert!(s.stderr.contains("job moved to 127.0.0.1:"), "{}", s.stderr);
     assert_eq!(r.status, 0, "{r:?}");
     assert_eq!(s.stdout.clone() + &r.stdout, native_cpu.stdout, "cpu output after a move");
-    for key in [
-        "\"result\":\"ok\"",
-        "total_ms",
-        "downtime_ms",
-        "rounds",
-        "pages_sent",
-        "bytes_sent",
-        "zero_pages_skipped",
-        "bandwidth_mbps",
-        "\"path\":\"precopy",
-    ] {
-        assert!(json.contains(key), "{key} missing from {json}");
-    }
+    // The report describes this move: a CPU-bound job with a few MiB touched.
+    assert!(json.contains("\"result\":\"ok\"") && json.contains("\"path\":\"precopy"), "{json}");
+    let num = |key: &str| json_number(&json, key).unwrap_or_else(|| panic!("no number {key} in {json}"));
+    assert!(num("rounds") >= 1.0 && num("pages_sent") > 0.0, "{json}");
+    assert!(num("bytes_sent") >= num("pages_sent") * 4096.0, "{json}");
+    assert!(num("zero_pages_skipped") > 0.0 && num("bandwidth_mbps") > 0.0, "{json}");
+    assert!(num("downtime_ms") > 0.0 && num("downtime_ms") <= num("total_ms"), "{json}");
 
     let mem = image("mem");
     let args = ["96", "32", "300"];
@@ -69,16 +63,12 @@ fn each_image_moves_mid_run() {
     let (recv, addr) = receiver(&[], Some(&dv));
     let src = source(&files, &fargs, &[], &sock, Some(&dv));
     std::thread::sleep(Duration::from_millis(150));
+    // The job takes seconds here: the move catches it with files open.
     let (m, _) = migrate(&sock, &addr, &[]);
+    assert_eq!(m.status, 0, "{m:?}");
     let s = src.finish(LONG);
-    if m.status == 0 {
-        let r = recv.finish(LONG);
-        assert_eq!(s.stdout.clone() + &r.stdout, n.stdout, "files output after a move: {s:?} {r:?}");
-    } else {
-        // It finished before the move: still the right result.
-        assert!(m.stderr.contains("ended"), "{m:?}");
-        assert_eq!(s.stdout, n.stdout);
-    }
+    let r = recv.finish(LONG);
+    assert_eq!(s.stdout.clone() + &r.stdout, n.stdout, "files output after a move: {s:?} {r:?}");
     assert_eq!(std::fs::read(dn.join("out.txt")).unwrap(), std::fs::read(dv.join("out.txt")).unwrap());
     let _ = std::fs::remove_dir_all(dn);
     let _ = std::fs::remove_dir_all(dv);
@@ -98,11 +88,7 @@ fn ten_hops(name: &str, program: &Path, args: &[&str], ready: &str, cwd: Option<
         let (m, json) = migrate(&cur, &addr, &[]);
         assert_eq!(m.status, 0, "{name} hop {hop}: {m:?}");
         assert!(json.contains("\"result\":\"ok\""), "{json}");
-        let t = std::time::Instant::now();
-        while !next.exists() {
-            assert!(t.elapsed() < Duration::from_secs(10));
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        wait_for_path(&next);
         procs.push(recv);
         cur = next;
     }
@@ -240,7 +226,6 @@ fn migrate_twice_at_once_is_refused() {
         return;
     }
     let _l = migration_lock();
-    let cpu = image("cpu");
     let sock = sock_path("twice");
     let (recv, addr) = receiver(&[], None);
     let src = source(&image("mem"), &["96", "32", "--seconds", "6"], &[], &sock, None);
@@ -259,7 +244,6 @@ fn migrate_twice_at_once_is_refused() {
     let r = recv.finish(LONG);
     assert!(r.stdout.contains("checksum consistent: yes"), "{r:?}");
     drop(src);
-    let _ = cpu;
 }
 
 #[test]
@@ -380,14 +364,17 @@ fn tampered_snapshots_never_crash_the_vmm() {
             }
             std::thread::sleep(Duration::from_millis(10));
         };
-        assert!(!r.stderr.contains("panicked") && r.status != 134 && r.status != 101, "round {round}: {r:?}");
+        // mosvm itself must not die of a signal (the job may: mosvm then
+        // exits 128+N); SIGKILL is finish_or_kill stopping a job that runs.
+        let crashed = r.signal.is_some_and(|s| s != libc::SIGKILL);
+        assert!(!r.stderr.contains("panicked") && r.status != 101 && !crashed, "round {round}: {r:?}");
     }
     let _ = std::fs::remove_file(bad);
     let _ = std::fs::remove_file(file);
 }
 
 /// A job holding a socket cannot move (yet): the move fails naming the
-/// descriptor, and the job goes on where it was.
+/// descriptor, and the job goes on where it was, its socket working.
 #[test]
 fn a_job_with_a_socket_stays() {
     if !require_kvm("socket_stays") {
@@ -396,26 +383,27 @@ fn a_job_with_a_socket_stays() {
     let _l = migration_lock();
     let sock = sock_path("netjob");
     let (recv, addr) = receiver(&[], None);
-    // busybox nc listening: it holds a listening socket and waits.
-    let src = source(std::path::Path::new("/bin/busybox"), &["nc", "-l", "-p", "0"], &[], &sock, None);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    // busybox nc listening: it holds a listening socket, then prints what arrives.
+    let src = source(std::path::Path::new("/bin/busybox"), &["nc", "-l", "-p", &port], &[], &sock, None);
     std::thread::sleep(Duration::from_millis(300));
     let (m, _) = migrate(&sock, &addr, &[]);
     assert_ne!(m.status, 0);
     assert!(m.stderr.contains("socket"), "{}", m.stderr);
-    // Still there: its control socket answers.
-    let status = mosvm_status(&sock);
-    assert!(status.contains("running"), "{status}");
+    // Still running here, with its socket: what we send comes out.
+    let t = std::time::Instant::now();
+    let mut conn = loop {
+        match std::net::TcpStream::connect(format!("127.0.0.1:{port}")) {
+            Ok(c) => break c,
+            Err(e) => assert!(t.elapsed() < Duration::from_secs(10), "the job no longer listens: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::io::Write::write_all(&mut conn, b"still here\n").unwrap();
+    drop(conn);
+    src.wait_for("the job to print what it got", LONG, |o, _| o.contains("still here"));
     drop(src);
     drop(recv);
-}
-
-fn mosvm_status(sock: &Path) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::os::unix::net::UnixStream::connect(sock).expect("control socket");
-    s.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
 }
 
 /// A job with a child process stays where it is (its children cannot

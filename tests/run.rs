@@ -199,7 +199,7 @@ fn stdin_is_passed_through() {
     let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
     let r = same("stdin", "tests/cat", &[], Opts { stdin: Some(&data), ..Default::default() });
     if let Some(r) = r {
-        assert_eq!(r.stdout.len(), String::from_utf8_lossy(&data).len());
+        assert_eq!(r.stdout_bytes, data, "stdin came out of the job changed");
         assert_eq!(r.stderr, "300000 bytes\n");
     }
 }

@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Seek};
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,19 +17,8 @@ mod migration;
 mod procs;
 mod qemu;
 
+use mosvm_tests::image;
 use procs::mosvm;
-
-pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-pub fn image(name: &str) -> Result<PathBuf> {
-    let p = root().join("images/build").join(name);
-    if !p.exists() {
-        bail!("{} is missing: run `make images`", p.display());
-    }
-    Ok(p)
-}
 
 pub fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -88,7 +77,7 @@ struct Launch {
 
 /// (a) launch-to-exit of hello, as processes, and the VM alone in-process.
 fn launch(runs: usize) -> Result<Launch> {
-    let hello = image("hello")?;
+    let hello = image("hello");
     let (mut native, mut vm, mut inproc) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..3 {
         run_quiet(&mut Command::new(&hello))?;
@@ -131,7 +120,7 @@ fn run_in_process(program: &Path, args: &[&str], stdout: i32, user_io: bool) -> 
 
 /// (b) a getpid round trip against a bare I/O-port exit, in the same VM.
 fn exits() -> Result<(f64, f64)> {
-    let prog = image("bench/exits")?;
+    let prog = image("bench/exits");
     let mut out = tempfile()?;
     let code = run_in_process(&prog, &["200000"], out.as_raw_fd(), true)?;
     if code != 0 {
@@ -140,14 +129,24 @@ fn exits() -> Result<(f64, f64)> {
     let mut text = String::new();
     out.rewind()?;
     out.read_to_string(&mut text)?;
-    let get = |key: &str| -> Result<f64> {
-        text.lines()
-            .find_map(|l| l.strip_prefix(key))
-            .map(|v| v.trim().parse::<f64>())
-            .context(format!("no {key} in {text:?}"))?
-            .map_err(Into::into)
-    };
-    Ok((get("bare_exit_ns")?, get("getpid_ns")?))
+    Ok((field(&text, "bare_exit_ns")?, field(&text, "getpid_ns")?))
+}
+
+/// The number after `key` on a line of a guest's report.
+fn field(text: &str, key: &str) -> Result<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key).map(|v| v.trim().parse::<f64>()))
+        .with_context(|| format!("no {key} in {text:?}"))?
+        .with_context(|| format!("{key} is not a number in {text:?}"))
+}
+
+/// A guest's stdout, if it succeeded.
+fn report(out: std::process::Output) -> Result<String> {
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        bail!("guest failed: {text} {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(text)
 }
 
 fn tempfile() -> Result<std::fs::File> {
@@ -159,7 +158,7 @@ fn tempfile() -> Result<std::fs::File> {
 
 /// (c) CPU-bound speed: the cpu image with a fixed amount of work.
 fn cpu_speed(iterations: &str, runs: usize) -> Result<(f64, f64)> {
-    let cpu = image("cpu")?;
+    let cpu = image("cpu");
     let (mut native, mut vm) = (Vec::new(), Vec::new());
     for _ in 0..runs {
         native.push(run_quiet(Command::new(&cpu).arg(iterations))?.as_secs_f64());
@@ -171,19 +170,10 @@ fn cpu_speed(iterations: &str, runs: usize) -> Result<(f64, f64)> {
 /// (e) process creation in a job, natively and in the VM: medians of
 /// fork+exit+wait and fork+exec+wait in µs, as the `spawn` guest measures.
 fn spawn_times(n: usize) -> Result<[(f64, f64); 2]> {
-    let spawn = image("bench/spawn")?;
-    let parse = |out: std::process::Output| -> Result<(f64, f64)> {
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        if !out.status.success() {
-            bail!("spawn guest failed: {text} {}", String::from_utf8_lossy(&out.stderr));
-        }
-        let get = |key: &str| -> Result<f64> {
-            text.lines()
-                .find_map(|l| l.strip_prefix(key).map(|v| v.trim().parse::<f64>()))
-                .with_context(|| format!("no {key} in {text:?}"))?
-                .context("a number")
-        };
-        Ok((get("fork_us")?, get("spawn_us")?))
+    let spawn = image("bench/spawn");
+    let parse = |out| -> Result<(f64, f64)> {
+        let text = report(out)?;
+        Ok((field(&text, "fork_us")?, field(&text, "spawn_us")?))
     };
     let native = parse(Command::new(&spawn).arg(n.to_string()).output()?)?;
     let vm = parse(Command::new(mosvm()).arg("run").arg(&spawn).arg(n.to_string()).output()?)?;
@@ -193,14 +183,8 @@ fn spawn_times(n: usize) -> Result<[(f64, f64); 2]> {
 /// (f) ns per clock_gettime(CLOCK_MONOTONIC) through libc, natively and
 /// in the VM (the vDSO), median of `runs`.
 fn clock_read(runs: usize) -> Result<(f64, f64)> {
-    let bin = image("bench/clock")?;
-    let parse = |out: std::process::Output| -> Result<f64> {
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        text.lines()
-            .find_map(|l| l.strip_prefix("clock_ns ").map(|v| v.trim().parse::<f64>()))
-            .with_context(|| format!("no clock_ns in {text:?}"))?
-            .context("a number")
-    };
+    let bin = image("bench/clock");
+    let parse = |out| field(&report(out)?, "clock_ns");
     let (mut native, mut vm) = (Vec::new(), Vec::new());
     for _ in 0..runs {
         native.push(parse(Command::new(&bin).arg("2000000").output()?)?);
@@ -220,7 +204,7 @@ fn rss(hold_mib: u64) -> Result<Rss> {
     let mem = 256u64 << 20;
     let mut child = Command::new(mosvm())
         .args(["run", "--mem", "256M"])
-        .arg(image("bench/hold")?)
+        .arg(image("bench/hold"))
         .arg(hold_mib.to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -273,13 +257,18 @@ fn main() -> Result<()> {
     eprintln!("bench: exits...");
     let (bare, getpid) = exits()?;
     eprintln!("bench: cpu speed...");
-    let (cpu_native, cpu_vm) = cpu_speed("1000000000", 3)?;
+    const CPU_WORK: &str = "1000000000";
+    const CPU_RUNS: usize = 3;
+    let (cpu_native, cpu_vm) = cpu_speed(CPU_WORK, CPU_RUNS)?;
     eprintln!("bench: rss...");
-    let r = rss(64)?;
+    const HOLD_MIB: u64 = 64;
+    let r = rss(HOLD_MIB)?;
     eprintln!("bench: process creation...");
-    let [fork, spawn] = spawn_times(30)?;
+    const SPAWNS: usize = 30;
+    let [fork, spawn] = spawn_times(SPAWNS)?;
     eprintln!("bench: clock reads...");
-    let (clock_native, clock_vm) = clock_read(5)?;
+    const CLOCK_RUNS: usize = 5;
+    let (clock_native, clock_vm) = clock_read(CLOCK_RUNS)?;
 
     let mut md = String::new();
     writeln!(md, "# mosvm benchmarks\n")?;
@@ -310,7 +299,7 @@ fn main() -> Result<()> {
     )?;
     writeln!(
         md,
-        "| (c) CPU-bound `cpu 1e9`, median of 3 | VM {:.3} s, native {:.3} s: {:.1}% of native | ≥ 98% | {} |",
+        "| (c) CPU-bound `cpu {CPU_WORK}`, median of {CPU_RUNS} | VM {:.3} s, native {:.3} s: {:.1}% of native | ≥ 98% | {} |",
         cpu_vm,
         cpu_native,
         100.0 * cpu_native / cpu_vm,
@@ -319,7 +308,7 @@ fn main() -> Result<()> {
     let overhead = (r.total_kib - r.guest_kib) as f64 / 1024.0;
     writeln!(
         md,
-        "| (d) VMM RSS beyond guest-touched memory (job holding 64 MiB) | {:.2} MiB (process RSS {:.1} MiB, guest RAM {:.1} MiB) | ≤ 4 MiB | {} |",
+        "| (d) VMM RSS beyond guest-touched memory (job holding {HOLD_MIB} MiB) | {:.2} MiB (process RSS {:.1} MiB, guest RAM {:.1} MiB) | ≤ 4 MiB | {} |",
         overhead,
         r.total_kib as f64 / 1024.0,
         r.guest_kib as f64 / 1024.0,
@@ -328,7 +317,7 @@ fn main() -> Result<()> {
     for (what, (native, vm)) in [("fork+exit+wait", fork), ("fork+exec+wait (a shell running a command)", spawn)] {
         writeln!(
             md,
-            "| (e) {what} in a job, median of 30 | VM {:.2} ms, native {:.2} ms, ratio {:.2}x | | |",
+            "| (e) {what} in a job, median of {SPAWNS} | VM {:.2} ms, native {:.2} ms, ratio {:.2}x | | |",
             vm / 1e3,
             native / 1e3,
             vm / native
@@ -336,7 +325,7 @@ fn main() -> Result<()> {
     }
     writeln!(
         md,
-        "| (f) clock_gettime(CLOCK_MONOTONIC) through libc, median of 5 | VM {clock_vm:.1} ns (vDSO), native {clock_native:.1} ns, ratio {:.2}x | | |",
+        "| (f) clock_gettime(CLOCK_MONOTONIC) through libc, median of {CLOCK_RUNS} | VM {clock_vm:.1} ns (vDSO), native {clock_native:.1} ns, ratio {:.2}x | | |",
         clock_vm / clock_native
     )?;
     let only_runner = args.iter().any(|a| a == "--runner-only");

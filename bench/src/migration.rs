@@ -7,7 +7,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{Context, Result};
 use serde_json::Value;
 
 use crate::procs::{self, Proc};
@@ -52,15 +52,11 @@ fn case(
     let mut runs = Vec::new();
     let sock = std::env::temp_dir().join(format!("mosvm-bench-{}.sock", std::process::id()));
     for _ in 0..reps {
-        let (recv, addr) = procs::receiver()?;
-        let src: Proc = procs::source(mem, &image(prog)?, args, &sock)?;
-        src.wait_for(ready, Duration::from_secs(60), |o, _| o.contains(ready))?;
+        let (recv, addr) = procs::receiver(&[], None);
+        let src: Proc = procs::source(mem, &image(prog), args, &sock);
+        src.wait_for(ready, Duration::from_secs(60), |o, _| o.contains(ready));
         std::thread::sleep(settle);
-        let v = procs::migrate(&sock, &addr, extra)?;
-        if v.get("result").and_then(|r| r.as_str()) != Some("ok") {
-            bail!("{name}: {v}");
-        }
-        runs.push(v);
+        runs.push(procs::migrate(&sock, &addr, extra).with_context(|| name.to_string())?);
         drop(src);
         drop(recv);
     }
@@ -153,6 +149,9 @@ fn random_ram_file() -> Result<std::path::PathBuf> {
     Ok(p)
 }
 
+/// Migrations of each QEMU case.
+const QEMU_RUNS: usize = 3;
+
 pub fn report(md: &mut String) -> Result<()> {
     eprintln!("bench: migration: loopback...");
     let (tcp, tcp_fresh) = loopback()?;
@@ -196,7 +195,11 @@ pub fn report(md: &mut String) -> Result<()> {
         eprintln!("bench: migration: QEMU...");
         let file = random_ram_file()?;
         let r = (|| -> Result<_> {
-            Ok((qemu_case(256, None, 3)?, qemu_case(1024, None, 3)?, qemu_case(256, Some(&file), 3)?))
+            Ok((
+                qemu_case(256, None, QEMU_RUNS)?,
+                qemu_case(1024, None, QEMU_RUNS)?,
+                qemu_case(256, Some(&file), QEMU_RUNS)?,
+            ))
         })();
         let _ = std::fs::remove_file(file);
         Some(r?)
@@ -263,7 +266,7 @@ pub fn report(md: &mut String) -> Result<()> {
     if let Some((q256, q1g, qb)) = qemu {
         writeln!(
             md,
-            "\nQEMU {} (KVM, max-bandwidth raised, other settings default), same machine, same run, median of 3:\n",
+            "\nQEMU {} (KVM, max-bandwidth raised, other settings default), same machine, same run, median of {QEMU_RUNS}:\n",
             qemu_version()
         )?;
         writeln!(md, "| case | QEMU total | QEMU downtime | QEMU sent | mosvm total | mosvm downtime | total ratio | downtime ratio |")?;
@@ -271,7 +274,7 @@ pub fn report(md: &mut String) -> Result<()> {
         for (name, q, m) in [
             ("(a) 256 MiB, no OS", &q256, a256),
             ("(a) 1 GiB, no OS", &q1g, a1g),
-            ("(b) 256 MiB, 200 MiB random", &qb, b),
+            ("(b) 256 MiB, 200 MiB non-zero (QEMU: random bytes; mosvm: `hold`)", &qb, b),
         ] {
             writeln!(
                 md,

@@ -1,101 +1,24 @@
-//! Child processes for the benchmarks: `mosvm receive`, `mosvm run
-//! --api-sock`, `mosvm migrate`, with their output collected.
+//! The benchmarks drive `mosvm` the way the end-to-end tests do, with
+//! their helpers (`mosvm_tests`); here only what the benchmarks add: a
+//! source whose stdin stays open (jobs like `hold` run until it closes)
+//! and the move's JSON parsed.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-pub fn mosvm() -> PathBuf {
-    std::env::current_exe().unwrap().parent().unwrap().join("mosvm")
-}
+pub use mosvm_tests::{mosvm_bin as mosvm, receiver, Proc};
 
-pub struct Proc {
-    pub child: Child,
-    /// Kept open: jobs like `hold` run until their stdin closes.
-    _stdin: Option<ChildStdin>,
-    out: Arc<Mutex<String>>,
-    err: Arc<Mutex<String>>,
-}
-
-impl Proc {
-    pub fn spawn(mut cmd: Command) -> Result<Proc> {
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
-        let (out, err) = (Arc::new(Mutex::new(String::new())), Arc::new(Mutex::new(String::new())));
-        for (r, into) in [
-            (Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>, out.clone()),
-            (Box::new(child.stderr.take().unwrap()), err.clone()),
-        ] {
-            std::thread::spawn(move || {
-                let mut r = BufReader::new(r);
-                let mut line = String::new();
-                while r.read_line(&mut line).unwrap_or(0) > 0 {
-                    into.lock().unwrap().push_str(&line);
-                    line.clear();
-                }
-            });
-        }
-        let stdin = child.stdin.take();
-        Ok(Proc { child, _stdin: stdin, out, err })
-    }
-
-    pub fn stdout(&self) -> String {
-        self.out.lock().unwrap().clone()
-    }
-
-    pub fn stderr(&self) -> String {
-        self.err.lock().unwrap().clone()
-    }
-
-    pub fn wait_for(&self, what: &str, limit: Duration, pred: impl Fn(&str, &str) -> bool) -> Result<()> {
-        let t = Instant::now();
-        while !pred(&self.stdout(), &self.stderr()) {
-            if t.elapsed() > limit {
-                bail!("timed out waiting for {what}: {:?} {:?}", self.stdout(), self.stderr());
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `mosvm receive` on a free port: (process, address).
-pub fn receiver() -> Result<(Proc, String)> {
-    let mut cmd = Command::new(mosvm());
-    cmd.args(["receive", "--listen", "127.0.0.1:0"]);
-    let p = Proc::spawn(cmd)?;
-    p.wait_for("the receiver", Duration::from_secs(10), |_, e| e.contains("waiting for a job on "))?;
-    let addr = p.stderr().split("waiting for a job on ").nth(1).unwrap().lines().next().unwrap().trim().to_string();
-    Ok((p, addr))
-}
-
-pub fn source(mem: &str, program: &Path, args: &[&str], sock: &Path) -> Result<Proc> {
+/// `mosvm run --mem MEM --api-sock SOCK PROGRAM ARGS`, stdin held open.
+pub fn source(mem: &str, program: &Path, args: &[&str], sock: &Path) -> Proc {
     let _ = std::fs::remove_file(sock);
-    let mut cmd = Command::new(mosvm());
-    cmd.args(["run", "--mem", mem, "--api-sock"]).arg(sock).arg("--").arg(program).args(args);
-    let p = Proc::spawn(cmd)?;
-    let t = Instant::now();
-    while !sock.exists() {
-        if t.elapsed() > Duration::from_secs(10) {
-            bail!("no control socket: {}", p.stderr());
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    Ok(p)
+    let p = Proc::spawn_holding_stdin(mosvm_tests::source_command(program, args, &["--mem", mem], sock, None));
+    mosvm_tests::wait_for_path(sock);
+    p
 }
 
-/// `mosvm migrate --json`: the parsed result.
+/// `mosvm migrate --json [extra]`: the parsed result of a move that succeeded.
 pub fn migrate(sock: &Path, to: &str, extra: &[&str]) -> Result<serde_json::Value> {
     let out = Command::new(mosvm())
         .arg("migrate")

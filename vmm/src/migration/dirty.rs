@@ -85,4 +85,3 @@ pub fn for_each_page(bits: &[u64], mut f: impl FnMut(u64) -> io::Result<()>) -> 
 pub fn count(bits: &[u64]) -> u64 {
     bits.iter().map(|w| w.count_ones() as u64).sum()
 }
-
