@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 use balancer::config::{GIB, MIB};
-use balancer::sim::scenario::{row_seed, TABLE1_JOBS};
+use balancer::sim::scenario::{row_seed, PAPER_TABLE1};
 use balancer::sim::{run_burst, Burst, Outcome, SimError};
 use common::{args, list, value};
 
@@ -56,7 +56,7 @@ const USAGE: &str = "usage: table1 [--hosts H] [--jobs N1,N2,...] [--duration SE
 fn parse(it: &mut dyn Iterator<Item = String>) -> Result<Args, String> {
     let mut a = Args {
         hosts: 16,
-        jobs: TABLE1_JOBS.to_vec(),
+        jobs: PAPER_TABLE1.iter().map(|r| r.0).collect(),
         duration: 300.0,
         seed: 1,
         memory_mib: 64.0,
@@ -185,9 +185,13 @@ fn main() -> ExitCode {
     );
     say!("# optimal: ideal policy (a job moves the moment two hosts differ by more than one job; free, instant, omniscient)");
     say!("# ours: simulated balancer (gossip with delay, residency, pre-copy transfer and freeze)");
-    say!("{:>5} {:>10} {:>10} {:>10}", "N", "optimal", "ours", "slowdown%");
-    let mut sum = 0.0;
-    let mut rows = 0usize;
+    say!("# MOSIX: the paper's measured time against the same optimal (rows of the paper's setup only)");
+    say!("{:>5} {:>10} {:>10} {:>10} {:>10}", "N", "optimal", "ours", "slowdown%", "MOSIX%");
+    // The paper's MOSIX times, where this run is the paper's setup.
+    let paper_setup = a.hosts == 16 && a.duration == 300.0;
+    let mosix = |n: usize| PAPER_TABLE1.iter().find(|r| r.0 == n && paper_setup).map(|r| r.2);
+    let (mut sum, mut mosix_sum) = (0.0, 0.0);
+    let (mut rows, mut mosix_rows) = (0usize, 0usize);
     let mut failed = false;
     run_rows(&a, |n, r| {
         let o = match r {
@@ -198,7 +202,13 @@ fn main() -> ExitCode {
                 return false;
             }
         };
-        say!("{:>5} {:>10.2} {:>10.2} {:>9.2}%", n, o.optimal, o.ours, o.slowdown());
+        let m = mosix(n).map(|t| 100.0 * (t - o.optimal) / o.optimal);
+        let m_text = m.map_or("-".to_string(), |m| format!("{m:.2}%"));
+        say!("{:>5} {:>10.2} {:>10.2} {:>9.2}% {:>10}", n, o.optimal, o.ours, o.slowdown(), m_text);
+        if let Some(m) = m {
+            mosix_sum += m;
+            mosix_rows += 1;
+        }
         if a.verbose {
             say!(
                 "#       moves {} (wasted {}), requests {}, refused {}, {:.1} msgs/host/s, {:.0} B/host/s",
@@ -218,5 +228,8 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     say!("average slowdown: {:.2}%", sum / rows.max(1) as f64);
+    if mosix_rows == rows && rows > 0 {
+        say!("MOSIX (paper) average: {:.2}%", mosix_sum / mosix_rows as f64);
+    }
     ExitCode::SUCCESS
 }

@@ -476,6 +476,10 @@ impl Balancer {
         self.note = c.note;
         self.seeking = c.seeking;
         let mut out = Vec::new();
+        // What the target merges and passes on as this host's entry: the
+        // exported view, which counts a job as gone only once accepted
+        // (`me` already discounts the requests in flight).
+        let source = self.own_entry();
         for p in c.moves {
             let Some(j) = self.jobs.iter_mut().find(|j| j.id == p.job) else {
                 continue;
@@ -497,7 +501,7 @@ impl Balancer {
                     kind: p.kind,
                     job_load: p.job_load,
                     memory: p.memory,
-                    source: WireEntry { host: self.id, age: 0.0, info: me.info },
+                    source,
                     source_rate: p.source_rate,
                     source_load: p.source_load,
                     assumed_target_load: p.assumed_target_load,

@@ -118,12 +118,6 @@ fn timespec_until(ns: i64) -> Option<libc::timespec> {
     (ns > 0).then_some(libc::timespec { tv_sec: ns / 1_000_000_000, tv_nsec: ns % 1_000_000_000 })
 }
 
-/// See `Job::interrupted`; on the fields so callers can hold other borrows.
-pub(crate) fn interrupted(signals: &mut Signals, timers: &mut Timers, clock: &Clock, kick: &AtomicBool) -> bool {
-    collect_events(signals, timers, clock);
-    signals.interrupts() || kick.load(Ordering::SeqCst)
-}
-
 /// Takes in the host signals that arrived and the job's timers that came due.
 fn collect_events(signals: &mut Signals, timers: &mut Timers, clock: &Clock) {
     collect_host_signals(signals);
@@ -202,7 +196,8 @@ impl Job {
     /// After a host EINTR: must the current call return to the vCPU loop
     /// (a signal the job will see, or a kick)?
     pub fn interrupted(&mut self) -> bool {
-        interrupted(&mut self.signals, &mut self.timers, &self.clock, &self.kick)
+        self.collect_events();
+        self.signals.interrupts() || self.kick.load(Ordering::SeqCst)
     }
 
     /// Sleeps until the job's monotonic clock reaches `deadline` (None:

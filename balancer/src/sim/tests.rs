@@ -131,6 +131,7 @@ fn lasting_background_load_moves_jobs_but_never_back_and_forth() {
         let mut sim = noisy_cluster(seed, Noise { rate: 0.3, mean_duration: 1.5 });
         sim.run_until(130.0);
         let s = sim.stats();
+        assert!(s.moves > 0, "seed {seed}: the load never moved a job: {s:?}");
         assert_eq!(s.ping_pongs, 0, "seed {seed}: {s:?}");
         assert!(s.wasted_moves * 5 <= s.moves.max(5), "seed {seed}: {s:?}");
     }

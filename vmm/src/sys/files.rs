@@ -6,13 +6,10 @@ use std::io::{IoSlice, IoSliceMut};
 use libc::{AT_EMPTY_PATH, AT_FDCWD};
 
 use crate::errno::{Errno, SysResult};
-use std::sync::atomic::AtomicBool;
 
-use crate::clock::Clock;
-use crate::job::{interrupted, Job};
+use crate::job::Job;
 use crate::memory::GuestRam;
-use crate::signal::{SigInfo, Signals, SIGPIPE, SI_USER};
-use crate::timers::Timers;
+use crate::signal::{SigInfo, SIGPIPE, SI_USER};
 
 const PATH_MAX: usize = 4096;
 const IOV_MAX: u64 = 1024;
@@ -42,22 +39,16 @@ fn user_path(ram: &GuestRam, addr: u64) -> Result<&[u8], Errno> {
     ram.user_cstr(addr, PATH_MAX - 1)?.ok_or(Errno::ENAMETOOLONG)
 }
 
-type Interruptible<'a> = (&'a mut Signals, &'a mut Timers, &'a Clock, &'a AtomicBool);
-
-/// Turns a host EINTR into a retry (None) or an interruption the job must
-/// see (a signal it handles, or a kick from the VMM).
-fn retry(r: SysResult, job: Interruptible) -> Option<SysResult> {
-    if r != Err(Errno::EINTR) {
-        return Some(r);
-    }
-    if interrupted(job.0, job.1, job.2, job.3) {
-        Some(Err(Errno::ERESTARTSYS))
-    } else {
-        None
-    }
-}
-
 impl Job {
+    /// Turns a host EINTR into a retry (None) or an interruption the job
+    /// must see (a signal it handles, or a kick from the VMM).
+    pub(super) fn retry<T>(&mut self, r: Result<T, Errno>) -> Option<Result<T, Errno>> {
+        if !matches!(r, Err(Errno::EINTR)) {
+            return Some(r);
+        }
+        self.interrupted().then_some(Err(Errno::ERESTARTSYS))
+    }
+
     pub(super) fn wrote(&mut self, r: SysResult) -> SysResult {
         if r == Err(Errno(libc::EPIPE)) {
             self.signals.raise(SIGPIPE, SigInfo { code: SI_USER, addr: self.ids.pid as u64, ..Default::default() });
@@ -72,7 +63,7 @@ impl Job {
             let mut buf = self.ram.user_mut(addr, len)?;
             let r = if offset < 0 { self.site.read(fd, &mut buf) } else { self.site.pread(fd, &mut buf, offset) };
             buf.commit(*r.as_ref().unwrap_or(&0) as usize);
-            if let Some(r) = retry(r, (&mut self.signals, &mut self.timers, &self.clock, &self.kick)) {
+            if let Some(r) = self.retry(r) {
                 return r;
             }
         }
@@ -84,7 +75,7 @@ impl Job {
         loop {
             let buf = self.ram.user(addr, len)?;
             let r = if offset < 0 { self.site.write(fd, buf) } else { self.site.pwrite(fd, buf, offset) };
-            if let Some(r) = retry(r, (&mut self.signals, &mut self.timers, &self.clock, &self.kick)) {
+            if let Some(r) = self.retry(r) {
                 return self.wrote(r);
             }
         }
@@ -127,7 +118,7 @@ impl Job {
                 left -= n;
                 g.commit(n);
             }
-            if let Some(r) = retry(r, (&mut self.signals, &mut self.timers, &self.clock, &self.kick)) {
+            if let Some(r) = self.retry(r) {
                 return r;
             }
         }
@@ -140,20 +131,22 @@ impl Job {
             let slices =
                 vecs.iter().map(|&(b, l)| self.ram.user(b, l).map(IoSlice::new)).collect::<Result<Vec<_>, _>>()?;
             let r = self.site.writev(fd, &slices, offset);
-            if let Some(r) = retry(r, (&mut self.signals, &mut self.timers, &self.clock, &self.kick)) {
+            if let Some(r) = self.retry(r) {
                 return self.wrote(r);
             }
         }
     }
 
     pub(super) fn sys_openat(&mut self, dirfd: i32, path: u64, flags: i32, mode: u32) -> SysResult {
-        let p = user_path(&self.ram, path)?;
+        // Its own handle on memory: the path stays borrowed across retries.
+        let ram = self.ram.clone();
+        let p = user_path(&ram, path)?;
         if let Some(content) = crate::procfs::self_path(p, self.ids.pid).and_then(|name| self.proc_self_file(name)) {
             return self.site.open_bytes(&content, flags);
         }
         loop {
             let r = self.site.openat(dirfd, p, flags, mode);
-            if let Some(r) = retry(r, (&mut self.signals, &mut self.timers, &self.clock, &self.kick)) {
+            if let Some(r) = self.retry(r) {
                 return r;
             }
         }
@@ -336,7 +329,7 @@ impl Job {
                 let mut flock: [u8; 32] = self.ram.user(arg, 32)?.try_into().unwrap();
                 loop {
                     let r = self.site.fcntl_lock(fd, cmd, &mut flock);
-                    if let Some(r) = retry(r, (&mut self.signals, &mut self.timers, &self.clock, &self.kick)) {
+                    if let Some(r) = self.retry(r) {
                         r?;
                         break;
                     }
@@ -353,7 +346,7 @@ impl Job {
     pub(super) fn sys_flock(&mut self, fd: i32, op: i32) -> SysResult {
         loop {
             let r = self.site.flock(fd, op);
-            if let Some(r) = retry(r, (&mut self.signals, &mut self.timers, &self.clock, &self.kick)) {
+            if let Some(r) = self.retry(r) {
                 return r;
             }
         }
@@ -401,7 +394,7 @@ impl Job {
                 Some(d) => ((d - self.clock.monotonic()).max(0) + 999_999) / 1_000_000,
             };
             let r = self.site.poll(&mut recs, left.min(i32::MAX as i64) as i32);
-            if let Some(r) = retry(r, (&mut self.signals, &mut self.timers, &self.clock, &self.kick)) {
+            if let Some(r) = self.retry(r) {
                 let n = r?;
                 self.ram.write_user(fds, &recs)?;
                 return Ok(n);
@@ -501,7 +494,7 @@ impl Job {
         loop {
             let left = deadline.map_or(-1, |d| ((d - self.clock.monotonic()).max(0) + 999_999) / 1_000_000);
             let r = self.site.poll(&mut recs, left.min(i32::MAX as i64) as i32);
-            if let Some(r) = retry(r, (&mut self.signals, &mut self.timers, &self.clock, &self.kick)) {
+            if let Some(r) = self.retry(r) {
                 r?;
                 break;
             }
@@ -534,7 +527,7 @@ impl Job {
         let mut off = if offset == 0 { None } else { Some(self.ram.read_user_u64(offset)? as i64) };
         let r = loop {
             let r = self.site.sendfile(out_fd, in_fd, off.as_mut(), count.min(MAX_RW_COUNT));
-            if let Some(r) = retry(r, (&mut self.signals, &mut self.timers, &self.clock, &self.kick)) {
+            if let Some(r) = self.retry(r) {
                 break r;
             }
         };

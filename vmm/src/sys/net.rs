@@ -79,8 +79,8 @@ impl Job {
         let a = self.addr_in(addr, len)?;
         loop {
             let r = self.site.connect(fd, &a);
-            if r != Err(Errno::EINTR) || self.interrupted() {
-                return r.map_err(|e| if e == Errno::EINTR { Errno::ERESTARTSYS } else { e });
+            if let Some(r) = self.retry(r) {
+                return r;
             }
         }
     }
@@ -92,10 +92,9 @@ impl Job {
         self.park_unless_ready(fd, libc::POLLIN)?;
         let mut peer = [0u8; ADDR_MAX];
         let (new, len) = loop {
-            match self.site.accept(fd, flags, &mut peer) {
-                Err(Errno::EINTR) if !self.interrupted() => continue,
-                Err(Errno::EINTR) => return Err(Errno::ERESTARTSYS),
-                r => break r?,
+            let r = self.site.accept(fd, flags, &mut peer);
+            if let Some(r) = self.retry(r) {
+                break r?;
             }
         };
         if let Err(e) = self.addr_out(addr, len_ptr, &peer, len) {
@@ -141,12 +140,11 @@ impl Job {
             let slices =
                 vecs.iter().map(|&(b, l)| self.ram.user(b, l).map(IoSlice::new)).collect::<Result<Vec<_>, _>>()?;
             let r = self.site.sendmsg(fd, name, &slices, control, flags);
-            match r {
-                Err(Errno::EINTR) if !self.interrupted() => continue,
-                Err(Errno::EINTR) => return Err(Errno::ERESTARTSYS),
+            match self.retry(r) {
+                None => continue,
                 // MSG_NOSIGNAL spares the job its SIGPIPE.
-                r if flags & libc::MSG_NOSIGNAL != 0 => return r,
-                r => return self.wrote(r),
+                Some(r) if flags & libc::MSG_NOSIGNAL != 0 => return r,
+                Some(r) => return self.wrote(r),
             }
         }
     }
@@ -190,10 +188,8 @@ impl Job {
                 left -= n;
                 g.commit(n);
             }
-            match r {
-                Err(Errno::EINTR) if !self.interrupted() => continue,
-                Err(Errno::EINTR) => return Err(Errno::ERESTARTSYS),
-                r => return r,
+            if let Some(r) = self.retry(r) {
+                return r;
             }
         }
     }
