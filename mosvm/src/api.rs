@@ -108,7 +108,16 @@ fn serve(mut conn: UnixStream, handle: &VmHandle) {
                 opts.max_bandwidth = m.max_bandwidth_mbps.filter(|b| *b > 0.0).map(|b| (b * 1e6) as u64);
                 opts.verify = m.verify;
 
-                match migration::migrate(handle, &m.to, &opts) {
+                // `home`: back to the job's deputy.
+                let to = match (m.to.as_str(), handle.info.home) {
+                    ("home", Some(h)) if !h.ip().is_unspecified() => h.to_string(),
+                    ("home", _) => {
+                        let _ = http::write_response(&mut conn, 409, &error_body("the job is at home already"));
+                        return;
+                    }
+                    (to, _) => to.to_string(),
+                };
+                match migration::migrate(handle, &to, &opts) {
                     Ok(stats) => (200, serde_json::to_string(&stats).unwrap()),
                     Err(e) => (send_error_status(&e), error_body(e)),
                 }
@@ -129,6 +138,7 @@ fn serve(mut conn: UnixStream, handle: &VmHandle) {
                 "program": handle.info.program,
                 "mem_bytes": handle.ram.size(),
                 "pid": std::process::id(),
+                "home": handle.info.home.map(|h| h.to_string()),
             })
             .to_string(),
         ),

@@ -108,6 +108,11 @@ pub struct RunArgs {
     /// Serve a control socket here (for `mosvm migrate` and `mosvm snapshot`).
     #[arg(long, value_name = "PATH")]
     pub api_sock: Option<PathBuf>,
+    /// Where this job's deputy accepts its body's link once it runs on
+    /// another host, and the body itself when it comes home (HOST:PORT;
+    /// port 0 picks one). Only with --api-sock.
+    #[arg(long, value_name = "HOST:PORT", default_value = "0.0.0.0:0")]
+    pub home_listen: String,
     /// The program (a static x86-64 ELF).
     #[arg(required = true)]
     pub program: OsString,

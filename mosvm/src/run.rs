@@ -11,8 +11,11 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::time::Duration;
 
+use std::sync::{mpsc, Mutex};
+
 use vmm::migration::{self, ReceiveOptions};
-use vmm::{Outcome, RestoreEnv};
+use vmm::site::{Home, Served, Site};
+use vmm::{Outcome, RestoreEnv, Unstarted};
 
 use crate::api::ApiServer;
 use crate::cli::{ReceiveArgs, RestoreArgs, RunArgs};
@@ -21,6 +24,9 @@ use crate::cli::{ReceiveArgs, RestoreArgs, RunArgs};
 const EXIT_CANNOT_EXECUTE: i32 = 126;
 const EXIT_NOT_FOUND: i32 = 127;
 const EXIT_VMM_FAILURE: i32 = 125;
+/// The job was lost with the host its body ran on (like ssh's 255 when
+/// the connection to the remote side is lost).
+const EXIT_LOST: i32 = 255;
 
 /// The caller's environment with `--env` overrides applied.
 fn job_env(overrides: &[(OsString, OsString)]) -> Vec<OsString> {
@@ -80,7 +86,7 @@ pub fn run(args: RunArgs) -> i32 {
         trace: args.trace,
         log: log(),
     };
-    let vm = match Vm::new(config) {
+    let mut vm = match Vm::new(config) {
         Ok(vm) => vm,
         Err(e) => {
             eprintln!("mosvm: {e}");
@@ -91,40 +97,126 @@ pub fn run(args: RunArgs) -> i32 {
             };
         }
     };
-    foreground(vm, args.api_sock.as_deref())
+    // A job that may move gets a deputy: its site stays here and is
+    // served to the body wherever it runs; the body may also come home.
+    let home = match &args.api_sock {
+        None => None,
+        Some(_) => match Home::start(&args.home_listen) {
+            Ok(home) => {
+                vm.set_home(home.clone());
+                Some(take_back(home, args.trace))
+            }
+            Err(e) => {
+                eprintln!("mosvm: cannot listen for the job's body on {}: {e}", args.home_listen);
+                return EXIT_VMM_FAILURE;
+            }
+        },
+    };
+    foreground(vm, args.api_sock.as_deref(), home, Arc::default())
+}
+
+/// The deputy's port takes the body back when it comes home; the rebuilt
+/// VM arrives on the returned channel.
+fn take_back(home: Arc<Home>, trace: bool) -> (Arc<Home>, mpsc::Receiver<Unstarted>) {
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    let h = home.clone();
+    home.set_incoming(Box::new(move |stream| {
+        let env = RestoreEnv { stdio: [0, 1, 2], log: log(), trace, home: Some(h.clone()), here: None };
+        match migration::receive(stream, env, &ReceiveOptions::default()) {
+            Ok((vm, _)) => {
+                let _ = tx.lock().unwrap().send(Unstarted(vm));
+            }
+            Err(e) => eprintln!("mosvm: the job's body could not come home: {e}"),
+        }
+    }));
+    (home, rx)
 }
 
 fn log() -> vmm::Log {
     Arc::new(|msg: &str| eprintln!("mosvm: {msg}"))
 }
 
-/// Runs `vm` until its job ends here (its status) or moves away (0).
-fn foreground(mut vm: Vm, api_sock: Option<&Path>) -> i32 {
-    let api = match api_sock.map(|p| ApiServer::start(p, vm.handle())).transpose() {
-        Ok(api) => api,
-        Err(e) => {
-            eprintln!("mosvm: cannot serve the control socket {}: {e}", api_sock.unwrap().display());
-            return EXIT_VMM_FAILURE;
+/// A log that also keeps the last fault report, for a body away from
+/// home to send to its deputy (the user reads it at home).
+fn log_keeping_faults(last: Arc<Mutex<String>>) -> vmm::Log {
+    Arc::new(move |msg: &str| {
+        eprintln!("mosvm: {msg}");
+        if msg.starts_with("job killed by") {
+            *last.lock().unwrap() = msg.to_string();
         }
-    };
-    // From now on terminal signals go to the job (before, they end mosvm).
-    vmm::signal::forward_host_signals();
-    let code = match vm.run() {
-        Ok(Outcome::Exited(exit)) => exit.shell_status(),
-        Ok(Outcome::Moved(to)) => {
-            eprintln!("mosvm: job moved to {to}");
-            0
+    })
+}
+
+/// Runs `vm` until its job ends (its status). A job without a deputy
+/// that moves away ends here with 0; with its deputy (`home`), this
+/// process serves the job's site while the body is away, takes the body
+/// back when it comes home, and ends with the job's status wherever it
+/// ended.
+fn foreground(
+    mut vm: Vm,
+    api_sock: Option<&Path>,
+    home: Option<(Arc<Home>, mpsc::Receiver<Unstarted>)>,
+    faults: Arc<Mutex<String>>,
+) -> i32 {
+    loop {
+        let api = match api_sock.map(|p| ApiServer::start(p, vm.handle())).transpose() {
+            Ok(api) => api,
+            Err(e) => {
+                eprintln!("mosvm: cannot serve the control socket {}: {e}", api_sock.unwrap().display());
+                return EXIT_VMM_FAILURE;
+            }
+        };
+        // From now on terminal signals go to the job (before, they end mosvm).
+        vmm::signal::forward_host_signals();
+        let outcome = vm.run();
+        if let Some(api) = &api {
+            // Let `mosvm migrate` hear the result before going on.
+            api.drain(Duration::from_secs(5));
         }
-        Err(e) => {
-            eprintln!("mosvm: {e}");
-            EXIT_VMM_FAILURE
+        drop(api);
+        match outcome {
+            Ok(Outcome::Exited(exit)) => {
+                // A body away from home reports the end to its deputy.
+                let msg = std::mem::take(&mut *faults.lock().unwrap());
+                vm.report_exit(exit.shell_status(), &msg);
+                return exit.shell_status();
+            }
+            Ok(Outcome::Moved(to)) => {
+                let Some((home, back)) = &home else {
+                    eprintln!("mosvm: job moved to {to}");
+                    return 0;
+                };
+                let Site::Local { site, .. } = vm.into_site() else {
+                    eprintln!("mosvm: internal error: a job at home without its site");
+                    return EXIT_VMM_FAILURE;
+                };
+                match home.serve(site) {
+                    Served::Exited { status, message } => {
+                        if !message.is_empty() {
+                            eprintln!("mosvm: {message}");
+                        }
+                        return status;
+                    }
+                    Served::Lost(why) => {
+                        eprintln!("mosvm: job lost: {why}");
+                        return EXIT_LOST;
+                    }
+                    Served::Home => match back.recv_timeout(Duration::from_secs(30)) {
+                        Ok(v) => vm = v.0,
+                        Err(_) => {
+                            eprintln!("mosvm: job lost: its body came home but could not be restarted");
+                            return EXIT_LOST;
+                        }
+                    },
+                }
+            }
+            Err(e) => {
+                eprintln!("mosvm: {e}");
+                return EXIT_VMM_FAILURE;
+            }
         }
-    };
-    if let Some(api) = &api {
-        // Let `mosvm migrate` hear the result before this process goes.
-        api.drain(Duration::from_secs(5));
     }
-    code
 }
 
 /// `mosvm receive`: wait for a job, then run it in the foreground.
@@ -149,9 +241,10 @@ pub fn receive(args: ReceiveArgs) -> i32 {
                 return EXIT_VMM_FAILURE;
             }
         };
-        let env = RestoreEnv { stdio: [0, 1, 2], log: log(), trace: args.trace };
+        let faults = Arc::new(Mutex::new(String::new()));
+        let env = RestoreEnv { stdio: [0, 1, 2], log: log_keeping_faults(faults.clone()), trace: args.trace, home: None, here: None };
         match migration::receive(stream, env, &opts) {
-            Ok((vm, _)) => return foreground(vm, args.api_sock.as_deref()),
+            Ok((vm, _)) => return foreground(vm, args.api_sock.as_deref(), None, faults),
             Err(e) => {
                 eprintln!("mosvm: job from {peer} not received: {e}");
                 if args.once {
@@ -164,9 +257,9 @@ pub fn receive(args: ReceiveArgs) -> i32 {
 
 /// `mosvm restore FILE`: start a job from a snapshot.
 pub fn restore(args: RestoreArgs) -> i32 {
-    let env = RestoreEnv { stdio: [0, 1, 2], log: log(), trace: args.trace };
+    let env = RestoreEnv { stdio: [0, 1, 2], log: log(), trace: args.trace, home: None, here: None };
     match migration::restore_file(&args.file, env) {
-        Ok((vm, _)) => foreground(vm, args.api_sock.as_deref()),
+        Ok((vm, _)) => foreground(vm, args.api_sock.as_deref(), None, Arc::default()),
         Err(e) => {
             eprintln!("mosvm: cannot restore {}: {e}", args.file.display());
             EXIT_VMM_FAILURE

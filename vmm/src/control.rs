@@ -16,7 +16,11 @@ use crate::vcpu::Kicker;
 pub enum Command {
     /// Stop, capture the state and send it on `state`; then wait on
     /// `verdict` (a dropped sender means resume).
-    Pause { state: mpsc::Sender<Result<(VmState, Instant), String>>, verdict: mpsc::Receiver<Verdict> },
+    Pause {
+        state: mpsc::Sender<Result<(VmState, Instant), String>>,
+        verdict: mpsc::Receiver<Verdict>,
+        purpose: crate::site::Purpose,
+    },
     /// Spend this percentage of the time stopped (auto-converge); 0 stops throttling.
     Throttle(u8),
 }
@@ -87,10 +91,10 @@ impl Control {
     /// Pauses the VM and returns its state and when its vCPU stopped; the
     /// VM waits for the verdict sent on the returned sender (dropping it
     /// resumes the VM).
-    pub fn pause(&self) -> Result<(VmState, mpsc::Sender<Verdict>, Instant), String> {
+    pub fn pause(&self, purpose: crate::site::Purpose) -> Result<(VmState, mpsc::Sender<Verdict>, Instant), String> {
         let (state_tx, state_rx) = mpsc::channel();
         let (verdict_tx, verdict_rx) = mpsc::channel();
-        self.send(Command::Pause { state: state_tx, verdict: verdict_rx })
+        self.send(Command::Pause { state: state_tx, verdict: verdict_rx, purpose })
             .map_err(|_| "the job has ended".to_string())?;
         match state_rx.recv() {
             Ok(Ok((state, stopped))) => Ok((state, verdict_tx, stopped)),

@@ -44,6 +44,15 @@ impl Vm {
     /// Returns the registers to continue with: in the parent the call
     /// returns the child's pid (or an error), in the child 0.
     pub(crate) fn fork(&mut self, args: ForkArgs, user: &kvm_regs) -> Result<kvm_regs, VmError> {
+        if self.job.site.is_remote() || matches!(self.job.site, crate::site::Site::Local { home: Some(_), .. }) {
+            // A child needs a site of its own: a second deputy link (away)
+            // or a second deputy (at home). Not built yet: fail like a
+            // system at its process limit, and say why once.
+            (self.job.log)("fork: a job that can move cannot make processes yet (EAGAIN)");
+            let mut regs = *user;
+            regs.rax = (-(libc::EAGAIN as i64)) as u64;
+            return Ok(regs);
+        }
         if self.job.signals.reaps_children() {
             // Nobody waits for them: do not let them pile up as zombies.
             self.job.children.reap_ended();
@@ -94,7 +103,7 @@ impl Vm {
         crate::signal::clear_host_signals();
         // The VMM's other descriptors (the parent's VM, its control socket,
         // its connections) are not the child's; the job's open files are.
-        let mut keep = self.job.site.host_fds();
+        let mut keep = self.job.site.here(crate::errno::Errno::EAGAIN).map(|s| s.host_fds()).unwrap_or_default();
         keep.extend([0, 1, 2]);
         keep.sort_unstable();
         keep.dedup();
@@ -131,7 +140,9 @@ impl Vm {
         job.tid = pid;
         job.threads.parked.clear();
         job.threads.next_tid = pid + 1;
-        job.site.set_pid(pid);
+        if let Ok(site) = job.site.here(crate::errno::Errno::EAGAIN) {
+            site.set_pid(pid);
+        }
         // Linux: pending signals are the parent's alone; the child's
         // robust list and clear-tid word come from clone's flags.
         job.signals.pending = 0;

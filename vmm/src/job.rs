@@ -256,15 +256,20 @@ pub struct RestoreEnv {
     pub stdio: [std::os::fd::RawFd; 3],
     pub log: Log,
     pub trace: bool,
+    /// The deputy of this process, where a job coming home finds its site.
+    pub home: Option<Arc<crate::site::Home>>,
+    /// This host's address, as the job's deputy will name it.
+    pub here: Option<std::net::SocketAddr>,
 }
 
 impl Job {
     /// The job's tables as data (fails if an open file cannot be carried).
-    pub fn capture(&self) -> Result<crate::state::JobState, crate::site::SiteError> {
+    pub fn capture(&self, purpose: crate::site::Purpose) -> Result<crate::state::JobState, crate::site::SiteError> {
         use crate::state::*;
         if let Some(pid) = self.children.pids().next() {
             return Err(crate::site::SiteError::Children(pid));
         }
+        let (site, home) = self.site.capture(purpose)?;
         let s = &self.signals;
         Ok(JobState {
             mm: self.mm.clone(),
@@ -307,7 +312,8 @@ impl Job {
             saved_mask: self.saved_mask,
             unknown_reported: self.unknown_reported.iter().copied().collect(),
             stats: self.stats,
-            site: self.site.capture()?,
+            site,
+            home,
         })
     }
 
@@ -322,7 +328,7 @@ impl Job {
         env: RestoreEnv,
         tsc_khz: Option<u32>,
     ) -> Result<Job, crate::site::SiteError> {
-        let site = Site::restore(&state.site, env.stdio)?;
+        let site = Site::restore(&state.site, state.home.as_ref(), env.stdio, env.home.as_ref(), env.here)?;
         let elapsed = (realtime_ns() - state.clock.realtime).max(0);
         // CPU time is set against the vCPU thread's when it starts running.
         let clock = Clock::starting_at(state.clock.monotonic + elapsed, tsc_khz);
@@ -484,11 +490,11 @@ impl Job {
         if !self.has_threads() {
             return Ok(());
         }
-        let host_fd = self.site.host_fd(fd)?;
-        let mut p = libc::pollfd { fd: host_fd, events, revents: 0 };
-        // SAFETY: one record.
-        if unsafe { libc::poll(&mut p, 1, 0) } == 0 {
-            return Err(self.park(crate::thread::Wait::Fd { host_fd, events }));
+        let mut rec = [0u8; 8];
+        rec[..4].copy_from_slice(&fd.to_le_bytes());
+        rec[4..6].copy_from_slice(&events.to_le_bytes());
+        if self.site.poll(&mut rec, 0)? == 0 {
+            return Err(self.park(crate::thread::Wait::Fd { fd, events }));
         }
         Ok(())
     }

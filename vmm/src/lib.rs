@@ -32,4 +32,4 @@ pub mod vm;
 
 pub use job::RestoreEnv;
 pub use job::{JobExit, Log};
-pub use vm::{Outcome, Vm, VmConfig, VmError, VmHandle};
+pub use vm::{Outcome, Unstarted, Vm, VmConfig, VmError, VmHandle};

@@ -364,6 +364,15 @@ pub fn forward_host_signals() {
     }
 }
 
+/// Signals sent to the job from elsewhere (its home, over the deputy
+/// link) arrive as if sent to this process: `mask` has a bit per signal.
+pub fn post_host_signals(mask: u64) {
+    if mask != 0 {
+        HOST_PENDING.fetch_or(mask, Ordering::SeqCst);
+        crate::vcpu::interrupt_vcpu();
+    }
+}
+
 /// In a forked child: signals that arrived for the parent are not its own.
 pub fn clear_host_signals() {
     HOST_PENDING.store(0, Ordering::SeqCst);

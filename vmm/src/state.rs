@@ -12,12 +12,16 @@ use crate::cpu::CpuFeatures;
 use crate::job::{Ids, JobStats};
 use crate::mm::AddressSpace;
 use crate::signal::{AltStack, SigAction, SigInfo};
-use crate::site::SiteState;
+use crate::site::{HomeLink, SiteState};
 use crate::sys::process::RLIM_NLIMITS;
 use crate::timers::{PosixTimer, Timer};
 
 /// Version of the state layout; a reader refuses any other.
-pub const STATE_VERSION: u32 = 3;
+pub const STATE_VERSION: u32 = 4;
+
+/// The previous layout, still read: it lacks `JobState::home` (its last
+/// field) and names a parked thread's descriptor by its host number.
+pub const STATE_VERSION_V3: u32 = 3;
 
 #[derive(Clone, Serialize, Deserialize)]
 pub struct VcpuState {
@@ -91,7 +95,29 @@ pub struct JobState {
     pub saved_mask: Option<u64>,
     pub unknown_reported: Vec<u64>,
     pub stats: JobStats,
+    /// Without `home`: the descriptors, reopened where the job starts.
+    /// With it: only the names a body keeps (cwd, umask, program).
     pub site: SiteState,
+    /// Where the job's deputy serves its site, and the generation of the
+    /// body this state starts. Last, so that a v3 state reads as `None`.
+    pub home: Option<HomeLink>,
+}
+
+impl JobState {
+    /// A v3 parked wait on a descriptor named the host descriptor, which
+    /// means nothing here: make the call again (it parks anew if the
+    /// descriptor is still not ready).
+    fn upgrade_v3(&mut self) {
+        let retry = |w: &mut Option<(crate::thread::Wait, u64)>| {
+            if let Some((wait @ crate::thread::Wait::Fd { .. }, _)) = w {
+                *wait = crate::thread::Wait::Retry { at: 0 };
+            }
+        };
+        retry(&mut self.wait);
+        for p in self.threads.parked.iter_mut() {
+            retry(&mut p.state.wait);
+        }
+    }
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -108,10 +134,21 @@ impl VmState {
     }
 
     pub fn from_bytes(b: &[u8]) -> Result<VmState, String> {
-        let s: VmState = postcard::from_bytes(b).map_err(|e| format!("malformed state: {e}"))?;
-        if s.version != STATE_VERSION {
-            return Err(format!("state version {} is not supported (this build reads {STATE_VERSION})", s.version));
+        let (version, _) = postcard::take_from_bytes::<u32>(b).map_err(|e| format!("malformed state: {e}"))?;
+        match version {
+            STATE_VERSION => postcard::from_bytes(b).map_err(|e| format!("malformed state: {e}")),
+            STATE_VERSION_V3 => {
+                // v3 + a trailing None for `home` is a v4 state.
+                let mut v4 = b.to_vec();
+                v4.push(0);
+                let mut s: VmState = postcard::from_bytes(&v4).map_err(|e| format!("malformed v3 state: {e}"))?;
+                s.version = STATE_VERSION;
+                s.job.upgrade_v3();
+                Ok(s)
+            }
+            v => Err(format!(
+                "state version {v} is not supported (this build reads {STATE_VERSION_V3} and {STATE_VERSION})"
+            )),
         }
-        Ok(s)
     }
 }

@@ -27,8 +27,8 @@ pub enum Wait {
     /// A sleep: 0 at the deadline (None: until a signal; pause, sigsuspend).
     /// A handler cutting a relative sleep short gets the time left at `rem`.
     Sleep { deadline: Option<i64>, rem: u64 },
-    /// A descriptor that was not ready: the call is made again once it is.
-    Fd { host_fd: i32, events: i16 },
+    /// A job descriptor that was not ready: the call is made again once it is.
+    Fd { fd: i32, events: i16 },
     /// poll/select with nothing ready: the call is made again at `at` (or
     /// on a signal); its own deadline is kept in `restart_deadline`.
     Retry { at: i64 },

@@ -72,6 +72,14 @@ pub fn interrupt_vcpu() {
     }
 }
 
+/// Makes the calling thread the one host signals for the job interrupt
+/// (a deputy serving the job's site while its body runs elsewhere).
+pub fn set_interrupt_target() {
+    install_kick_handler();
+    // SAFETY: pthread_self has no preconditions.
+    VCPU_THREAD.store(unsafe { libc::pthread_self() } as u64, Ordering::SeqCst);
+}
+
 /// In a forked child: the parent's vCPU is not this process's to kick
 /// (its kvm_run page may even be shared with the parent).
 pub fn unbind_after_fork() {

@@ -26,7 +26,7 @@ use crate::layout::*;
 use crate::memory::{GuestRam, MemoryError};
 use crate::paging::PagingError;
 use crate::signal::{self, SigInfo, Signals};
-use crate::site::{Site, SiteConfig};
+use crate::site::{LocalSite, Purpose, Site, SiteConfig};
 use crate::stack::StackError;
 use crate::state::{VmState, STATE_VERSION};
 use crate::sys::Flow;
@@ -134,6 +134,23 @@ pub struct VmConfig {
     pub trace: bool,
 }
 
+/// The longest a vCPU thread waits at home for a descriptor in one go.
+const REMOTE_WAIT_MS: i32 = 50;
+
+/// struct pollfd records for the descriptors the job's threads wait on.
+fn fd_waits(job: &Job) -> Vec<u8> {
+    let mut recs = Vec::new();
+    let waits = job.wait.iter().chain(job.threads.parked.iter().filter_map(|p| p.state.wait.as_ref()));
+    for (w, _) in waits {
+        if let crate::thread::Wait::Fd { fd, events } = *w {
+            recs.extend_from_slice(&fd.to_le_bytes());
+            recs.extend_from_slice(&events.to_le_bytes());
+            recs.extend_from_slice(&[0, 0]);
+        }
+    }
+    recs
+}
+
 /// How `Vm::run` ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -160,6 +177,15 @@ pub struct Vm {
     pub bench_exits: u64,
 }
 
+/// A VM that has not run yet, to hand to the thread that will run it (a
+/// body coming home is rebuilt on the deputy's connection thread).
+pub struct Unstarted(pub Vm);
+
+// SAFETY: a vCPU binds to a thread (its kvm_run page, the kick target)
+// only when `Vm::run` starts; before that the VM's descriptors and memory
+// may be used from any one thread at a time.
+unsafe impl Send for Unstarted {}
+
 /// What other threads (the migration sender, the API server) hold of a VM.
 #[derive(Clone)]
 pub struct VmHandle {
@@ -176,6 +202,8 @@ pub struct JobInfo {
     pub xcr0: u64,
     /// The CPUID the job sees (the destination sets it up front).
     pub cpuid: Vec<kvm_cpuid_entry2>,
+    /// The job's deputy, if it has one (at home or away).
+    pub home: Option<std::net::SocketAddr>,
 }
 
 /// A KVM VM with guest memory and one vCPU, not yet set up. A migration
@@ -258,14 +286,16 @@ impl Vm {
         clock.publish(&ram);
 
         let exe = std::fs::canonicalize(&config.program).unwrap_or(config.program.clone());
-        let site = Site::new(SiteConfig {
-            stdio: config.stdio,
-            cwd: config.cwd.clone(),
-            exe: exe.clone(),
-            umask: None,
-            pid: ids.pid,
-        })
-        .map_err(VmError::Site)?;
+        let site = Site::local(
+            LocalSite::new(SiteConfig {
+                stdio: config.stdio,
+                cwd: config.cwd.clone(),
+                exe: exe.clone(),
+                umask: None,
+                pid: ids.pid,
+            })
+            .map_err(VmError::Site)?,
+        );
         let job = Job {
             ram: Arc::new(ram),
             mm: image.mm,
@@ -362,9 +392,9 @@ impl Vm {
 
     /// The job's state as data; the vCPU must not be running (call from
     /// the vCPU thread between entries, or before `run`).
-    pub fn capture(&mut self) -> Result<VmState, VmError> {
+    pub fn capture(&mut self, purpose: Purpose) -> Result<VmState, VmError> {
         let vcpu = self.vcpu.capture(&self.cpuid)?;
-        let job = self.job.capture().map_err(|e| VmError::Machine(e.to_string()))?;
+        let job = self.job.capture(purpose).map_err(|e| VmError::Machine(e.to_string()))?;
         Ok(VmState { version: STATE_VERSION, mem_size: self.job.ram.size(), vcpu, job })
     }
 
@@ -378,8 +408,27 @@ impl Vm {
                 program: self.job.exe.display().to_string(),
                 xcr0: self.job.features.xcr0,
                 cpuid: self.cpuid.clone(),
+                home: self.job.site.home_addr(),
             }),
         }
+    }
+
+    /// Gives the job a deputy: from now on a move leaves its site here,
+    /// served by `home` to the body wherever it runs.
+    pub fn set_home(&mut self, home: Arc<crate::site::Home>) {
+        if let Site::Local { home: h, .. } = &mut self.job.site {
+            *h = Some(home);
+        }
+    }
+
+    /// The job's site, once its body has moved away (`Outcome::Moved`).
+    pub fn into_site(self) -> Site {
+        self.job.site
+    }
+
+    /// The job ended here: a body away from home reports it to the deputy.
+    pub fn report_exit(&mut self, status: i32, message: &str) {
+        self.job.site.report_exit(status, message);
     }
 
     /// Serves commands from other threads at a safe point. Returns the
@@ -388,14 +437,19 @@ impl Vm {
         while let Ok(cmd) = self.control_rx.rx.try_recv() {
             match cmd {
                 Command::Throttle(p) => self.throttle = p.min(99),
-                Command::Pause { state, verdict } => {
+                Command::Pause { state, verdict, purpose } => {
                     let stopped = std::time::Instant::now();
-                    let captured = self.capture().map(|s| (s, stopped)).map_err(|e| e.to_string());
+                    let captured = self.capture(purpose).map(|s| (s, stopped)).map_err(|e| e.to_string());
                     let ok = captured.is_ok();
                     let _ = state.send(captured);
                     if ok {
                         if let Ok(Verdict::Release(to)) = verdict.recv() {
                             return Ok(Some(Outcome::Moved(to)));
+                        }
+                        // The move failed; but if the deputy already gave the
+                        // job to the new body, this one must not go on.
+                        if !self.job.site.may_resume() {
+                            return Ok(Some(Outcome::Moved("the body its deputy chose".into())));
                         }
                     }
                 }
@@ -642,20 +696,15 @@ impl Vm {
         let job = &mut self.job;
         job.collect_events();
         let now = job.clock.monotonic();
-        // Descriptors threads wait on, polled without blocking.
-        let mut fds: Vec<libc::pollfd> = Vec::new();
-        let waits = job.wait.iter().chain(job.threads.parked.iter().filter_map(|p| p.state.wait.as_ref()));
-        for (w, _) in waits {
-            if let crate::thread::Wait::Fd { host_fd, events } = *w {
-                fds.push(libc::pollfd { fd: host_fd, events, revents: 0 });
-            }
+        // Descriptors threads wait on, polled (through the site) without blocking.
+        let mut recs = fd_waits(job);
+        if !recs.is_empty() {
+            let _ = job.site.poll(&mut recs, 0);
         }
+        let ready = |fd: i32| {
+            recs.chunks_exact(8).any(|r| i32::from_le_bytes(r[..4].try_into().unwrap()) == fd && r[6..8] != [0, 0])
+        };
         let children = &job.children;
-        if !fds.is_empty() {
-            // SAFETY: fds holds fds.len() records.
-            unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 0) };
-        }
-        let ready = |fd: i32| fds.iter().any(|p| p.fd == fd && p.revents != 0);
         let signals = &job.signals;
         let cause = |w: &crate::thread::Wait, blocked: u64, pending: u64| -> Option<Woken> {
             if signals.interrupts_thread(blocked, pending) {
@@ -665,7 +714,7 @@ impl Vm {
                 crate::thread::Wait::Futex { deadline, .. } | crate::thread::Wait::Sleep { deadline, .. } => {
                     deadline.filter(|&d| d <= now).map(|_| Woken::Deadline)
                 }
-                crate::thread::Wait::Fd { host_fd, .. } => ready(host_fd).then_some(Woken::Ready),
+                crate::thread::Wait::Fd { fd, .. } => ready(fd).then_some(Woken::Ready),
                 crate::thread::Wait::Retry { at } => (at <= now).then_some(Woken::Deadline),
                 crate::thread::Wait::Child { pid } => children.ready(pid).then_some(Woken::Ready),
             }
@@ -717,6 +766,7 @@ impl Vm {
         let job = &mut self.job;
         let mut deadline = job.timers.next;
         let mut fds: Vec<libc::pollfd> = Vec::new();
+        let mut remote_fds = false;
         let waits = job.wait.iter().chain(job.threads.parked.iter().filter_map(|p| p.state.wait.as_ref()));
         for (w, _) in waits {
             match *w {
@@ -724,15 +774,24 @@ impl Vm {
                 | crate::thread::Wait::Sleep { deadline: Some(d), .. } => {
                     deadline = Some(deadline.map_or(d, |x: i64| x.min(d)));
                 }
-                crate::thread::Wait::Fd { host_fd, events } => {
-                    fds.push(libc::pollfd { fd: host_fd, events, revents: 0 })
-                }
+                crate::thread::Wait::Fd { fd, events } => match job.site.host_fd(fd) {
+                    Some(h) => fds.push(libc::pollfd { fd: h, events, revents: 0 }),
+                    None => remote_fds = true,
+                },
                 crate::thread::Wait::Retry { at } => deadline = Some(deadline.map_or(at, |x: i64| x.min(at))),
                 crate::thread::Wait::Child { pid } => job.children.poll_fds(pid, &mut fds),
                 _ => {}
             }
         }
-        job.wait_for(deadline, &mut fds);
+        if remote_fds {
+            // Descriptors served at home: wait there, in short slices so a
+            // kick or a deadline here is not missed for long.
+            let mut recs = fd_waits(job);
+            let left = deadline.map_or(REMOTE_WAIT_MS, |d| ((d - job.clock.monotonic()).max(0) / 1_000_000) as i32);
+            let _ = job.site.poll(&mut recs, left.clamp(0, REMOTE_WAIT_MS));
+        } else {
+            job.wait_for(deadline, &mut fds);
+        }
         self.vcpu.kick_pending()
     }
     /// An exception stub exited: turn the fault into the signal Linux would

@@ -183,8 +183,14 @@ fn refuse(w: &mut TcpStream, why: &str) {
 /// Takes one job from `stream`. On success the job has been rebuilt and
 /// the sender told so; the caller must `run` the returned VM right away.
 /// On failure nothing runs here and the sender keeps the job.
-pub fn receive(stream: TcpStream, env: RestoreEnv, opts: &ReceiveOptions) -> Result<(Vm, ReceiveStats), ReceiveError> {
+pub fn receive(
+    stream: TcpStream,
+    mut env: RestoreEnv,
+    opts: &ReceiveOptions,
+) -> Result<(Vm, ReceiveStats), ReceiveError> {
     let start = Instant::now();
+    // The body's deputy names this host by the address it was reached at.
+    env.here = stream.local_addr().ok();
     let _ = stream.set_nodelay(true);
     // A sender that stalls for this long has failed.
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;

@@ -15,6 +15,7 @@ use super::wire::{self, PageWriter, Record, RecordReader, WireError};
 use super::Hello;
 use crate::control::{Command, Verdict};
 use crate::layout::PAGE_SIZE;
+use crate::site::Purpose;
 use crate::vm::{VmHandle, THROTTLE_PERIOD};
 
 #[derive(Debug, Clone)]
@@ -320,7 +321,15 @@ fn precopy(
     };
 
     // Stop the job, send what is left and the state.
-    let (state, verdict, stopped) = handle.control.pause().map_err(SendError::Pause)?;
+    let (mut state, verdict, stopped) = handle.control.pause(Purpose::Move).map_err(SendError::Pause)?;
+    // The destination reaches the deputy at the address it reached us from.
+    if let Some(link) = state.job.home.as_mut() {
+        if link.home.ip().is_unspecified() {
+            if let Ok(local) = w.local_addr() {
+                link.home.set_ip(local.ip());
+            }
+        }
+    }
     // The stopped job waits on us: no pacing now. (The kicker thread stays
     // until we return; joining it here could cost a period of downtime.)
     pw.max_bandwidth = None;
@@ -383,7 +392,7 @@ pub fn snapshot(handle: &VmHandle, path: &std::path::Path) -> Result<SendStats, 
     let start = Instant::now();
     // Unbuffered: page records are already 256 KiB batches.
     let mut w = std::fs::File::create(path).map_err(io_in("creating the snapshot file"))?;
-    let (state, verdict, stopped) = handle.control.pause().map_err(SendError::Pause)?;
+    let (state, verdict, stopped) = handle.control.pause(Purpose::Copy).map_err(SendError::Pause)?;
     let resident = handle.ram.resident_pages().map_err(io_in("scanning memory"))?;
     wire::write_header(&mut w, wire::KIND_SNAPSHOT).map_err(io_in("writing the snapshot"))?;
     wire::write_record(&mut w, wire::TAG_HELLO, &hello(handle, &resident)).map_err(io_in("writing the snapshot"))?;

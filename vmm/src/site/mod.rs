@@ -1,704 +1,262 @@
 //! Site-dependent system calls: everything that touches the job's home
-//! environment (files, working directory, terminal, stdio).
+//! environment (files, working directory, terminal, stdio, pipes).
 //!
 //! This is the job's system context, the part MOSIX kept at home in the
-//! deputy. Its interface takes plain byte buffers, never guest addresses:
-//! the body side (`sys::files`) translates the job's pointers, so this
-//! module can serve a job whose body runs elsewhere.
+//! deputy. `SiteOps` is the boundary: plain byte buffers and job
+//! descriptors, never guest addresses and never host descriptors, so the
+//! body side (`sys::files`) cannot tell where the site is served:
+//! - `LocalSite` serves it from this process (the body runs at home);
+//! - `RemoteSite` sends every call over the deputy link to the job's home
+//!   (`deputy::Home`), which serves it there with its `LocalSite`.
 
-use std::ffi::CString;
 use std::io::{IoSlice, IoSliceMut};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::ops::{Deref, DerefMut};
+use std::os::fd::RawFd;
+use std::path::PathBuf;
+use std::sync::Arc;
 
-use crate::errno::{host, Errno, SysResult};
+use crate::errno::{Errno, SysResult};
 
+pub mod deputy;
+mod local;
 pub mod net;
 mod persist;
+pub mod proto;
+mod remote;
+pub mod resolve;
 
+pub use deputy::{Home, Served};
+pub use local::{LocalSite, SiteConfig, MAX_FDS};
 pub use persist::{FdState, FileState, SiteError, SiteState};
+pub use remote::RemoteSite;
 
-/// The most file descriptors a job may have open (RLIMIT_NOFILE).
-pub const MAX_FDS: usize = 1024;
-
-/// Where a descriptor's open file came from; decides how it is carried
-/// to another host.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Origin {
-    /// The job's stdin, stdout or stderr: the host process's own.
-    Stdio(u8),
-    /// Opened by path.
-    Opened,
-    /// One end of a pipe the job made.
-    Pipe,
-    /// A generated in-memory file (/proc/self/...).
-    Memory,
-    /// A socket the job made.
-    Socket,
-}
-
-struct FdEntry {
-    host: OwnedFd,
-    cloexec: bool,
-    origin: Origin,
-    /// Identity of the open file description: dups share it (and offsets).
-    desc: u64,
-}
-
-pub struct Site {
-    fds: Vec<Option<FdEntry>>,
-    next_desc: u64,
-    cwd: OwnedFd,
-    cwd_path: Vec<u8>,
-    exe: PathBuf,
-    umask: u32,
-    pid: u32,
-}
-
-/// Options for `Site::new`.
-pub struct SiteConfig {
-    /// Host descriptors for the job's stdin, stdout and stderr.
-    pub stdio: [RawFd; 3],
-    /// Working directory (absolute).
-    pub cwd: PathBuf,
-    /// The program, as /proc/self/exe shows it.
-    pub exe: PathBuf,
-    /// The job's file creation mask. The site applies it itself, so the
-    /// host process must run with umask 0 (see `Site::new`). None: the
-    /// process's mask at creation.
-    pub umask: Option<u32>,
-    /// The job's pid, for /proc/<pid> paths.
-    pub pid: u32,
-}
-
-fn cstring(bytes: &[u8]) -> Result<CString, Errno> {
-    CString::new(bytes).map_err(|_| Errno::EINVAL)
-}
-
-fn dup_cloexec(fd: RawFd, min: RawFd) -> Result<OwnedFd, Errno> {
-    // SAFETY: F_DUPFD_CLOEXEC on any fd is safe; the result is a new fd we own.
-    let r = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) };
-    if r < 0 {
-        Err(Errno::last())
-    } else {
-        // SAFETY: r is a fresh descriptor owned by nobody else.
-        Ok(unsafe { OwnedFd::from_raw_fd(r) })
-    }
-}
-
-impl Site {
-    /// Sets the process umask to 0: each job's mask is applied per call.
-    pub fn new(config: SiteConfig) -> std::io::Result<Site> {
-        // SAFETY: umask cannot fail.
-        let process_mask = unsafe { libc::umask(0) };
-        let cpath = CString::new(config.cwd.as_os_str().as_encoded_bytes())?;
-        // SAFETY: valid C string; the result is checked.
-        let cwd = unsafe { libc::open(cpath.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
-        if cwd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: fresh descriptor.
-        let cwd = unsafe { OwnedFd::from_raw_fd(cwd) };
-        let mut site = Site {
-            fds: Vec::new(),
-            next_desc: 1,
-            cwd,
-            cwd_path: config.cwd.as_os_str().as_encoded_bytes().to_vec(),
-            exe: config.exe,
-            umask: config.umask.unwrap_or(process_mask as u32),
-            pid: config.pid,
-        };
-        for (i, fd) in config.stdio.iter().enumerate() {
-            // Keep the job's descriptors apart from the VMM's own: the job
-            // closing its stderr must not silence the VMM's.
-            if let Ok(host) = dup_cloexec(*fd, 3) {
-                let desc = site.new_desc();
-                site.install_at(i, host, false, Origin::Stdio(i as u8), desc);
-            }
-        }
-        Ok(site)
-    }
-
-    fn new_desc(&mut self) -> u64 {
-        self.next_desc += 1;
-        self.next_desc - 1
-    }
-
-    fn install_at(&mut self, fd: usize, host: OwnedFd, cloexec: bool, origin: Origin, desc: u64) {
-        if self.fds.len() <= fd {
-            self.fds.resize_with(fd + 1, || None);
-        }
-        self.fds[fd] = Some(FdEntry { host, cloexec, origin, desc });
-    }
-
-    /// Installs a newly opened file at the lowest free descriptor >= `min`.
-    fn install(&mut self, host: OwnedFd, cloexec: bool, min: usize, origin: Origin) -> SysResult {
-        let slot = (min..MAX_FDS).find(|&i| self.fds.get(i).is_none_or(|e| e.is_none())).ok_or(Errno::EMFILE)?;
-        let desc = self.new_desc();
-        self.install_at(slot, host, cloexec, origin, desc);
-        Ok(slot as u64)
-    }
-
-    fn entry(&self, fd: i32) -> Result<&FdEntry, Errno> {
-        usize::try_from(fd).ok().and_then(|i| self.fds.get(i)).and_then(|e| e.as_ref()).ok_or(Errno::EBADF)
-    }
-
-    /// The host descriptor behind job descriptor `fd`.
-    #[inline]
-    pub fn host_fd(&self, fd: i32) -> Result<RawFd, Errno> {
-        usize::try_from(fd)
-            .ok()
-            .and_then(|i| self.fds.get(i))
-            .and_then(|e| e.as_ref())
-            .map(|e| e.host.as_raw_fd())
-            .ok_or(Errno::EBADF)
-    }
-
-    /// A directory descriptor for *at calls (AT_FDCWD is the job's cwd).
-    fn dir_fd(&self, dirfd: i32) -> Result<RawFd, Errno> {
-        if dirfd == libc::AT_FDCWD {
-            Ok(self.cwd.as_raw_fd())
-        } else {
-            self.host_fd(dirfd)
-        }
-    }
-
+/// The site-dependent calls. Results are Linux's: a value, or an errno
+/// (EINTR when a signal or a kick cut a blocking call short).
+pub trait SiteOps: Send {
     // ---- descriptors ----
-
-    pub fn openat(&mut self, dirfd: i32, path: &[u8], flags: i32, mode: u32) -> SysResult {
-        let dir = self.dir_fd(dirfd)?;
-        let p = self.cpath(path)?;
-        let creates = flags & libc::O_CREAT != 0 || flags & libc::O_TMPFILE == libc::O_TMPFILE;
-        let mode = if creates { mode & !self.umask & 0o7777 } else { 0 };
-        // SAFETY: valid descriptor and C string.
-        let r = unsafe { libc::openat(dir, p.as_ptr(), flags | libc::O_CLOEXEC, mode) };
-        let r = host(r as i64)?;
-        // SAFETY: fresh descriptor.
-        let owned = unsafe { OwnedFd::from_raw_fd(r as RawFd) };
-        self.install(owned, flags & libc::O_CLOEXEC != 0, 0, Origin::Opened)
-    }
-
-    /// A host path for a job path: /proc/self/fd/N (and fdinfo/N) name the
-    /// host descriptor behind job descriptor N.
-    fn cpath(&self, path: &[u8]) -> Result<CString, Errno> {
-        if let Some(rest) = crate::procfs::self_path(path, self.pid) {
-            if rest == b"exe" {
-                // The job's program, not the VMM's.
-                return cstring(self.exe.as_os_str().as_encoded_bytes());
-            }
-            for dir in [&b"fd/"[..], b"fdinfo/"] {
-                if let Some(tail) = rest.strip_prefix(dir) {
-                    let n = tail.iter().position(|&b| b == b'/').unwrap_or(tail.len());
-                    let fd = std::str::from_utf8(&tail[..n]).ok().and_then(|s| s.parse::<i32>().ok());
-                    let host = fd.ok_or(Errno::ENOENT).and_then(|fd| self.host_fd(fd).map_err(|_| Errno::ENOENT))?;
-                    let mut p = format!("/proc/self/{}{host}", String::from_utf8_lossy(dir)).into_bytes();
-                    p.extend_from_slice(&tail[n..]);
-                    return cstring(&p);
-                }
-            }
-        }
-        cstring(path)
-    }
-
+    fn openat(&mut self, dirfd: i32, path: &[u8], flags: i32, mode: u32) -> SysResult;
     /// Opens an in-memory file holding `content` (generated /proc files).
-    pub fn open_bytes(&mut self, content: &[u8], flags: i32) -> SysResult {
-        if flags & libc::O_ACCMODE != libc::O_RDONLY {
-            return Err(Errno::EACCES);
-        }
-        // SAFETY: a valid name; the result is checked.
-        let fd = host(unsafe { libc::memfd_create(c"mosvm-proc".as_ptr(), libc::MFD_CLOEXEC) } as i64)?;
-        // SAFETY: fresh descriptor.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
-        let mut off = 0;
-        while off < content.len() {
-            // SAFETY: writing from a live slice.
-            let n = host(unsafe {
-                libc::pwrite(fd.as_raw_fd(), content[off..].as_ptr().cast(), content.len() - off, off as i64)
-            } as i64)?;
-            off += n as usize;
-        }
-        self.install(fd, flags & libc::O_CLOEXEC != 0, 0, Origin::Memory)
-    }
-
-    pub fn current_umask(&self) -> u32 {
-        self.umask
-    }
-
-    pub fn close(&mut self, fd: i32) -> SysResult {
-        let slot = usize::try_from(fd).ok().and_then(|i| self.fds.get_mut(i)).ok_or(Errno::EBADF)?;
-        slot.take().ok_or(Errno::EBADF)?;
-        Ok(0)
-    }
-
-    pub fn dup(&mut self, fd: i32, min: i32, cloexec: bool) -> SysResult {
-        if min < 0 || min as usize >= MAX_FDS {
-            return Err(Errno::EINVAL);
-        }
-        let (origin, desc) = (self.entry(fd)?.origin, self.entry(fd)?.desc);
-        let host = dup_cloexec(self.host_fd(fd)?, 3)?;
-        let slot =
-            (min as usize..MAX_FDS).find(|&i| self.fds.get(i).is_none_or(|e| e.is_none())).ok_or(Errno::EMFILE)?;
-        self.install_at(slot, host, cloexec, origin, desc);
-        Ok(slot as u64)
-    }
-
-    pub fn dup3(&mut self, old: i32, new: i32, cloexec: bool) -> SysResult {
-        let host_old = self.host_fd(old)?;
-        if new < 0 || new as usize >= MAX_FDS {
-            return Err(Errno::EBADF);
-        }
-        if old == new {
-            return Ok(new as u64);
-        }
-        let (origin, desc) = (self.entry(old)?.origin, self.entry(old)?.desc);
-        let host = dup_cloexec(host_old, 3)?;
-        self.install_at(new as usize, host, cloexec, origin, desc);
-        Ok(new as u64)
-    }
-
-    pub fn pipe2(&mut self, flags: i32) -> Result<(u64, u64), Errno> {
-        let mut p = [0; 2];
-        // SAFETY: p has room for two descriptors.
-        host(unsafe { libc::pipe2(p.as_mut_ptr(), (flags & !libc::O_CLOEXEC) | libc::O_CLOEXEC) } as i64)?;
-        // SAFETY: fresh descriptors.
-        let (r, w) = unsafe { (OwnedFd::from_raw_fd(p[0]), OwnedFd::from_raw_fd(p[1])) };
-        let cloexec = flags & libc::O_CLOEXEC != 0;
-        let a = self.install(r, cloexec, 0, Origin::Pipe)?;
-        match self.install(w, cloexec, 0, Origin::Pipe) {
-            Ok(b) => Ok((a, b)),
-            Err(e) => {
-                self.close(a as i32)?;
-                Err(e)
-            }
-        }
-    }
-
-    pub fn fcntl(&mut self, fd: i32, cmd: i32, arg: u64) -> SysResult {
-        let h = self.host_fd(fd)?;
-        match cmd {
-            libc::F_GETFD => Ok(self.fds[fd as usize].as_ref().unwrap().cloexec as u64),
-            libc::F_SETFD => {
-                self.fds[fd as usize].as_mut().unwrap().cloexec = arg & libc::FD_CLOEXEC as u64 != 0;
-                Ok(0)
-            }
-            libc::F_DUPFD => self.dup(fd, arg as i32, false),
-            libc::F_DUPFD_CLOEXEC => self.dup(fd, arg as i32, true),
-            libc::F_GETFL | libc::F_SETFL | libc::F_GETPIPE_SZ | libc::F_SETPIPE_SZ | libc::F_GETOWN => {
-                // SAFETY: integer-argument commands.
-                host(unsafe { libc::fcntl(h, cmd, arg as libc::c_long) } as i64)
-            }
-            _ => Err(Errno::EINVAL),
-        }
-    }
-
+    fn open_bytes(&mut self, content: &[u8], flags: i32) -> SysResult;
+    fn current_umask(&self) -> u32;
+    fn close(&mut self, fd: i32) -> SysResult;
+    fn dup(&mut self, fd: i32, min: i32, cloexec: bool) -> SysResult;
+    fn dup3(&mut self, old: i32, new: i32, cloexec: bool) -> SysResult;
+    fn pipe2(&mut self, flags: i32) -> Result<(u64, u64), Errno>;
+    fn fcntl(&mut self, fd: i32, cmd: i32, arg: u64) -> SysResult;
     /// F_GETLK/F_SETLK/F_SETLKW and the OFD variants; `flock` is a struct flock.
-    pub fn fcntl_lock(&mut self, fd: i32, cmd: i32, flock: &mut [u8; 32]) -> SysResult {
-        let h = self.host_fd(fd)?;
-        // SAFETY: flock is a struct flock-sized buffer.
-        host(unsafe { libc::fcntl(h, cmd, flock.as_mut_ptr()) } as i64)
+    fn fcntl_lock(&mut self, fd: i32, cmd: i32, flock: &mut [u8; 32]) -> SysResult;
+    /// Ok if `fd` is open.
+    fn check_fd(&mut self, fd: i32) -> Result<(), Errno> {
+        self.fcntl(fd, libc::F_GETFD, 0).map(|_| ())
     }
 
     // ---- data ----
-
-    pub fn read(&mut self, fd: i32, buf: &mut [u8]) -> SysResult {
-        let h = self.host_fd(fd)?;
-        // SAFETY: buf is valid for its length.
-        host(unsafe { libc::read(h, buf.as_mut_ptr().cast(), buf.len()) } as i64)
-    }
-
-    pub fn write(&mut self, fd: i32, buf: &[u8]) -> SysResult {
-        let h = self.host_fd(fd)?;
-        // SAFETY: buf is valid for its length.
-        host(unsafe { libc::write(h, buf.as_ptr().cast(), buf.len()) } as i64)
-    }
-
-    pub fn pread(&mut self, fd: i32, buf: &mut [u8], offset: i64) -> SysResult {
-        let h = self.host_fd(fd)?;
-        // SAFETY: buf is valid for its length.
-        host(unsafe { libc::pread(h, buf.as_mut_ptr().cast(), buf.len(), offset) } as i64)
-    }
-
-    pub fn pwrite(&mut self, fd: i32, buf: &[u8], offset: i64) -> SysResult {
-        let h = self.host_fd(fd)?;
-        // SAFETY: buf is valid for its length.
-        host(unsafe { libc::pwrite(h, buf.as_ptr().cast(), buf.len(), offset) } as i64)
-    }
-
+    fn read(&mut self, fd: i32, buf: &mut [u8]) -> SysResult;
+    fn write(&mut self, fd: i32, buf: &[u8]) -> SysResult;
+    fn pread(&mut self, fd: i32, buf: &mut [u8], offset: i64) -> SysResult;
+    fn pwrite(&mut self, fd: i32, buf: &[u8], offset: i64) -> SysResult;
     /// readv/preadv (offset -1: at the file position).
-    pub fn readv(&mut self, fd: i32, bufs: &mut [IoSliceMut<'_>], offset: i64) -> SysResult {
-        let h = self.host_fd(fd)?;
-        let n = bufs.len().min(libc::c_int::MAX as usize) as libc::c_int;
-        // SAFETY: IoSliceMut is ABI-compatible with struct iovec.
-        host(unsafe {
-            if offset < 0 {
-                libc::readv(h, bufs.as_ptr().cast(), n)
-            } else {
-                libc::preadv(h, bufs.as_ptr().cast(), n, offset)
-            }
-        } as i64)
-    }
-
-    pub fn writev(&mut self, fd: i32, bufs: &[IoSlice<'_>], offset: i64) -> SysResult {
-        let h = self.host_fd(fd)?;
-        let n = bufs.len().min(libc::c_int::MAX as usize) as libc::c_int;
-        // SAFETY: IoSlice is ABI-compatible with struct iovec.
-        host(unsafe {
-            if offset < 0 {
-                libc::writev(h, bufs.as_ptr().cast(), n)
-            } else {
-                libc::pwritev(h, bufs.as_ptr().cast(), n, offset)
-            }
-        } as i64)
-    }
-
-    pub fn lseek(&mut self, fd: i32, offset: i64, whence: i32) -> SysResult {
-        let h = self.host_fd(fd)?;
-        // SAFETY: plain integer arguments.
-        host(unsafe { libc::lseek(h, offset, whence) })
-    }
-
-    pub fn getdents64(&mut self, fd: i32, buf: &mut [u8]) -> SysResult {
-        let h = self.host_fd(fd)?;
-        // SAFETY: buf is valid for its length; the record format is the same
-        // for the job and the host.
-        host(unsafe { libc::syscall(libc::SYS_getdents64, h, buf.as_mut_ptr(), buf.len()) })
-    }
-
-    pub fn ioctl(&mut self, fd: i32, request: u64, arg: &mut [u8]) -> SysResult {
-        let h = self.host_fd(fd)?;
-        // SAFETY: arg is a buffer of the size the request reads or writes.
-        host(unsafe { libc::ioctl(h, request as _, arg.as_mut_ptr()) } as i64)
-    }
-
-    pub fn ioctl_int(&mut self, fd: i32, request: u64, arg: u64) -> SysResult {
-        let h = self.host_fd(fd)?;
-        // SAFETY: integer-argument request.
-        host(unsafe { libc::ioctl(h, request as _, arg) } as i64)
-    }
-
-    pub fn fsync(&mut self, fd: i32, data_only: bool) -> SysResult {
-        let h = self.host_fd(fd)?;
-        // SAFETY: plain descriptor.
-        host(unsafe {
-            if data_only {
-                libc::fdatasync(h)
-            } else {
-                libc::fsync(h)
-            }
-        } as i64)
-    }
-
-    pub fn ftruncate(&mut self, fd: i32, len: i64) -> SysResult {
-        let h = self.host_fd(fd)?;
-        // SAFETY: plain arguments.
-        host(unsafe { libc::ftruncate(h, len) } as i64)
-    }
-
-    pub fn fallocate(&mut self, fd: i32, mode: i32, offset: i64, len: i64) -> SysResult {
-        let h = self.host_fd(fd)?;
-        // SAFETY: plain arguments.
-        host(unsafe { libc::fallocate(h, mode, offset, len) } as i64)
-    }
-
-    pub fn fchmod(&mut self, fd: i32, mode: u32) -> SysResult {
-        let h = self.host_fd(fd)?;
-        // SAFETY: plain arguments.
-        host(unsafe { libc::fchmod(h, mode) } as i64)
-    }
-
+    fn readv(&mut self, fd: i32, bufs: &mut [IoSliceMut<'_>], offset: i64) -> SysResult;
+    fn writev(&mut self, fd: i32, bufs: &[IoSlice<'_>], offset: i64) -> SysResult;
+    fn lseek(&mut self, fd: i32, offset: i64, whence: i32) -> SysResult;
+    fn getdents64(&mut self, fd: i32, buf: &mut [u8]) -> SysResult;
+    fn ioctl(&mut self, fd: i32, request: u64, arg: &mut [u8]) -> SysResult;
+    fn ioctl_int(&mut self, fd: i32, request: u64, arg: u64) -> SysResult;
+    fn fsync(&mut self, fd: i32, data_only: bool) -> SysResult;
+    fn ftruncate(&mut self, fd: i32, len: i64) -> SysResult;
+    fn fallocate(&mut self, fd: i32, mode: i32, offset: i64, len: i64) -> SysResult;
+    fn fchmod(&mut self, fd: i32, mode: u32) -> SysResult;
     /// poll(2) on job descriptors: `fds` holds struct pollfd records whose
     /// fd fields are job descriptors; revents are filled in.
-    pub fn poll(&mut self, fds: &mut [u8], timeout_ms: i32) -> SysResult {
-        let n = fds.len() / 8;
-        let mut host_fds: Vec<libc::pollfd> = Vec::with_capacity(n);
-        for rec in fds.chunks_exact(8) {
-            let fd = i32::from_le_bytes(rec[0..4].try_into().unwrap());
-            let events = i16::from_le_bytes(rec[4..6].try_into().unwrap());
-            let h = if fd < 0 { -1 } else { self.host_fd(fd).unwrap_or(-2) };
-            host_fds.push(libc::pollfd { fd: if h == -2 { -1 } else { h }, events, revents: 0 });
-        }
-        // SAFETY: host_fds holds n records.
-        let r = host(unsafe { libc::poll(host_fds.as_mut_ptr(), n as libc::nfds_t, timeout_ms) } as i64)?;
-        let mut ready = r;
-        for (i, rec) in fds.chunks_exact_mut(8).enumerate() {
-            let fd = i32::from_le_bytes(rec[0..4].try_into().unwrap());
-            let mut revents = host_fds[i].revents;
-            if fd >= 0 && self.host_fd(fd).is_err() {
-                revents = libc::POLLNVAL;
-                ready += 1;
-            }
-            rec[6..8].copy_from_slice(&revents.to_le_bytes());
-        }
-        Ok(ready)
-    }
+    fn poll(&mut self, fds: &mut [u8], timeout_ms: i32) -> SysResult;
+    fn flock(&mut self, fd: i32, op: i32) -> SysResult;
+    fn sendfile(&mut self, out_fd: i32, in_fd: i32, offset: Option<&mut i64>, count: u64) -> SysResult;
+    fn fstatfs(&mut self, fd: i32, out: &mut [u8; 120]) -> SysResult;
 
     // ---- names ----
-
-    pub fn fstatat(&mut self, dirfd: i32, path: &[u8], flags: i32, out: &mut [u8; 144]) -> SysResult {
-        let p = self.cpath(path)?;
-        let dir = if path.is_empty() && flags & libc::AT_EMPTY_PATH != 0 && dirfd != libc::AT_FDCWD {
-            self.host_fd(dirfd)?
-        } else {
-            self.dir_fd(dirfd)?
-        };
-        // SAFETY: out is a struct stat-sized buffer; the layout is the same for job and host.
-        host(unsafe { libc::syscall(libc::SYS_newfstatat, dir, p.as_ptr(), out.as_mut_ptr(), flags) })
-    }
-
-    pub fn statx(&mut self, dirfd: i32, path: &[u8], flags: i32, mask: u32, out: &mut [u8; 256]) -> SysResult {
-        let p = self.cpath(path)?;
-        let dir = self.dir_fd(dirfd)?;
-        // SAFETY: out is a struct statx-sized buffer.
-        host(unsafe { libc::syscall(libc::SYS_statx, dir, p.as_ptr(), flags, mask, out.as_mut_ptr()) })
-    }
-
-    pub fn faccessat(&mut self, dirfd: i32, path: &[u8], mode: i32, flags: i32) -> SysResult {
-        let p = self.cpath(path)?;
-        let dir = self.dir_fd(dirfd)?;
-        // SAFETY: valid descriptor and C string.
-        host(unsafe { libc::syscall(libc::SYS_faccessat2, dir, p.as_ptr(), mode, flags) }).or_else(|e| {
-            if e == Errno::ENOSYS && flags == 0 {
-                // SAFETY: as above.
-                host(unsafe { libc::faccessat(dir, p.as_ptr(), mode, 0) } as i64)
-            } else {
-                Err(e)
-            }
-        })
-    }
-
-    pub fn unlinkat(&mut self, dirfd: i32, path: &[u8], flags: i32) -> SysResult {
-        let p = cstring(path)?;
-        let dir = self.dir_fd(dirfd)?;
-        // SAFETY: valid descriptor and C string.
-        host(unsafe { libc::unlinkat(dir, p.as_ptr(), flags) } as i64)
-    }
-
-    pub fn mkdirat(&mut self, dirfd: i32, path: &[u8], mode: u32) -> SysResult {
-        let p = cstring(path)?;
-        let dir = self.dir_fd(dirfd)?;
-        // SAFETY: valid descriptor and C string.
-        host(unsafe { libc::mkdirat(dir, p.as_ptr(), mode & !self.umask & 0o7777) } as i64)
-    }
-
-    pub fn renameat2(&mut self, olddir: i32, old: &[u8], newdir: i32, new: &[u8], flags: u32) -> SysResult {
-        let (o, n) = (cstring(old)?, cstring(new)?);
-        let (od, nd) = (self.dir_fd(olddir)?, self.dir_fd(newdir)?);
-        // SAFETY: valid descriptors and C strings.
-        host(unsafe { libc::syscall(libc::SYS_renameat2, od, o.as_ptr(), nd, n.as_ptr(), flags) })
-    }
-
-    pub fn linkat(&mut self, olddir: i32, old: &[u8], newdir: i32, new: &[u8], flags: i32) -> SysResult {
-        let (o, n) = (cstring(old)?, cstring(new)?);
-        let (od, nd) = (self.dir_fd(olddir)?, self.dir_fd(newdir)?);
-        // SAFETY: valid descriptors and C strings.
-        host(unsafe { libc::linkat(od, o.as_ptr(), nd, n.as_ptr(), flags) } as i64)
-    }
-
-    pub fn symlinkat(&mut self, target: &[u8], dirfd: i32, path: &[u8]) -> SysResult {
-        let (t, p) = (cstring(target)?, cstring(path)?);
-        let dir = self.dir_fd(dirfd)?;
-        // SAFETY: valid descriptor and C strings.
-        host(unsafe { libc::symlinkat(t.as_ptr(), dir, p.as_ptr()) } as i64)
-    }
-
-    pub fn readlinkat(&mut self, dirfd: i32, path: &[u8], buf: &mut [u8]) -> SysResult {
-        if crate::procfs::self_path(path, self.pid) == Some(b"exe") {
-            let exe = self.exe.as_os_str().as_encoded_bytes();
-            let n = exe.len().min(buf.len());
-            buf[..n].copy_from_slice(&exe[..n]);
-            return Ok(n as u64);
-        }
-        let p = self.cpath(path)?;
-        let dir = self.dir_fd(dirfd)?;
-        // SAFETY: buf is valid for its length.
-        host(unsafe { libc::readlinkat(dir, p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) } as i64)
-    }
-
-    pub fn fchmodat(&mut self, dirfd: i32, path: &[u8], mode: u32, flags: i32) -> SysResult {
-        let p = cstring(path)?;
-        let dir = self.dir_fd(dirfd)?;
-        // SAFETY: valid descriptor and C string.
-        host(unsafe { libc::fchmodat(dir, p.as_ptr(), mode, flags) } as i64)
-    }
-
-    pub fn fchownat(&mut self, dirfd: i32, path: &[u8], uid: u32, gid: u32, flags: i32) -> SysResult {
-        let p = cstring(path)?;
-        let dir = if path.is_empty() && flags & libc::AT_EMPTY_PATH != 0 && dirfd != libc::AT_FDCWD {
-            self.host_fd(dirfd)?
-        } else {
-            self.dir_fd(dirfd)?
-        };
-        // SAFETY: valid descriptor and C string.
-        host(unsafe { libc::fchownat(dir, p.as_ptr(), uid, gid, flags) } as i64)
-    }
-
+    fn fstatat(&mut self, dirfd: i32, path: &[u8], flags: i32, out: &mut [u8; 144]) -> SysResult;
+    fn statx(&mut self, dirfd: i32, path: &[u8], flags: i32, mask: u32, out: &mut [u8; 256]) -> SysResult;
+    fn faccessat(&mut self, dirfd: i32, path: &[u8], mode: i32, flags: i32) -> SysResult;
+    fn unlinkat(&mut self, dirfd: i32, path: &[u8], flags: i32) -> SysResult;
+    fn mkdirat(&mut self, dirfd: i32, path: &[u8], mode: u32) -> SysResult;
+    fn renameat2(&mut self, olddir: i32, old: &[u8], newdir: i32, new: &[u8], flags: u32) -> SysResult;
+    fn linkat(&mut self, olddir: i32, old: &[u8], newdir: i32, new: &[u8], flags: i32) -> SysResult;
+    fn symlinkat(&mut self, target: &[u8], dirfd: i32, path: &[u8]) -> SysResult;
+    fn readlinkat(&mut self, dirfd: i32, path: &[u8], buf: &mut [u8]) -> SysResult;
+    fn fchmodat(&mut self, dirfd: i32, path: &[u8], mode: u32, flags: i32) -> SysResult;
+    fn fchownat(&mut self, dirfd: i32, path: &[u8], uid: u32, gid: u32, flags: i32) -> SysResult;
     /// utimensat; `times` is two struct timespec or None for "now".
-    pub fn utimensat(&mut self, dirfd: i32, path: Option<&[u8]>, times: Option<&[u8; 32]>, flags: i32) -> SysResult {
-        let p = path.map(cstring).transpose()?;
-        let dir = if p.is_none() { self.host_fd(dirfd)? } else { self.dir_fd(dirfd)? };
-        let pp = p.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
-        let tp = times.map_or(std::ptr::null(), |t| t.as_ptr());
-        // SAFETY: valid pointers or NULL as utimensat allows.
-        host(unsafe { libc::syscall(libc::SYS_utimensat, dir, pp, tp, flags) })
-    }
+    fn utimensat(&mut self, dirfd: i32, path: Option<&[u8]>, times: Option<&[u8; 32]>, flags: i32) -> SysResult;
+    fn truncate(&mut self, path: &[u8], len: i64) -> SysResult;
+    fn umask(&mut self, mask: u32) -> u32;
+    fn statfs(&mut self, path: &[u8], out: &mut [u8; 120]) -> SysResult;
 
-    pub fn truncate(&mut self, path: &[u8], len: i64) -> SysResult {
-        // Resolve relative to the job's cwd: open, then ftruncate.
-        let p = cstring(path)?;
-        // SAFETY: valid descriptor and C string.
-        let fd =
-            host(unsafe { libc::openat(self.cwd.as_raw_fd(), p.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) } as i64)?;
-        // SAFETY: fresh descriptor.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
-        // SAFETY: plain arguments.
-        host(unsafe { libc::ftruncate(fd.as_raw_fd(), len) } as i64)
-    }
-
-    pub fn umask(&mut self, mask: u32) -> u32 {
-        std::mem::replace(&mut self.umask, mask & 0o777)
-    }
-
-    pub fn flock(&mut self, fd: i32, op: i32) -> SysResult {
-        let h = self.host_fd(fd)?;
-        // SAFETY: plain arguments.
-        host(unsafe { libc::flock(h, op) } as i64)
-    }
-
-    pub fn sendfile(&mut self, out_fd: i32, in_fd: i32, offset: Option<&mut i64>, count: u64) -> SysResult {
-        let (o, i) = (self.host_fd(out_fd)?, self.host_fd(in_fd)?);
-        let off = offset.map_or(std::ptr::null_mut(), |p| p as *mut i64);
-        // SAFETY: off is NULL or points to a live i64.
-        host(unsafe { libc::sendfile(o, i, off, count as usize) } as i64)
-    }
-
-    pub fn fstatfs(&mut self, fd: i32, out: &mut [u8; 120]) -> SysResult {
-        let h = self.host_fd(fd)?;
-        // SAFETY: out is a struct statfs-sized buffer.
-        host(unsafe { libc::syscall(libc::SYS_fstatfs, h, out.as_mut_ptr()) })
-    }
-
-    pub fn statfs(&mut self, path: &[u8], out: &mut [u8; 120]) -> SysResult {
-        let p = cstring(path)?;
-        // Resolve relative paths against the job's cwd.
-        // SAFETY: valid descriptor and C string.
-        let fd =
-            host(unsafe { libc::openat(self.cwd.as_raw_fd(), p.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) } as i64)?;
-        // SAFETY: fresh descriptor.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
-        // SAFETY: out is a struct statfs-sized buffer.
-        host(unsafe { libc::syscall(libc::SYS_fstatfs, fd.as_raw_fd(), out.as_mut_ptr()) })
-    }
-
-    // ---- execve and fork ----
-
+    // ---- execve ----
     /// The program execve names: `path` under `dirfd` (with AT_EMPTY_PATH
     /// and an empty path, the open descriptor itself). It must be a
     /// regular file the job may execute. Returns its bytes (at most `max`)
-    /// and its host path.
-    pub fn read_program(&self, dirfd: i32, path: &[u8], flags: i32, max: u64) -> Result<(Vec<u8>, PathBuf), Errno> {
-        let file = if path.is_empty() {
-            if flags & libc::AT_EMPTY_PATH == 0 {
-                return Err(Errno::ENOENT);
-            }
-            dup_cloexec(self.host_fd(dirfd)?, 3)?
-        } else {
-            let dir = self.dir_fd(dirfd)?;
-            let p = self.cpath(path)?;
-            let nofollow = if flags & libc::AT_SYMLINK_NOFOLLOW != 0 { libc::O_NOFOLLOW } else { 0 };
-            // SAFETY: valid descriptor and C string.
-            let fd =
-                host(unsafe { libc::openat(dir, p.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC | nofollow) } as i64)?;
-            // SAFETY: fresh descriptor.
-            unsafe { OwnedFd::from_raw_fd(fd as RawFd) }
-        };
-        // SAFETY: a zeroed stat is a valid out buffer.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: valid descriptor and out pointer.
-        host(unsafe { libc::fstat(file.as_raw_fd(), &mut st) } as i64)?;
-        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-            return Err(Errno::EACCES);
-        }
-        let link = format!("/proc/self/fd/{}", file.as_raw_fd());
-        let c = cstring(link.as_bytes())?;
-        // SAFETY: valid C string; X_OK checked with the effective ids, as execve does.
-        host(unsafe { libc::faccessat(libc::AT_FDCWD, c.as_ptr(), libc::X_OK, libc::AT_EACCESS) } as i64)?;
-        if st.st_size as u64 > max {
-            return Err(Errno::ENOMEM);
-        }
-        let mut bytes = vec![0u8; st.st_size as usize];
-        let mut off = 0;
-        while off < bytes.len() {
-            // SAFETY: reading into the live rest of `bytes`.
-            let n = unsafe {
-                libc::pread(file.as_raw_fd(), bytes[off..].as_mut_ptr().cast(), bytes.len() - off, off as i64)
-            };
-            match n {
-                n if n > 0 => off += n as usize,
-                0 => break,
-                _ if Errno::last() == Errno::EINTR => {}
-                _ => return Err(Errno::last()),
-            }
-        }
-        bytes.truncate(off);
-        let path = std::fs::read_link(&link).map_err(|_| Errno::ENOENT)?;
-        Ok((bytes, path))
-    }
-
+    /// and its path at home.
+    fn read_program(&mut self, dirfd: i32, path: &[u8], flags: i32, max: u64) -> Result<(Vec<u8>, PathBuf), Errno>;
     /// execve's part here: close-on-exec descriptors close, and
     /// /proc/self/exe names the new program.
-    pub fn exec(&mut self, exe: PathBuf) {
-        for slot in self.fds.iter_mut() {
-            if slot.as_ref().is_some_and(|e| e.cloexec) {
-                *slot = None;
-            }
-        }
-        self.exe = exe;
-    }
-
-    /// The host descriptors the site holds: a forked child keeps these
-    /// (its copies of the parent's open files) and closes the rest.
-    pub fn host_fds(&self) -> Vec<RawFd> {
-        let mut v: Vec<RawFd> = self.fds.iter().flatten().map(|e| e.host.as_raw_fd()).collect();
-        v.push(self.cwd.as_raw_fd());
-        v
-    }
-
-    /// The pid /proc/<pid> paths name (a forked child has its own).
-    pub fn set_pid(&mut self, pid: u32) {
-        self.pid = pid;
-    }
+    fn exec(&mut self, exe: PathBuf);
 
     // ---- working directory ----
+    fn getcwd(&self) -> &[u8];
+    fn chdir(&mut self, path: &[u8]) -> SysResult;
+    fn fchdir(&mut self, fd: i32) -> SysResult;
+}
 
-    pub fn getcwd(&self) -> &[u8] {
-        &self.cwd_path
+/// Where the body finds its home deputy after a move, and which body it
+/// is: each move makes a new generation, and the deputy serves only the
+/// newest one.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HomeLink {
+    pub home: SocketAddr,
+    /// The job's own secret: only a body holding it is served.
+    pub token: [u8; 16],
+    pub generation: u64,
+}
+
+/// The job's site, served here or at its home.
+pub enum Site {
+    /// The body runs at home. `home` is set when the job may move away:
+    /// its deputy, which serves this site to the body wherever it goes.
+    Local { site: LocalSite, home: Option<Arc<Home>> },
+    /// The body runs away from home: every call goes to the deputy.
+    Remote(RemoteSite),
+}
+
+impl Deref for Site {
+    type Target = dyn SiteOps;
+    #[inline]
+    fn deref(&self) -> &Self::Target {
+        match self {
+            Site::Local { site, .. } => site,
+            Site::Remote(r) => r,
+        }
+    }
+}
+
+impl DerefMut for Site {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        match self {
+            Site::Local { site, .. } => site,
+            Site::Remote(r) => r,
+        }
+    }
+}
+
+/// What a move or a snapshot carries of the site.
+pub enum Purpose {
+    /// A live move: a job with a deputy keeps its site at home.
+    Move,
+    /// A snapshot (or a move without a deputy): the descriptors as data,
+    /// reopened by path where the copy starts.
+    Copy,
+}
+
+impl Site {
+    pub fn local(site: LocalSite) -> Site {
+        Site::Local { site, home: None }
     }
 
-    pub fn chdir(&mut self, path: &[u8]) -> SysResult {
-        let p = cstring(path)?;
-        // SAFETY: valid descriptor and C string.
-        let fd = host(unsafe {
-            libc::openat(self.cwd.as_raw_fd(), p.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
-        } as i64)?;
-        // SAFETY: fresh descriptor.
-        self.set_cwd(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+    /// The local site, for what only the home serves (sockets, fork);
+    /// `away` is the error for a body away from home.
+    pub fn here(&mut self, away: Errno) -> Result<&mut LocalSite, Errno> {
+        match self {
+            Site::Local { site, .. } => Ok(site),
+            Site::Remote(_) => Err(away),
+        }
     }
 
-    pub fn fchdir(&mut self, fd: i32) -> SysResult {
-        let h = self.host_fd(fd)?;
-        let dot = c".";
-        // SAFETY: valid descriptor and C string.
-        let fd =
-            host(unsafe { libc::openat(h, dot.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) } as i64)?;
-        // SAFETY: fresh descriptor.
-        self.set_cwd(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+    pub fn is_remote(&self) -> bool {
+        matches!(self, Site::Remote(_))
     }
 
-    fn set_cwd(&mut self, dir: OwnedFd) -> SysResult {
-        let link = format!("/proc/self/fd/{}", dir.as_raw_fd());
-        let path = std::fs::read_link(Path::new(&link))?;
-        self.cwd_path = path.as_os_str().as_encoded_bytes().to_vec();
-        self.cwd = dir;
-        Ok(0)
+    /// The host descriptor behind job descriptor `fd`, where the site is
+    /// served in this process.
+    pub fn host_fd(&self, fd: i32) -> Option<RawFd> {
+        match self {
+            Site::Local { site, .. } => site.host_fd(fd).ok(),
+            Site::Remote(_) => None,
+        }
+    }
+
+    /// The deputy's address, for `migrate --to home` and status.
+    pub fn home_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Site::Local { home, .. } => home.as_ref().map(|h| h.addr()),
+            Site::Remote(r) => Some(r.link().home),
+        }
+    }
+
+    /// The site as data for `purpose`. For a move of a job with a deputy,
+    /// the descriptors stay at home and the state names the deputy and
+    /// the next generation.
+    pub fn capture(&self, purpose: Purpose) -> Result<(SiteState, Option<HomeLink>), SiteError> {
+        match (self, purpose) {
+            (Site::Local { site, home: Some(home) }, Purpose::Move) => {
+                // Only what the deputy can serve may leave: sockets stay.
+                site.check_movable()?;
+                Ok((site.capture_names(), Some(home.next_link())))
+            }
+            (Site::Local { site, .. }, _) => Ok((site.capture()?, None)),
+            (Site::Remote(r), Purpose::Move) => {
+                let mut link = r.link().clone();
+                link.generation += 1;
+                Ok((r.capture_names(), Some(link)))
+            }
+            (Site::Remote(_), Purpose::Copy) => Err(SiteError::Unmovable {
+                fd: -1,
+                what: "a job away from home cannot be copied (its files are served by its home)".into(),
+            }),
+        }
+    }
+
+    /// Rebuilds the site on this host: with a `link`, by joining the job's
+    /// deputy (or, when `home` is that deputy, taking the site back from
+    /// it); otherwise from the descriptors as data.
+    pub fn restore(
+        state: &SiteState,
+        link: Option<&HomeLink>,
+        stdio: [RawFd; 3],
+        home: Option<&Arc<Home>>,
+        here: Option<SocketAddr>,
+    ) -> Result<Site, SiteError> {
+        match link {
+            None => Ok(Site::local(LocalSite::restore(state, stdio)?)),
+            Some(link) => match home {
+                Some(h) if h.token() == link.token => {
+                    let site = h.come_home(link.generation).map_err(SiteError::Home)?;
+                    Ok(Site::Local { site, home: Some(h.clone()) })
+                }
+                // A deputy takes back its own job, and no other.
+                Some(_) => Err(SiteError::Home("this deputy's port takes back only its own job".into())),
+                None => Ok(Site::Remote(
+                    RemoteSite::connect(link.clone(), state, here).map_err(|e| SiteError::Home(e.to_string()))?,
+                )),
+            },
+        }
+    }
+
+    /// After a failed move, may the body resume here? Not if its deputy
+    /// already took a newer body (a lost acknowledgement): exactly one
+    /// body runs.
+    pub fn may_resume(&self) -> bool {
+        match self {
+            Site::Local { home: Some(h), .. } => h.reclaim(),
+            Site::Local { home: None, .. } => true,
+            Site::Remote(r) => !r.is_lost(),
+        }
+    }
+
+    /// The job ended here: tell its deputy, if it has one away.
+    pub fn report_exit(&mut self, status: i32, message: &str) {
+        if let Site::Remote(r) = self {
+            r.report_exit(status, message);
+        }
     }
 }

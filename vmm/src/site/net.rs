@@ -4,7 +4,8 @@
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
-use super::{Origin, Site};
+use super::local::{LocalSite, Origin};
+use super::SiteOps;
 use crate::errno::{host, Errno, SysResult};
 
 /// Room for any socket address (struct sockaddr_storage).
@@ -38,7 +39,7 @@ fn each_rights(control: &mut [u8], mut f: impl FnMut(&mut [u8]) -> Result<(), Er
     Ok(())
 }
 
-impl Site {
+impl LocalSite {
     fn own(&mut self, fd: RawFd, cloexec: bool) -> SysResult {
         // SAFETY: a fresh descriptor the host just gave us.
         let owned = unsafe { OwnedFd::from_raw_fd(fd) };

@@ -7,7 +7,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
-use super::{dup_cloexec, Origin, Site};
+use super::local::{dup_cloexec, LocalSite, Origin};
 
 /// How one open file is carried to another host.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -51,6 +51,8 @@ pub enum SiteError {
     Cwd { path: String, source: std::io::Error },
     #[error("the job has a child process ({0}); a job cannot move away from its children yet")]
     Children(i32),
+    #[error("the job's home: {0}")]
+    Home(String),
 }
 
 fn io_last() -> std::io::Error {
@@ -111,7 +113,35 @@ fn read_all_at(fd: RawFd) -> std::io::Result<Vec<u8>> {
     }
 }
 
-impl Site {
+impl LocalSite {
+    /// Fails if a descriptor is one the deputy cannot serve to a body away
+    /// from home (a socket: its peer would see another host).
+    pub fn check_movable(&self) -> Result<(), SiteError> {
+        for (fd, entry) in self.fds.iter().enumerate() {
+            let Some(e) = entry else { continue };
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            // SAFETY: fstat on a descriptor we own into a local.
+            unsafe { libc::fstat(e.host.as_raw_fd(), &mut st) };
+            if e.origin == Origin::Socket || st.st_mode & libc::S_IFMT == libc::S_IFSOCK {
+                return Err(SiteError::Unmovable { fd: fd as i32, what: "it is a socket".into() });
+            }
+        }
+        Ok(())
+    }
+
+    /// What a body away from home keeps of the site: the names it answers
+    /// without asking (cwd, umask, program, pid); the descriptors stay here.
+    pub fn capture_names(&self) -> SiteState {
+        SiteState {
+            cwd: self.cwd_path.clone(),
+            umask: self.umask,
+            exe: self.exe.clone(),
+            pid: self.pid,
+            next_desc: self.next_desc,
+            fds: Vec::new(),
+        }
+    }
+
     /// The site as data, for a move to another host. Fails, changing
     /// nothing, if a descriptor cannot be carried (a socket, a deleted file).
     pub fn capture(&self) -> Result<SiteState, SiteError> {
@@ -165,7 +195,7 @@ impl Site {
 
     /// Rebuilds a site from `state`; `stdio` are this process's descriptors
     /// the job's stdio map to. Sets the process umask to 0, like `new`.
-    pub fn restore(state: &SiteState, stdio: [RawFd; 3]) -> Result<Site, SiteError> {
+    pub fn restore(state: &SiteState, stdio: [RawFd; 3]) -> Result<LocalSite, SiteError> {
         // SAFETY: umask cannot fail.
         unsafe { libc::umask(0) };
         let cwd_c = CString::new(state.cwd.clone()).map_err(|_| SiteError::Cwd {
@@ -177,7 +207,7 @@ impl Site {
         if cwd < 0 {
             return Err(SiteError::Cwd { path: String::from_utf8_lossy(&state.cwd).into(), source: io_last() });
         }
-        let mut site = Site {
+        let mut site = LocalSite {
             fds: Vec::new(),
             next_desc: state.next_desc,
             // SAFETY: fresh descriptor.

@@ -289,7 +289,7 @@ impl Job {
     }
 
     pub(super) fn sys_ioctl(&mut self, fd: i32, request: u64, arg: u64) -> SysResult {
-        self.site.host_fd(fd)?;
+        self.site.check_fd(fd)?;
         let request = request & 0xffff_ffff;
         // (size, copies in, copies out)
         let (size, input, output) = match request {
@@ -354,7 +354,7 @@ impl Job {
 
     pub(super) fn sys_dup2(&mut self, old: i32, new: i32) -> SysResult {
         if old == new {
-            self.site.host_fd(old)?;
+            self.site.check_fd(old)?;
             return Ok(new as u64);
         }
         self.site.dup3(old, new, false)
@@ -483,7 +483,7 @@ impl Job {
                 events |= libc::POLLPRI;
             }
             if events != 0 {
-                self.site.host_fd(fd as i32)?;
+                self.site.check_fd(fd as i32)?;
                 recs.extend_from_slice(&(fd as i32).to_le_bytes());
                 recs.extend_from_slice(&events.to_le_bytes());
                 recs.extend_from_slice(&0i16.to_le_bytes());

@@ -37,7 +37,7 @@ impl Job {
         let len = page_ceil(len.min(u64::MAX - PAGE_SIZE));
         let anon = flags & MAP_ANONYMOUS != 0;
         if !anon {
-            self.site.host_fd(fd)?;
+            self.site.check_fd(fd)?;
             // A shared writable file mapping would need the writes to reach
             // the file; the guest maps copies only.
             if kind != MAP_PRIVATE && prot & libc::PROT_WRITE != 0 {

@@ -204,7 +204,7 @@ impl Job {
             SYS_socketpair => self.sys_socketpair(fd, a[1] as i32, a[2] as i32, a[3]),
             SYS_bind => self.sys_bind(fd, a[1], a[2]),
             SYS_connect => self.sys_connect(fd, a[1], a[2]),
-            SYS_listen => self.site.listen(fd, a[1] as i32),
+            SYS_listen => self.site.here(Errno(libc::ENOTSOCK))?.listen(fd, a[1] as i32),
             SYS_accept => self.sys_accept(fd, a[1], a[2], 0),
             SYS_accept4 => self.sys_accept(fd, a[1], a[2], a[3] as i32),
             SYS_getsockname => self.sys_sockname(fd, a[1], a[2], false),

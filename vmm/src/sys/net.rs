@@ -59,12 +59,12 @@ impl Job {
     }
 
     pub(super) fn sys_socket(&mut self, domain: i32, ty: i32, protocol: i32) -> SysResult {
-        self.site.socket(domain, ty, protocol)
+        self.site.here(Errno(libc::EAFNOSUPPORT))?.socket(domain, ty, protocol)
     }
 
     pub(super) fn sys_socketpair(&mut self, domain: i32, ty: i32, protocol: i32, sv: u64) -> SysResult {
         self.ram.check_user(sv, 8)?;
-        let (a, b) = self.site.socketpair(domain, ty, protocol)?;
+        let (a, b) = self.site.here(Errno(libc::EAFNOSUPPORT))?.socketpair(domain, ty, protocol)?;
         self.ram.write_user_u32(sv, a as u32)?;
         self.ram.write_user_u32(sv + 4, b as u32)?;
         Ok(0)
@@ -72,13 +72,13 @@ impl Job {
 
     pub(super) fn sys_bind(&mut self, fd: i32, addr: u64, len: u64) -> SysResult {
         let a = self.addr_in(addr, len)?;
-        self.site.bind(fd, &a)
+        self.site.here(Errno(libc::ENOTSOCK))?.bind(fd, &a)
     }
 
     pub(super) fn sys_connect(&mut self, fd: i32, addr: u64, len: u64) -> SysResult {
         let a = self.addr_in(addr, len)?;
         loop {
-            let r = self.site.connect(fd, &a);
+            let r = self.site.here(Errno(libc::ENOTSOCK))?.connect(fd, &a);
             if let Some(r) = self.retry(r) {
                 return r;
             }
@@ -92,7 +92,7 @@ impl Job {
         self.park_unless_ready(fd, libc::POLLIN)?;
         let mut peer = [0u8; ADDR_MAX];
         let (new, len) = loop {
-            let r = self.site.accept(fd, flags, &mut peer);
+            let r = self.site.here(Errno(libc::ENOTSOCK))?.accept(fd, flags, &mut peer);
             if let Some(r) = self.retry(r) {
                 break r?;
             }
@@ -107,7 +107,7 @@ impl Job {
     pub(super) fn sys_sockname(&mut self, fd: i32, addr: u64, len_ptr: u64, peer: bool) -> SysResult {
         self.ram.check_user(len_ptr, 4)?;
         let mut a = [0u8; ADDR_MAX];
-        let len = self.site.sockname(fd, peer, &mut a)?;
+        let len = self.site.here(Errno(libc::ENOTSOCK))?.sockname(fd, peer, &mut a)?;
         self.addr_out(addr, len_ptr, &a, len)?;
         Ok(0)
     }
@@ -117,7 +117,7 @@ impl Job {
             return Err(Errno::EINVAL);
         }
         let v = self.ram.user(value, len)?.to_vec();
-        self.site.setsockopt(fd, level, name, &v)
+        self.site.here(Errno(libc::ENOTSOCK))?.setsockopt(fd, level, name, &v)
     }
 
     pub(super) fn sys_getsockopt(&mut self, fd: i32, level: i32, name: i32, value: u64, len_ptr: u64) -> SysResult {
@@ -126,7 +126,7 @@ impl Job {
             return Err(Errno::EINVAL);
         }
         let mut v = vec![0u8; (room as u64).min(OPT_MAX) as usize];
-        let len = self.site.getsockopt(fd, level, name, &mut v)?;
+        let len = self.site.here(Errno(libc::ENOTSOCK))?.getsockopt(fd, level, name, &mut v)?;
         let n = (len as usize).min(v.len());
         self.ram.write_user(value, &v[..n])?;
         self.ram.write_user_u32(len_ptr, len)?;
@@ -139,7 +139,7 @@ impl Job {
         loop {
             let slices =
                 vecs.iter().map(|&(b, l)| self.ram.user(b, l).map(IoSlice::new)).collect::<Result<Vec<_>, _>>()?;
-            let r = self.site.sendmsg(fd, name, &slices, control, flags);
+            let r = self.site.here(Errno(libc::ENOTSOCK))?.sendmsg(fd, name, &slices, control, flags);
             match self.retry(r) {
                 None => continue,
                 // MSG_NOSIGNAL spares the job its SIGPIPE.
@@ -180,7 +180,7 @@ impl Job {
         loop {
             let mut guards = vecs.iter().map(|&(b, l)| self.ram.user_mut(b, l)).collect::<Result<Vec<_>, _>>()?;
             let mut slices: Vec<IoSliceMut> = guards.iter_mut().map(|g| IoSliceMut::new(g)).collect();
-            let r = self.site.recvmsg(fd, name, &mut slices, control, flags);
+            let r = self.site.here(Errno(libc::ENOTSOCK))?.recvmsg(fd, name, &mut slices, control, flags);
             drop(slices);
             let mut left = r.as_ref().map_or(0, |x| x.n as usize);
             for g in guards {
@@ -236,6 +236,6 @@ impl Job {
     }
 
     pub(super) fn sys_shutdown(&mut self, fd: i32, how: i32) -> SysResult {
-        self.site.shutdown(fd, how)
+        self.site.here(Errno(libc::ENOTSOCK))?.shutdown(fd, how)
     }
 }

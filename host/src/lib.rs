@@ -1,0 +1,1 @@
+//! The mosvm host daemon (being built).

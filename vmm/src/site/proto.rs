@@ -1,0 +1,250 @@
+//! The deputy link's messages, the way gVisor's lisafs defines its own:
+//! one typed request per site call, one reply shape for all of them.
+//!
+//! Two TCP connections make one link. On the *calls* connection the body
+//! sends a `Call` and waits for its `Reply`, strictly in turn. On the
+//! *events* connection either side sends `Event`s at any time: the deputy
+//! forwards signals from home (Ctrl-C, `kill`), the body asks the deputy
+//! to cut a blocking call short (it must pause for a move).
+//!
+//! Frames: u32 length, u32 CRC32C of the payload, postcard payload. Every
+//! connection starts with `Hello` (magic, version, the job's secret and
+//! the body's generation), answered by a `Welcome`.
+
+use std::io::{self, Read, Write};
+
+use serde::{Deserialize, Serialize};
+
+/// First bytes of a deputy link connection (a migration stream starts
+/// with its own magic, so one port can take both).
+pub const MAGIC: [u8; 8] = *b"MOSVDEP\0";
+pub const VERSION: u32 = 1;
+/// The largest frame either side accepts (a program read for execve).
+pub const MAX_FRAME: usize = 256 << 20;
+/// The most bytes one read or write call carries; larger ones are split.
+pub const IO_CHUNK: usize = 4 << 20;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LinkKind {
+    Calls,
+    Events,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub version: u32,
+    pub token: [u8; 16],
+    pub generation: u64,
+    pub kind: LinkKind,
+    /// The body's host, as the deputy names it in messages.
+    pub body: String,
+}
+
+/// Why a deputy refuses a link: machine-readable, with words for people.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RefusalKind {
+    /// Not this job's secret.
+    BadToken,
+    /// A newer body already took over; this one must stop.
+    Stale,
+    /// Malformed or of an unknown version.
+    Protocol,
+    /// The job has ended.
+    Ended,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Welcome {
+    Accepted,
+    Refused { kind: RefusalKind, why: String },
+}
+
+/// One site call. Byte strings borrow from the frame they came in.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Call<'a> {
+    Openat { dirfd: i32, path: &'a [u8], flags: i32, mode: u32 },
+    OpenBytes { content: &'a [u8], flags: i32 },
+    Close { fd: i32 },
+    Dup { fd: i32, min: i32, cloexec: bool },
+    Dup3 { old: i32, new: i32, cloexec: bool },
+    Pipe2 { flags: i32 },
+    Fcntl { fd: i32, cmd: i32, arg: u64 },
+    FcntlLock { fd: i32, cmd: i32, flock: &'a [u8] },
+    /// read (offset < 0) or pread.
+    Read { fd: i32, len: u32, offset: i64 },
+    /// write (offset < 0) or pwrite.
+    Write { fd: i32, data: &'a [u8], offset: i64 },
+    Lseek { fd: i32, offset: i64, whence: i32 },
+    Getdents64 { fd: i32, len: u32 },
+    Ioctl { fd: i32, request: u64, arg: &'a [u8] },
+    IoctlInt { fd: i32, request: u64, arg: u64 },
+    Fsync { fd: i32, data_only: bool },
+    Ftruncate { fd: i32, len: i64 },
+    Fallocate { fd: i32, mode: i32, offset: i64, len: i64 },
+    Fchmod { fd: i32, mode: u32 },
+    Poll { fds: &'a [u8], timeout_ms: i32 },
+    Flock { fd: i32, op: i32 },
+    Sendfile { out_fd: i32, in_fd: i32, offset: Option<i64>, count: u64 },
+    Fstatfs { fd: i32 },
+    Fstatat { dirfd: i32, path: &'a [u8], flags: i32 },
+    Statx { dirfd: i32, path: &'a [u8], flags: i32, mask: u32 },
+    Faccessat { dirfd: i32, path: &'a [u8], mode: i32, flags: i32 },
+    Unlinkat { dirfd: i32, path: &'a [u8], flags: i32 },
+    Mkdirat { dirfd: i32, path: &'a [u8], mode: u32 },
+    Renameat2 { olddir: i32, old: &'a [u8], newdir: i32, new: &'a [u8], flags: u32 },
+    Linkat { olddir: i32, old: &'a [u8], newdir: i32, new: &'a [u8], flags: i32 },
+    Symlinkat { target: &'a [u8], dirfd: i32, path: &'a [u8] },
+    Readlinkat { dirfd: i32, path: &'a [u8], len: u32 },
+    Fchmodat { dirfd: i32, path: &'a [u8], mode: u32, flags: i32 },
+    Fchownat { dirfd: i32, path: &'a [u8], uid: u32, gid: u32, flags: i32 },
+    Utimensat { dirfd: i32, path: Option<&'a [u8]>, times: Option<&'a [u8]>, flags: i32 },
+    Truncate { path: &'a [u8], len: i64 },
+    Umask { mask: u32 },
+    Statfs { path: &'a [u8] },
+    ReadProgram { dirfd: i32, path: &'a [u8], flags: i32, max: u64 },
+    Exec { exe: &'a [u8] },
+    Chdir { path: &'a [u8] },
+    Fchdir { fd: i32 },
+    /// The job ended on the body's host: its status (as a shell reports
+    /// it) and the line to print at home, if any. The last call.
+    Exit { status: i32, message: &'a str },
+}
+
+/// The answer to any call: `ret` is the call's value or -errno; `aux` a
+/// second value (the other end of a pipe, sendfile's new offset);
+/// `data` what the call returns in a buffer (read bytes, struct stat, the
+/// new cwd); `signals` host signals that reached the deputy meanwhile,
+/// for the body to raise before it looks at an EINTR.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reply<'a> {
+    pub ret: i64,
+    pub aux: i64,
+    pub signals: u64,
+    pub data: &'a [u8],
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// Deputy to body: these signals (a bit per signal, 1 << (sig - 1))
+    /// were sent to the job at home.
+    Signal(u64),
+    /// Body to deputy: cut call number `seq` short with EINTR if it still
+    /// blocks (the body must pause).
+    Interrupt(u64),
+    /// Deputy to body: a newer body took over, or the job was ended at
+    /// home; this body must stop.
+    Revoked(String),
+}
+
+/// Writes `msg` as one frame, encoding into `buf` (kept for reuse, so
+/// the steady state allocates nothing).
+pub fn write_frame<T: Serialize>(w: &mut impl Write, buf: &mut Vec<u8>, msg: &T) -> io::Result<()> {
+    buf.clear();
+    buf.extend_from_slice(&[0u8; 8]);
+    let mut v = postcard::to_extend(msg, std::mem::take(buf)).map_err(|e| io::Error::other(e.to_string()))?;
+    let len = (v.len() - 8) as u32;
+    let crc = crc32c::crc32c(&v[8..]);
+    v[..4].copy_from_slice(&len.to_le_bytes());
+    v[4..8].copy_from_slice(&crc.to_le_bytes());
+    let r = w.write_all(&v);
+    *buf = v;
+    r
+}
+
+/// Reads one frame's payload into `buf` (resized as needed) and checks it.
+pub fn read_frame(r: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<()> {
+    let mut h = [0u8; 8];
+    r.read_exact(&mut h)?;
+    let len = u32::from_le_bytes(h[..4].try_into().unwrap()) as usize;
+    let crc = u32::from_le_bytes(h[4..].try_into().unwrap());
+    if len > MAX_FRAME {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("a {len}-byte frame is too large")));
+    }
+    buf.resize(len, 0);
+    r.read_exact(buf)?;
+    if crc32c::crc32c(buf) != crc {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "a frame's checksum does not match"));
+    }
+    Ok(())
+}
+
+/// Decodes a frame's payload.
+pub fn decode<'a, T: Deserialize<'a>>(buf: &'a [u8]) -> io::Result<T> {
+    postcard::from_bytes(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("malformed message: {e}")))
+}
+
+/// Link sockets: no Nagle delay on calls, and a peer that vanishes
+/// (its host died, the cable is cut) is noticed in seconds.
+pub fn tune(s: &std::net::TcpStream) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    s.set_nodelay(true)?;
+    let fd = s.as_raw_fd();
+    let set = |level: i32, name: i32, v: i32| {
+        // SAFETY: an int option on our socket.
+        unsafe { libc::setsockopt(fd, level, name, (&v as *const i32).cast(), 4) };
+    };
+    set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, 1);
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 1);
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 3);
+    set(libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, 4000);
+    Ok(())
+}
+
+/// Sends the link's opening (magic, then a framed `Hello`).
+pub fn write_hello(w: &mut impl Write, hello: &Hello) -> io::Result<()> {
+    w.write_all(&MAGIC)?;
+    write_frame(w, &mut Vec::new(), hello)
+}
+
+/// Reads a `Hello` after the magic (which the caller has checked).
+pub fn read_hello(r: &mut impl Read) -> io::Result<Hello> {
+    let mut buf = Vec::new();
+    read_frame(r, &mut buf)?;
+    let h: Hello = decode(&buf)?;
+    Ok(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_reject_damage() {
+        let call = Call::Write { fd: 1, data: b"hello", offset: -1 };
+        let mut wire = Vec::new();
+        let mut buf = Vec::new();
+        write_frame(&mut wire, &mut buf, &call).unwrap();
+        let mut rx = Vec::new();
+        read_frame(&mut &wire[..], &mut rx).unwrap();
+        assert_eq!(decode::<Call>(&rx).unwrap(), call);
+        // A flipped byte fails the checksum; a cut frame fails to read.
+        let mut bad = wire.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert!(read_frame(&mut &bad[..], &mut rx).is_err());
+        assert!(read_frame(&mut &wire[..wire.len() - 2], &mut rx).is_err());
+        // An absurd length is refused before anything is allocated.
+        let mut huge = wire.clone();
+        huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(read_frame(&mut &huge[..], &mut rx).is_err());
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let mut seed = 0x9e3779b97f4a7c15u64;
+        for n in 0..2000 {
+            let mut b = vec![0u8; n % 64];
+            for x in b.iter_mut() {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                *x = seed as u8;
+            }
+            let _ = decode::<Call>(&b);
+            let _ = decode::<Reply>(&b);
+            let _ = decode::<Event>(&b);
+            let _ = decode::<Hello>(&b);
+        }
+    }
+}

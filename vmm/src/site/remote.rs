@@ -1,0 +1,514 @@
+//! The body's side of the deputy link: a `SiteOps` that sends every call
+//! to the job's home and waits for the answer.
+
+use std::io::{IoSlice, IoSliceMut, Read};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::proto::{self, Call, Event, Hello, LinkKind, Reply, Welcome, IO_CHUNK};
+use super::{HomeLink, SiteOps, SiteState};
+use crate::errno::{Errno, SysResult};
+
+/// One connection's framing buffers, reused call after call.
+struct Calls {
+    stream: TcpStream,
+    tx: Vec<u8>,
+    rx: Vec<u8>,
+    /// Numbers the calls, so an interrupt names the one it means.
+    seq: u64,
+    /// The events connection, for asking the deputy to cut a call short.
+    events: TcpStream,
+    lost: Arc<AtomicBool>,
+}
+
+pub struct RemoteSite {
+    calls: Calls,
+    link: HomeLink,
+    /// Answered here without asking: they change only through this site.
+    cwd: Vec<u8>,
+    umask: u32,
+    exe: PathBuf,
+    pid: u32,
+    /// Gathers writev's buffers into one frame.
+    scratch: Vec<u8>,
+}
+
+/// Opens one connection of the link and has the deputy accept it.
+fn open(link: &HomeLink, kind: LinkKind, body: &str) -> std::io::Result<TcpStream> {
+    let stream = TcpStream::connect_timeout(&link.home, Duration::from_secs(5))?;
+    proto::tune(&stream)?;
+    let mut w = stream.try_clone()?;
+    let hello =
+        Hello { version: proto::VERSION, token: link.token, generation: link.generation, kind, body: body.into() };
+    proto::write_hello(&mut w, &hello)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut buf = Vec::new();
+    proto::read_frame(&mut &stream, &mut buf)?;
+    match proto::decode::<Welcome>(&buf)? {
+        Welcome::Accepted => {
+            stream.set_read_timeout(None)?;
+            Ok(stream)
+        }
+        Welcome::Refused { kind, why } => {
+            Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, format!("refused ({kind:?}): {why}")))
+        }
+    }
+}
+
+/// The body has lost its home (or been replaced): it must stop. Raising
+/// SIGKILL ends the job the next time the VMM looks at signals.
+fn stop_body(lost: &AtomicBool, why: &str) {
+    if !lost.swap(true, Ordering::SeqCst) {
+        eprintln!("mosvm: stopping this body: {why}");
+        crate::signal::post_host_signals(1 << (crate::signal::SIGKILL - 1));
+    }
+}
+
+/// Reads the deputy's events for the life of the link.
+fn watch(mut events: TcpStream, lost: Arc<AtomicBool>, home: std::net::SocketAddr) {
+    let mut buf = Vec::new();
+    loop {
+        if let Err(e) = proto::read_frame(&mut events, &mut buf) {
+            stop_body(&lost, &format!("its home {home} is gone ({e})"));
+            return;
+        }
+        match proto::decode::<Event>(&buf) {
+            Ok(Event::Signal(mask)) => crate::signal::post_host_signals(mask),
+            Ok(Event::Revoked(why)) => {
+                stop_body(&lost, &why);
+                return;
+            }
+            Ok(Event::Interrupt(_)) => {}
+            Err(e) => {
+                stop_body(&lost, &format!("its home {home} sent a malformed event ({e})"));
+                return;
+            }
+        }
+    }
+}
+
+impl Calls {
+    /// Makes one call; the reply's value, second value and data. A link
+    /// that fails stops the body (EIO to the call meanwhile).
+    fn call(&mut self, c: &Call) -> Result<(i64, i64, &[u8]), Errno> {
+        if self.lost.load(Ordering::Relaxed) {
+            return Err(Errno(libc::EIO));
+        }
+        self.seq += 1;
+        if let Err(e) = proto::write_frame(&mut self.stream, &mut self.tx, c) {
+            stop_body(&self.lost, &format!("the link to its home failed ({e})"));
+            return Err(Errno(libc::EIO));
+        }
+        let mut asked = false;
+        loop {
+            match read_frame_interruptible(&mut self.stream, &mut self.rx) {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                    // A kick or a signal here: the deputy cuts the call short
+                    // if it blocks, and the answer (maybe EINTR) still comes.
+                    if !asked {
+                        asked = true;
+                        let _ = proto::write_frame(&mut self.events, &mut Vec::new(), &Event::Interrupt(self.seq));
+                    }
+                }
+                Err(e) => {
+                    stop_body(&self.lost, &format!("the link to its home failed ({e})"));
+                    return Err(Errno(libc::EIO));
+                }
+            }
+        }
+        let r: Reply = match proto::decode(&self.rx) {
+            Ok(r) => r,
+            Err(e) => {
+                stop_body(&self.lost, &format!("its home sent a malformed reply ({e})"));
+                return Err(Errno(libc::EIO));
+            }
+        };
+        crate::signal::post_host_signals(r.signals);
+        if r.ret < 0 {
+            let e = (-r.ret).min(4095) as i32;
+            return Err(Errno(e));
+        }
+        Ok((r.ret, r.aux, r.data))
+    }
+
+    fn value(&mut self, c: &Call) -> SysResult {
+        self.call(c).map(|(r, _, _)| r as u64)
+    }
+
+    /// A call that returns a fixed-size structure into `out`.
+    fn copy_out(&mut self, c: &Call, out: &mut [u8]) -> SysResult {
+        let (r, _, data) = self.call(c)?;
+        let n = data.len().min(out.len());
+        out[..n].copy_from_slice(&data[..n]);
+        Ok(r as u64)
+    }
+}
+
+/// Reads a frame, returning EINTR from the first read only (before any
+/// byte of the frame came), so that a frame is never torn.
+pub(super) fn read_frame_interruptible(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    let mut first = [0u8; 1];
+    loop {
+        match s.read(&mut first) {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) => break,
+            Err(e) => return Err(e),
+        }
+    }
+    let mut rest = Retrying { inner: s, first: Some(first[0]) };
+    proto::read_frame(&mut rest, buf)
+}
+
+/// A reader that hands out one byte already read, then retries EINTR.
+struct Retrying<'a> {
+    inner: &'a mut TcpStream,
+    first: Option<u8>,
+}
+
+impl Read for Retrying<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if let Some(b) = self.first.take() {
+            buf[0] = b;
+            return Ok(1);
+        }
+        loop {
+            match self.inner.read(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
+    }
+}
+
+impl RemoteSite {
+    /// Joins the job's deputy as body generation `link.generation`.
+    /// `here`: this host's address, for the deputy's messages.
+    pub fn connect(link: HomeLink, names: &SiteState, here: Option<SocketAddr>) -> std::io::Result<RemoteSite> {
+        let body = here.map(|a| a.ip().to_string()).unwrap_or_default();
+        let stream = open(&link, LinkKind::Calls, &body)?;
+        let events = open(&link, LinkKind::Events, &body)?;
+        let lost = Arc::new(AtomicBool::new(false));
+        let (watch_events, watch_lost, home) = (events.try_clone()?, lost.clone(), link.home);
+        std::thread::Builder::new().name("deputy-events".into()).spawn(move || watch(watch_events, watch_lost, home))?;
+        Ok(RemoteSite {
+            calls: Calls { stream, tx: Vec::with_capacity(4096), rx: Vec::with_capacity(4096), seq: 0, events, lost },
+            link,
+            cwd: names.cwd.clone(),
+            umask: names.umask,
+            exe: names.exe.clone(),
+            pid: names.pid,
+            scratch: Vec::new(),
+        })
+    }
+
+    pub fn link(&self) -> &HomeLink {
+        &self.link
+    }
+
+    pub fn is_lost(&self) -> bool {
+        self.calls.lost.load(Ordering::SeqCst)
+    }
+
+    pub fn capture_names(&self) -> SiteState {
+        SiteState {
+            cwd: self.cwd.clone(),
+            umask: self.umask,
+            exe: self.exe.clone(),
+            pid: self.pid,
+            next_desc: 0,
+            fds: Vec::new(),
+        }
+    }
+
+    /// Tells the deputy how the job ended, and waits for it to hear it.
+    pub fn report_exit(&mut self, status: i32, message: &str) {
+        let _ = self.calls.stream.set_read_timeout(Some(Duration::from_secs(5)));
+        if self.calls.call(&Call::Exit { status, message }).is_err() {
+            eprintln!("mosvm: could not report the job's end (status {status}) to its home {}", self.link.home);
+        }
+    }
+
+    fn read_chunks(&mut self, fd: i32, buf: &mut [u8], offset: i64) -> SysResult {
+        let mut done = 0usize;
+        loop {
+            let want = (buf.len() - done).min(IO_CHUNK);
+            let off = if offset < 0 { -1 } else { offset + done as i64 };
+            let r = self.calls.call(&Call::Read { fd, len: want as u32, offset: off });
+            let (_, _, data) = match r {
+                Ok(x) => x,
+                Err(e) if done == 0 => return Err(e),
+                Err(_) => return Ok(done as u64),
+            };
+            let n = data.len().min(want);
+            buf[done..done + n].copy_from_slice(&data[..n]);
+            done += n;
+            // Only a full chunk can have more behind it; anything shorter
+            // is what the file (or pipe) had.
+            if n < IO_CHUNK || done == buf.len() {
+                return Ok(done as u64);
+            }
+        }
+    }
+
+    fn write_chunks(calls: &mut Calls, fd: i32, buf: &[u8], offset: i64) -> SysResult {
+        let mut done = 0usize;
+        loop {
+            let n = (buf.len() - done).min(IO_CHUNK);
+            let off = if offset < 0 { -1 } else { offset + done as i64 };
+            let w = match calls.value(&Call::Write { fd, data: &buf[done..done + n], offset: off }) {
+                Ok(w) => w as usize,
+                Err(e) if done == 0 => return Err(e),
+                Err(_) => return Ok(done as u64),
+            };
+            done += w.min(n);
+            if w < n || done == buf.len() {
+                return Ok(done as u64);
+            }
+        }
+    }
+}
+
+fn path_buf(bytes: &[u8]) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    PathBuf::from(std::ffi::OsStr::from_bytes(bytes))
+}
+
+impl SiteOps for RemoteSite {
+    fn openat(&mut self, dirfd: i32, path: &[u8], flags: i32, mode: u32) -> SysResult {
+        self.calls.value(&Call::Openat { dirfd, path, flags, mode })
+    }
+
+    fn open_bytes(&mut self, content: &[u8], flags: i32) -> SysResult {
+        self.calls.value(&Call::OpenBytes { content, flags })
+    }
+
+    fn current_umask(&self) -> u32 {
+        self.umask
+    }
+
+    fn close(&mut self, fd: i32) -> SysResult {
+        self.calls.value(&Call::Close { fd })
+    }
+
+    fn dup(&mut self, fd: i32, min: i32, cloexec: bool) -> SysResult {
+        self.calls.value(&Call::Dup { fd, min, cloexec })
+    }
+
+    fn dup3(&mut self, old: i32, new: i32, cloexec: bool) -> SysResult {
+        self.calls.value(&Call::Dup3 { old, new, cloexec })
+    }
+
+    fn pipe2(&mut self, flags: i32) -> Result<(u64, u64), Errno> {
+        self.calls.call(&Call::Pipe2 { flags }).map(|(a, b, _)| (a as u64, b as u64))
+    }
+
+    fn fcntl(&mut self, fd: i32, cmd: i32, arg: u64) -> SysResult {
+        self.calls.value(&Call::Fcntl { fd, cmd, arg })
+    }
+
+    fn fcntl_lock(&mut self, fd: i32, cmd: i32, flock: &mut [u8; 32]) -> SysResult {
+        let (r, _, data) = self.calls.call(&Call::FcntlLock { fd, cmd, flock: &flock[..] })?;
+        let n = data.len().min(32);
+        flock[..n].copy_from_slice(&data[..n]);
+        Ok(r as u64)
+    }
+
+    fn read(&mut self, fd: i32, buf: &mut [u8]) -> SysResult {
+        self.read_chunks(fd, buf, -1)
+    }
+
+    fn write(&mut self, fd: i32, buf: &[u8]) -> SysResult {
+        Self::write_chunks(&mut self.calls, fd, buf, -1)
+    }
+
+    fn pread(&mut self, fd: i32, buf: &mut [u8], offset: i64) -> SysResult {
+        self.read_chunks(fd, buf, offset.max(0))
+    }
+
+    fn pwrite(&mut self, fd: i32, buf: &[u8], offset: i64) -> SysResult {
+        Self::write_chunks(&mut self.calls, fd, buf, offset.max(0))
+    }
+
+    fn readv(&mut self, fd: i32, bufs: &mut [IoSliceMut<'_>], offset: i64) -> SysResult {
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        let want = total.min(IO_CHUNK);
+        let (_, _, data) = self.calls.call(&Call::Read { fd, len: want as u32, offset })?;
+        let mut at = 0;
+        for b in bufs.iter_mut() {
+            if at >= data.len() {
+                break;
+            }
+            let n = b.len().min(data.len() - at);
+            b[..n].copy_from_slice(&data[at..at + n]);
+            at += n;
+        }
+        Ok(at as u64)
+    }
+
+    fn writev(&mut self, fd: i32, bufs: &[IoSlice<'_>], offset: i64) -> SysResult {
+        self.scratch.clear();
+        for b in bufs {
+            self.scratch.extend_from_slice(b);
+        }
+        Self::write_chunks(&mut self.calls, fd, &self.scratch, offset)
+    }
+
+    fn lseek(&mut self, fd: i32, offset: i64, whence: i32) -> SysResult {
+        self.calls.value(&Call::Lseek { fd, offset, whence })
+    }
+
+    fn getdents64(&mut self, fd: i32, buf: &mut [u8]) -> SysResult {
+        let len = buf.len().min(IO_CHUNK) as u32;
+        self.calls.copy_out(&Call::Getdents64 { fd, len }, buf)
+    }
+
+    fn ioctl(&mut self, fd: i32, request: u64, arg: &mut [u8]) -> SysResult {
+        let (r, _, data) = self.calls.call(&Call::Ioctl { fd, request, arg: &arg[..] })?;
+        let n = data.len().min(arg.len());
+        arg[..n].copy_from_slice(&data[..n]);
+        Ok(r as u64)
+    }
+
+    fn ioctl_int(&mut self, fd: i32, request: u64, arg: u64) -> SysResult {
+        self.calls.value(&Call::IoctlInt { fd, request, arg })
+    }
+
+    fn fsync(&mut self, fd: i32, data_only: bool) -> SysResult {
+        self.calls.value(&Call::Fsync { fd, data_only })
+    }
+
+    fn ftruncate(&mut self, fd: i32, len: i64) -> SysResult {
+        self.calls.value(&Call::Ftruncate { fd, len })
+    }
+
+    fn fallocate(&mut self, fd: i32, mode: i32, offset: i64, len: i64) -> SysResult {
+        self.calls.value(&Call::Fallocate { fd, mode, offset, len })
+    }
+
+    fn fchmod(&mut self, fd: i32, mode: u32) -> SysResult {
+        self.calls.value(&Call::Fchmod { fd, mode })
+    }
+
+    fn poll(&mut self, fds: &mut [u8], timeout_ms: i32) -> SysResult {
+        let (r, _, data) = self.calls.call(&Call::Poll { fds: &fds[..], timeout_ms })?;
+        let n = data.len().min(fds.len());
+        fds[..n].copy_from_slice(&data[..n]);
+        Ok(r as u64)
+    }
+
+    fn flock(&mut self, fd: i32, op: i32) -> SysResult {
+        self.calls.value(&Call::Flock { fd, op })
+    }
+
+    fn sendfile(&mut self, out_fd: i32, in_fd: i32, offset: Option<&mut i64>, count: u64) -> SysResult {
+        let at = offset.as_ref().map(|o| **o);
+        let (r, aux, _) = self.calls.call(&Call::Sendfile { out_fd, in_fd, offset: at, count })?;
+        if let Some(o) = offset {
+            *o = aux;
+        }
+        Ok(r as u64)
+    }
+
+    fn fstatfs(&mut self, fd: i32, out: &mut [u8; 120]) -> SysResult {
+        self.calls.copy_out(&Call::Fstatfs { fd }, out)
+    }
+
+    fn fstatat(&mut self, dirfd: i32, path: &[u8], flags: i32, out: &mut [u8; 144]) -> SysResult {
+        self.calls.copy_out(&Call::Fstatat { dirfd, path, flags }, out)
+    }
+
+    fn statx(&mut self, dirfd: i32, path: &[u8], flags: i32, mask: u32, out: &mut [u8; 256]) -> SysResult {
+        self.calls.copy_out(&Call::Statx { dirfd, path, flags, mask }, out)
+    }
+
+    fn faccessat(&mut self, dirfd: i32, path: &[u8], mode: i32, flags: i32) -> SysResult {
+        self.calls.value(&Call::Faccessat { dirfd, path, mode, flags })
+    }
+
+    fn unlinkat(&mut self, dirfd: i32, path: &[u8], flags: i32) -> SysResult {
+        self.calls.value(&Call::Unlinkat { dirfd, path, flags })
+    }
+
+    fn mkdirat(&mut self, dirfd: i32, path: &[u8], mode: u32) -> SysResult {
+        self.calls.value(&Call::Mkdirat { dirfd, path, mode })
+    }
+
+    fn renameat2(&mut self, olddir: i32, old: &[u8], newdir: i32, new: &[u8], flags: u32) -> SysResult {
+        self.calls.value(&Call::Renameat2 { olddir, old, newdir, new, flags })
+    }
+
+    fn linkat(&mut self, olddir: i32, old: &[u8], newdir: i32, new: &[u8], flags: i32) -> SysResult {
+        self.calls.value(&Call::Linkat { olddir, old, newdir, new, flags })
+    }
+
+    fn symlinkat(&mut self, target: &[u8], dirfd: i32, path: &[u8]) -> SysResult {
+        self.calls.value(&Call::Symlinkat { target, dirfd, path })
+    }
+
+    fn readlinkat(&mut self, dirfd: i32, path: &[u8], buf: &mut [u8]) -> SysResult {
+        let len = buf.len().min(IO_CHUNK) as u32;
+        self.calls.copy_out(&Call::Readlinkat { dirfd, path, len }, buf)
+    }
+
+    fn fchmodat(&mut self, dirfd: i32, path: &[u8], mode: u32, flags: i32) -> SysResult {
+        self.calls.value(&Call::Fchmodat { dirfd, path, mode, flags })
+    }
+
+    fn fchownat(&mut self, dirfd: i32, path: &[u8], uid: u32, gid: u32, flags: i32) -> SysResult {
+        self.calls.value(&Call::Fchownat { dirfd, path, uid, gid, flags })
+    }
+
+    fn utimensat(&mut self, dirfd: i32, path: Option<&[u8]>, times: Option<&[u8; 32]>, flags: i32) -> SysResult {
+        self.calls.value(&Call::Utimensat { dirfd, path, times: times.map(|t| &t[..]), flags })
+    }
+
+    fn truncate(&mut self, path: &[u8], len: i64) -> SysResult {
+        self.calls.value(&Call::Truncate { path, len })
+    }
+
+    fn umask(&mut self, mask: u32) -> u32 {
+        // The deputy applies the mask to what it creates: keep both in step.
+        let old = std::mem::replace(&mut self.umask, mask & 0o777);
+        let _ = self.calls.value(&Call::Umask { mask });
+        old
+    }
+
+    fn statfs(&mut self, path: &[u8], out: &mut [u8; 120]) -> SysResult {
+        self.calls.copy_out(&Call::Statfs { path }, out)
+    }
+
+    fn read_program(&mut self, dirfd: i32, path: &[u8], flags: i32, max: u64) -> Result<(Vec<u8>, PathBuf), Errno> {
+        let (r, _, data) = self.calls.call(&Call::ReadProgram { dirfd, path, flags, max })?;
+        // The program's bytes, then its path.
+        let n = (r as usize).min(data.len());
+        Ok((data[..n].to_vec(), path_buf(&data[n..])))
+    }
+
+    fn exec(&mut self, exe: PathBuf) {
+        let _ = self.calls.value(&Call::Exec { exe: exe.as_os_str().as_encoded_bytes() });
+        self.exe = exe;
+    }
+
+    fn getcwd(&self) -> &[u8] {
+        &self.cwd
+    }
+
+    fn chdir(&mut self, path: &[u8]) -> SysResult {
+        let (r, _, data) = self.calls.call(&Call::Chdir { path })?;
+        self.cwd = data.to_vec();
+        Ok(r as u64)
+    }
+
+    fn fchdir(&mut self, fd: i32) -> SysResult {
+        let (r, _, data) = self.calls.call(&Call::Fchdir { fd })?;
+        self.cwd = data.to_vec();
+        Ok(r as u64)
+    }
+}
