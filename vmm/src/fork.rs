@@ -44,11 +44,11 @@ impl Vm {
     /// Returns the registers to continue with: in the parent the call
     /// returns the child's pid (or an error), in the child 0.
     pub(crate) fn fork(&mut self, args: ForkArgs, user: &kvm_regs) -> Result<kvm_regs, VmError> {
-        if self.job.site.is_remote() || matches!(self.job.site, crate::site::Site::Local { home: Some(_), .. }) {
-            // A child needs a site of its own: a second deputy link (away)
-            // or a second deputy (at home). Not built yet: fail like a
-            // system at its process limit, and say why once.
-            (self.job.log)("fork: a job that can move cannot make processes yet (EAGAIN)");
+        if self.job.site.is_remote() {
+            // A child needs a site of its own: a second link to the
+            // deputy. Not built yet: fail like a system at its process
+            // limit, and say why.
+            (self.job.log)("fork: a job away from home cannot make processes yet (EAGAIN)");
             let mut regs = *user;
             regs.rax = (-(libc::EAGAIN as i64)) as u64;
             return Ok(regs);
@@ -140,8 +140,10 @@ impl Vm {
         job.tid = pid;
         job.threads.parked.clear();
         job.threads.next_tid = pid + 1;
-        if let Ok(site) = job.site.here(crate::errno::Errno::EAGAIN) {
+        if let crate::site::Site::Local { site, home } = &mut job.site {
             site.set_pid(pid);
+            // The deputy serves the parent; the child stays at home.
+            *home = None;
         }
         // Linux: pending signals are the parent's alone; the child's
         // robust list and clear-tid word come from clone's flags.
