@@ -260,6 +260,8 @@ pub struct RestoreEnv {
     pub home: Option<Arc<crate::site::Home>>,
     /// This host's address, as the job's deputy will name it.
     pub here: Option<std::net::SocketAddr>,
+    /// Links to the job's deputy opened during the move.
+    pub prepared: Option<crate::site::Prepared>,
 }
 
 impl Job {
@@ -328,7 +330,7 @@ impl Job {
         env: RestoreEnv,
         tsc_khz: Option<u32>,
     ) -> Result<Job, crate::site::SiteError> {
-        let site = Site::restore(&state.site, state.home.as_ref(), env.stdio, env.home.as_ref(), env.here)?;
+        let site = Site::restore(&state.site, state.home.as_ref(), env.stdio, env.home.as_ref(), env.here, env.prepared)?;
         let elapsed = (realtime_ns() - state.clock.realtime).max(0);
         // CPU time is set against the vCPU thread's when it starts running.
         let clock = Clock::starting_at(state.clock.monotonic + elapsed, tsc_khz);

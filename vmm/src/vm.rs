@@ -204,6 +204,8 @@ pub struct JobInfo {
     pub cpuid: Vec<kvm_cpuid_entry2>,
     /// The job's deputy, if it has one (at home or away).
     pub home: Option<std::net::SocketAddr>,
+    /// What the body of the next move presents to the deputy.
+    pub next_link: Option<crate::site::HomeLink>,
 }
 
 /// A KVM VM with guest memory and one vCPU, not yet set up. A migration
@@ -409,6 +411,7 @@ impl Vm {
                 xcr0: self.job.features.xcr0,
                 cpuid: self.cpuid.clone(),
                 home: self.job.site.home_addr(),
+                next_link: self.job.site.next_link(),
             }),
         }
     }

@@ -112,15 +112,28 @@ fn discard_zeros(ram: &GuestRam, gpas: &[u8]) -> Result<(), WireError> {
 
 /// Reads records into `ram` until END; returns the state bytes. `w`
 /// answers SYNC records (a live stream); a file has none.
+/// Links to the job's deputy, being opened while the pages come.
+type Preparing = std::thread::JoinHandle<io::Result<crate::site::Prepared>>;
+
 fn read_body<R: Read>(
     reader: &mut RecordReader<R>,
     ram: &GuestRam,
     stats: &mut ReceiveStats,
     mut w: Option<&mut dyn Write>,
+    mut home: Option<(&mut Option<Preparing>, Option<std::net::SocketAddr>)>,
 ) -> Result<Vec<u8>, ReceiveError> {
     let mut state = None;
     loop {
         match reader.next(Some(ram)).map_err(in_phase("receiving the job"))? {
+            Record::Small(wire::TAG_HOME, link) => {
+                let link: crate::site::HomeLink = postcard::from_bytes(&link).map_err(|e| {
+                    in_phase("receiving the job")(WireError::BadPages(format!("malformed HOME: {e}")))
+                })?;
+                if let Some((slot, here)) = home.as_mut() {
+                    let here = *here;
+                    **slot = Some(std::thread::spawn(move || crate::site::RemoteSite::prepare(link, here)));
+                }
+            }
             Record::Pages(n) => stats.pages += n as u64,
             Record::Small(wire::TAG_ZEROS, gpas) => discard_zeros(ram, &gpas).map_err(in_phase("receiving the job"))?,
             Record::Small(wire::TAG_STATE, s) => state = Some(s),
@@ -224,7 +237,9 @@ pub fn receive(
         };
     wire::write_record(&mut w, wire::TAG_ACCEPT, &[])?;
     let mut stats = ReceiveStats::default();
-    let state = match read_body(&mut reader, machine.ram(), &mut stats, Some(&mut w)) {
+    let mut preparing = None;
+    let here = env.here;
+    let state = match read_body(&mut reader, machine.ram(), &mut stats, Some(&mut w), Some((&mut preparing, here))) {
         Ok(s) => s,
         Err(e) => {
             // Tell the sender why, if it still listens; it keeps the job.
@@ -233,6 +248,8 @@ pub fn receive(
         }
     };
     let t = Instant::now();
+    // A deputy that cannot be reached is found out at the claim.
+    env.prepared = preparing.and_then(|p| p.join().ok()).and_then(|r| r.ok());
     let vm = VmState::from_bytes(&state).map_err(VmError::Machine).and_then(|state| Vm::restore(state, machine, env));
     stats.restore = t.elapsed();
     let vm = match vm {
@@ -268,7 +285,7 @@ pub fn restore_file(path: &std::path::Path, env: RestoreEnv) -> Result<(Vm, Rece
     }
     let machine = Machine::new(GuestRam::new(hello.mem_size).map_err(VmError::from)?, &hello.cpuid)?;
     let mut stats = ReceiveStats::default();
-    let state = read_body(&mut reader, machine.ram(), &mut stats, None)?;
+    let state = read_body(&mut reader, machine.ram(), &mut stats, None, None)?;
     let state = VmState::from_bytes(&state).map_err(VmError::Machine)?;
     let vm = Vm::restore(state, machine, env)?;
     stats.elapsed = start.elapsed();

@@ -184,6 +184,15 @@ pub fn migrate(handle: &VmHandle, to: &str, opts: &SendOptions) -> Result<SendSt
         Ok(resident)
     };
     let result = handshake(&mut w, &mut reader)
+        .and_then(|resident| {
+            // The destination joins the job's deputy while the pages flow.
+            if let Some(mut link) = handle.info.next_link.clone() {
+                reachable_home(&mut link.home, &w);
+                let bytes = postcard::to_allocvec(&link).expect("a link serializes");
+                wire::write_record(&mut w, wire::TAG_HOME, &bytes).map_err(io_in("sending the header"))?;
+            }
+            Ok(resident)
+        })
         .and_then(|resident| precopy(handle, &mut w, &mut reader, &mut dirty, resident, opts, to, start));
     match result {
         Ok(stats) => Ok(stats),
@@ -191,6 +200,16 @@ pub fn migrate(handle: &VmHandle, to: &str, opts: &SendOptions) -> Result<SendSt
             let _ = handle.control.send(Command::Throttle(0));
             dirty.stop();
             Err(e)
+        }
+    }
+}
+
+/// A deputy listening on all addresses is reached at the address the
+/// destination reached us from.
+fn reachable_home(home: &mut std::net::SocketAddr, w: &TcpStream) {
+    if home.ip().is_unspecified() {
+        if let Ok(local) = w.local_addr() {
+            home.set_ip(local.ip());
         }
     }
 }
@@ -322,13 +341,8 @@ fn precopy(
 
     // Stop the job, send what is left and the state.
     let (mut state, verdict, stopped) = handle.control.pause(Purpose::Move).map_err(SendError::Pause)?;
-    // The destination reaches the deputy at the address it reached us from.
     if let Some(link) = state.job.home.as_mut() {
-        if link.home.ip().is_unspecified() {
-            if let Ok(local) = w.local_addr() {
-                link.home.set_ip(local.ip());
-            }
-        }
+        reachable_home(&mut link.home, w);
     }
     // The stopped job waits on us: no pacing now. (The kicker thread stays
     // until we return; joining it here could cost a period of downtime.)

@@ -33,6 +33,9 @@ pub const TAG_SYNC: u8 = 6;
 /// A checksum of every page, sent while the job is stopped (`migrate
 /// --verify`); the receiver refuses the job if its copy differs.
 pub const TAG_VERIFY: u8 = 7;
+/// Where the job's deputy waits for the new body (a `HomeLink`), sent
+/// early so the destination opens its links while the pages come.
+pub const TAG_HOME: u8 = 8;
 /// Receiver to sender.
 pub const TAG_ACCEPT: u8 = 16;
 pub const TAG_REFUSE: u8 = 17;
@@ -321,6 +324,7 @@ impl<R: Read> RecordReader<R> {
             tag,
             TAG_HELLO
                 | TAG_VERIFY
+                | TAG_HOME
                 | TAG_PAGES
                 | TAG_ZEROS
                 | TAG_STATE

@@ -45,6 +45,8 @@ struct Inner {
     /// The newest body's connections, until the server takes them.
     calls: Option<(TcpStream, String)>,
     events: Option<TcpStream>,
+    /// Events links of bodies that have not claimed the job yet.
+    candidates: Vec<(u64, TcpStream)>,
     /// Clones of the links being served, to cut when a newer body comes.
     live: Vec<TcpStream>,
     /// A body coming home waits for the site here.
@@ -115,6 +117,7 @@ impl Home {
                 local: Some(0),
                 calls: None,
                 events: None,
+                candidates: Vec::new(),
                 live: Vec::new(),
                 homecoming: false,
                 returned: None,
@@ -200,48 +203,69 @@ impl Home {
             return refuse(&mut conn, RefusalKind::BadToken, "not this job's secret".into());
         }
         let _ = proto::tune(&conn);
-        let _ = conn.set_read_timeout(None);
         let peer = if hello.body.is_empty() {
             conn.peer_addr().map_or_else(|_| "?".to_string(), |a| a.ip().to_string())
         } else {
             hello.body.clone()
         };
-        let mut inner = self.inner.lock().unwrap();
-        if inner.ended {
-            drop(inner);
-            return refuse(&mut conn, RefusalKind::Ended, "the job has ended".into());
-        }
+        let g = hello.generation;
+        let stale = |inner: &Inner| -> Option<(RefusalKind, String)> {
+            if inner.ended {
+                Some((RefusalKind::Ended, "the job has ended".into()))
+            } else if g <= inner.generation {
+                Some((RefusalKind::Stale, format!("body generation {g} is not newer than the job's ({})", inner.generation)))
+            } else {
+                None
+            }
+        };
         match hello.kind {
-            LinkKind::Calls => {
-                if hello.generation <= inner.generation {
-                    let g = inner.generation;
+            LinkKind::Events => {
+                let mut inner = self.inner.lock().unwrap();
+                if g == inner.generation && inner.calls.is_some() && !inner.ended {
+                    inner.events = conn.try_clone().ok();
+                } else if let Some((kind, why)) = stale(&inner) {
                     drop(inner);
-                    return refuse(
-                        &mut conn,
-                        RefusalKind::Stale,
-                        format!("body generation {} is older than the job's ({g})", hello.generation),
-                    );
+                    return refuse(&mut conn, kind, why);
+                } else if let Ok(c) = conn.try_clone() {
+                    inner.candidates.push((g, c));
+                }
+                drop(inner);
+                welcome(&mut conn, &Welcome::Accepted);
+                self.cond.notify_all();
+            }
+            LinkKind::Calls => {
+                if let Some((kind, why)) = stale(&self.inner.lock().unwrap()) {
+                    return refuse(&mut conn, kind, why);
+                }
+                // Authenticated; the body claims the job when its move
+                // switches over (pre-copy may take a while).
+                welcome(&mut conn, &Welcome::Accepted);
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(3600)));
+                let mut buf = Vec::new();
+                let claim = proto::read_frame(&mut conn, &mut buf).and_then(|_| proto::decode::<proto::Claim>(&buf));
+                match claim {
+                    Ok(c) if c.generation == g => {}
+                    _ => return,
+                }
+                let _ = conn.set_read_timeout(None);
+                let mut inner = self.inner.lock().unwrap();
+                if let Some((kind, why)) = stale(&inner) {
+                    drop(inner);
+                    return refuse(&mut conn, kind, why);
                 }
                 // A newer body: it is the job from now on.
-                inner.generation = hello.generation;
+                inner.generation = g;
                 cut(&mut inner.live, "a newer body took over the job");
-                match conn.try_clone() {
-                    Ok(c) => inner.calls = Some((c, peer)),
-                    Err(_) => return,
-                }
-                inner.events = None;
-            }
-            LinkKind::Events => {
-                if hello.generation != inner.generation {
-                    drop(inner);
-                    return refuse(&mut conn, RefusalKind::Stale, "not the body that owns the job".into());
-                }
-                inner.events = conn.try_clone().ok();
+                let Ok(c) = conn.try_clone() else { return };
+                inner.calls = Some((c, peer));
+                let pos = inner.candidates.iter().position(|(cg, _)| *cg == g);
+                inner.events = pos.map(|i| inner.candidates.swap_remove(i).1);
+                inner.candidates.retain(|(cg, _)| *cg > g);
+                drop(inner);
+                welcome(&mut conn, &Welcome::Accepted);
+                self.cond.notify_all();
             }
         }
-        welcome(&mut conn, &Welcome::Accepted);
-        drop(inner);
-        self.cond.notify_all();
     }
 
     /// After a failed move of the body at home: may it resume here? Not if

@@ -29,7 +29,7 @@ pub mod resolve;
 pub use deputy::{Home, Served};
 pub use local::{LocalSite, SiteConfig, MAX_FDS};
 pub use persist::{FdState, FileState, SiteError, SiteState};
-pub use remote::RemoteSite;
+pub use remote::{Prepared, RemoteSite};
 
 /// The site-dependent calls. Results are Linux's: a value, or an errno
 /// (EINTR when a signal or a kick cut a blocking call short).
@@ -193,6 +193,18 @@ impl Site {
         }
     }
 
+    /// The link the body of the next move will present, if the job has a deputy.
+    pub fn next_link(&self) -> Option<HomeLink> {
+        match self {
+            Site::Local { home, .. } => home.as_ref().map(|h| h.next_link()),
+            Site::Remote(r) => {
+                let mut l = r.link().clone();
+                l.generation += 1;
+                Some(l)
+            }
+        }
+    }
+
     /// The site as data for `purpose`. For a move of a job with a deputy,
     /// the descriptors stay at home and the state names the deputy and
     /// the next generation.
@@ -225,6 +237,7 @@ impl Site {
         stdio: [RawFd; 3],
         home: Option<&Arc<Home>>,
         here: Option<SocketAddr>,
+        prepared: Option<Prepared>,
     ) -> Result<Site, SiteError> {
         match link {
             None => Ok(Site::local(LocalSite::restore(state, stdio)?)),
@@ -235,9 +248,15 @@ impl Site {
                 }
                 // A deputy takes back its own job, and no other.
                 Some(_) => Err(SiteError::Home("this deputy's port takes back only its own job".into())),
-                None => Ok(Site::Remote(
-                    RemoteSite::connect(link.clone(), state, here).map_err(|e| SiteError::Home(e.to_string()))?,
-                )),
+                None => {
+                    let home_err = |e: std::io::Error| SiteError::Home(e.to_string());
+                    // Links opened while the pages came, if they are for this body.
+                    let p = match prepared.filter(|p| p.link() == link) {
+                        Some(p) => p,
+                        None => RemoteSite::prepare(link.clone(), here).map_err(home_err)?,
+                    };
+                    Ok(Site::Remote(RemoteSite::claim(p, state).map_err(home_err)?))
+                }
             },
         }
     }

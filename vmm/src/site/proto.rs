@@ -9,7 +9,10 @@
 //!
 //! Frames: u32 length, u32 CRC32C of the payload, postcard payload. Every
 //! connection starts with `Hello` (magic, version, the job's secret and
-//! the body's generation), answered by a `Welcome`.
+//! the body's generation), answered by a `Welcome` once the deputy has
+//! checked the secret. A destination opens its links while the pages are
+//! still being copied; at the switch it sends `Claim` on the calls link
+//! and the deputy answers a second `Welcome`: one round trip of downtime.
 
 use std::io::{self, Read, Write};
 
@@ -57,6 +60,12 @@ pub enum RefusalKind {
 pub enum Welcome {
     Accepted,
     Refused { kind: RefusalKind, why: String },
+}
+
+/// The body of a move asks to be the job (sent on a welcomed calls link).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claim {
+    pub generation: u64,
 }
 
 /// One site call. Byte strings borrow from the frame they came in.

@@ -36,6 +36,31 @@ pub struct RemoteSite {
     scratch: Vec<u8>,
 }
 
+fn welcomed(stream: &TcpStream) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    proto::read_frame(&mut &*stream, &mut buf)?;
+    match proto::decode::<Welcome>(&buf)? {
+        Welcome::Accepted => Ok(()),
+        Welcome::Refused { kind, why } => {
+            Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, format!("refused ({kind:?}): {why}")))
+        }
+    }
+}
+
+/// A body's links to its deputy, opened (and the secret checked) before
+/// the body is the job: `RemoteSite::claim` makes it so.
+pub struct Prepared {
+    link: HomeLink,
+    calls: TcpStream,
+    events: TcpStream,
+}
+
+impl Prepared {
+    pub fn link(&self) -> &HomeLink {
+        &self.link
+    }
+}
+
 /// Opens one connection of the link and has the deputy accept it.
 fn open(link: &HomeLink, kind: LinkKind, body: &str) -> std::io::Result<TcpStream> {
     let stream = TcpStream::connect_timeout(&link.home, Duration::from_secs(5))?;
@@ -45,17 +70,8 @@ fn open(link: &HomeLink, kind: LinkKind, body: &str) -> std::io::Result<TcpStrea
         Hello { version: proto::VERSION, token: link.token, generation: link.generation, kind, body: body.into() };
     proto::write_hello(&mut w, &hello)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut buf = Vec::new();
-    proto::read_frame(&mut &stream, &mut buf)?;
-    match proto::decode::<Welcome>(&buf)? {
-        Welcome::Accepted => {
-            stream.set_read_timeout(None)?;
-            Ok(stream)
-        }
-        Welcome::Refused { kind, why } => {
-            Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, format!("refused ({kind:?}): {why}")))
-        }
-    }
+    welcomed(&stream)?;
+    Ok(stream)
 }
 
 /// The body has lost its home (or been replaced): it must stop. Raising
@@ -189,11 +205,23 @@ impl Read for Retrying<'_> {
 
 impl RemoteSite {
     /// Joins the job's deputy as body generation `link.generation`.
-    /// `here`: this host's address, for the deputy's messages.
-    pub fn connect(link: HomeLink, names: &SiteState, here: Option<SocketAddr>) -> std::io::Result<RemoteSite> {
+    /// Opens the links to the job's deputy; `here` is this host's
+    /// address, for the deputy's messages.
+    pub fn prepare(link: HomeLink, here: Option<SocketAddr>) -> std::io::Result<Prepared> {
         let body = here.map(|a| a.ip().to_string()).unwrap_or_default();
-        let stream = open(&link, LinkKind::Calls, &body)?;
+        let calls = open(&link, LinkKind::Calls, &body)?;
         let events = open(&link, LinkKind::Events, &body)?;
+        Ok(Prepared { link, calls, events })
+    }
+
+    /// Becomes the job's body: the deputy serves this body from now on
+    /// and stops any older one.
+    pub fn claim(prepared: Prepared, names: &SiteState) -> std::io::Result<RemoteSite> {
+        let Prepared { link, calls: stream, events } = prepared;
+        proto::write_frame(&mut &stream, &mut Vec::new(), &proto::Claim { generation: link.generation })?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        welcomed(&stream)?;
+        stream.set_read_timeout(None)?;
         let lost = Arc::new(AtomicBool::new(false));
         let (watch_events, watch_lost, home) = (events.try_clone()?, lost.clone(), link.home);
         std::thread::Builder::new().name("deputy-events".into()).spawn(move || watch(watch_events, watch_lost, home))?;

@@ -18,14 +18,23 @@
 //! - the job's `root` and `cwd` magic links restart the walk at "/" or at
 //!   the job's cwd, so what follows them is resolved too;
 //! - magic links of other processes (`/proc/1/root/...`) are never walked
-//!   through: where they lead cannot be told from their text.
+//!   through: where they lead cannot be told from their text;
+//! - the VMM's real pid when it differs from the job's (a moved job keeps
+//!   its pid) and the tids of the VMM's own threads are not "another
+//!   process": /proc/<tid> works for any thread, listed or not;
+//! - another procfs (a chroot's /proc, /proc bind-mounted elsewhere) is
+//!   recognised by its root inode and its `self` link.
+//!
+//! It must run in the process that makes the host call (the deputy, for a
+//! job served from home): "self" and the thread check are that process's.
 //!
 //! Limits, by design (see the tests):
 //! - `cwd` must be the job's current directory as the kernel knows it now
 //!   (e.g. read from /proc/self/fd/<cwd fd> just before the call, or the
-//!   path of the `dirfd` for *at calls): it is trusted and not looked at on
-//!   the host. A stale name (the directory was renamed) makes the answer
-//!   wrong.
+//!   path of the `dirfd` for *at calls): it is trusted to be a real
+//!   directory without symlinks (looked at on the host only once, for
+//!   procfs mounts on the way). A stale name (the directory was renamed)
+//!   makes the answer wrong.
 //! - This is a check made before the host call: a symlink changed in
 //!   between (by another process) is not seen. A check of the opened
 //!   descriptor afterwards closes that race.
@@ -111,11 +120,14 @@ fn resolve_with(path: &[u8], cwd: &[u8], pid: u32, follow_last: bool) -> Resolve
         in_task: false,
         links: 0,
         via_cwd: false,
+        probe: false,
+        probe_found: false,
+        alias: None,
     };
     let walked = if path[0] == b'/' {
-        w.walk(path, false, true)
+        w.walk(path, false, Tail::FINAL)
     } else {
-        w.walk(cwd, true, false).and_then(|()| w.walk(path, false, true))
+        w.walk_cwd().and_then(|()| w.walk(path, false, Tail::FINAL))
     };
     match walked {
         Ok(()) => w.finish(),
@@ -125,6 +137,21 @@ fn resolve_with(path: &[u8], cwd: &[u8], pid: u32, follow_last: bool) -> Resolve
         Err(Stop::Fails(e)) if w.via_cwd => Resolved::Denied(e),
         Err(Stop::Fails(_)) => Resolved::Host,
     }
+}
+
+/// Where the last component of a walked piece stands in the whole lookup.
+#[derive(Clone, Copy)]
+struct Tail {
+    /// Nothing follows it (a trailing slash may).
+    end: bool,
+    /// Nothing follows it, not even a slash: the system call's own
+    /// follow-or-not applies to it.
+    last: bool,
+}
+
+impl Tail {
+    const FINAL: Tail = Tail { end: true, last: true };
+    const MORE: Tail = Tail { end: false, last: false };
 }
 
 /// Why a walk ended early.
@@ -154,14 +181,20 @@ struct Walker<'a> {
     links: u32,
     /// The walk went through the job's `cwd` magic link.
     via_cwd: bool,
+    /// Trusted walks still look for procfs mounts (a cwd not seen before).
+    probe: bool,
+    /// ... and found one.
+    probe_found: bool,
+    /// Our pid in a procfs of another pid namespace (what its `self` says).
+    alias: Option<u32>,
 }
 
 impl Walker<'_> {
     /// Walks `path` from where the walk stands (from "/" if absolute).
     /// `trusted` skips host lookups (the job's cwd, known to be a real
-    /// directory); `final_seg` says whether the last component of `path` is
-    /// the last of the whole lookup (not inside a symlink that more follows).
-    fn walk(&mut self, path: &[u8], trusted: bool, final_seg: bool) -> Result<(), Stop> {
+    /// directory); `tail` says whether more of the lookup follows `path`
+    /// (it is the job's cwd, or a symlink's target with more after the link).
+    fn walk(&mut self, path: &[u8], trusted: bool, tail: Tail) -> Result<(), Stop> {
         if path.first() == Some(&b'/') {
             self.restart_at_root();
         }
@@ -169,10 +202,33 @@ impl Walker<'_> {
         let trailing_slash = path.last() == Some(&b'/');
         let mut comps = path.split(|&b| b == b'/').filter(|c| !c.is_empty()).peekable();
         while let Some(c) = comps.next() {
-            let last = final_seg && !trailing_slash && comps.peek().is_none();
-            self.step(c, last, trusted)?;
+            let end = tail.end && comps.peek().is_none();
+            let at = Tail { end, last: end && tail.last && !trailing_slash };
+            self.step(c, at, trusted)?;
         }
         Ok(())
+    }
+
+    /// Walks the job's cwd. It is trusted to have no symlinks and to exist
+    /// (a deleted cwd still has a parent for ".."), but it may lie inside a
+    /// procfs mounted elsewhere than /proc (a chroot's /proc): that is
+    /// looked for once per cwd.
+    fn walk_cwd(&mut self) -> Result<(), Stop> {
+        thread_local! {
+            static ORDINARY_CWD: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let cwd = self.cwd;
+        self.probe = !ORDINARY_CWD.with(|c| *c.borrow() == cwd);
+        let walked = self.walk(cwd, true, Tail::MORE);
+        if self.probe && !self.probe_found && walked.is_ok() {
+            ORDINARY_CWD.with(|c| {
+                let mut c = c.borrow_mut();
+                c.clear();
+                c.extend_from_slice(cwd);
+            });
+        }
+        self.probe = false;
+        walked
     }
 
     fn restart_at_root(&mut self) {
@@ -191,10 +247,11 @@ impl Walker<'_> {
         Ok(())
     }
 
-    fn step(&mut self, c: &[u8], last: bool, trusted: bool) -> Result<(), Stop> {
+    fn step(&mut self, c: &[u8], at: Tail, trusted: bool) -> Result<(), Stop> {
         if self.ours {
-            return self.step_ours(c, last);
+            return self.step_ours(c, at);
         }
+        let last = at.last;
         match c {
             b"." => return Ok(()),
             b".." => {
@@ -219,6 +276,11 @@ impl Walker<'_> {
             self.proc_root = Some(self.out.len());
         }
         if trusted {
+            if self.probe {
+                if let Ok(m) = std::fs::symlink_metadata(os(&self.out)) {
+                    self.probe_found |= self.note_proc_root(&m);
+                }
+            }
             return Ok(());
         }
         let meta = match std::fs::symlink_metadata(os(&self.out)) {
@@ -252,16 +314,52 @@ impl Walker<'_> {
             let target = std::fs::read_link(os(&self.out)).map_err(|e| Stop::Denied(errno(&e)))?;
             // A relative target starts from the link's directory.
             self.out.truncate(parent);
-            return self.walk(target.as_os_str().as_bytes(), false, last);
+            return self.walk(target.as_os_str().as_bytes(), false, at);
         }
         if !last && !meta.is_dir() {
             return Err(Stop::Fails(ENOTDIR));
         }
-        if meta.is_dir() && meta.ino() == PROC_ROOT_INO && Some(meta.dev()) == proc_dev() {
-            // /proc bind-mounted elsewhere.
-            self.proc_root = Some(self.out.len());
-        }
+        self.note_proc_root(&meta);
         Ok(())
+    }
+
+    /// Notes whether `out`, described by `meta`, is the root of a procfs
+    /// other than /proc: /proc bind-mounted elsewhere (same device) or
+    /// another procfs mount (a chroot's /proc), which has a `self` link.
+    fn note_proc_root(&mut self, meta: &std::fs::Metadata) -> bool {
+        if !meta.is_dir() || meta.ino() != PROC_ROOT_INO || self.proc_root == Some(self.out.len()) {
+            return false;
+        }
+        let dev = meta.dev();
+        if Some(dev) != proc_dev() {
+            // Many file systems' roots are inode 1 too (devtmpfs, tmpfs,
+            // sysfs): look at each device once.
+            thread_local! {
+                static NOT_PROC: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
+            }
+            if NOT_PROC.with(|d| d.borrow().contains(&dev)) {
+                return false;
+            }
+            let len = self.out.len();
+            self.out.extend_from_slice(b"/self");
+            let me = std::fs::read_link(os(&self.out)).ok().and_then(|t| proc_number(t.as_os_str().as_bytes()));
+            self.out.truncate(len);
+            match me {
+                // In another pid namespace the VMM has another number there.
+                Some(n) => self.alias = Some(n),
+                None => {
+                    NOT_PROC.with(|d| {
+                        let mut d = d.borrow_mut();
+                        if d.len() < 16 {
+                            d.push(dev);
+                        }
+                    });
+                    return false;
+                }
+            }
+        }
+        self.proc_root = Some(self.out.len());
+        true
     }
 
     /// A name directly in a procfs root. True if it led into the job's
@@ -287,6 +385,10 @@ impl Walker<'_> {
             if n == std::process::id() || is_own_thread(n) {
                 return Err(Stop::Denied(ENOENT));
             }
+            if Some(n) == self.alias {
+                self.enter_ours(false);
+                return Ok(true);
+            }
         }
         Ok(false)
     }
@@ -298,7 +400,8 @@ impl Walker<'_> {
     }
 
     /// A component below the job's /proc/<pid>, walked by name.
-    fn step_ours(&mut self, c: &[u8], last: bool) -> Result<(), Stop> {
+    fn step_ours(&mut self, c: &[u8], at: Tail) -> Result<(), Stop> {
+        let last = at.last;
         match c {
             b"." => Ok(()),
             b".." => {
@@ -316,7 +419,7 @@ impl Walker<'_> {
                 }
                 Ok(())
             }
-            _ if self.rest.is_empty() => self.entry_name(c, last),
+            _ if self.rest.is_empty() => self.entry_name(c, at),
             _ if self.rest == b"task" => {
                 // Any task of the job's is the job's entry (it runs its
                 // threads itself; the host's tids mean nothing to it).
@@ -339,12 +442,13 @@ impl Walker<'_> {
     }
 
     /// A name directly in the job's /proc/<pid>.
-    fn entry_name(&mut self, c: &[u8], last: bool) -> Result<(), Stop> {
+    fn entry_name(&mut self, c: &[u8], at: Tail) -> Result<(), Stop> {
         if DENIED_NAMES.contains(&c) {
             return Err(Stop::Denied(EACCES));
         }
         match c {
-            b"root" | b"cwd" if last => Err(Stop::Denied(EACCES)),
+            // "root/" too: the VMM's root or cwd itself, as a directory.
+            b"root" | b"cwd" if at.end => Err(Stop::Denied(EACCES)),
             b"root" => {
                 // The VMM's root is the job's: what follows is an ordinary path.
                 self.count_link()?;
@@ -356,9 +460,9 @@ impl Walker<'_> {
                 self.via_cwd = true;
                 self.restart_at_root();
                 let cwd = self.cwd;
-                self.walk(cwd, true, false)
+                self.walk(cwd, true, Tail::MORE)
             }
-            b"exe" if !last => Err(Stop::Denied(ENOTDIR)),
+            b"exe" if !at.last => Err(Stop::Denied(ENOTDIR)),
             // /proc/<pid>/task/<tid> has no "task".
             b"task" if self.in_task => Err(Stop::Denied(ENOENT)),
             _ => {
@@ -565,7 +669,15 @@ mod tests {
             assert_eq!(r(&format!("/proc/42/{name}")), DENIED, "{name}");
         }
         assert_eq!(r("/proc/self/root"), DENIED);
+        assert_eq!(r("/proc/self/root/"), DENIED);
+        assert_eq!(r("/proc/self/root//"), DENIED);
         assert_eq!(r("/proc/self/cwd"), DENIED);
+        assert_eq!(r("/proc/self/cwd/"), DENIED);
+        assert_eq!(resolve_nofollow(b"/proc/self/root", b"/", PID), DENIED);
+        assert_eq!(resolve_nofollow(b"/proc/self/exe", b"/", PID), ps("exe"));
+        // Past them, what follows is resolved: "/" itself is the host's.
+        assert_eq!(r("/proc/self/root/."), Resolved::Host);
+        assert_eq!(r("/proc/self/exe/"), Resolved::Denied(ENOTDIR));
         assert_eq!(r("/proc/42/root"), DENIED);
         assert_eq!(r("/proc/self/exe/x"), Resolved::Denied(ENOTDIR));
         assert_eq!(r("/proc/self/ns/net/x"), Resolved::Denied(ENOTDIR));
