@@ -122,7 +122,7 @@ fn take_back(home: Arc<Home>, trace: bool) -> (Arc<Home>, mpsc::Receiver<Unstart
     let tx = Mutex::new(tx);
     let h = home.clone();
     home.set_incoming(Box::new(move |stream| {
-        let env = RestoreEnv { stdio: [0, 1, 2], log: log(), trace, home: Some(h.clone()), here: None };
+        let env = RestoreEnv { stdio: [0, 1, 2], log: log(), trace, home: Some(h.clone()), here: None, prepared: None };
         match migration::receive(stream, env, &ReceiveOptions::default()) {
             Ok((vm, _)) => {
                 let _ = tx.lock().unwrap().send(Unstarted(vm));
@@ -242,7 +242,7 @@ pub fn receive(args: ReceiveArgs) -> i32 {
             }
         };
         let faults = Arc::new(Mutex::new(String::new()));
-        let env = RestoreEnv { stdio: [0, 1, 2], log: log_keeping_faults(faults.clone()), trace: args.trace, home: None, here: None };
+        let env = RestoreEnv { stdio: [0, 1, 2], log: log_keeping_faults(faults.clone()), trace: args.trace, home: None, here: None, prepared: None };
         match migration::receive(stream, env, &opts) {
             Ok((vm, _)) => return foreground(vm, args.api_sock.as_deref(), None, faults),
             Err(e) => {
@@ -257,7 +257,7 @@ pub fn receive(args: ReceiveArgs) -> i32 {
 
 /// `mosvm restore FILE`: start a job from a snapshot.
 pub fn restore(args: RestoreArgs) -> i32 {
-    let env = RestoreEnv { stdio: [0, 1, 2], log: log(), trace: args.trace, home: None, here: None };
+    let env = RestoreEnv { stdio: [0, 1, 2], log: log(), trace: args.trace, home: None, here: None, prepared: None };
     match migration::restore_file(&args.file, env) {
         Ok((vm, _)) => foreground(vm, args.api_sock.as_deref(), None, Arc::default()),
         Err(e) => {
