@@ -24,6 +24,12 @@ pub enum Command {
     Snapshot(SnapshotArgs),
     /// Start a job from a snapshot file.
     Restore(RestoreArgs),
+    /// Run this host's daemon: membership, job records, the API socket.
+    Host(crate::daemon::HostArgs),
+    /// List the hosts of the cluster as this host's daemon sees them.
+    Hosts(crate::daemon::HostsArgs),
+    /// List the jobs this host is home to.
+    Ps(crate::daemon::PsArgs),
 }
 
 #[derive(Args, Debug)]
@@ -40,6 +46,11 @@ pub struct ReceiveArgs {
     /// Give up after the first failed attempt instead of waiting for another.
     #[arg(long)]
     pub once: bool,
+    /// Print one JSON line on stdout once listening:
+    /// {"event":"listening","addr":"HOST:PORT","pid":N} (for a daemon that
+    /// starts a receiver per arriving job).
+    #[arg(long)]
+    pub announce: bool,
     /// Print every system call the job makes on stderr.
     #[arg(long)]
     pub trace: bool,

@@ -3,6 +3,7 @@
 mod api;
 mod cli;
 mod client;
+mod daemon;
 mod http;
 mod run;
 
@@ -16,6 +17,9 @@ fn main() {
         cli::Command::Restore(args) => run::restore(args),
         cli::Command::Migrate(args) => client::migrate(args),
         cli::Command::Snapshot(args) => client::snapshot(args),
+        cli::Command::Host(args) => daemon::host(args),
+        cli::Command::Hosts(args) => daemon::hosts(args),
+        cli::Command::Ps(args) => daemon::ps(args),
     };
     std::process::exit(code);
 }

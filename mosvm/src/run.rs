@@ -228,10 +228,11 @@ pub fn receive(args: ReceiveArgs) -> i32 {
             return EXIT_VMM_FAILURE;
         }
     };
-    match listener.local_addr() {
-        Ok(a) => eprintln!("mosvm: waiting for a job on {a}"),
-        Err(_) => eprintln!("mosvm: waiting for a job on {}", args.listen),
+    let addr = listener.local_addr().map_or_else(|_| args.listen.clone(), |a| a.to_string());
+    if args.announce {
+        println!("{}", serde_json::json!({"event": "listening", "addr": addr, "pid": std::process::id()}));
     }
+    eprintln!("mosvm: waiting for a job on {addr}");
     let opts = ReceiveOptions { mem_limit: args.mem_limit };
     loop {
         let (stream, peer) = match listener.accept() {

@@ -203,6 +203,8 @@ impl Home {
             return refuse(&mut conn, RefusalKind::BadToken, "not this job's secret".into());
         }
         let _ = proto::tune(&conn);
+        // From now on a quiet link is a healthy one (keepalive watches it).
+        let _ = conn.set_read_timeout(None);
         let peer = if hello.body.is_empty() {
             conn.peer_addr().map_or_else(|_| "?".to_string(), |a| a.ip().to_string())
         } else {

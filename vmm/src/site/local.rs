@@ -11,6 +11,7 @@ use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
+use super::resolve::{resolve, resolve_nofollow, Resolved};
 use super::SiteOps;
 use crate::errno::{host, Errno, SysResult};
 
@@ -159,26 +160,65 @@ impl LocalSite {
         }
     }
 
-    /// A host path for a job path: /proc/self/fd/N (and fdinfo/N) name the
-    /// host descriptor behind job descriptor N.
-    fn cpath(&self, path: &[u8]) -> Result<CString, Errno> {
-        if let Some(rest) = crate::procfs::self_path(path, self.pid) {
-            if rest == b"exe" {
-                // The job's program, not the VMM's.
-                return cstring(self.exe.as_os_str().as_encoded_bytes());
-            }
-            for dir in [&b"fd/"[..], b"fdinfo/"] {
-                if let Some(tail) = rest.strip_prefix(dir) {
-                    let n = tail.iter().position(|&b| b == b'/').unwrap_or(tail.len());
-                    let fd = std::str::from_utf8(&tail[..n]).ok().and_then(|s| s.parse::<i32>().ok());
-                    let host = fd.ok_or(Errno::ENOENT).and_then(|fd| self.host_fd(fd).map_err(|_| Errno::ENOENT))?;
-                    let mut p = format!("/proc/self/{}{host}", String::from_utf8_lossy(dir)).into_bytes();
-                    p.extend_from_slice(&tail[n..]);
-                    return cstring(&p);
-                }
+    /// The absolute path of the directory a relative path under `dirfd`
+    /// starts from, read from the descriptor (a renamed directory moves).
+    fn dir_path(&self, dirfd: i32) -> Result<Vec<u8>, Errno> {
+        let link = format!("/proc/self/fd/{}", self.dir_fd(dirfd)?);
+        std::fs::read_link(link).map(|p| p.into_os_string().into_encoded_bytes()).map_err(|_| Errno::ENOENT)
+    }
+
+    /// The host path for a job path under `dirfd`, resolved as the kernel
+    /// would (`follow`: a final symlink is followed). Whatever the
+    /// spelling, a path into the VMM's own /proc entry never reaches it:
+    /// the job's program, descriptors and a few harmless entries are
+    /// translated, the rest refused.
+    fn hpath(&self, dirfd: i32, path: &[u8], follow: bool) -> Result<CString, Errno> {
+        if path.is_empty() {
+            return cstring(path);
+        }
+        let base = if path.starts_with(b"/") { Vec::new() } else { self.dir_path(dirfd)? };
+        let r = if follow { resolve(path, &base, self.pid) } else { resolve_nofollow(path, &base, self.pid) };
+        match r {
+            Resolved::Host => cstring(path),
+            Resolved::Denied(e) => Err(Errno(e)),
+            Resolved::ProcSelf(rest) => self.proc_self_host(&rest),
+        }
+    }
+
+    /// A name under the job's /proc/<pid> (see `hpath`) as a host path.
+    fn proc_self_host(&self, rest: &[u8]) -> Result<CString, Errno> {
+        if rest == b"exe" {
+            // The job's program, not the VMM's.
+            return cstring(self.exe.as_os_str().as_encoded_bytes());
+        }
+        for dir in [&b"fd/"[..], b"fdinfo/"] {
+            if let Some(n) = rest.strip_prefix(dir) {
+                let fd = std::str::from_utf8(n).ok().and_then(|s| s.parse::<i32>().ok());
+                let host = fd.ok_or(Errno::ENOENT).and_then(|fd| self.host_fd(fd).map_err(|_| Errno::ENOENT))?;
+                return cstring(format!("/proc/self/{}{host}", String::from_utf8_lossy(dir)).as_bytes());
             }
         }
-        cstring(path)
+        // Entries that describe the machine, not the VMM process.
+        const HARMLESS: [&[u8]; 6] = [b"mounts", b"mountinfo", b"mountstats", b"cgroup", b"limits", b"net"];
+        let first = rest.split(|&b| b == b'/').next().unwrap_or(b"");
+        if HARMLESS.contains(&first) {
+            let mut p = b"/proc/self/".to_vec();
+            p.extend_from_slice(rest);
+            return cstring(&p);
+        }
+        // The generated files (maps, status...) are the job's own, served
+        // at their usual names; anything else would show the VMM.
+        Err(Errno::EACCES)
+    }
+
+    /// After an open: a descriptor that still ended up in the VMM's /proc
+    /// entry (a symlink swapped in meanwhile) is refused.
+    fn opened_outside_vmm(fd: RawFd) -> bool {
+        let link = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap_or_default();
+        // SAFETY: getpid has no preconditions.
+        let own = format!("/proc/{}", unsafe { libc::getpid() });
+        let b = link.as_os_str().as_encoded_bytes();
+        !(b == own.as_bytes() || b.starts_with(format!("{own}/").as_bytes()))
     }
 
     /// The host descriptors the site holds: a forked child keeps these
@@ -208,7 +248,8 @@ impl SiteOps for LocalSite {
 
     fn openat(&mut self, dirfd: i32, path: &[u8], flags: i32, mode: u32) -> SysResult {
         let dir = self.dir_fd(dirfd)?;
-        let p = self.cpath(path)?;
+        let nofollow = flags & libc::O_NOFOLLOW != 0 || flags & (libc::O_CREAT | libc::O_EXCL) == libc::O_CREAT | libc::O_EXCL;
+        let p = self.hpath(dirfd, path, !nofollow)?;
         let creates = flags & libc::O_CREAT != 0 || flags & libc::O_TMPFILE == libc::O_TMPFILE;
         let mode = if creates { mode & !self.umask & 0o7777 } else { 0 };
         // SAFETY: valid descriptor and C string.
@@ -216,6 +257,9 @@ impl SiteOps for LocalSite {
         let r = host(r as i64)?;
         // SAFETY: fresh descriptor.
         let owned = unsafe { OwnedFd::from_raw_fd(r as RawFd) };
+        if !Self::opened_outside_vmm(owned.as_raw_fd()) {
+            return Err(Errno::EACCES);
+        }
         self.install(owned, flags & libc::O_CLOEXEC != 0, 0, Origin::Opened)
     }
 
@@ -454,7 +498,7 @@ impl SiteOps for LocalSite {
     // ---- names ----
 
     fn fstatat(&mut self, dirfd: i32, path: &[u8], flags: i32, out: &mut [u8; 144]) -> SysResult {
-        let p = self.cpath(path)?;
+        let p = self.hpath(dirfd, path, flags & libc::AT_SYMLINK_NOFOLLOW == 0)?;
         let dir = if path.is_empty() && flags & libc::AT_EMPTY_PATH != 0 && dirfd != libc::AT_FDCWD {
             self.host_fd(dirfd)?
         } else {
@@ -465,14 +509,14 @@ impl SiteOps for LocalSite {
     }
 
     fn statx(&mut self, dirfd: i32, path: &[u8], flags: i32, mask: u32, out: &mut [u8; 256]) -> SysResult {
-        let p = self.cpath(path)?;
+        let p = self.hpath(dirfd, path, flags & libc::AT_SYMLINK_NOFOLLOW == 0)?;
         let dir = self.dir_fd(dirfd)?;
         // SAFETY: out is a struct statx-sized buffer.
         host(unsafe { libc::syscall(libc::SYS_statx, dir, p.as_ptr(), flags, mask, out.as_mut_ptr()) })
     }
 
     fn faccessat(&mut self, dirfd: i32, path: &[u8], mode: i32, flags: i32) -> SysResult {
-        let p = self.cpath(path)?;
+        let p = self.hpath(dirfd, path, flags & libc::AT_SYMLINK_NOFOLLOW == 0)?;
         let dir = self.dir_fd(dirfd)?;
         // SAFETY: valid descriptor and C string.
         host(unsafe { libc::syscall(libc::SYS_faccessat2, dir, p.as_ptr(), mode, flags) }).or_else(|e| {
@@ -486,62 +530,64 @@ impl SiteOps for LocalSite {
     }
 
     fn unlinkat(&mut self, dirfd: i32, path: &[u8], flags: i32) -> SysResult {
-        let p = cstring(path)?;
+        let p = self.hpath(dirfd, path, false)?;
         let dir = self.dir_fd(dirfd)?;
         // SAFETY: valid descriptor and C string.
         host(unsafe { libc::unlinkat(dir, p.as_ptr(), flags) } as i64)
     }
 
     fn mkdirat(&mut self, dirfd: i32, path: &[u8], mode: u32) -> SysResult {
-        let p = cstring(path)?;
+        let p = self.hpath(dirfd, path, false)?;
         let dir = self.dir_fd(dirfd)?;
         // SAFETY: valid descriptor and C string.
         host(unsafe { libc::mkdirat(dir, p.as_ptr(), mode & !self.umask & 0o7777) } as i64)
     }
 
     fn renameat2(&mut self, olddir: i32, old: &[u8], newdir: i32, new: &[u8], flags: u32) -> SysResult {
-        let (o, n) = (cstring(old)?, cstring(new)?);
+        let (o, n) = (self.hpath(olddir, old, false)?, self.hpath(newdir, new, false)?);
         let (od, nd) = (self.dir_fd(olddir)?, self.dir_fd(newdir)?);
         // SAFETY: valid descriptors and C strings.
         host(unsafe { libc::syscall(libc::SYS_renameat2, od, o.as_ptr(), nd, n.as_ptr(), flags) })
     }
 
     fn linkat(&mut self, olddir: i32, old: &[u8], newdir: i32, new: &[u8], flags: i32) -> SysResult {
-        let (o, n) = (cstring(old)?, cstring(new)?);
+        let o = self.hpath(olddir, old, flags & libc::AT_SYMLINK_FOLLOW != 0)?;
+        let n = self.hpath(newdir, new, false)?;
         let (od, nd) = (self.dir_fd(olddir)?, self.dir_fd(newdir)?);
         // SAFETY: valid descriptors and C strings.
         host(unsafe { libc::linkat(od, o.as_ptr(), nd, n.as_ptr(), flags) } as i64)
     }
 
     fn symlinkat(&mut self, target: &[u8], dirfd: i32, path: &[u8]) -> SysResult {
-        let (t, p) = (cstring(target)?, cstring(path)?);
+        let (t, p) = (cstring(target)?, self.hpath(dirfd, path, false)?);
         let dir = self.dir_fd(dirfd)?;
         // SAFETY: valid descriptor and C strings.
         host(unsafe { libc::symlinkat(t.as_ptr(), dir, p.as_ptr()) } as i64)
     }
 
     fn readlinkat(&mut self, dirfd: i32, path: &[u8], buf: &mut [u8]) -> SysResult {
-        if crate::procfs::self_path(path, self.pid) == Some(b"exe") {
+        let base = if path.starts_with(b"/") { Vec::new() } else { self.dir_path(dirfd)? };
+        if resolve_nofollow(path, &base, self.pid) == Resolved::ProcSelf(b"exe".to_vec()) {
             let exe = self.exe.as_os_str().as_encoded_bytes();
             let n = exe.len().min(buf.len());
             buf[..n].copy_from_slice(&exe[..n]);
             return Ok(n as u64);
         }
-        let p = self.cpath(path)?;
+        let p = self.hpath(dirfd, path, false)?;
         let dir = self.dir_fd(dirfd)?;
         // SAFETY: buf is valid for its length.
         host(unsafe { libc::readlinkat(dir, p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) } as i64)
     }
 
     fn fchmodat(&mut self, dirfd: i32, path: &[u8], mode: u32, flags: i32) -> SysResult {
-        let p = cstring(path)?;
+        let p = self.hpath(dirfd, path, flags & libc::AT_SYMLINK_NOFOLLOW == 0)?;
         let dir = self.dir_fd(dirfd)?;
         // SAFETY: valid descriptor and C string.
         host(unsafe { libc::fchmodat(dir, p.as_ptr(), mode, flags) } as i64)
     }
 
     fn fchownat(&mut self, dirfd: i32, path: &[u8], uid: u32, gid: u32, flags: i32) -> SysResult {
-        let p = cstring(path)?;
+        let p = self.hpath(dirfd, path, flags & libc::AT_SYMLINK_NOFOLLOW == 0)?;
         let dir = if path.is_empty() && flags & libc::AT_EMPTY_PATH != 0 && dirfd != libc::AT_FDCWD {
             self.host_fd(dirfd)?
         } else {
@@ -553,7 +599,7 @@ impl SiteOps for LocalSite {
 
     /// utimensat; `times` is two struct timespec or None for "now".
     fn utimensat(&mut self, dirfd: i32, path: Option<&[u8]>, times: Option<&[u8; 32]>, flags: i32) -> SysResult {
-        let p = path.map(cstring).transpose()?;
+        let p = path.map(|p| self.hpath(dirfd, p, flags & libc::AT_SYMLINK_NOFOLLOW == 0)).transpose()?;
         let dir = if p.is_none() { self.host_fd(dirfd)? } else { self.dir_fd(dirfd)? };
         let pp = p.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
         let tp = times.map_or(std::ptr::null(), |t| t.as_ptr());
@@ -563,7 +609,7 @@ impl SiteOps for LocalSite {
 
     fn truncate(&mut self, path: &[u8], len: i64) -> SysResult {
         // Resolve relative to the job's cwd: open, then ftruncate.
-        let p = cstring(path)?;
+        let p = self.hpath(libc::AT_FDCWD, path, true)?;
         // SAFETY: valid descriptor and C string.
         let fd =
             host(unsafe { libc::openat(self.cwd.as_raw_fd(), p.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) } as i64)?;
@@ -597,7 +643,7 @@ impl SiteOps for LocalSite {
     }
 
     fn statfs(&mut self, path: &[u8], out: &mut [u8; 120]) -> SysResult {
-        let p = cstring(path)?;
+        let p = self.hpath(libc::AT_FDCWD, path, true)?;
         // Resolve relative paths against the job's cwd.
         // SAFETY: valid descriptor and C string.
         let fd =
@@ -622,7 +668,7 @@ impl SiteOps for LocalSite {
             dup_cloexec(self.host_fd(dirfd)?, 3)?
         } else {
             let dir = self.dir_fd(dirfd)?;
-            let p = self.cpath(path)?;
+            let p = self.hpath(dirfd, path, flags & libc::AT_SYMLINK_NOFOLLOW == 0)?;
             let nofollow = if flags & libc::AT_SYMLINK_NOFOLLOW != 0 { libc::O_NOFOLLOW } else { 0 };
             // SAFETY: valid descriptor and C string.
             let fd =
@@ -681,7 +727,7 @@ impl SiteOps for LocalSite {
     }
 
     fn chdir(&mut self, path: &[u8]) -> SysResult {
-        let p = cstring(path)?;
+        let p = self.hpath(libc::AT_FDCWD, path, true)?;
         // SAFETY: valid descriptor and C string.
         let fd = host(unsafe {
             libc::openat(self.cwd.as_raw_fd(), p.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)

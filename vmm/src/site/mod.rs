@@ -25,6 +25,8 @@ mod persist;
 pub mod proto;
 mod remote;
 pub mod resolve;
+#[cfg(test)]
+mod tests;
 
 pub use deputy::{Home, Served};
 pub use local::{LocalSite, SiteConfig, MAX_FDS};

@@ -71,6 +71,8 @@ fn open(link: &HomeLink, kind: LinkKind, body: &str) -> std::io::Result<TcpStrea
     proto::write_hello(&mut w, &hello)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     welcomed(&stream)?;
+    // From now on a quiet link is a healthy one (keepalive watches it).
+    stream.set_read_timeout(None)?;
     Ok(stream)
 }
 

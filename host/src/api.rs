@@ -1,0 +1,295 @@
+//! The daemon's API on its Unix socket: HTTP/JSON, one typed request and
+//! response per endpoint, shared by the daemon and its clients.
+//!
+//! | method and path              | request          | response        |
+//! |------------------------------|------------------|-----------------|
+//! | GET  /v1/hosts               |                  | `Vec<HostView>` |
+//! | GET  /v1/jobs?all=BOOL       |                  | `Vec<JobView>`  |
+//! | GET  /v1/jobs/{id}           |                  | `JobDetail`     |
+//! | POST /v1/jobs                | `NewJob`         | `JobView`       |
+//! | PUT  /v1/jobs/{id}/state     | `StateChange`    | `JobView`       |
+//! | POST /v1/jobs/{id}/moves     | `NewMove`        | `JobView`       |
+//!
+//! Every failure is an `ApiError` (`{"kind":"not_found","message":"..."}`)
+//! with the matching HTTP status. Who calls is taken from the socket's peer
+//! credentials, never from a request body.
+
+use serde::{Deserialize, Serialize};
+
+/// Version prefix of every path.
+pub const PREFIX: &str = "/v1";
+
+/// How a host is seen by the one answering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostState {
+    Alive,
+    /// Missed its probes; declared down unless it answers soon.
+    Suspect,
+    /// Stopped answering.
+    Down,
+    /// Said goodbye (a clean shutdown).
+    Left,
+}
+
+impl HostState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostState::Alive => "alive",
+            HostState::Suspect => "suspect",
+            HostState::Down => "down",
+            HostState::Left => "left",
+        }
+    }
+}
+
+/// One host of the cluster (`GET /v1/hosts`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostView {
+    pub name: String,
+    /// Its peer address (TCP and UDP), HOST:PORT.
+    pub addr: String,
+    pub state: HostState,
+    /// True for the host that answered.
+    pub local: bool,
+    /// Jobs whose body runs there, from the records of every home that
+    /// reported (this host's own records and the others' status messages).
+    pub jobs: u32,
+    /// MemAvailable there, in bytes; None until it reported, or when it is
+    /// down or gone.
+    pub mem_available: Option<u64>,
+    /// MemTotal there, in bytes (same rules).
+    pub mem_total: Option<u64>,
+}
+
+/// What a job's record says it is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Running,
+    Moving,
+    Exited,
+    Lost,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Running => "running",
+            JobState::Moving => "moving",
+            JobState::Exited => "exited",
+            JobState::Lost => "lost",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobState> {
+        Some(match s {
+            "running" => JobState::Running,
+            "moving" => JobState::Moving,
+            "exited" => JobState::Exited,
+            "lost" => JobState::Lost,
+            _ => return None,
+        })
+    }
+
+    /// Exited and lost jobs never change again.
+    pub fn ended(self) -> bool {
+        matches!(self, JobState::Exited | JobState::Lost)
+    }
+}
+
+/// A job record as shown to a caller. The private fields (`argv`, `cwd`,
+/// `control_sock`, `deputy_addr`, `deputy_pid`) are None unless the caller
+/// owns the job or is root.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobView {
+    pub id: u64,
+    pub owner_uid: u32,
+    pub program: String,
+    /// Home host: where the job was started and its deputy lives.
+    pub home: String,
+    /// Where its body runs now (or ran last).
+    pub host: String,
+    pub state: JobState,
+    /// With state moving: where to.
+    pub moving_to: Option<String>,
+    /// With state exited: the status as a shell reports it.
+    pub exit_status: Option<i32>,
+    /// With state lost: why.
+    pub lost_reason: Option<String>,
+    /// Unix epoch milliseconds.
+    pub started_ms: u64,
+    pub ended_ms: Option<u64>,
+    /// Guest memory, bytes.
+    pub mem_bytes: u64,
+    pub moves: u32,
+    /// CPU time of the job in milliseconds, when it can be measured: the
+    /// deputy process while the body has always run at home in it.
+    pub cpu_ms: Option<u64>,
+    pub argv: Option<Vec<String>>,
+    pub cwd: Option<String>,
+    pub control_sock: Option<String>,
+    pub deputy_addr: Option<String>,
+    pub deputy_pid: Option<u32>,
+}
+
+/// `GET /v1/jobs/{id}`: the record and its moves, oldest first. Only for
+/// the owner or root.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobDetail {
+    pub job: JobView,
+    pub history: Vec<MoveView>,
+}
+
+/// `POST /v1/jobs`: register a job whose deputy is the calling process.
+/// Owner uid/gid and deputy pid come from the socket's peer credentials.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewJob {
+    pub program: String,
+    pub argv: Vec<String>,
+    /// Absolute path.
+    pub cwd: String,
+    /// The job's control socket (`mosvm run --api-sock`), if it serves one.
+    #[serde(default)]
+    pub control_sock: Option<String>,
+    /// Where its deputy accepts the body's link when the body is away.
+    #[serde(default)]
+    pub deputy_addr: Option<String>,
+    /// Guest memory, bytes.
+    pub mem_bytes: u64,
+}
+
+/// `PUT /v1/jobs/{id}/state`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case", deny_unknown_fields)]
+pub enum StateChange {
+    /// The body runs at `host` (after a move, or a failed one).
+    Running { host: String },
+    /// A move has started.
+    Moving { to: String },
+    /// The job ended with this status (as a shell reports it).
+    Exited { status: i32 },
+    /// The job cannot be reached any more.
+    Lost { reason: String },
+}
+
+/// Who decided a move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MoveWhy {
+    Operator,
+    Balancer,
+}
+
+impl MoveWhy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MoveWhy::Operator => "operator",
+            MoveWhy::Balancer => "balancer",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<MoveWhy> {
+        match s {
+            "operator" => Some(MoveWhy::Operator),
+            "balancer" => Some(MoveWhy::Balancer),
+            _ => None,
+        }
+    }
+}
+
+/// `POST /v1/jobs/{id}/moves`: a completed move. Recording it also says
+/// the body now runs at `to`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewMove {
+    pub from: String,
+    pub to: String,
+    /// When the move completed, Unix epoch milliseconds.
+    pub at_ms: u64,
+    pub total_ms: f64,
+    pub downtime_ms: f64,
+    pub why: MoveWhy,
+}
+
+/// A recorded move.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MoveView {
+    pub from: String,
+    pub to: String,
+    pub at_ms: u64,
+    pub total_ms: f64,
+    pub downtime_ms: f64,
+    pub why: MoveWhy,
+}
+
+/// What went wrong, for programs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    NotFound,
+    PermissionDenied,
+    BadRequest,
+    /// The request is valid but the record does not allow it (a job that
+    /// has ended cannot change state).
+    Conflict,
+    Internal,
+}
+
+impl ErrorKind {
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorKind::NotFound => 404,
+            ErrorKind::PermissionDenied => 403,
+            ErrorKind::BadRequest => 400,
+            ErrorKind::Conflict => 409,
+            ErrorKind::Internal => 500,
+        }
+    }
+}
+
+/// The body of every failed request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> ApiError {
+        ApiError { kind, message: message.into() }
+    }
+}
+
+/// The one line a starting daemon prints on stdout once it serves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ready {
+    /// Always "ready".
+    pub event: String,
+    pub name: String,
+    /// The peer port (TCP and UDP), as bound.
+    pub listen: String,
+    /// The address other hosts reach this one at.
+    pub advertise: String,
+    pub api_sock: String,
+    pub pid: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_change_json() {
+        let s: StateChange = serde_json::from_str(r#"{"state":"running","host":"b"}"#).unwrap();
+        assert_eq!(s, StateChange::Running { host: "b".into() });
+        let s: StateChange = serde_json::from_str(r#"{"state":"exited","status":3}"#).unwrap();
+        assert_eq!(s, StateChange::Exited { status: 3 });
+        assert!(serde_json::from_str::<StateChange>(r#"{"state":"exited"}"#).is_err());
+        assert!(serde_json::from_str::<StateChange>(r#"{"state":"flying"}"#).is_err());
+        let e = serde_json::to_string(&ApiError::new(ErrorKind::PermissionDenied, "no")).unwrap();
+        assert_eq!(e, r#"{"kind":"permission_denied","message":"no"}"#);
+    }
+}

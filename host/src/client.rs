@@ -1,0 +1,189 @@
+//! A typed client of the daemon's API (HTTP/JSON over its Unix socket),
+//! async (`Client`) or blocking (`BlockingClient`, for commands).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::header::{CONTENT_TYPE, HOST};
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::net::UnixStream;
+
+use crate::api::{ApiError, HostView, JobDetail, JobView, NewJob, NewMove, StateChange, PREFIX};
+use crate::config::DEFAULT_API_SOCK;
+
+/// How long one call may take.
+const CALL_LIMIT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the mosvm host daemon at {path}: {err} (is `mosvm host` running? --sock or MOSVM_SOCK name another socket)")]
+    Connect { path: PathBuf, err: std::io::Error },
+    #[error("talking to the daemon: {0}")]
+    Http(#[from] hyper::Error),
+    #[error("the daemon did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The daemon refused the request; `kind` says why.
+    #[error("{0}")]
+    Api(ApiError),
+    #[error("unexpected answer from the daemon (HTTP {status}): {detail}")]
+    Protocol { status: u16, detail: String },
+    #[error("{0}")]
+    Runtime(std::io::Error),
+}
+
+/// The socket a command talks to: `flag`, else `MOSVM_SOCK`, else the
+/// default.
+pub fn socket_path(flag: Option<&Path>) -> PathBuf {
+    if let Some(p) = flag {
+        return p.to_path_buf();
+    }
+    match std::env::var_os("MOSVM_SOCK") {
+        Some(p) if !p.is_empty() => p.into(),
+        _ => DEFAULT_API_SOCK.into(),
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    sock: PathBuf,
+}
+
+fn query_all(all: bool) -> &'static str {
+    if all {
+        "?all=true"
+    } else {
+        "?all=false"
+    }
+}
+
+impl Client {
+    pub fn new(sock: impl Into<PathBuf>) -> Client {
+        Client { sock: sock.into() }
+    }
+
+    pub fn sock(&self) -> &Path {
+        &self.sock
+    }
+
+    async fn call<B: Serialize, R: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<R, ClientError> {
+        tokio::time::timeout(CALL_LIMIT, self.call_inner(method, path, body))
+            .await
+            .unwrap_or(Err(ClientError::Timeout(CALL_LIMIT)))
+    }
+
+    async fn call_inner<B: Serialize, R: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<R, ClientError> {
+        let stream = UnixStream::connect(&self.sock)
+            .await
+            .map_err(|err| ClientError::Connect { path: self.sock.clone(), err })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        let conn = tokio::spawn(conn);
+        let payload = match body {
+            Some(b) => serde_json::to_vec(b).map_err(|e| ClientError::Protocol { status: 0, detail: e.to_string() })?,
+            None => Vec::new(),
+        };
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("{PREFIX}{path}"))
+            .header(HOST, "mosvm")
+            .header(CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(payload)))
+            .map_err(|e| ClientError::Protocol { status: 0, detail: e.to_string() })?;
+        let resp = sender.send_request(req).await?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        drop(sender);
+        let _ = conn.await;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes)
+                .map_err(|e| ClientError::Protocol { status: status.as_u16(), detail: e.to_string() });
+        }
+        match serde_json::from_slice::<ApiError>(&bytes) {
+            Ok(e) => Err(ClientError::Api(e)),
+            Err(_) => Err(ClientError::Protocol {
+                status: status.as_u16(),
+                detail: String::from_utf8_lossy(&bytes).chars().take(200).collect(),
+            }),
+        }
+    }
+
+    pub async fn hosts(&self) -> Result<Vec<HostView>, ClientError> {
+        self.call::<(), _>(Method::GET, "/hosts", None).await
+    }
+
+    pub async fn jobs(&self, all: bool) -> Result<Vec<JobView>, ClientError> {
+        self.call::<(), _>(Method::GET, &format!("/jobs{}", query_all(all)), None).await
+    }
+
+    pub async fn job(&self, id: u64) -> Result<JobDetail, ClientError> {
+        self.call::<(), _>(Method::GET, &format!("/jobs/{id}"), None).await
+    }
+
+    /// Registers a job whose deputy is the calling process.
+    pub async fn register(&self, job: &NewJob) -> Result<JobView, ClientError> {
+        self.call(Method::POST, "/jobs", Some(job)).await
+    }
+
+    pub async fn set_state(&self, id: u64, change: &StateChange) -> Result<JobView, ClientError> {
+        self.call(Method::PUT, &format!("/jobs/{id}/state"), Some(change)).await
+    }
+
+    pub async fn add_move(&self, id: u64, mv: &NewMove) -> Result<JobView, ClientError> {
+        self.call(Method::POST, &format!("/jobs/{id}/moves"), Some(mv)).await
+    }
+}
+
+/// `Client` for code without a tokio runtime (must not be used inside one).
+pub struct BlockingClient {
+    client: Client,
+    rt: tokio::runtime::Runtime,
+}
+
+impl BlockingClient {
+    pub fn new(sock: impl Into<PathBuf>) -> Result<BlockingClient, ClientError> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(ClientError::Runtime)?;
+        Ok(BlockingClient { client: Client::new(sock), rt })
+    }
+
+    pub fn sock(&self) -> &Path {
+        self.client.sock()
+    }
+
+    pub fn hosts(&self) -> Result<Vec<HostView>, ClientError> {
+        self.rt.block_on(self.client.hosts())
+    }
+
+    pub fn jobs(&self, all: bool) -> Result<Vec<JobView>, ClientError> {
+        self.rt.block_on(self.client.jobs(all))
+    }
+
+    pub fn job(&self, id: u64) -> Result<JobDetail, ClientError> {
+        self.rt.block_on(self.client.job(id))
+    }
+
+    pub fn register(&self, job: &NewJob) -> Result<JobView, ClientError> {
+        self.rt.block_on(self.client.register(job))
+    }
+
+    pub fn set_state(&self, id: u64, change: &StateChange) -> Result<JobView, ClientError> {
+        self.rt.block_on(self.client.set_state(id, change))
+    }
+
+    pub fn add_move(&self, id: u64, mv: &NewMove) -> Result<JobView, ClientError> {
+        self.rt.block_on(self.client.add_move(id, mv))
+    }
+}

@@ -1,0 +1,326 @@
+//! The API on the Unix socket (see `api` for the endpoints). Who calls is
+//! the socket's peer credentials; only a job's owner or root may see its
+//! private details or change it.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::serve::IncomingStream;
+use axum::{Json, Router};
+use serde::Deserialize;
+use tokio::net::UnixListener;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::api::{ApiError, ErrorKind, HostView, JobDetail, JobState, JobView, NewJob, NewMove, StateChange, PREFIX};
+use crate::membership::Membership;
+use crate::procfs;
+use crate::store::{JobRecord, Owner, Store, StoreError};
+
+/// The calling process, from SO_PEERCRED; None if the kernel would not say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller(pub Option<Owner>);
+
+impl axum::extract::connect_info::Connected<IncomingStream<'_, UnixListener>> for Caller {
+    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Caller {
+        Caller(stream.io().peer_cred().ok().map(|c| Owner {
+            uid: c.uid(),
+            gid: c.gid(),
+            pid: c.pid().and_then(|p| u32::try_from(p).ok()),
+        }))
+    }
+}
+
+/// Whether `caller` may see the private details of, or change, a job
+/// owned by `owner`.
+pub fn may_act_on(caller: u32, owner: u32) -> bool {
+    caller == 0 || caller == owner
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(self)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::NotFound(_) => ApiError::new(ErrorKind::NotFound, e.to_string()),
+            StoreError::Ended { .. } => ApiError::new(ErrorKind::Conflict, e.to_string()),
+            other => {
+                error!("{other}");
+                ApiError::new(ErrorKind::Internal, other.to_string())
+            }
+        }
+    }
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorKind::BadRequest, msg)
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+/// What the handlers share.
+pub struct Shared {
+    /// This host's name: the home of the jobs it registers.
+    pub name: String,
+    pub store: Mutex<Store>,
+    pub membership: Membership,
+    /// This home's jobs counted by where they run, for the membership's
+    /// status messages; republished after every change.
+    pub local_jobs: watch::Sender<Vec<(String, u32)>>,
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl Shared {
+    // The records are small and SQLite answers in microseconds, so they
+    // are used under a plain mutex from the async handlers.
+    pub fn store(&self) -> MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn publish(&self, store: &Store) {
+        match store.running_by_host() {
+            Ok(v) => {
+                self.local_jobs.send_replace(v);
+            }
+            Err(e) => error!("counting jobs: {e}"),
+        }
+    }
+
+    /// Marks lost every running job whose deputy process is gone; returns
+    /// how many.
+    pub fn reap(&self, when: &str) -> usize {
+        let store = &mut *self.store();
+        let jobs = match store.jobs(false) {
+            Ok(j) => j,
+            Err(e) => {
+                error!("reading job records: {e}");
+                return 0;
+            }
+        };
+        let mut n = 0;
+        for j in jobs {
+            let Some(pid) = j.deputy_pid else { continue };
+            if procfs::alive(pid, j.deputy_start) {
+                continue;
+            }
+            let reason = format!("its deputy process {pid} is gone ({when})");
+            match store.set_state(j.id, &StateChange::Lost { reason: reason.clone() }, now_ms()) {
+                Ok(_) => {
+                    warn!(job = j.id, program = %j.program, "job lost: {reason}");
+                    n += 1;
+                }
+                Err(e) => error!(job = j.id, "marking job lost: {e}"),
+            }
+        }
+        self.publish(store);
+        n
+    }
+
+    /// CPU time while it can be measured: the body has always run in its
+    /// deputy process, at home.
+    fn cpu_ms(&self, j: &JobRecord) -> Option<u64> {
+        let pid = j.deputy_pid?;
+        let measurable = j.state == JobState::Running && j.moves == 0 && j.host == j.home;
+        (measurable && procfs::alive(pid, j.deputy_start)).then(|| procfs::cpu_ms(pid)).flatten()
+    }
+
+    fn view(&self, j: &JobRecord, caller: &Owner) -> JobView {
+        j.view(may_act_on(caller.uid, j.owner_uid), self.cpu_ms(j))
+    }
+}
+
+type AppState = Arc<Shared>;
+
+fn caller(c: Caller) -> Result<Owner, ApiError> {
+    c.0.ok_or_else(|| ApiError::new(ErrorKind::PermissionDenied, "cannot tell who is calling (no peer credentials)"))
+}
+
+fn job_id(p: Result<Path<u64>, PathRejection>) -> Result<u64, ApiError> {
+    p.map(|Path(id)| id).map_err(|e| bad(format!("job id: {}", e.body_text())))
+}
+
+fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    b.map(|Json(v)| v).map_err(|e| bad(e.body_text()))
+}
+
+/// The job `id` if `who` may act on it.
+fn owned(store: &Store, id: u64, who: &Owner) -> Result<JobRecord, ApiError> {
+    let j = store.job(id)?.ok_or_else(|| ApiError::new(ErrorKind::NotFound, format!("no job {id}")))?;
+    if !may_act_on(who.uid, j.owner_uid) {
+        return Err(ApiError::new(
+            ErrorKind::PermissionDenied,
+            format!("job {id} belongs to uid {}; uid {} may not touch it", j.owner_uid, who.uid),
+        ));
+    }
+    Ok(j)
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route(&format!("{PREFIX}/hosts"), get(hosts))
+        .route(&format!("{PREFIX}/jobs"), get(list_jobs).post(register))
+        .route(&format!("{PREFIX}/jobs/{{id}}"), get(job_detail))
+        .route(&format!("{PREFIX}/jobs/{{id}}/state"), put(set_state))
+        .route(&format!("{PREFIX}/jobs/{{id}}/moves"), post(add_move))
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
+        .with_state(state)
+}
+
+async fn no_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(ErrorKind::NotFound, format!("no such endpoint: {method} {uri}"))
+}
+
+async fn wrong_method(method: Method, uri: Uri) -> Response {
+    let e = bad(format!("{method} is not allowed on {uri}"));
+    (StatusCode::METHOD_NOT_ALLOWED, Json(e)).into_response()
+}
+
+async fn hosts(State(s): State<AppState>) -> ApiResult<Vec<HostView>> {
+    let hosts = s.membership.hosts().await.map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
+    Ok(Json(hosts))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    #[serde(default)]
+    all: bool,
+}
+
+async fn list_jobs(
+    State(s): State<AppState>,
+    ConnectInfo(c): ConnectInfo<Caller>,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> ApiResult<Vec<JobView>> {
+    let who = caller(c)?;
+    let Query(q) = q.map_err(|e| bad(e.body_text()))?;
+    let jobs = s.store().jobs(q.all)?;
+    Ok(Json(jobs.iter().map(|j| s.view(j, &who)).collect()))
+}
+
+async fn job_detail(
+    State(s): State<AppState>,
+    ConnectInfo(c): ConnectInfo<Caller>,
+    id: Result<Path<u64>, PathRejection>,
+) -> ApiResult<JobDetail> {
+    let (who, id) = (caller(c)?, job_id(id)?);
+    let store = s.store();
+    let j = owned(&store, id, &who)?;
+    let history = store.moves(id)?;
+    drop(store);
+    Ok(Json(JobDetail { job: s.view(&j, &who), history }))
+}
+
+fn check_host(what: &str, h: &str) -> Result<(), ApiError> {
+    if h.is_empty() || h.len() > 253 || h.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(bad(format!("{what} {h:?} is not a host name")));
+    }
+    Ok(())
+}
+
+fn check_new_job(j: &NewJob) -> Result<(), ApiError> {
+    if j.program.is_empty() {
+        return Err(bad("program is empty"));
+    }
+    if !j.cwd.starts_with('/') {
+        return Err(bad(format!("cwd {:?} is not an absolute path", j.cwd)));
+    }
+    if j.control_sock.as_deref().is_some_and(|p| !p.starts_with('/')) {
+        return Err(bad("control_sock is not an absolute path"));
+    }
+    if let Some(a) = &j.deputy_addr {
+        match a.rsplit_once(':') {
+            Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => {}
+            _ => return Err(bad(format!("deputy_addr {a:?} is not HOST:PORT"))),
+        }
+    }
+    if j.mem_bytes == 0 {
+        return Err(bad("mem_bytes is 0"));
+    }
+    Ok(())
+}
+
+async fn register(
+    State(s): State<AppState>,
+    ConnectInfo(c): ConnectInfo<Caller>,
+    b: Result<Json<NewJob>, JsonRejection>,
+) -> ApiResult<JobView> {
+    let who = caller(c)?;
+    let job = body(b)?;
+    check_new_job(&job)?;
+    let start = who.pid.and_then(procfs::start_time);
+    let store = &mut *s.store();
+    let rec = store.insert_job(who, &job, &s.name, start, now_ms())?;
+    s.publish(store);
+    info!(job = rec.id, uid = who.uid, program = %rec.program, "job registered");
+    Ok(Json(s.view(&rec, &who)))
+}
+
+async fn set_state(
+    State(s): State<AppState>,
+    ConnectInfo(c): ConnectInfo<Caller>,
+    id: Result<Path<u64>, PathRejection>,
+    b: Result<Json<StateChange>, JsonRejection>,
+) -> ApiResult<JobView> {
+    let (who, id, change) = (caller(c)?, job_id(id)?, body(b)?);
+    match &change {
+        StateChange::Running { host } => check_host("host", host)?,
+        StateChange::Moving { to } => check_host("to", to)?,
+        StateChange::Exited { .. } => {}
+        StateChange::Lost { reason } if reason.is_empty() => return Err(bad("a lost job needs a reason")),
+        StateChange::Lost { .. } => {}
+    }
+    let store = &mut *s.store();
+    owned(store, id, &who)?;
+    let rec = store.set_state(id, &change, now_ms())?;
+    s.publish(store);
+    info!(job = id, state = rec.state.as_str(), host = %rec.host, "job state");
+    Ok(Json(s.view(&rec, &who)))
+}
+
+async fn add_move(
+    State(s): State<AppState>,
+    ConnectInfo(c): ConnectInfo<Caller>,
+    id: Result<Path<u64>, PathRejection>,
+    b: Result<Json<NewMove>, JsonRejection>,
+) -> ApiResult<JobView> {
+    let (who, id, mv) = (caller(c)?, job_id(id)?, body(b)?);
+    check_host("from", &mv.from)?;
+    check_host("to", &mv.to)?;
+    for (what, v) in [("total_ms", mv.total_ms), ("downtime_ms", mv.downtime_ms)] {
+        if !v.is_finite() || v < 0.0 {
+            return Err(bad(format!("{what} {v} is not a duration")));
+        }
+    }
+    let store = &mut *s.store();
+    owned(store, id, &who)?;
+    let rec = store.add_move(id, &mv)?;
+    s.publish(store);
+    info!(job = id, from = %mv.from, to = %mv.to, why = mv.why.as_str(), "job moved");
+    Ok(Json(s.view(&rec, &who)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permission_rule() {
+        assert!(may_act_on(0, 1000));
+        assert!(may_act_on(1000, 1000));
+        assert!(!may_act_on(65534, 1000));
+        assert!(!may_act_on(1000, 0));
+    }
+}

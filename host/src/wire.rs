@@ -1,0 +1,284 @@
+//! Framing of everything hosts send each other, on UDP (one frame per
+//! datagram) and on TCP (a stream of frames):
+//!
+//! ```text
+//! magic "MV" | version u8 | kind u8 | length u32 LE | crc32c u32 LE | payload
+//! ```
+//!
+//! The checksum covers version, kind, length and payload. Payloads are
+//! postcard (SWIM messages are foca's own postcard encoding). A frame that
+//! is short, oversized, of another version or kind, or fails its checksum is
+//! refused as a whole: nothing of it reaches a decoder.
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::membership::HostId;
+
+pub const MAGIC: [u8; 2] = *b"MV";
+/// Bumped on any incompatible change of the framing or of a payload.
+pub const VERSION: u8 = 1;
+pub const HEADER_LEN: usize = 12;
+/// Largest SWIM payload (foca's `max_packet_size`): fits an Ethernet MTU.
+pub const MAX_SWIM_PAYLOAD: usize = 1400;
+/// Largest datagram payload of any kind.
+pub const MAX_DATAGRAM_PAYLOAD: usize = 1400;
+/// Largest frame payload on a TCP connection.
+pub const MAX_STREAM_PAYLOAD: usize = 1 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    /// A foca (SWIM) packet, UDP.
+    Swim = 1,
+    /// A host's `Status`, UDP.
+    Status = 2,
+    /// A host's `Leave`, UDP.
+    Leave = 3,
+    /// `Ping` on the TCP port.
+    Ping = 16,
+    /// `Pong`, the answer to `Ping`.
+    Pong = 17,
+}
+
+impl Kind {
+    fn from_u8(b: u8) -> Option<Kind> {
+        Some(match b {
+            1 => Kind::Swim,
+            2 => Kind::Status,
+            3 => Kind::Leave,
+            16 => Kind::Ping,
+            17 => Kind::Pong,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("truncated frame: {have} of {need} bytes")]
+    Truncated { have: usize, need: usize },
+    #[error("not a mosvm frame (bad magic)")]
+    BadMagic,
+    #[error("frame version {0}, this host speaks {VERSION}")]
+    Version(u8),
+    #[error("unknown frame kind {0}")]
+    UnknownKind(u8),
+    #[error("frame of {len} bytes exceeds the limit of {max}")]
+    TooLarge { len: usize, max: usize },
+    #[error("frame checksum mismatch")]
+    Checksum,
+    #[error("{0} bytes after the frame")]
+    Trailing(usize),
+    #[error("undecodable {kind:?} payload: {err}")]
+    Payload { kind: Kind, err: postcard::Error },
+    #[error("expected a {expected:?} frame, got {got:?}")]
+    Unexpected { expected: Kind, got: Kind },
+    #[error("peer connection: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn checksum(header: &[u8], payload: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(&header[2..8]), payload)
+}
+
+/// One frame, header and payload.
+pub fn encode(kind: Kind, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+    out.extend_from_slice(&MAGIC);
+    out.push(VERSION);
+    out.push(kind as u8);
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    let crc = checksum(&out, payload);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// A frame of `kind` carrying `msg` in postcard.
+pub fn encode_msg<T: Serialize>(kind: Kind, msg: &T) -> Vec<u8> {
+    // Serializing our own plain structs into a Vec cannot fail.
+    let payload = postcard::to_allocvec(msg).unwrap_or_default();
+    encode(kind, &payload)
+}
+
+/// Checks a header; returns the kind and the payload length.
+fn parse_header(h: &[u8; HEADER_LEN], max: usize) -> Result<(Kind, usize), WireError> {
+    if h[..2] != MAGIC {
+        return Err(WireError::BadMagic);
+    }
+    if h[2] != VERSION {
+        return Err(WireError::Version(h[2]));
+    }
+    let kind = Kind::from_u8(h[3]).ok_or(WireError::UnknownKind(h[3]))?;
+    let len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]) as usize;
+    if len > max {
+        return Err(WireError::TooLarge { len, max });
+    }
+    Ok((kind, len))
+}
+
+fn verify(h: &[u8; HEADER_LEN], payload: &[u8]) -> Result<(), WireError> {
+    let want = u32::from_le_bytes([h[8], h[9], h[10], h[11]]);
+    if checksum(h, payload) != want {
+        return Err(WireError::Checksum);
+    }
+    Ok(())
+}
+
+/// A datagram holding exactly one frame.
+pub fn decode_datagram(buf: &[u8]) -> Result<(Kind, &[u8]), WireError> {
+    let Some(header) = buf.get(..HEADER_LEN) else {
+        return Err(WireError::Truncated { have: buf.len(), need: HEADER_LEN });
+    };
+    let header: &[u8; HEADER_LEN] = header.try_into().map_err(|_| WireError::BadMagic)?;
+    let (kind, len) = parse_header(header, MAX_DATAGRAM_PAYLOAD)?;
+    let rest = &buf[HEADER_LEN..];
+    if rest.len() < len {
+        return Err(WireError::Truncated { have: buf.len(), need: HEADER_LEN + len });
+    }
+    if rest.len() > len {
+        return Err(WireError::Trailing(rest.len() - len));
+    }
+    verify(header, rest)?;
+    Ok((kind, rest))
+}
+
+/// Decodes a postcard payload, refusing trailing bytes.
+pub fn decode_msg<T: DeserializeOwned>(kind: Kind, payload: &[u8]) -> Result<T, WireError> {
+    let (msg, rest) = postcard::take_from_bytes(payload).map_err(|err| WireError::Payload { kind, err })?;
+    if !rest.is_empty() {
+        return Err(WireError::Trailing(rest.len()));
+    }
+    Ok(msg)
+}
+
+/// Reads one frame from a stream; None on a clean end of stream before a
+/// frame starts.
+pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<(Kind, Vec<u8>)>, WireError> {
+    let mut header = [0u8; HEADER_LEN];
+    let mut have = 0;
+    while have < HEADER_LEN {
+        match r.read(&mut header[have..]).await? {
+            0 if have == 0 => return Ok(None),
+            0 => return Err(WireError::Truncated { have, need: HEADER_LEN }),
+            n => have += n,
+        }
+    }
+    let (kind, len) = parse_header(&header, MAX_STREAM_PAYLOAD)?;
+    let mut payload = vec![0u8; len];
+    let mut got = 0;
+    while got < len {
+        match r.read(&mut payload[got..]).await? {
+            0 => return Err(WireError::Truncated { have: HEADER_LEN + got, need: HEADER_LEN + len }),
+            n => got += n,
+        }
+    }
+    verify(&header, &payload)?;
+    Ok(Some((kind, payload)))
+}
+
+pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, frame: &[u8]) -> Result<(), WireError> {
+    w.write_all(frame).await?;
+    w.flush().await?;
+    Ok(())
+}
+
+/// What a host says about itself every status period (UDP, to every active
+/// member).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub from: HostId,
+    /// Increases with every status; older ones are ignored.
+    pub seq: u64,
+    pub mem_available: u64,
+    pub mem_total: u64,
+    /// Jobs this host is home to, counted by the host their body runs on.
+    pub running: Vec<(String, u32)>,
+}
+
+/// Sent to every active member before leaving the cluster, so they can
+/// tell a clean exit from a failure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Leave {
+    pub from: HostId,
+}
+
+/// `Ping` on the TCP port: is this a mosvm host, and which?
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ping {
+    pub from: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pong {
+    pub id: HostId,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_refusals() {
+        let f = encode(Kind::Status, b"hello");
+        assert_eq!(decode_datagram(&f).unwrap(), (Kind::Status, &b"hello"[..]));
+        assert!(matches!(decode_datagram(&f[..f.len() - 1]), Err(WireError::Truncated { .. })));
+        assert!(matches!(decode_datagram(&f[..5]), Err(WireError::Truncated { .. })));
+        assert!(matches!(decode_datagram(b""), Err(WireError::Truncated { .. })));
+        let mut extra = f.clone();
+        extra.push(0);
+        assert!(matches!(decode_datagram(&extra), Err(WireError::Trailing(1))));
+        for i in 0..f.len() {
+            let mut bad = f.clone();
+            bad[i] ^= 0x04;
+            assert!(decode_datagram(&bad).is_err(), "a flipped bit at {i} went through");
+        }
+        let mut v = f.clone();
+        v[2] = 9;
+        assert!(matches!(decode_datagram(&v), Err(WireError::Version(9))));
+        let mut k = f.clone();
+        k[3] = 99;
+        assert!(matches!(decode_datagram(&k), Err(WireError::UnknownKind(99))));
+        let big = encode(Kind::Swim, &vec![0u8; MAX_DATAGRAM_PAYLOAD + 1]);
+        assert!(matches!(decode_datagram(&big), Err(WireError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn garbage_never_decodes() {
+        // A cheap deterministic generator: any byte string must be refused
+        // without a panic.
+        let mut x: u64 = 0x9e3779b97f4a7c15;
+        for n in 0..2000usize {
+            let mut buf = Vec::with_capacity(n % 200);
+            for _ in 0..n % 200 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                buf.push(x as u8);
+            }
+            if n % 3 == 0 && buf.len() >= 2 {
+                buf[..2].copy_from_slice(&MAGIC);
+            }
+            assert!(decode_datagram(&buf).is_err());
+            let _ = decode_msg::<Status>(Kind::Status, &buf);
+        }
+    }
+
+    #[tokio::test]
+    async fn stream_frames() {
+        let mut data = encode_msg(Kind::Ping, &Ping { from: "a".into() });
+        data.extend(encode(Kind::Ping, b""));
+        let mut r = &data[..];
+        let (k, p) = read_frame(&mut r).await.unwrap().unwrap();
+        assert_eq!(k, Kind::Ping);
+        assert_eq!(decode_msg::<Ping>(k, &p).unwrap().from, "a");
+        assert_eq!(read_frame(&mut r).await.unwrap().unwrap().1.len(), 0);
+        assert!(read_frame(&mut r).await.unwrap().is_none());
+        let mut short = &data[..7];
+        assert!(matches!(read_frame(&mut short).await, Err(WireError::Truncated { .. })));
+        let mut huge = encode(Kind::Ping, b"");
+        huge[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(read_frame(&mut &huge[..]).await, Err(WireError::TooLarge { .. })));
+    }
+}

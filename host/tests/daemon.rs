@@ -1,0 +1,131 @@
+//! Daemons started in this process (one runtime, loopback addresses of
+//! their own), driven through the API client.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use mosvm_host::api::{ErrorKind, HostState, JobState, MoveWhy, NewJob, NewMove, StateChange};
+use mosvm_host::{Client, ClientError, Config, Daemon, Settings};
+
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("mosvm-host-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn config(base: &std::path::Path, name: &str, ip: &str, join: Vec<String>) -> Config {
+    Config::from_settings(Settings {
+        name: Some(name.into()),
+        listen: Some(format!("{ip}:0")),
+        api_sock: Some(base.join(format!("{name}.sock"))),
+        state_dir: Some(base.join(name)),
+        join: Some(join),
+        ..Settings::default()
+    })
+    .unwrap()
+}
+
+async fn wait_for<F: std::future::Future<Output = bool>>(what: &str, limit: Duration, mut f: impl FnMut() -> F) {
+    let t = Instant::now();
+    while !f().await {
+        assert!(t.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn states(c: &Client) -> Vec<(String, HostState)> {
+    c.hosts().await.unwrap().into_iter().map(|h| (h.name, h.state)).collect()
+}
+
+fn job() -> NewJob {
+    NewJob {
+        program: "/bin/sleep".into(),
+        argv: vec!["sleep".into(), "100".into()],
+        cwd: "/".into(),
+        control_sock: None,
+        deputy_addr: Some("127.0.0.2:4000".into()),
+        mem_bytes: 64 << 20,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_in_process() {
+    let base = dir("cluster");
+    let a = Daemon::start(config(&base, "a", "127.0.0.2", vec![])).await.unwrap();
+    let a_addr = a.ready().listen.clone();
+    let b = Daemon::start(config(&base, "b", "127.0.0.3", vec![a_addr.clone()])).await.unwrap();
+    let c = Daemon::start(config(&base, "c", "127.0.0.4", vec![a_addr])).await.unwrap();
+    let (ca, cb) = (Client::new(&a.ready().api_sock), Client::new(&b.ready().api_sock));
+
+    let all_alive = |c: Client| async move {
+        let s = states(&c).await;
+        s.len() == 3 && s.iter().all(|(_, st)| *st == HostState::Alive)
+    };
+    wait_for("three alive hosts at b", Duration::from_secs(10), || all_alive(cb.clone())).await;
+    wait_for("three alive hosts at a", Duration::from_secs(10), || all_alive(ca.clone())).await;
+
+    // A job registered at a, running at b once moved, is counted at b.
+    let j = ca.register(&job()).await.unwrap();
+    assert_eq!((j.state, j.home.as_str(), j.host.as_str()), (JobState::Running, "a", "a"));
+    assert_eq!(j.owner_uid, unsafe { libc::getuid() });
+    assert_eq!(j.deputy_pid, Some(std::process::id()));
+    let mv =
+        NewMove { from: "a".into(), to: "b".into(), at_ms: 1, total_ms: 3.0, downtime_ms: 0.4, why: MoveWhy::Operator };
+    let j = ca.add_move(j.id, &mv).await.unwrap();
+    assert_eq!((j.host.as_str(), j.moves), ("b", 1));
+    let jobs_at_b = |c: Client| async move {
+        c.hosts().await.unwrap().iter().any(|h| h.name == "b" && h.jobs == 1 && h.mem_available.is_some())
+    };
+    wait_for("b counted with the job, seen from c", Duration::from_secs(5), || {
+        jobs_at_b(Client::new(&c.ready().api_sock))
+    })
+    .await;
+    let d = ca.job(j.id).await.unwrap();
+    assert_eq!(d.history.len(), 1);
+    assert_eq!(d.history[0].to, "b");
+
+    // Typed errors.
+    match ca.job(999).await {
+        Err(ClientError::Api(e)) => assert_eq!(e.kind, ErrorKind::NotFound),
+        other => panic!("{other:?}"),
+    }
+    match ca.set_state(j.id, &StateChange::Running { host: "".into() }).await {
+        Err(ClientError::Api(e)) => assert_eq!(e.kind, ErrorKind::BadRequest),
+        other => panic!("{other:?}"),
+    }
+    let j2 = ca.set_state(j.id, &StateChange::Exited { status: 7 }).await.unwrap();
+    assert_eq!((j2.state, j2.exit_status), (JobState::Exited, Some(7)));
+    match ca.set_state(j.id, &StateChange::Running { host: "a".into() }).await {
+        Err(ClientError::Api(e)) => assert_eq!(e.kind, ErrorKind::Conflict),
+        other => panic!("{other:?}"),
+    }
+    assert!(ca.jobs(false).await.unwrap().is_empty());
+    assert_eq!(ca.jobs(true).await.unwrap().len(), 1);
+
+    // A clean exit reads as "left", not "down".
+    let c_sock = c.ready().api_sock.clone();
+    c.shutdown().await;
+    assert!(!std::path::Path::new(&c_sock).exists());
+    let c_left = |cl: Client| async move { states(&cl).await.iter().any(|(n, s)| n == "c" && *s == HostState::Left) };
+    wait_for("c left, seen from a", Duration::from_secs(5), || c_left(ca.clone())).await;
+    wait_for("c left, seen from b", Duration::from_secs(5), || c_left(cb.clone())).await;
+
+    b.shutdown().await;
+    a.shutdown().await;
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+#[tokio::test]
+async fn one_daemon_per_state_dir_and_socket() {
+    let base = dir("exclusive");
+    let a = Daemon::start(config(&base, "a", "127.0.0.5", vec![])).await.unwrap();
+    let again = Daemon::start(config(&base, "a", "127.0.0.5", vec![])).await;
+    assert!(matches!(again, Err(mosvm_host::Error::Locked(_))), "{:?}", again.err());
+    let mut other = config(&base, "x", "127.0.0.5", vec![]);
+    other.api_sock = base.join("a.sock");
+    let busy = Daemon::start(other).await;
+    assert!(matches!(busy, Err(mosvm_host::Error::ApiSockBusy(_))), "{:?}", busy.err());
+    a.shutdown().await;
+    let _ = std::fs::remove_dir_all(&base);
+}
