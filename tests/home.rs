@@ -33,6 +33,30 @@ fn host(name: &str, ip: &str) -> Host {
     Host { proc, addr, sock, dir }
 }
 
+/// The body process at `h` sees nothing of its host: an empty root, the
+/// uid nobody, a seccomp filter, no way to gain privileges.
+fn assert_confined(h: &Host) {
+    let pid = h.proc.child.id();
+    // The body confines itself as it starts, just after the move.
+    let t = Instant::now();
+    let mut status = String::new();
+    while t.elapsed() < Duration::from_secs(5) {
+        status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        if status.contains("Seccomp:\t2") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let field = |k: &str| {
+        status.lines().find_map(|l| l.strip_prefix(k)).map(|v| v.split_whitespace().next().unwrap_or("").to_string())
+    };
+    assert_eq!(field("Uid:").as_deref(), Some("65534"), "{status}");
+    assert_eq!(field("Seccomp:").as_deref(), Some("2"), "{status}");
+    assert_eq!(field("NoNewPrivs:").as_deref(), Some("1"), "{status}");
+    let root: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/root")).unwrap().collect();
+    assert!(root.is_empty(), "the body sees files: {root:?}");
+}
+
 /// Moves the job behind `sock` to `to` and checks the move succeeded.
 fn move_job(sock: &Path, to: &str) {
     let (m, json) = migrate(sock, to, &[]);
@@ -73,6 +97,7 @@ fn a_job_moved_a_b_c_a_behaves_as_if_it_never_left() {
     let job = source(&prog, &args, &[], &sock, Some(&dv));
     job.wait_for("round 5", LONG, |o, _| o.contains("round 5 of"));
     move_job(&sock, &b.addr);
+    assert_confined(&b);
     job.wait_for("round 20 (at B)", LONG, |o, _| o.contains("round 20 of"));
     wait_for_path(&b.sock);
     move_job(&b.sock, &c.addr);

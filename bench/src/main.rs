@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+mod deputy;
 mod migration;
 mod procs;
 mod qemu;
@@ -244,6 +245,13 @@ fn main() -> Result<()> {
     }
     let date = Command::new("date").arg("-u").arg("+%Y-%m-%d %H:%M UTC").output()?;
     let date = String::from_utf8_lossy(&date.stdout).trim().to_string();
+    if args.iter().any(|a| a == "--deputy-only") {
+        // For working on the deputy link: its section alone, on stdout.
+        let mut md = String::new();
+        deputy::report(&mut md)?;
+        print!("{md}");
+        return Ok(());
+    }
     if args.iter().any(|a| a == "--migration-only") {
         // For working on migration: its section alone, on stdout.
         let mut md = String::new();
@@ -331,6 +339,7 @@ fn main() -> Result<()> {
     let only_runner = args.iter().any(|a| a == "--runner-only");
     if !only_runner {
         migration::report(&mut md)?;
+        deputy::report(&mut md)?;
     }
     print!("{md}");
     if let Some(path) = out {

@@ -137,6 +137,17 @@ fn log() -> vmm::Log {
     Arc::new(|msg: &str| eprintln!("mosvm: {msg}"))
 }
 
+/// A body away from home needs nothing of this host: confine it (see
+/// `vmm::confine`). Without root it cannot be; say so loudly.
+fn confine_body() {
+    static DONE: std::sync::Once = std::sync::Once::new();
+    DONE.call_once(|| {
+        if let Err(e) = vmm::confine::confine_body() {
+            eprintln!("mosvm: WARNING: this body runs unconfined ({e}); run `mosvm receive` as root to confine it");
+        }
+    });
+}
+
 /// A log that also keeps the last fault report, for a body away from
 /// home to send to its deputy (the user reads it at home).
 fn log_keeping_faults(last: Arc<Mutex<String>>) -> vmm::Log {
@@ -169,6 +180,9 @@ fn foreground(
         };
         // From now on terminal signals go to the job (before, they end mosvm).
         vmm::signal::forward_host_signals();
+        if vm.is_away() {
+            confine_body();
+        }
         let outcome = vm.run();
         if let Some(api) = &api {
             // Let `mosvm migrate` hear the result before going on.

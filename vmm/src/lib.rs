@@ -7,6 +7,7 @@
 
 pub mod children;
 pub mod clock;
+pub mod confine;
 pub mod control;
 pub mod cpu;
 pub mod elf;

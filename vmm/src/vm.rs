@@ -424,6 +424,11 @@ impl Vm {
         }
     }
 
+    /// Is this the body of a job away from its home?
+    pub fn is_away(&self) -> bool {
+        self.job.site.is_remote()
+    }
+
     /// The job's site, once its body has moved away (`Outcome::Moved`).
     pub fn into_site(self) -> Site {
         self.job.site
