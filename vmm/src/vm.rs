@@ -446,6 +446,8 @@ impl Vm {
             match cmd {
                 Command::Throttle(p) => self.throttle = p.min(99),
                 Command::Pause { state, verdict, purpose } => {
+                    // No write may be in flight when another body takes over.
+                    self.job.site.flush();
                     let stopped = std::time::Instant::now();
                     let captured = self.capture(purpose).map(|s| (s, stopped)).map_err(|e| e.to_string());
                     let ok = captured.is_ok();

@@ -496,7 +496,10 @@ fn execute(site: &mut LocalSite, call: &Call, data: &mut Vec<u8>) -> Result<(i64
             data.truncate(*r.as_ref().unwrap_or(&0) as usize);
             v(r)
         }
-        Call::Write { fd, data: d, offset } => v(if offset < 0 { site.write(fd, d) } else { site.pwrite(fd, d, offset) }),
+        Call::Write { fd, data: d, offset } => {
+            let n = if offset < 0 { site.write(fd, d) } else { site.pwrite(fd, d, offset) }? as i64;
+            Ok((n, site.writes_may_go_behind(fd) as i64))
+        }
         Call::Lseek { fd, offset, whence } => v(site.lseek(fd, offset, whence)),
         Call::Getdents64 { fd, len } => {
             data.resize((len as usize).min(proto::IO_CHUNK), 0);

@@ -151,6 +151,26 @@ impl LocalSite {
             .ok_or(Errno::EBADF)
     }
 
+    /// May a body away from home send writes to `fd` without waiting for
+    /// their answers? Where a write neither blocks for good nor fails in
+    /// ways a program must see at once: regular files, and pipes and
+    /// terminals in blocking mode.
+    pub fn writes_may_go_behind(&self, fd: i32) -> bool {
+        let Ok(h) = self.host_fd(fd) else { return false };
+        // SAFETY: fcntl/fstat on a descriptor we own, into a local.
+        // SAFETY: a zeroed stat is a valid out buffer.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fcntl/fstat on a descriptor we own, into a local.
+        let (fl, r) = unsafe { (libc::fcntl(h, libc::F_GETFL), libc::fstat(h, &mut st)) };
+        if r != 0 {
+            return false;
+        }
+        let kind = st.st_mode & libc::S_IFMT;
+        fl >= 0
+            && fl & libc::O_NONBLOCK == 0
+            && (kind == libc::S_IFREG || kind == libc::S_IFIFO || kind == libc::S_IFCHR)
+    }
+
     /// A directory descriptor for *at calls (AT_FDCWD is the job's cwd).
     fn dir_fd(&self, dirfd: i32) -> Result<RawFd, Errno> {
         if dirfd == libc::AT_FDCWD {

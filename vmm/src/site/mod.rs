@@ -274,6 +274,14 @@ impl Site {
         }
     }
 
+    /// Answers outstanding writes (a body away sends some behind): before
+    /// the job's state is taken for a move.
+    pub fn flush(&mut self) {
+        if let Site::Remote(r) = self {
+            r.flush();
+        }
+    }
+
     /// The job ended here: tell its deputy, if it has one away.
     pub fn report_exit(&mut self, status: i32, message: &str) {
         if let Site::Remote(r) = self {

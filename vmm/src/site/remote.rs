@@ -22,7 +22,15 @@ struct Calls {
     /// The events connection, for asking the deputy to cut a call short.
     events: TcpStream,
     lost: Arc<AtomicBool>,
+    /// Writes sent behind (their replies not read yet), by descriptor.
+    behind: std::collections::VecDeque<i32>,
+    /// A write sent behind that failed: its error is the answer to the
+    /// next write, fsync or close of that descriptor.
+    deferred: Option<(i32, Errno)>,
 }
+
+/// How many writes may be in flight unanswered (write-behind).
+const MAX_BEHIND: usize = 64;
 
 pub struct RemoteSite {
     calls: Calls,
@@ -34,6 +42,9 @@ pub struct RemoteSite {
     pid: u32,
     /// Gathers writev's buffers into one frame.
     scratch: Vec<u8>,
+    /// Descriptors whose writes may be sent behind (the deputy said so:
+    /// regular files, blocking pipes and terminals), by number.
+    behind_ok: Vec<bool>,
 }
 
 fn welcomed(stream: &TcpStream) -> std::io::Result<()> {
@@ -112,6 +123,20 @@ impl Calls {
     /// Makes one call; the reply's value, second value and data. A link
     /// that fails stops the body (EIO to the call meanwhile).
     fn call(&mut self, c: &Call) -> Result<(i64, i64, &[u8]), Errno> {
+        self.send(c)?;
+        // The answers to the writes sent behind come first.
+        while let Some(fd) = self.behind.pop_front() {
+            if let Err(e) = self.reply() {
+                if e == Errno(libc::EIO) && self.lost.load(Ordering::Relaxed) {
+                    return Err(e);
+                }
+                self.deferred.get_or_insert((fd, e));
+            }
+        }
+        self.reply()
+    }
+
+    fn send(&mut self, c: &Call) -> Result<(), Errno> {
         if self.lost.load(Ordering::Relaxed) {
             return Err(Errno(libc::EIO));
         }
@@ -120,6 +145,41 @@ impl Calls {
             stop_body(&self.lost, &format!("the link to its home failed ({e})"));
             return Err(Errno(libc::EIO));
         }
+        Ok(())
+    }
+
+    /// Sends a write without waiting for its answer (see `deferred`).
+    fn send_behind(&mut self, fd: i32, c: &Call) -> Result<(), Errno> {
+        self.send(c)?;
+        self.behind.push_back(fd);
+        if self.behind.len() >= MAX_BEHIND {
+            self.flush();
+        }
+        Ok(())
+    }
+
+    /// Reads the answers to every write sent behind.
+    fn flush(&mut self) {
+        while let Some(fd) = self.behind.pop_front() {
+            if let Err(e) = self.reply() {
+                self.deferred.get_or_insert((fd, e));
+            }
+        }
+    }
+
+    /// The error a write sent behind on `fd` left, if any (taken).
+    fn take_deferred(&mut self, fd: i32) -> Result<(), Errno> {
+        match self.deferred {
+            Some((f, e)) if f == fd => {
+                self.deferred = None;
+                Err(e)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Reads the next answer.
+    fn reply(&mut self) -> Result<(i64, i64, &[u8]), Errno> {
         let mut asked = false;
         loop {
             match read_frame_interruptible(&mut self.stream, &mut self.rx) {
@@ -228,7 +288,17 @@ impl RemoteSite {
         let (watch_events, watch_lost, home) = (events.try_clone()?, lost.clone(), link.home);
         std::thread::Builder::new().name("deputy-events".into()).spawn(move || watch(watch_events, watch_lost, home))?;
         Ok(RemoteSite {
-            calls: Calls { stream, tx: Vec::with_capacity(4096), rx: Vec::with_capacity(4096), seq: 0, events, lost },
+            calls: Calls {
+                stream,
+                tx: Vec::with_capacity(4096),
+                rx: Vec::with_capacity(4096),
+                seq: 0,
+                events,
+                lost,
+                behind: Default::default(),
+                deferred: None,
+            },
+            behind_ok: Vec::new(),
             link,
             cwd: names.cwd.clone(),
             umask: names.umask,
@@ -287,6 +357,44 @@ impl RemoteSite {
         }
     }
 
+    /// Forgets what it knew of `fd` (closed, replaced, its flags changed).
+    fn forget(&mut self, fd: i64) {
+        if let Some(b) = usize::try_from(fd).ok().and_then(|i| self.behind_ok.get_mut(i)) {
+            *b = false;
+        }
+    }
+
+    /// Reads the answers to the writes sent behind (before a move, so
+    /// that none is in flight when another body takes over).
+    pub fn flush(&mut self) {
+        self.calls.flush();
+    }
+
+    /// write/pwrite: sent behind where the deputy allows it, the result
+    /// taken to be the whole buffer (a failure answers the next write,
+    /// fsync or close of the descriptor, as NFS does); otherwise waited for.
+    fn write_at(&mut self, fd: i32, buf: &[u8], offset: i64) -> SysResult {
+        self.calls.take_deferred(fd)?;
+        let ok = usize::try_from(fd).ok().and_then(|i| self.behind_ok.get(i)).copied().unwrap_or(false);
+        if ok && buf.len() <= IO_CHUNK {
+            self.calls.send_behind(fd, &Call::Write { fd, data: buf, offset })?;
+            return Ok(buf.len() as u64);
+        }
+        if buf.len() <= IO_CHUNK {
+            let (n, safe, _) = self.calls.call(&Call::Write { fd, data: buf, offset })?;
+            if let Ok(i) = usize::try_from(fd) {
+                if i < super::MAX_FDS {
+                    if self.behind_ok.len() <= i {
+                        self.behind_ok.resize(i + 1, false);
+                    }
+                    self.behind_ok[i] = safe == 1;
+                }
+            }
+            return Ok(n as u64);
+        }
+        Self::write_chunks(&mut self.calls, fd, buf, offset)
+    }
+
     fn write_chunks(calls: &mut Calls, fd: i32, buf: &[u8], offset: i64) -> SysResult {
         let mut done = 0usize;
         loop {
@@ -312,11 +420,15 @@ fn path_buf(bytes: &[u8]) -> PathBuf {
 
 impl SiteOps for RemoteSite {
     fn openat(&mut self, dirfd: i32, path: &[u8], flags: i32, mode: u32) -> SysResult {
-        self.calls.value(&Call::Openat { dirfd, path, flags, mode })
+        let fd = self.calls.value(&Call::Openat { dirfd, path, flags, mode })?;
+        self.forget(fd as i64);
+        Ok(fd)
     }
 
     fn open_bytes(&mut self, content: &[u8], flags: i32) -> SysResult {
-        self.calls.value(&Call::OpenBytes { content, flags })
+        let fd = self.calls.value(&Call::OpenBytes { content, flags })?;
+        self.forget(fd as i64);
+        Ok(fd)
     }
 
     fn current_umask(&self) -> u32 {
@@ -324,23 +436,40 @@ impl SiteOps for RemoteSite {
     }
 
     fn close(&mut self, fd: i32) -> SysResult {
-        self.calls.value(&Call::Close { fd })
+        self.forget(fd as i64);
+        let r = self.calls.value(&Call::Close { fd });
+        // A write sent behind that failed answers the close (as NFS does).
+        self.calls.take_deferred(fd)?;
+        r
     }
 
     fn dup(&mut self, fd: i32, min: i32, cloexec: bool) -> SysResult {
-        self.calls.value(&Call::Dup { fd, min, cloexec })
+        let n = self.calls.value(&Call::Dup { fd, min, cloexec })?;
+        self.forget(n as i64);
+        Ok(n)
     }
 
     fn dup3(&mut self, old: i32, new: i32, cloexec: bool) -> SysResult {
+        self.forget(new as i64);
         self.calls.value(&Call::Dup3 { old, new, cloexec })
     }
 
     fn pipe2(&mut self, flags: i32) -> Result<(u64, u64), Errno> {
-        self.calls.call(&Call::Pipe2 { flags }).map(|(a, b, _)| (a as u64, b as u64))
+        let (a, b) = self.calls.call(&Call::Pipe2 { flags }).map(|(a, b, _)| (a as u64, b as u64))?;
+        self.forget(a as i64);
+        self.forget(b as i64);
+        Ok((a, b))
     }
 
     fn fcntl(&mut self, fd: i32, cmd: i32, arg: u64) -> SysResult {
-        self.calls.value(&Call::Fcntl { fd, cmd, arg })
+        if cmd == libc::F_SETFL {
+            self.forget(fd as i64);
+        }
+        let n = self.calls.value(&Call::Fcntl { fd, cmd, arg })?;
+        if matches!(cmd, libc::F_DUPFD | libc::F_DUPFD_CLOEXEC) {
+            self.forget(n as i64);
+        }
+        Ok(n)
     }
 
     fn fcntl_lock(&mut self, fd: i32, cmd: i32, flock: &mut [u8; 32]) -> SysResult {
@@ -355,7 +484,7 @@ impl SiteOps for RemoteSite {
     }
 
     fn write(&mut self, fd: i32, buf: &[u8]) -> SysResult {
-        Self::write_chunks(&mut self.calls, fd, buf, -1)
+        self.write_at(fd, buf, -1)
     }
 
     fn pread(&mut self, fd: i32, buf: &mut [u8], offset: i64) -> SysResult {
@@ -363,7 +492,7 @@ impl SiteOps for RemoteSite {
     }
 
     fn pwrite(&mut self, fd: i32, buf: &[u8], offset: i64) -> SysResult {
-        Self::write_chunks(&mut self.calls, fd, buf, offset.max(0))
+        self.write_at(fd, buf, offset.max(0))
     }
 
     fn readv(&mut self, fd: i32, bufs: &mut [IoSliceMut<'_>], offset: i64) -> SysResult {
@@ -387,7 +516,10 @@ impl SiteOps for RemoteSite {
         for b in bufs {
             self.scratch.extend_from_slice(b);
         }
-        Self::write_chunks(&mut self.calls, fd, &self.scratch, offset)
+        let data = std::mem::take(&mut self.scratch);
+        let r = self.write_at(fd, &data, offset);
+        self.scratch = data;
+        r
     }
 
     fn lseek(&mut self, fd: i32, offset: i64, whence: i32) -> SysResult {
@@ -407,11 +539,14 @@ impl SiteOps for RemoteSite {
     }
 
     fn ioctl_int(&mut self, fd: i32, request: u64, arg: u64) -> SysResult {
+        self.forget(fd as i64);
         self.calls.value(&Call::IoctlInt { fd, request, arg })
     }
 
     fn fsync(&mut self, fd: i32, data_only: bool) -> SysResult {
-        self.calls.value(&Call::Fsync { fd, data_only })
+        let r = self.calls.value(&Call::Fsync { fd, data_only });
+        self.calls.take_deferred(fd)?;
+        r
     }
 
     fn ftruncate(&mut self, fd: i32, len: i64) -> SysResult {
@@ -522,6 +657,7 @@ impl SiteOps for RemoteSite {
     }
 
     fn exec(&mut self, exe: PathBuf) {
+        self.behind_ok.clear();
         let _ = self.calls.value(&Call::Exec { exe: exe.as_os_str().as_encoded_bytes() });
         self.exe = exe;
     }
