@@ -81,10 +81,7 @@ fn job(dir: &Path, args: &[&str], away: bool) -> Result<(String, String)> {
 }
 
 fn field(text: &str, key: &str) -> Result<f64> {
-    let v: Vec<f64> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix(key).and_then(|r| r.trim().parse().ok()))
-        .collect();
+    let v: Vec<f64> = text.lines().filter_map(|l| l.strip_prefix(key).and_then(|r| r.trim().parse().ok())).collect();
     v.last().copied().with_context(|| format!("no {key} in {text:?}"))
 }
 
@@ -98,11 +95,8 @@ pub fn report(md: &mut String) -> Result<()> {
         home_out.lines().filter_map(|l| l.strip_prefix("fstat_ns ").and_then(|x| x.parse().ok())).collect();
     let (away_out, _) = job(&dir, &["fstat", "12", "5000"], true)?;
     // The first rounds may straddle the move.
-    let mut away: Vec<f64> = away_out
-        .lines()
-        .filter_map(|l| l.strip_prefix("fstat_ns ").and_then(|x| x.parse().ok()))
-        .skip(4)
-        .collect();
+    let mut away: Vec<f64> =
+        away_out.lines().filter_map(|l| l.strip_prefix("fstat_ns ").and_then(|x| x.parse().ok())).skip(4).collect();
     let (home_call, away_call) = (median(&mut home), median(&mut away));
 
     eprintln!("bench: deputy link: copying 256 MiB...");

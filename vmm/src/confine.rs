@@ -117,13 +117,9 @@ const ALLOWED: &[i64] = &[
 
 fn filter() -> Result<BpfProgram, ConfineError> {
     let rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>> = ALLOWED.iter().map(|&n| (n, Vec::new())).collect();
-    let f = SeccompFilter::new(
-        rules,
-        SeccompAction::Errno(libc::EPERM as u32),
-        SeccompAction::Allow,
-        TargetArch::x86_64,
-    )
-    .map_err(|e| ConfineError::Filter(e.to_string()))?;
+    let f =
+        SeccompFilter::new(rules, SeccompAction::Errno(libc::EPERM as u32), SeccompAction::Allow, TargetArch::x86_64)
+            .map_err(|e| ConfineError::Filter(e.to_string()))?;
     BpfProgram::try_from(f).map_err(|e| ConfineError::Filter(e.to_string()))
 }
 
@@ -136,13 +132,25 @@ pub fn confine_body() -> Result<(), ConfineError> {
     unsafe {
         check(libc::unshare(libc::CLONE_NEWNS), "unshare(CLONE_NEWNS)")?;
         check(
-            libc::mount(std::ptr::null(), c"/".as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()),
+            libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ),
             "making mounts private",
         )?;
         // Mounted over /tmp in this namespace only: the host's /tmp is untouched.
         let dir = c"/tmp";
         check(
-            libc::mount(c"mosvm-body".as_ptr(), dir.as_ptr(), c"tmpfs".as_ptr(), libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, c"size=16k,mode=0555".as_ptr().cast()),
+            libc::mount(
+                c"mosvm-body".as_ptr(),
+                dir.as_ptr(),
+                c"tmpfs".as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                c"size=16k,mode=0555".as_ptr().cast(),
+            ),
             "mounting the empty root",
         )?;
         check(libc::chdir(dir.as_ptr()), "entering the empty root")?;
@@ -152,7 +160,13 @@ pub fn confine_body() -> Result<(), ConfineError> {
         check(libc::umount2(c"/old".as_ptr(), libc::MNT_DETACH), "detaching the host's root")?;
         check(libc::rmdir(c"/old".as_ptr()), "removing the old root")?;
         check(
-            libc::mount(std::ptr::null(), c"/".as_ptr(), std::ptr::null(), libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_BIND, std::ptr::null()),
+            libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_BIND,
+                std::ptr::null(),
+            ),
             "making the root read-only",
         )?;
         // Give up root: supplementary groups, then gid, then uid.

@@ -330,7 +330,8 @@ impl Job {
         env: RestoreEnv,
         tsc_khz: Option<u32>,
     ) -> Result<Job, crate::site::SiteError> {
-        let site = Site::restore(&state.site, state.home.as_ref(), env.stdio, env.home.as_ref(), env.here, env.prepared)?;
+        let site =
+            Site::restore(&state.site, state.home.as_ref(), env.stdio, env.home.as_ref(), env.here, env.prepared)?;
         let elapsed = (realtime_ns() - state.clock.realtime).max(0);
         // CPU time is set against the vCPU thread's when it starts running.
         let clock = Clock::starting_at(state.clock.monotonic + elapsed, tsc_khz);

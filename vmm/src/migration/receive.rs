@@ -126,9 +126,8 @@ fn read_body<R: Read>(
     loop {
         match reader.next(Some(ram)).map_err(in_phase("receiving the job"))? {
             Record::Small(wire::TAG_HOME, link) => {
-                let link: crate::site::HomeLink = postcard::from_bytes(&link).map_err(|e| {
-                    in_phase("receiving the job")(WireError::BadPages(format!("malformed HOME: {e}")))
-                })?;
+                let link: crate::site::HomeLink = postcard::from_bytes(&link)
+                    .map_err(|e| in_phase("receiving the job")(WireError::BadPages(format!("malformed HOME: {e}"))))?;
                 if let Some((slot, here)) = home.as_mut() {
                     let here = *here;
                     **slot = Some(std::thread::spawn(move || crate::site::RemoteSite::prepare(link, here)));

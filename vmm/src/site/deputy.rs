@@ -197,7 +197,11 @@ impl Home {
             welcome(conn, &Welcome::Refused { kind, why });
         };
         if hello.version != proto::VERSION {
-            return refuse(&mut conn, RefusalKind::Protocol, format!("link version {} is not {}", hello.version, proto::VERSION));
+            return refuse(
+                &mut conn,
+                RefusalKind::Protocol,
+                format!("link version {} is not {}", hello.version, proto::VERSION),
+            );
         }
         if !same_token(&hello.token, &self.token) {
             return refuse(&mut conn, RefusalKind::BadToken, "not this job's secret".into());
@@ -215,7 +219,10 @@ impl Home {
             if inner.ended {
                 Some((RefusalKind::Ended, "the job has ended".into()))
             } else if g <= inner.generation {
-                Some((RefusalKind::Stale, format!("body generation {g} is not newer than the job's ({})", inner.generation)))
+                Some((
+                    RefusalKind::Stale,
+                    format!("body generation {g} is not newer than the job's ({})", inner.generation),
+                ))
             } else {
                 None
             }

@@ -268,7 +268,8 @@ impl SiteOps for LocalSite {
 
     fn openat(&mut self, dirfd: i32, path: &[u8], flags: i32, mode: u32) -> SysResult {
         let dir = self.dir_fd(dirfd)?;
-        let nofollow = flags & libc::O_NOFOLLOW != 0 || flags & (libc::O_CREAT | libc::O_EXCL) == libc::O_CREAT | libc::O_EXCL;
+        let nofollow =
+            flags & libc::O_NOFOLLOW != 0 || flags & (libc::O_CREAT | libc::O_EXCL) == libc::O_CREAT | libc::O_EXCL;
         let p = self.hpath(dirfd, path, !nofollow)?;
         let creates = flags & libc::O_CREAT != 0 || flags & libc::O_TMPFILE == libc::O_TMPFILE;
         let mode = if creates { mode & !self.umask & 0o7777 } else { 0 };

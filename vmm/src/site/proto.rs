@@ -71,52 +71,209 @@ pub struct Claim {
 /// One site call. Byte strings borrow from the frame they came in.
 #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Call<'a> {
-    Openat { dirfd: i32, path: &'a [u8], flags: i32, mode: u32 },
-    OpenBytes { content: &'a [u8], flags: i32 },
-    Close { fd: i32 },
-    Dup { fd: i32, min: i32, cloexec: bool },
-    Dup3 { old: i32, new: i32, cloexec: bool },
-    Pipe2 { flags: i32 },
-    Fcntl { fd: i32, cmd: i32, arg: u64 },
-    FcntlLock { fd: i32, cmd: i32, flock: &'a [u8] },
+    Openat {
+        dirfd: i32,
+        path: &'a [u8],
+        flags: i32,
+        mode: u32,
+    },
+    OpenBytes {
+        content: &'a [u8],
+        flags: i32,
+    },
+    Close {
+        fd: i32,
+    },
+    Dup {
+        fd: i32,
+        min: i32,
+        cloexec: bool,
+    },
+    Dup3 {
+        old: i32,
+        new: i32,
+        cloexec: bool,
+    },
+    Pipe2 {
+        flags: i32,
+    },
+    Fcntl {
+        fd: i32,
+        cmd: i32,
+        arg: u64,
+    },
+    FcntlLock {
+        fd: i32,
+        cmd: i32,
+        flock: &'a [u8],
+    },
     /// read (offset < 0) or pread.
-    Read { fd: i32, len: u32, offset: i64 },
+    Read {
+        fd: i32,
+        len: u32,
+        offset: i64,
+    },
     /// write (offset < 0) or pwrite.
-    Write { fd: i32, data: &'a [u8], offset: i64 },
-    Lseek { fd: i32, offset: i64, whence: i32 },
-    Getdents64 { fd: i32, len: u32 },
-    Ioctl { fd: i32, request: u64, arg: &'a [u8] },
-    IoctlInt { fd: i32, request: u64, arg: u64 },
-    Fsync { fd: i32, data_only: bool },
-    Ftruncate { fd: i32, len: i64 },
-    Fallocate { fd: i32, mode: i32, offset: i64, len: i64 },
-    Fchmod { fd: i32, mode: u32 },
-    Poll { fds: &'a [u8], timeout_ms: i32 },
-    Flock { fd: i32, op: i32 },
-    Sendfile { out_fd: i32, in_fd: i32, offset: Option<i64>, count: u64 },
-    Fstatfs { fd: i32 },
-    Fstatat { dirfd: i32, path: &'a [u8], flags: i32 },
-    Statx { dirfd: i32, path: &'a [u8], flags: i32, mask: u32 },
-    Faccessat { dirfd: i32, path: &'a [u8], mode: i32, flags: i32 },
-    Unlinkat { dirfd: i32, path: &'a [u8], flags: i32 },
-    Mkdirat { dirfd: i32, path: &'a [u8], mode: u32 },
-    Renameat2 { olddir: i32, old: &'a [u8], newdir: i32, new: &'a [u8], flags: u32 },
-    Linkat { olddir: i32, old: &'a [u8], newdir: i32, new: &'a [u8], flags: i32 },
-    Symlinkat { target: &'a [u8], dirfd: i32, path: &'a [u8] },
-    Readlinkat { dirfd: i32, path: &'a [u8], len: u32 },
-    Fchmodat { dirfd: i32, path: &'a [u8], mode: u32, flags: i32 },
-    Fchownat { dirfd: i32, path: &'a [u8], uid: u32, gid: u32, flags: i32 },
-    Utimensat { dirfd: i32, path: Option<&'a [u8]>, times: Option<&'a [u8]>, flags: i32 },
-    Truncate { path: &'a [u8], len: i64 },
-    Umask { mask: u32 },
-    Statfs { path: &'a [u8] },
-    ReadProgram { dirfd: i32, path: &'a [u8], flags: i32, max: u64 },
-    Exec { exe: &'a [u8] },
-    Chdir { path: &'a [u8] },
-    Fchdir { fd: i32 },
+    Write {
+        fd: i32,
+        data: &'a [u8],
+        offset: i64,
+    },
+    Lseek {
+        fd: i32,
+        offset: i64,
+        whence: i32,
+    },
+    Getdents64 {
+        fd: i32,
+        len: u32,
+    },
+    Ioctl {
+        fd: i32,
+        request: u64,
+        arg: &'a [u8],
+    },
+    IoctlInt {
+        fd: i32,
+        request: u64,
+        arg: u64,
+    },
+    Fsync {
+        fd: i32,
+        data_only: bool,
+    },
+    Ftruncate {
+        fd: i32,
+        len: i64,
+    },
+    Fallocate {
+        fd: i32,
+        mode: i32,
+        offset: i64,
+        len: i64,
+    },
+    Fchmod {
+        fd: i32,
+        mode: u32,
+    },
+    Poll {
+        fds: &'a [u8],
+        timeout_ms: i32,
+    },
+    Flock {
+        fd: i32,
+        op: i32,
+    },
+    Sendfile {
+        out_fd: i32,
+        in_fd: i32,
+        offset: Option<i64>,
+        count: u64,
+    },
+    Fstatfs {
+        fd: i32,
+    },
+    Fstatat {
+        dirfd: i32,
+        path: &'a [u8],
+        flags: i32,
+    },
+    Statx {
+        dirfd: i32,
+        path: &'a [u8],
+        flags: i32,
+        mask: u32,
+    },
+    Faccessat {
+        dirfd: i32,
+        path: &'a [u8],
+        mode: i32,
+        flags: i32,
+    },
+    Unlinkat {
+        dirfd: i32,
+        path: &'a [u8],
+        flags: i32,
+    },
+    Mkdirat {
+        dirfd: i32,
+        path: &'a [u8],
+        mode: u32,
+    },
+    Renameat2 {
+        olddir: i32,
+        old: &'a [u8],
+        newdir: i32,
+        new: &'a [u8],
+        flags: u32,
+    },
+    Linkat {
+        olddir: i32,
+        old: &'a [u8],
+        newdir: i32,
+        new: &'a [u8],
+        flags: i32,
+    },
+    Symlinkat {
+        target: &'a [u8],
+        dirfd: i32,
+        path: &'a [u8],
+    },
+    Readlinkat {
+        dirfd: i32,
+        path: &'a [u8],
+        len: u32,
+    },
+    Fchmodat {
+        dirfd: i32,
+        path: &'a [u8],
+        mode: u32,
+        flags: i32,
+    },
+    Fchownat {
+        dirfd: i32,
+        path: &'a [u8],
+        uid: u32,
+        gid: u32,
+        flags: i32,
+    },
+    Utimensat {
+        dirfd: i32,
+        path: Option<&'a [u8]>,
+        times: Option<&'a [u8]>,
+        flags: i32,
+    },
+    Truncate {
+        path: &'a [u8],
+        len: i64,
+    },
+    Umask {
+        mask: u32,
+    },
+    Statfs {
+        path: &'a [u8],
+    },
+    ReadProgram {
+        dirfd: i32,
+        path: &'a [u8],
+        flags: i32,
+        max: u64,
+    },
+    Exec {
+        exe: &'a [u8],
+    },
+    Chdir {
+        path: &'a [u8],
+    },
+    Fchdir {
+        fd: i32,
+    },
     /// The job ended on the body's host: its status (as a shell reports
     /// it) and the line to print at home, if any. The last call.
-    Exit { status: i32, message: &'a str },
+    Exit {
+        status: i32,
+        message: &'a str,
+    },
 }
 
 /// The answer to any call: `ret` is the call's value or -errno; `aux` a

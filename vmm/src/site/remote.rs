@@ -230,12 +230,8 @@ impl Calls {
 /// byte of the frame came), so that a frame is never torn.
 pub(super) fn read_frame_interruptible(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<()> {
     let mut first = [0u8; 1];
-    loop {
-        match s.read(&mut first) {
-            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-            Ok(_) => break,
-            Err(e) => return Err(e),
-        }
+    if s.read(&mut first)? == 0 {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
     }
     let mut rest = Retrying { inner: s, first: Some(first[0]) };
     proto::read_frame(&mut rest, buf)
@@ -286,7 +282,9 @@ impl RemoteSite {
         stream.set_read_timeout(None)?;
         let lost = Arc::new(AtomicBool::new(false));
         let (watch_events, watch_lost, home) = (events.try_clone()?, lost.clone(), link.home);
-        std::thread::Builder::new().name("deputy-events".into()).spawn(move || watch(watch_events, watch_lost, home))?;
+        std::thread::Builder::new()
+            .name("deputy-events".into())
+            .spawn(move || watch(watch_events, watch_lost, home))?;
         Ok(RemoteSite {
             calls: Calls {
                 stream,

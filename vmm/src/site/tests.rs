@@ -194,7 +194,9 @@ fn the_deputy_serves_only_the_newest_body() {
     link.token[0] ^= 1;
     assert!(RemoteSite::prepare(link, None).is_err());
     // Garbage on the port changes nothing.
-    for junk in [&b"MOSVDEP\0\xff\xff\xff\xff"[..], b"GET / HTTP/1.0\r\n\r\n", b"MOSVDEP\0\x05\x00\x00\x00\x00\x00\x00\x00ab"] {
+    for junk in
+        [&b"MOSVDEP\0\xff\xff\xff\xff"[..], b"GET / HTTP/1.0\r\n\r\n", b"MOSVDEP\0\x05\x00\x00\x00\x00\x00\x00\x00ab"]
+    {
         let mut s = TcpStream::connect(home.addr()).unwrap();
         let _ = std::io::Write::write_all(&mut s, junk);
     }
