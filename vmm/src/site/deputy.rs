@@ -501,11 +501,12 @@ fn execute(site: &mut LocalSite, call: &Call, data: &mut Vec<u8>) -> Result<(i64
             data.resize((len as usize).min(proto::IO_CHUNK), 0);
             let r = if offset < 0 { site.read(fd, data) } else { site.pread(fd, data, offset) };
             data.truncate(*r.as_ref().unwrap_or(&0) as usize);
-            v(r)
+            let ahead = offset < 0 && r.is_ok() && site.reads_may_go_ahead(fd);
+            r.map(|n| (n as i64, (ahead as i64) | (site.file_id(fd) << 8) as i64))
         }
         Call::Write { fd, data: d, offset } => {
             let n = if offset < 0 { site.write(fd, d) } else { site.pwrite(fd, d, offset) }? as i64;
-            Ok((n, site.writes_may_go_behind(fd) as i64))
+            Ok((n, (site.writes_may_go_behind(fd) as i64) | (site.file_id(fd) << 8) as i64))
         }
         Call::Lseek { fd, offset, whence } => v(site.lseek(fd, offset, whence)),
         Call::Getdents64 { fd, len } => {

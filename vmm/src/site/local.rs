@@ -171,6 +171,36 @@ impl LocalSite {
             && (kind == libc::S_IFREG || kind == libc::S_IFIFO || kind == libc::S_IFCHR)
     }
 
+    /// Names the file behind `fd` (device and inode folded into 55 bits,
+    /// never 0), so a body can tell two descriptors of one file apart.
+    pub fn file_id(&self, fd: i32) -> u64 {
+        let Ok(h) = self.host_fd(fd) else { return 0 };
+        // SAFETY: a zeroed stat is a valid out buffer.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fstat on a descriptor we own, into a local.
+        if unsafe { libc::fstat(h, &mut st) } != 0 {
+            return 0;
+        }
+        (((st.st_dev << 32) ^ st.st_ino) & ((1 << 55) - 1)) | 1
+    }
+
+    /// May a body away from home read `fd` ahead of the job (and give back
+    /// what it did not take with an lseek)? Only where nothing else sees
+    /// the offset or the bytes: a regular file opened read-only by path,
+    /// whose open file description no other descriptor shares.
+    pub fn reads_may_go_ahead(&self, fd: i32) -> bool {
+        let Ok(e) = self.entry(fd) else { return false };
+        if e.origin != Origin::Opened || self.fds.iter().flatten().filter(|o| o.desc == e.desc).count() != 1 {
+            return false;
+        }
+        let h = e.host.as_raw_fd();
+        // SAFETY: a zeroed stat is a valid out buffer.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fcntl/fstat on a descriptor we own, into a local.
+        let (fl, r) = unsafe { (libc::fcntl(h, libc::F_GETFL), libc::fstat(h, &mut st)) };
+        r == 0 && fl >= 0 && fl & libc::O_ACCMODE == libc::O_RDONLY && st.st_mode & libc::S_IFMT == libc::S_IFREG
+    }
+
     /// A directory descriptor for *at calls (AT_FDCWD is the job's cwd).
     fn dir_fd(&self, dirfd: i32) -> Result<RawFd, Errno> {
         if dirfd == libc::AT_FDCWD {

@@ -42,9 +42,34 @@ pub struct RemoteSite {
     pid: u32,
     /// Gathers writev's buffers into one frame.
     scratch: Vec<u8>,
-    /// Descriptors whose writes may be sent behind (the deputy said so:
-    /// regular files, blocking pipes and terminals), by number.
-    behind_ok: Vec<bool>,
+    /// What the deputy said of each descriptor, by number: `BEHIND`, its
+    /// writes may be sent behind (regular files, blocking pipes and
+    /// terminals); `AHEAD`, it may be read ahead (a regular file opened
+    /// read-only whose offset nothing else shares).
+    known: Vec<u8>,
+    /// Which file each descriptor names (from the deputy), by number: a
+    /// write to the file read ahead gives those bytes back first.
+    files: Vec<u64>,
+    /// Bytes read ahead of the job on one descriptor.
+    ahead: Ahead,
+}
+
+const BEHIND: u8 = 1;
+const AHEAD: u8 = 2;
+/// How much one read ahead asks for.
+const AHEAD_LEN: usize = 512 << 10;
+
+#[derive(Default)]
+struct Ahead {
+    fd: i32,
+    data: Vec<u8>,
+    pos: usize,
+}
+
+impl Ahead {
+    fn left(&self) -> usize {
+        self.data.len() - self.pos
+    }
 }
 
 fn welcomed(stream: &TcpStream) -> std::io::Result<()> {
@@ -296,7 +321,9 @@ impl RemoteSite {
                 behind: Default::default(),
                 deferred: None,
             },
-            behind_ok: Vec::new(),
+            known: Vec::new(),
+            files: Vec::new(),
+            ahead: Ahead { fd: -1, ..Default::default() },
             link,
             cwd: names.cwd.clone(),
             umask: names.umask,
@@ -339,13 +366,16 @@ impl RemoteSite {
             let want = (buf.len() - done).min(IO_CHUNK);
             let off = if offset < 0 { -1 } else { offset + done as i64 };
             let r = self.calls.call(&Call::Read { fd, len: want as u32, offset: off });
-            let (_, _, data) = match r {
+            let (_, aux, data) = match r {
                 Ok(x) => x,
                 Err(e) if done == 0 => return Err(e),
                 Err(_) => return Ok(done as u64),
             };
             let n = data.len().min(want);
             buf[done..done + n].copy_from_slice(&data[..n]);
+            if offset < 0 {
+                self.learn(fd, AHEAD, aux);
+            }
             done += n;
             // Only a full chunk can have more behind it; anything shorter
             // is what the file (or pipe) had.
@@ -357,14 +387,100 @@ impl RemoteSite {
 
     /// Forgets what it knew of `fd` (closed, replaced, its flags changed).
     fn forget(&mut self, fd: i64) {
-        if let Some(b) = usize::try_from(fd).ok().and_then(|i| self.behind_ok.get_mut(i)) {
-            *b = false;
+        if let Ok(i) = usize::try_from(fd) {
+            if i < self.known.len() {
+                self.known[i] = 0;
+                self.files[i] = 0;
+            }
         }
+        if fd == self.ahead.fd as i64 {
+            self.ahead.fd = -1;
+        }
+    }
+
+    fn knows(&self, fd: i32, bit: u8) -> bool {
+        usize::try_from(fd).ok().and_then(|i| self.known.get(i)).is_some_and(|k| k & bit != 0)
+    }
+
+    /// Takes in what a reply's `aux` says of `fd`: whether `bit` holds
+    /// (its lowest bit) and which file it names (the rest).
+    fn learn(&mut self, fd: i32, bit: u8, aux: i64) {
+        let Ok(i) = usize::try_from(fd) else { return };
+        if i >= super::MAX_FDS {
+            return;
+        }
+        if self.known.len() <= i {
+            self.known.resize(i + 1, 0);
+            self.files.resize(i + 1, 0);
+        }
+        if aux & 1 != 0 {
+            self.known[i] |= bit;
+        } else {
+            self.known[i] &= !bit;
+        }
+        self.files[i] = (aux as u64) >> 8;
+    }
+
+    /// Before a write through `fd`: if it names the file read ahead on
+    /// another descriptor, those bytes may change; give them back.
+    fn writing(&mut self, fd: i32) {
+        let file = |s: &Self, fd: i32| usize::try_from(fd).ok().and_then(|i| s.files.get(i)).copied().unwrap_or(0);
+        let a = self.ahead.fd;
+        if a >= 0 && (a == fd || file(self, fd) == 0 || file(self, fd) == file(self, a)) {
+            self.give_back(a);
+        }
+    }
+
+    /// Before anything else touches `fd` (or its offset): the bytes read
+    /// ahead and not taken go back (the deputy's offset steps back).
+    fn give_back(&mut self, fd: i32) {
+        if self.ahead.fd != fd || fd < 0 {
+            return;
+        }
+        let left = self.ahead.left() as i64;
+        self.ahead.fd = -1;
+        if left > 0 {
+            let _ = self.calls.value(&Call::Lseek { fd, offset: -left, whence: libc::SEEK_CUR });
+        }
+    }
+
+    /// read(2) of a descriptor that may be read ahead: served from what
+    /// came before where it can, else one larger read.
+    fn read_ahead(&mut self, fd: i32, buf: &mut [u8]) -> SysResult {
+        let mut done = 0;
+        if self.ahead.fd == fd {
+            let a = &mut self.ahead;
+            done = buf.len().min(a.left());
+            buf[..done].copy_from_slice(&a.data[a.pos..a.pos + done]);
+            a.pos += done;
+            if done == buf.len() {
+                return Ok(done as u64);
+            }
+            self.ahead.fd = -1;
+        }
+        let want = (buf.len() - done).max(AHEAD_LEN).min(IO_CHUNK);
+        let (_, aux, data) = match self.calls.call(&Call::Read { fd, len: want as u32, offset: -1 }) {
+            Ok(x) => x,
+            Err(_) if done > 0 => return Ok(done as u64),
+            Err(e) => return Err(e),
+        };
+        let n = (buf.len() - done).min(data.len());
+        buf[done..done + n].copy_from_slice(&data[..n]);
+        if data.len() > n {
+            self.ahead.data.clear();
+            self.ahead.data.extend_from_slice(&data[n..]);
+            self.ahead.pos = 0;
+            self.ahead.fd = fd;
+        }
+        self.learn(fd, AHEAD, aux);
+        Ok((done + n) as u64)
     }
 
     /// Reads the answers to the writes sent behind (before a move, so
     /// that none is in flight when another body takes over).
     pub fn flush(&mut self) {
+        let fd = self.ahead.fd;
+        self.give_back(fd);
         self.calls.flush();
     }
 
@@ -372,22 +488,16 @@ impl RemoteSite {
     /// taken to be the whole buffer (a failure answers the next write,
     /// fsync or close of the descriptor, as NFS does); otherwise waited for.
     fn write_at(&mut self, fd: i32, buf: &[u8], offset: i64) -> SysResult {
+        self.writing(fd);
         self.calls.take_deferred(fd)?;
-        let ok = usize::try_from(fd).ok().and_then(|i| self.behind_ok.get(i)).copied().unwrap_or(false);
+        let ok = self.knows(fd, BEHIND);
         if ok && buf.len() <= IO_CHUNK {
             self.calls.send_behind(fd, &Call::Write { fd, data: buf, offset })?;
             return Ok(buf.len() as u64);
         }
         if buf.len() <= IO_CHUNK {
             let (n, safe, _) = self.calls.call(&Call::Write { fd, data: buf, offset })?;
-            if let Ok(i) = usize::try_from(fd) {
-                if i < super::MAX_FDS {
-                    if self.behind_ok.len() <= i {
-                        self.behind_ok.resize(i + 1, false);
-                    }
-                    self.behind_ok[i] = safe == 1;
-                }
-            }
+            self.learn(fd, BEHIND, safe);
             return Ok(n as u64);
         }
         Self::write_chunks(&mut self.calls, fd, buf, offset)
@@ -434,6 +544,7 @@ impl SiteOps for RemoteSite {
     }
 
     fn close(&mut self, fd: i32) -> SysResult {
+        // What was read ahead is dropped with the descriptor.
         self.forget(fd as i64);
         let r = self.calls.value(&Call::Close { fd });
         // A write sent behind that failed answers the close (as NFS does).
@@ -442,12 +553,17 @@ impl SiteOps for RemoteSite {
     }
 
     fn dup(&mut self, fd: i32, min: i32, cloexec: bool) -> SysResult {
+        // From now on two descriptors share the offset.
+        self.give_back(fd);
+        self.forget(fd as i64);
         let n = self.calls.value(&Call::Dup { fd, min, cloexec })?;
         self.forget(n as i64);
         Ok(n)
     }
 
     fn dup3(&mut self, old: i32, new: i32, cloexec: bool) -> SysResult {
+        self.give_back(old);
+        self.forget(old as i64);
         self.forget(new as i64);
         self.calls.value(&Call::Dup3 { old, new, cloexec })
     }
@@ -460,7 +576,8 @@ impl SiteOps for RemoteSite {
     }
 
     fn fcntl(&mut self, fd: i32, cmd: i32, arg: u64) -> SysResult {
-        if cmd == libc::F_SETFL {
+        if matches!(cmd, libc::F_SETFL | libc::F_DUPFD | libc::F_DUPFD_CLOEXEC) {
+            self.give_back(fd);
             self.forget(fd as i64);
         }
         let n = self.calls.value(&Call::Fcntl { fd, cmd, arg })?;
@@ -478,6 +595,9 @@ impl SiteOps for RemoteSite {
     }
 
     fn read(&mut self, fd: i32, buf: &mut [u8]) -> SysResult {
+        if self.ahead.fd == fd || (self.knows(fd, AHEAD) && buf.len() < AHEAD_LEN) {
+            return self.read_ahead(fd, buf);
+        }
         self.read_chunks(fd, buf, -1)
     }
 
@@ -494,6 +614,7 @@ impl SiteOps for RemoteSite {
     }
 
     fn readv(&mut self, fd: i32, bufs: &mut [IoSliceMut<'_>], offset: i64) -> SysResult {
+        self.give_back(fd);
         let total: usize = bufs.iter().map(|b| b.len()).sum();
         let want = total.min(IO_CHUNK);
         let (_, _, data) = self.calls.call(&Call::Read { fd, len: want as u32, offset })?;
@@ -521,6 +642,7 @@ impl SiteOps for RemoteSite {
     }
 
     fn lseek(&mut self, fd: i32, offset: i64, whence: i32) -> SysResult {
+        self.give_back(fd);
         self.calls.value(&Call::Lseek { fd, offset, whence })
     }
 
@@ -530,6 +652,7 @@ impl SiteOps for RemoteSite {
     }
 
     fn ioctl(&mut self, fd: i32, request: u64, arg: &mut [u8]) -> SysResult {
+        self.give_back(fd);
         let (r, _, data) = self.calls.call(&Call::Ioctl { fd, request, arg: &arg[..] })?;
         let n = data.len().min(arg.len());
         arg[..n].copy_from_slice(&data[..n]);
@@ -537,6 +660,7 @@ impl SiteOps for RemoteSite {
     }
 
     fn ioctl_int(&mut self, fd: i32, request: u64, arg: u64) -> SysResult {
+        self.give_back(fd);
         self.forget(fd as i64);
         self.calls.value(&Call::IoctlInt { fd, request, arg })
     }
@@ -548,10 +672,12 @@ impl SiteOps for RemoteSite {
     }
 
     fn ftruncate(&mut self, fd: i32, len: i64) -> SysResult {
+        self.writing(fd);
         self.calls.value(&Call::Ftruncate { fd, len })
     }
 
     fn fallocate(&mut self, fd: i32, mode: i32, offset: i64, len: i64) -> SysResult {
+        self.writing(fd);
         self.calls.value(&Call::Fallocate { fd, mode, offset, len })
     }
 
@@ -571,6 +697,8 @@ impl SiteOps for RemoteSite {
     }
 
     fn sendfile(&mut self, out_fd: i32, in_fd: i32, offset: Option<&mut i64>, count: u64) -> SysResult {
+        self.give_back(in_fd);
+        self.writing(out_fd);
         let at = offset.as_ref().map(|o| **o);
         let (r, aux, _) = self.calls.call(&Call::Sendfile { out_fd, in_fd, offset: at, count })?;
         if let Some(o) = offset {
@@ -633,6 +761,8 @@ impl SiteOps for RemoteSite {
     }
 
     fn truncate(&mut self, path: &[u8], len: i64) -> SysResult {
+        let fd = self.ahead.fd;
+        self.give_back(fd);
         self.calls.value(&Call::Truncate { path, len })
     }
 
@@ -655,7 +785,9 @@ impl SiteOps for RemoteSite {
     }
 
     fn exec(&mut self, exe: PathBuf) {
-        self.behind_ok.clear();
+        let fd = self.ahead.fd;
+        self.give_back(fd);
+        self.known.clear();
         let _ = self.calls.value(&Call::Exec { exe: exe.as_os_str().as_encoded_bytes() });
         self.exe = exe;
     }

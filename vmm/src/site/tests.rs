@@ -64,6 +64,49 @@ fn conformance(site: &mut dyn SiteOps, dir: &Path) {
     let mut iom = [std::io::IoSliceMut::new(&mut x), std::io::IoSliceMut::new(&mut y)];
     assert_eq!(site.readv(fd, &mut iom, 0).unwrap(), 7);
     assert_eq!((&x, &y[..5]), (b"ve", &b"ctor\n"[..]));
+    // Reading in small pieces with the offset looked at in between, a
+    // dup sharing it, and the file written through another descriptor (a
+    // body away reads ahead; the job never notices).
+    let content: Vec<u8> = (0..20000).flat_map(|i| format!("{i}\n").into_bytes()).collect();
+    std::fs::write(dir.join("seq.txt"), &content).unwrap();
+    let s = site.openat(libc::AT_FDCWD, b"seq.txt", libc::O_RDONLY, 0).unwrap() as i32;
+    let mut big = vec![0u8; 200];
+    let mut at = 0;
+    for n in [10, 100, 5] {
+        assert_eq!(site.read(s, &mut big[..n]).unwrap(), n as u64);
+        assert_eq!(&big[..n], &content[at..at + n]);
+        at += n;
+        assert_eq!(site.lseek(s, 0, libc::SEEK_CUR).unwrap(), at as u64);
+    }
+    assert_eq!(site.read(s, &mut big[..7]).unwrap(), 7);
+    assert_eq!(&big[..7], &content[at..at + 7]);
+    at += 7;
+    let s2 = site.dup(s, 0, false).unwrap() as i32;
+    assert_eq!(site.read(s2, &mut big[..5]).unwrap(), 5);
+    assert_eq!(&big[..5], &content[at..at + 5]);
+    at += 5;
+    let w = site.openat(libc::AT_FDCWD, b"seq.txt", libc::O_WRONLY, 0).unwrap() as i32;
+    assert_eq!(site.read(s, &mut big[..5]).unwrap(), 5);
+    at += 5;
+    assert_eq!(site.pwrite(w, b"XYZ", at as i64).unwrap(), 3);
+    assert_eq!(site.read(s, &mut big[..3]).unwrap(), 3);
+    assert_eq!(&big[..3], b"XYZ");
+    for x in [s, s2, w] {
+        site.close(x).unwrap();
+    }
+    // The same with a descriptor of its own, read to the end.
+    let s = site.openat(libc::AT_FDCWD, b"seq.txt", libc::O_RDONLY, 0).unwrap() as i32;
+    let mut all = Vec::new();
+    loop {
+        let n = site.read(s, &mut big[..97]).unwrap() as usize;
+        if n == 0 {
+            break;
+        }
+        all.extend_from_slice(&big[..n]);
+    }
+    assert_eq!(all.len(), content.len());
+    assert_eq!(site.lseek(s, 0, libc::SEEK_CUR).unwrap(), content.len() as u64);
+    site.close(s).unwrap();
     // Descriptors: dup, fcntl, close, bad descriptors.
     let d = site.dup(fd, 10, true).unwrap() as i32;
     assert!(d >= 10);
