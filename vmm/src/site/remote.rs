@@ -57,7 +57,7 @@ pub struct RemoteSite {
 const BEHIND: u8 = 1;
 const AHEAD: u8 = 2;
 /// How much one read ahead asks for.
-const AHEAD_LEN: usize = 512 << 10;
+const AHEAD_LEN: usize = 2 << 20;
 
 #[derive(Default)]
 struct Ahead {
