@@ -272,3 +272,36 @@ fn a_body_that_vanishes_is_reported_lost() {
         other => panic!("{other:?}"),
     }
 }
+
+/// After a move whose acknowledgement was lost, the body at home asks the
+/// deputy whether it may go on: not if the new body runs.
+#[test]
+fn a_lost_acknowledgement_never_leaves_two_bodies() {
+    let dir = scratch("reclaim");
+    CWD.with(|c| *c.borrow_mut() = dir.as_os_str().as_encoded_bytes().to_vec());
+    let home = Home::start("127.0.0.1:0").unwrap();
+    // Nothing happened yet: the body at home goes on.
+    assert!(home.reclaim());
+    // The new body claimed the job and runs: the one at home must stop.
+    let b = body(&home, 1).unwrap();
+    assert!(!home.reclaim());
+    drop(b);
+    // A new body that claimed and then vanished before it ran: revoked,
+    // and the body at home goes on (it was still the only one).
+    let home = Home::start("127.0.0.1:0").unwrap();
+    let p = RemoteSite::prepare(home.next_link(), None).unwrap();
+    let names =
+        SiteState { cwd: home_cwd(&home), umask: 0, exe: "/bin/true".into(), pid: 1, next_desc: 0, fds: vec![] };
+    let b = RemoteSite::claim(p, &names).unwrap();
+    drop(b);
+    let t = std::time::Instant::now();
+    while !home.reclaim() {
+        assert!(t.elapsed() < std::time::Duration::from_secs(5), "a vanished body kept the job");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // That body's generation can never come back.
+    let mut link = home.next_link();
+    link.generation -= 1;
+    assert!(RemoteSite::prepare(link, None).is_err());
+    let _ = crate::signal::take_host_signals();
+}
