@@ -53,23 +53,47 @@ printf 'native %.2f ms, micro-VM %.2f ms, ratio %.2fx\n' "$(echo "$n/1000000" | 
 	"$(echo "$v/1000000" | bc -l)" "$(echo "$v/$n" | bc -l)"
 
 echo
-echo "=== live migration: a job moves from one mosvm to another while it runs"
-sock="$work/job.sock"
-"$MOSVM" receive --listen 127.0.0.1:0 > "$work/dst.out" 2> "$work/dst.err" &
-dst=$!
-for _ in $(seq 100); do grep -q "waiting for a job on" "$work/dst.err" 2>/dev/null && break; sleep 0.05; done
-addr=$(sed -n 's/.*waiting for a job on //p' "$work/dst.err" | head -1)
-"$MOSVM" run --api-sock "$sock" -- $B/mem 128 32 300 > "$work/src.out" 2> "$work/src.err" &
-src=$!
-for _ in $(seq 200); do grep -q "pass 60" "$work/src.out" 2>/dev/null && break; sleep 0.02; done
-echo "--- the job before the move (source):"
-sed 's/^/    /' "$work/src.out"
-echo "--- mosvm migrate --to $addr --json:"
-"$MOSVM" migrate --api-sock "$sock" --to "$addr" --json | sed 's/,/,\n      /g; s/^/    /'
-wait $src
-echo "--- source process: $(cat "$work/src.err")"
-wait $dst
-echo "--- the job after the move (destination), exit status $?:"
-sed 's/^/    /' "$work/dst.out"
-echo "--- the same job never moved:"
-$B/mem 128 32 300 | tail -n 2 | sed 's/^/    /'
+echo "=== a cluster of three hosts on this machine: a job started at h1 moves to h2, h3 and home"
+# Each host is a `mosvm host` daemon on its own loopback address, with its
+# own state dir and API socket. The job's output, files and exit status
+# stay at its home (h1) wherever its body runs.
+port=$((17000 + RANDOM % 2000))
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+for i in 1 2 3; do
+	mkdir -p "$work/h$i"
+	join=(); [ "$i" != 1 ] && join=(--join "127.0.0.2:$port")
+	"$MOSVM" host --name "h$i" --listen "127.0.0.$((i + 1)):$port" --api-sock "$work/h$i.sock" \
+		--state-dir "$work/h$i/state" "${join[@]}" > "$work/h$i.ready" 2> "$work/h$i.log" &
+	pids+=($!)
+	for _ in $(seq 100); do grep -q '"ready"' "$work/h$i.ready" 2>/dev/null && break; sleep 0.05; done
+done
+export MOSVM_SOCK="$work/h1.sock"
+for _ in $(seq 100); do [ "$("$MOSVM" hosts --json | python3 -c 'import json,sys; print(sum(h["state"]=="alive" for h in json.load(sys.stdin)))')" = 3 ] && break; sleep 0.1; done
+echo "--- mosvm hosts"
+"$MOSVM" hosts | sed 's/^/    /'
+mkdir -p "$work/job"
+seq 1 20000 | sed 's/^/input line /' > "$work/job/in.txt"
+(cd "$work/job" && "$OLDPWD/$MOSVM" run -- "$OLDPWD/$B/tests/homework" in.txt out.txt 150 > "$work/job.out" 2> "$work/job.err"; echo $? > "$work/job.status") &
+for _ in $(seq 200); do grep -q "round 5 of" "$work/job.out" 2>/dev/null && break; sleep 0.02; done
+job=$("$MOSVM" ps --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')
+ps_now() { echo "--- mosvm ps"; "$MOSVM" ps | sed 's/^/    /'; }
+ps_now
+for to in h2 h3 home; do
+	echo "--- mosvm migrate $job --to $to"
+	"$MOSVM" migrate "$job" --to "$to" | sed 's/^/    /'
+	ps_now
+	sleep 0.5
+done
+for _ in $(seq 600); do [ -s "$work/job.status" ] && break; sleep 0.05; done
+echo "--- the job's output at home (h1), exit status $(cat "$work/job.status"):"
+tail -n 3 "$work/job.out" | sed 's/^/    /'
+echo "--- the same job run natively:"
+(cd "$work/job" && "$OLDPWD/$B/tests/homework" in.txt native.txt 150 > "$work/native.out" 2>/dev/null; echo $? > "$work/native.status")
+tail -n 3 "$work/native.out" | sed 's/^/    /'
+echo "    exit status $(cat "$work/native.status")"
+cmp -s "$work/job/out.txt" "$work/job/native.txt" && echo "--- out.txt at home: identical to the native run's"
+echo "--- files the job left on h2 and h3: $(find "$work/h2" "$work/h3" -name 'out*' | wc -l)"
+echo "--- mosvm ps --all"
+"$MOSVM" ps --all | sed 's/^/    /'

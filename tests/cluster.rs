@@ -396,6 +396,9 @@ fn garbage_on_the_peer_port_is_refused() {
         },
         wire::encode(Kind::Pong, &noise(&mut seed, 20)),
         wire::encode(Kind::Ping, &noise(&mut seed, 20)),
+        wire::encode(Kind::PrepareBody, &noise(&mut seed, 40)),
+        wire::encode(Kind::MoveBody, &noise(&mut seed, 80)),
+        wire::encode(Kind::BodyReady, &noise(&mut seed, 10)),
     ];
     let mut open = Vec::new();
     for junk in &tcp_junk {
@@ -409,6 +412,32 @@ fn garbage_on_the_peer_port_is_refused() {
     }
     drop(open);
 
+    // A well-formed move from a host that is not a member is refused,
+    // typed, and moves nothing.
+    let mut s = TcpStream::connect(&target).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let intruder =
+        mosvm_host::membership::HostId { name: "h3".into(), addr: c.hosts[1].addr().parse().unwrap(), incarnation: 1 };
+    let mv = wire::MoveBody {
+        from: intruder,
+        job: wire::JobRef { home: "h3".into(), id: 1 },
+        to: wire::Target::Home,
+        opts: wire::MoveOptions::default(),
+    };
+    // From 127.0.0.1, not h3's address: not h3.
+    send_all(&mut s, &wire::encode_msg(Kind::MoveBody, &mv));
+    let mut header = [0u8; wire::HEADER_LEN];
+    s.read_exact(&mut header).unwrap();
+    let len = u32::from_le_bytes(header[4..8].try_into().unwrap()) as usize;
+    let mut frame = header.to_vec();
+    frame.resize(wire::HEADER_LEN + len, 0);
+    s.read_exact(&mut frame[wire::HEADER_LEN..]).unwrap();
+    let (kind, payload) = wire::decode_datagram(&frame).unwrap();
+    match wire::decode_msg::<wire::MoveReply>(kind, payload).unwrap() {
+        wire::MoveReply::Refused(r) => assert_eq!(r.kind, wire::RefusalKind::NotMember),
+        other => panic!("a stranger's move was not refused: {other:?}"),
+    }
+
     // Still serving: its API, its peer port, its membership.
     assert_eq!(ping(&target).name, "h2");
     for _ in 0..3 {
@@ -419,4 +448,308 @@ fn garbage_on_the_peer_port_is_refused() {
     assert!(c.hosts[0].proc.as_mut().unwrap().child.try_wait().unwrap().is_none(), "h2 died: {}", c.dump());
     let err = c.hosts[0].stderr();
     assert!(err.contains("dropped datagram"), "refusals are logged: {err}");
+}
+
+// ---- jobs moved by the daemons ----
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// A working directory `job` with the homework's input.
+fn homework_dir(base: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let d = base.join(name).join("job");
+    std::fs::create_dir_all(&d).unwrap();
+    let input: String = (1..=20_000).map(|i| format!("input line {i}\n")).collect();
+    std::fs::write(d.join("in.txt"), input).unwrap();
+    d
+}
+
+/// `mosvm run -- PROG ARGS` in `cwd`, registered with the daemon at `sock`.
+fn run_registered(sock: &std::path::Path, cwd: &std::path::Path, prog: &std::path::Path, args: &[&str]) -> Proc {
+    let mut cmd = Command::new(mosvm_tests::mosvm_bin());
+    cmd.arg("run").arg("--").arg(prog).args(args).current_dir(cwd).env("MOSVM_SOCK", sock);
+    Proc::spawn(cmd)
+}
+
+/// `mosvm ARGS --sock SOCK`.
+fn at(sock: &std::path::Path, args: &[&str]) -> mosvm_tests::Run {
+    let mut cmd = Command::new(mosvm_tests::mosvm_bin());
+    cmd.args(args).arg("--sock").arg(sock);
+    run_command(cmd, &Opts::default())
+}
+
+/// `mosvm migrate JOB --to TO --json` through the daemon at `sock`: the run
+/// and its one JSON line.
+fn migrate_job(sock: &std::path::Path, job: u64, to: &str) -> (mosvm_tests::Run, serde_json::Value) {
+    let r = at(sock, &["migrate", &job.to_string(), "--to", to, "--json", "--verify"]);
+    let line = r.stdout.lines().next().unwrap_or("").to_string();
+    let v = serde_json::from_str(&line).unwrap_or_else(|e| panic!("migrate --json {line:?}: {e}; {r:?}"));
+    (r, v)
+}
+
+/// The one job at `h` (waits for the deputy to register it).
+fn the_job(h: &cluster_fixture::Host) -> mosvm_host::api::JobView {
+    let mut job = None;
+    wait_until(&format!("a job registered at {}", h.name), Duration::from_secs(10), || {
+        job = h.ps(false).into_iter().next();
+        job.is_some()
+    });
+    job.unwrap()
+}
+
+fn files_in(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_job_moved_by_the_daemons_a_b_c_a_stays_at_home() {
+    if !mosvm_tests::require_kvm("a_job_moved_by_the_daemons_a_b_c_a_stays_at_home") {
+        return;
+    }
+    let _l = mosvm_tests::migration_lock();
+    let c = Cluster::start("daemon-moves", 3);
+    c.wait_all_alive(Duration::from_secs(10));
+    let (a, b, cc) = (&c.hosts[0], &c.hosts[1], &c.hosts[2]);
+    let prog = mosvm_tests::image("tests/homework");
+    let args = ["in.txt", "out.txt", "240"];
+    let (dn, dv) = (homework_dir(&c.base, "native"), homework_dir(&c.base, "vm"));
+    let n = mosvm_tests::native(&prog, &args, &Opts { cwd: Some(&dn), ..Opts::default() });
+    assert_eq!(n.status, 3, "{n:?}");
+
+    let job = run_registered(&a.sock, &dv, &prog, &args);
+    let j = the_job(a);
+    assert_eq!((j.home.as_str(), j.host.as_str(), j.state, j.moves), ("h2", "h2", JobState::Running, 0));
+    assert_eq!(j.deputy_pid, Some(job.child.id()), "the mosvm run process is the deputy");
+    assert!(j.control_sock.is_some(), "a registered job gets a control socket of its own");
+    assert_eq!(j.argv.as_ref().map(|a| a[1..].to_vec()), Some(args.iter().map(|s| s.to_string()).collect()));
+    let id = j.id;
+
+    // Refusals leave it running where it was, with a machine-readable kind.
+    let (r, v) = migrate_job(&a.sock, id, "no-such-host");
+    assert_eq!((r.status, v["kind"].as_str()), (1, Some("not_found")), "{r:?}");
+    let (r, v) = migrate_job(&a.sock, id, "home");
+    assert_eq!((r.status, v["kind"].as_str()), (1, Some("refused")), "{r:?}");
+    assert_eq!(a.ps(false)[0].state, JobState::Running);
+
+    let mut seen = 0;
+    for (to, name, round) in [("h3", "h3", 20), (cc.ip.as_str(), "h4", 60), ("home", "h2", 100)] {
+        job.wait_for(&format!("round {round}"), LONG, |o, _| o.contains(&format!("round {round} of")));
+        let (r, v) = migrate_job(&a.sock, id, to);
+        assert_eq!(r.status, 0, "move to {to}: {r:?}\n{}", c.dump());
+        assert_eq!(v["result"], "ok", "{v}");
+        assert!(v["total_ms"].as_f64().unwrap() >= v["downtime_ms"].as_f64().unwrap(), "{v}");
+        seen += 1;
+        let now = a.ps(false);
+        assert_eq!((now[0].host.as_str(), now[0].state, now[0].moves), (name, JobState::Running, seen), "{now:?}");
+        if name != "h2" {
+            // A moved job cannot be moved to where it is.
+            let (r, v) = migrate_job(&a.sock, id, name);
+            assert_eq!((r.status, v["kind"].as_str()), (1, Some("refused")), "{r:?}");
+            // The other hosts count it where it runs.
+            wait_until(&format!("{} to count the job at {name}", b.name), Duration::from_secs(5), || {
+                b.hosts().iter().any(|h| h.name == name && h.jobs == 1)
+            });
+        }
+    }
+    let r = job.finish(LONG);
+    assert_eq!(r.status, n.status, "exit status at home: {r:?}");
+    assert_eq!(r.stdout, n.stdout, "stdout at home");
+    assert_eq!(r.stderr, n.stderr, "stderr at home");
+    assert_eq!(std::fs::read(dv.join("out.txt")).unwrap(), std::fs::read(dn.join("out.txt")).unwrap());
+    assert_eq!(files_in(&dv), files_in(&dn));
+    for h in [b, cc] {
+        let empty = h.state_dir.join("bodies/empty");
+        assert!(files_in(&empty).is_empty(), "files at {}: {:?}", h.name, files_in(&empty));
+    }
+
+    let all = a.ps(true);
+    assert_eq!((all[0].state, all[0].exit_status, all[0].moves), (JobState::Exited, Some(3), 3), "{all:?}");
+    let history = BlockingClient::new(&a.sock).unwrap().job(id).unwrap().history;
+    let path: Vec<(&str, &str)> = history.iter().map(|m| (m.from.as_str(), m.to.as_str())).collect();
+    assert_eq!(path, [("h2", "h3"), ("h3", "h4"), ("h4", "h2")]);
+    assert!(history.iter().all(|m| m.why == MoveWhy::Operator && m.total_ms > 0.0));
+    // The bodies' processes have ended and been forgotten.
+    for h in [b, cc] {
+        wait_until(&format!("{}'s body sockets to go", h.name), Duration::from_secs(10), || {
+            files_in(&h.state_dir.join("bodies")) == ["empty"]
+        });
+    }
+    let r = at(&a.sock, &["wait", &id.to_string()]);
+    assert_eq!(r.status, 3, "wait on an ended job: {r:?}");
+}
+
+#[test]
+fn kill_and_wait_reach_a_job_away_and_strangers_are_refused() {
+    if !mosvm_tests::require_kvm("kill_and_wait_reach_a_job_away_and_strangers_are_refused") {
+        return;
+    }
+    let _l = mosvm_tests::migration_lock();
+    let c = Cluster::start("daemon-kill", 2);
+    c.wait_all_alive(Duration::from_secs(10));
+    let a = &c.hosts[0];
+    let prog = mosvm_tests::image("tests/homework");
+    let dir = homework_dir(&c.base, "kill");
+    let job = run_registered(&a.sock, &dir, &prog, &["in.txt", "out.txt", "100000"]);
+    let id = the_job(a).id;
+    job.wait_for("round 2", LONG, |o, _| o.contains("round 2 of"));
+    let (r, _) = migrate_job(&a.sock, id, "h3");
+    assert_eq!(r.status, 0, "{r:?}");
+    job.wait_for("a round away", LONG, |o, _| o.contains("round 6 of"));
+
+    // Someone else may not move, signal, wait for or read it.
+    if uid() == 0 {
+        let mosvm = helper_mosvm(&c.base);
+        for args in [
+            vec!["migrate".to_string(), id.to_string(), "--to".into(), "home".into(), "--json".into()],
+            vec!["kill".into(), "-s".into(), "KILL".into(), id.to_string()],
+            vec!["wait".into(), id.to_string()],
+            vec!["logs".into(), id.to_string()],
+        ] {
+            let mut cmd = as_nobody(Command::new(&mosvm));
+            cmd.args(&args).arg("--sock").arg(&a.sock);
+            let r = run_command(cmd, &Opts::default());
+            assert_eq!(r.status, 1, "{args:?} as uid {NOBODY}: {r:?}");
+            assert!(r.stderr.contains("may not touch it"), "{args:?}: {}", r.stderr);
+        }
+        let (_, v) = {
+            let mut cmd = as_nobody(Command::new(&mosvm));
+            cmd.args(["migrate", &id.to_string(), "--to", "home", "--json", "--sock"]).arg(&a.sock);
+            let r = run_command(cmd, &Opts::default());
+            let v: serde_json::Value = serde_json::from_str(r.stdout.lines().next().unwrap()).unwrap();
+            (r, v)
+        };
+        assert_eq!(v["kind"], "permission_denied");
+        assert_eq!(a.ps(false)[0].host, "h3", "a stranger's requests changed nothing");
+    } else {
+        eprintln!("*** SKIPPED the stranger part: it needs root to run as uid {NOBODY} ***");
+    }
+
+    // A waiter started before the signal hears the status.
+    let mut wcmd = Command::new(mosvm_tests::mosvm_bin());
+    wcmd.args(["wait", &id.to_string(), "--sock"]).arg(&a.sock);
+    let waiter = Proc::spawn(wcmd);
+    std::thread::sleep(Duration::from_millis(300));
+    let r = at(&a.sock, &["kill", "-s", "INT", &id.to_string()]);
+    assert_eq!(r.status, 0, "{r:?}");
+    let t = std::time::Instant::now();
+    let r = job.finish(Duration::from_secs(20));
+    assert_eq!(r.status, 130, "SIGINT at h3 ends the job with 130 at home: {r:?}");
+    assert!(t.elapsed() < Duration::from_secs(5), "the signal took {:?}", t.elapsed());
+    let w = waiter.finish(Duration::from_secs(10));
+    assert_eq!(w.status, 130, "mosvm wait: {w:?}");
+    let v = a.ps(true).into_iter().find(|j| j.id == id).unwrap();
+    assert_eq!((v.state, v.exit_status, v.host.as_str()), (JobState::Exited, Some(130), "h3"));
+    let r = at(&a.sock, &["kill", &id.to_string()]);
+    assert_eq!(r.status, 1, "an ended job cannot be signalled: {r:?}");
+}
+
+#[test]
+fn detached_jobs_run_as_their_caller_and_keep_their_logs() {
+    if !mosvm_tests::require_kvm("detached_jobs_run_as_their_caller_and_keep_their_logs") {
+        return;
+    }
+    let _l = mosvm_tests::migration_lock();
+    let c = Cluster::start("daemon-detach", 2);
+    c.wait_all_alive(Duration::from_secs(10));
+    let a = &c.hosts[0];
+    let prog = mosvm_tests::image("tests/homework");
+    let args = ["in.txt", "out.txt", "120"];
+    let (dn, dv) = (homework_dir(&c.base, "native"), homework_dir(&c.base, "vm"));
+    let n = mosvm_tests::native(&prog, &args, &Opts { cwd: Some(&dn), ..Opts::default() });
+
+    let mut cmd = Command::new(mosvm_tests::mosvm_bin());
+    cmd.args(["run", "-d", "--env", "MOSVM_TEST_MARK=1", "--"]).arg(&prog).args(args);
+    let sock = a.sock.to_str().unwrap();
+    let r = run_command(cmd, &Opts { cwd: Some(&dv), env: vec![("MOSVM_SOCK", sock)], ..Opts::default() });
+    assert_eq!(r.status, 0, "{r:?}");
+    let id: u64 = r.stdout.trim().parse().unwrap_or_else(|_| panic!("run -d prints the job id: {:?}", r.stdout));
+    let v = the_job(a);
+    assert_eq!((v.id, v.detached, v.owner_uid), (id, true, uid()));
+    // It can move like any other job.
+    wait_until("the detached job's control socket", Duration::from_secs(10), || {
+        a.ps(false).first().is_some_and(|j| j.control_sock.is_some())
+    });
+    let (r, _) = migrate_job(&a.sock, id, "h3");
+    assert_eq!(r.status, 0, "{r:?}");
+
+    // logs -f follows it to the end; then logs prints the same.
+    let f = at(&a.sock, &["logs", "-f", &id.to_string()]);
+    assert_eq!(f.status, 0, "{f:?}");
+    assert_eq!(f.stdout, n.stdout, "logs -f: stdout");
+    assert_eq!(f.stderr, n.stderr, "logs -f: stderr");
+    let w = at(&a.sock, &["wait", &id.to_string()]);
+    assert_eq!(w.status, n.status, "{w:?}");
+    let l = at(&a.sock, &["logs", &id.to_string()]);
+    assert_eq!((l.stdout.as_str(), l.stderr.as_str()), (n.stdout.as_str(), n.stderr.as_str()));
+    assert_eq!(std::fs::read(dv.join("out.txt")).unwrap(), std::fs::read(dn.join("out.txt")).unwrap());
+    // A job with a terminal has no logs.
+    let r = at(&a.sock, &["logs", "999"]);
+    assert_eq!(r.status, 1);
+
+    if uid() != 0 {
+        eprintln!("*** SKIPPED the uid part: it needs root to run as uid {NOBODY} ***");
+        return;
+    }
+    // As uid 65534: the deputy runs as the caller (from the socket's
+    // credentials), so its files are the caller's, and it may not open
+    // root's /dev/kvm here: it ends with the VMM-failure status, recorded.
+    let d = c.base.join("nobody");
+    std::fs::create_dir_all(&d).unwrap();
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::copy(mosvm_tests::image("hello"), d.join("hello")).unwrap();
+    let mut cmd = as_nobody(Command::new(helper_mosvm(&c.base)));
+    cmd.args(["run", "-d", "--", "./hello"]).current_dir(&d).env("MOSVM_SOCK", &a.sock);
+    let r = run_command(cmd, &Opts::default());
+    assert_eq!(r.status, 0, "{r:?}");
+    let theirs: u64 = r.stdout.trim().parse().unwrap();
+    let mut v = None;
+    wait_until("the stranger's job to end", Duration::from_secs(10), || {
+        v = a.ps(true).into_iter().find(|j| j.id == theirs && j.state == JobState::Exited);
+        v.is_some()
+    });
+    let v = v.unwrap();
+    assert_eq!(v.owner_uid, NOBODY);
+    let log = a.state_dir.join(format!("logs/{theirs}.err"));
+    assert_eq!(std::fs::metadata(&log).unwrap().uid(), NOBODY, "its logs belong to it");
+    let err = String::from_utf8_lossy(&std::fs::read(&log).unwrap()).into_owned();
+    assert_eq!(v.exit_status, Some(125), "{err}");
+    assert!(err.contains("/dev/kvm: Permission denied"), "{err}");
+    // It may read its own logs, not root's job's.
+    let mut cmd = as_nobody(Command::new(helper_mosvm(&c.base)));
+    cmd.args(["logs", &theirs.to_string(), "--sock"]).arg(&a.sock);
+    let r = run_command(cmd, &Opts::default());
+    assert_eq!((r.status, r.stderr.as_str()), (0, err.as_str()), "{r:?}");
+    let mut cmd = as_nobody(Command::new(helper_mosvm(&c.base)));
+    cmd.args(["logs", &id.to_string(), "--sock"]).arg(&a.sock);
+    let r = run_command(cmd, &Opts::default());
+    assert!(r.status == 1 && r.stderr.contains("may not touch it"), "{r:?}");
+}
+
+/// `cmd` run as uid and gid 65534 with no groups.
+fn as_nobody(mut cmd: Command) -> Command {
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(NOBODY) != 0 || libc::setuid(NOBODY) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd
+}
+
+/// A copy of the mosvm binary any uid can run.
+fn helper_mosvm(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    helper_exe(dir);
+    let copy = dir.join("mosvm");
+    if !copy.exists() {
+        std::fs::copy(mosvm_tests::mosvm_bin(), &copy).unwrap();
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    copy
 }

@@ -9,6 +9,12 @@
 //! | POST /v1/jobs                | `NewJob`         | `JobView`       |
 //! | PUT  /v1/jobs/{id}/state     | `StateChange`    | `JobView`       |
 //! | POST /v1/jobs/{id}/moves     | `NewMove`        | `JobView`       |
+//! | POST /v1/jobs/{id}/migrate   | `MigrateRequest` | `MigrateResult` |
+//! | POST /v1/jobs/{id}/signal    | `SignalRequest`  | `JobView`       |
+//! | GET  /v1/jobs/{id}/wait?timeout_ms=N |          | `JobView`       |
+//! | GET  /v1/jobs/{id}/logs?out=N&err=M  |          | `LogChunk`      |
+//! | POST /v1/jobs/detached       | `DetachedJob`    | `JobView`       |
+//! | PUT  /v1/cordon              | `Cordon`         | `Cordon`        |
 //!
 //! Every failure is an `ApiError` (`{"kind":"not_found","message":"..."}`)
 //! with the matching HTTP status. Who calls is taken from the socket's peer
@@ -131,6 +137,9 @@ pub struct JobView {
     pub control_sock: Option<String>,
     pub deputy_addr: Option<String>,
     pub deputy_pid: Option<u32>,
+    /// Started by the daemon (`run -d`): `mosvm logs` has its output.
+    #[serde(default)]
+    pub detached: bool,
 }
 
 /// `GET /v1/jobs/{id}`: the record and its moves, oldest first. Only for
@@ -224,6 +233,100 @@ pub struct MoveView {
     pub why: MoveWhy,
 }
 
+/// `POST /v1/jobs/{id}/migrate`: move the job's body, live.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrateRequest {
+    /// A host's name or peer address (IP:PORT or IP), or "home".
+    pub to: String,
+    #[serde(default)]
+    pub downtime_ms: Option<f64>,
+    #[serde(default)]
+    pub max_bandwidth_mbps: Option<f64>,
+    #[serde(default)]
+    pub verify: bool,
+}
+
+/// A move's figures, field for field as the job's control socket reports
+/// them (and `mosvm migrate --json` prints them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MoveFigures {
+    pub result: String,
+    /// The address the body went to.
+    pub to: String,
+    pub total_ms: f64,
+    pub downtime_ms: f64,
+    pub rounds: u32,
+    pub pages_sent: u64,
+    pub bytes_sent: u64,
+    pub zero_pages_skipped: u64,
+    pub bandwidth_mbps: f64,
+    pub path: String,
+    pub max_throttle_percent: u8,
+    pub final_pages: u64,
+    pub stop_to_state_sent_ms: f64,
+    pub receiver_restore_ms: f64,
+}
+
+/// The answer to a completed move.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MigrateResult {
+    /// The record after the move.
+    pub job: JobView,
+    /// Host names.
+    pub from: String,
+    pub to: String,
+    pub figures: MoveFigures,
+}
+
+/// `POST /v1/jobs/{id}/signal`: deliver a signal to the job wherever its
+/// body runs (through its deputy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignalRequest {
+    pub signal: i32,
+}
+
+/// `POST /v1/jobs/detached`: start a job whose deputy the daemon starts,
+/// as the caller (uid, gid and groups from the socket's peer credentials).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetachedJob {
+    /// As the caller typed it (a name without '/' is looked up in the
+    /// request's PATH).
+    pub program: String,
+    /// The program's arguments (without argv[0]).
+    pub args: Vec<String>,
+    /// The job's whole environment, K=V.
+    pub env: Vec<String>,
+    /// Absolute path.
+    pub cwd: String,
+    /// Guest memory, bytes.
+    pub mem_bytes: u64,
+    #[serde(default)]
+    pub trace: bool,
+}
+
+/// `GET /v1/jobs/{id}/logs?out=N&err=M`: what a detached job wrote to its
+/// stdout and stderr from those offsets on (at most `LOG_CHUNK` each).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogChunk {
+    pub out: Vec<u8>,
+    pub err: Vec<u8>,
+    /// True once the job has ended (its logs then grow no more).
+    pub ended: bool,
+}
+
+/// The most bytes of each stream one `LogChunk` carries.
+pub const LOG_CHUNK: usize = 256 << 10;
+
+/// `PUT /v1/cordon` (root only): whether this host takes new bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cordon {
+    pub cordoned: bool,
+}
+
 /// What went wrong, for programs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -234,6 +337,14 @@ pub enum ErrorKind {
     /// The request is valid but the record does not allow it (a job that
     /// has ended cannot change state).
     Conflict,
+    /// A move was refused (by the job, e.g. it holds a socket, or by the
+    /// destination, e.g. not enough memory there); the job runs on where
+    /// it was.
+    Refused,
+    /// The job is already moving.
+    Busy,
+    /// A host, or the job's control socket, cannot be reached.
+    Unreachable,
     Internal,
 }
 
@@ -243,8 +354,23 @@ impl ErrorKind {
             ErrorKind::NotFound => 404,
             ErrorKind::PermissionDenied => 403,
             ErrorKind::BadRequest => 400,
-            ErrorKind::Conflict => 409,
+            ErrorKind::Conflict | ErrorKind::Busy => 409,
+            ErrorKind::Refused => 422,
+            ErrorKind::Unreachable => 502,
             ErrorKind::Internal => 500,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::PermissionDenied => "permission_denied",
+            ErrorKind::BadRequest => "bad_request",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::Refused => "refused",
+            ErrorKind::Busy => "busy",
+            ErrorKind::Unreachable => "unreachable",
+            ErrorKind::Internal => "internal",
         }
     }
 }

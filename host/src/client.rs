@@ -13,7 +13,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::UnixStream;
 
-use crate::api::{ApiError, HostView, JobDetail, JobView, NewJob, NewMove, StateChange, PREFIX};
+use crate::api::{
+    ApiError, Cordon, DetachedJob, HostView, JobDetail, JobView, LogChunk, MigrateRequest, MigrateResult, NewJob,
+    NewMove, SignalRequest, StateChange, PREFIX,
+};
 use crate::config::DEFAULT_API_SOCK;
 
 /// How long one call may take.
@@ -76,9 +79,19 @@ impl Client {
         path: &str,
         body: Option<&B>,
     ) -> Result<R, ClientError> {
-        tokio::time::timeout(CALL_LIMIT, self.call_inner(method, path, body))
+        self.call_within(CALL_LIMIT, method, path, body).await
+    }
+
+    async fn call_within<B: Serialize, R: DeserializeOwned>(
+        &self,
+        limit: Duration,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<R, ClientError> {
+        tokio::time::timeout(limit, self.call_inner(method, path, body))
             .await
-            .unwrap_or(Err(ClientError::Timeout(CALL_LIMIT)))
+            .unwrap_or(Err(ClientError::Timeout(limit)))
     }
 
     async fn call_inner<B: Serialize, R: DeserializeOwned>(
@@ -145,7 +158,44 @@ impl Client {
     pub async fn add_move(&self, id: u64, mv: &NewMove) -> Result<JobView, ClientError> {
         self.call(Method::POST, &format!("/jobs/{id}/moves"), Some(mv)).await
     }
+
+    /// Moves the job's body (waits for the move to end).
+    pub async fn migrate(&self, id: u64, req: &MigrateRequest) -> Result<MigrateResult, ClientError> {
+        // The daemon gives up on a move after control::MOVE_LIMIT; leave it
+        // the time to say so.
+        let limit = crate::control::MOVE_LIMIT + Duration::from_secs(30);
+        self.call_within(limit, Method::POST, &format!("/jobs/{id}/migrate"), Some(req)).await
+    }
+
+    pub async fn signal(&self, id: u64, signal: i32) -> Result<JobView, ClientError> {
+        self.call(Method::POST, &format!("/jobs/{id}/signal"), Some(&SignalRequest { signal })).await
+    }
+
+    /// The job once it has ended, or as it is after `timeout` (at most
+    /// `WAIT_LIMIT`).
+    pub async fn wait(&self, id: u64, timeout: Duration) -> Result<JobView, ClientError> {
+        let ms = timeout.min(WAIT_LIMIT).as_millis();
+        self.call_within(timeout + CALL_LIMIT, Method::GET, &format!("/jobs/{id}/wait?timeout_ms={ms}"), None::<&()>)
+            .await
+    }
+
+    pub async fn logs(&self, id: u64, out: u64, err: u64) -> Result<LogChunk, ClientError> {
+        self.call::<(), _>(Method::GET, &format!("/jobs/{id}/logs?out={out}&err={err}"), None).await
+    }
+
+    /// Whether this host takes new bodies (root only).
+    pub async fn cordon(&self, cordoned: bool) -> Result<Cordon, ClientError> {
+        self.call(Method::PUT, "/cordon", Some(&Cordon { cordoned })).await
+    }
+
+    /// Starts a detached job as the caller.
+    pub async fn detach(&self, job: &DetachedJob) -> Result<JobView, ClientError> {
+        self.call(Method::POST, "/jobs/detached", Some(job)).await
+    }
 }
+
+/// The longest one `wait` call is held by the daemon.
+pub const WAIT_LIMIT: Duration = Duration::from_secs(30);
 
 /// `Client` for code without a tokio runtime (must not be used inside one).
 pub struct BlockingClient {
@@ -185,5 +235,25 @@ impl BlockingClient {
 
     pub fn add_move(&self, id: u64, mv: &NewMove) -> Result<JobView, ClientError> {
         self.rt.block_on(self.client.add_move(id, mv))
+    }
+
+    pub fn migrate(&self, id: u64, req: &MigrateRequest) -> Result<MigrateResult, ClientError> {
+        self.rt.block_on(self.client.migrate(id, req))
+    }
+
+    pub fn signal(&self, id: u64, signal: i32) -> Result<JobView, ClientError> {
+        self.rt.block_on(self.client.signal(id, signal))
+    }
+
+    pub fn wait(&self, id: u64, timeout: Duration) -> Result<JobView, ClientError> {
+        self.rt.block_on(self.client.wait(id, timeout))
+    }
+
+    pub fn logs(&self, id: u64, out: u64, err: u64) -> Result<LogChunk, ClientError> {
+        self.rt.block_on(self.client.logs(id, out, err))
+    }
+
+    pub fn detach(&self, job: &DetachedJob) -> Result<JobView, ClientError> {
+        self.rt.block_on(self.client.detach(job))
     }
 }

@@ -87,6 +87,9 @@ pub struct Config {
     pub join: Vec<String>,
     pub log_format: LogFormat,
     pub timing: Timing,
+    /// The mosvm binary the daemon starts bodies and deputies with: its
+    /// own executable (`mosvm host`).
+    pub exe: PathBuf,
 }
 
 /// This machine's host name.
@@ -152,6 +155,7 @@ impl Config {
             join,
             log_format: s.log_format.unwrap_or_default(),
             timing: Timing::default(),
+            exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("mosvm")),
         })
     }
 }

@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::api::Ready;
+use crate::bodies::Bodies;
 use crate::config::{Config, LogFormat};
 use crate::membership::{HostId, Membership};
 use crate::server::{self, Caller, Shared};
@@ -157,7 +158,20 @@ impl Daemon {
         let (local_jobs, local_jobs_rx) = watch::channel(store.running_by_host()?);
         let (membership, membership_task) =
             Membership::start(id.clone(), udp, config.join.clone(), config.timing.clone(), local_jobs_rx);
-        let shared = Arc::new(Shared { name: config.name.clone(), store: Mutex::new(store), membership, local_jobs });
+        let bodies = Bodies::new(&config.state_dir, config.exe.clone(), advertise.ip())
+            .map_err(|err| Error::StateDir { path: config.state_dir.join("bodies"), err })?;
+        let shared = Arc::new(Shared {
+            name: config.name.clone(),
+            id: id.clone(),
+            bodies: Arc::new(bodies),
+            state_dir: config.state_dir.clone(),
+            api_sock: config.api_sock.clone(),
+            exe: config.exe.clone(),
+            children: Mutex::new(Default::default()),
+            store: Mutex::new(store),
+            membership,
+            local_jobs,
+        });
         let lost = shared.reap("found at daemon start");
         let known = shared.store().jobs(false).map(|j| j.len()).unwrap_or(0);
         info!(running = known, lost, "job records read");
@@ -176,7 +190,7 @@ impl Daemon {
                 warn!("API server: {e}");
             }
         }));
-        tasks.push(tokio::spawn(peer::serve(tcp, id.clone(), stop_rx.clone())));
+        tasks.push(tokio::spawn(peer::serve(tcp, shared.clone(), stop_rx.clone())));
         let (reaper, mut reap_stop) = (shared.clone(), stop_rx);
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(REAP_PERIOD);

@@ -6,10 +6,14 @@
 //! can instead `Daemon::start` one on its own runtime.
 
 pub mod api;
+pub mod bodies;
 pub mod client;
 pub mod config;
+pub mod control;
 pub mod daemon;
+pub mod detach;
 pub mod membership;
+pub mod moves;
 pub mod peer;
 pub mod procfs;
 pub mod server;

@@ -1,18 +1,22 @@
 //! The TCP side of the peer port: framed, checksummed requests from other
-//! hosts (`wire`). Today it answers `Ping`; moves and deputy links will
-//! arrive here. A connection that sends anything malformed is closed; the
-//! listener never stops for it.
+//! hosts (`wire`): `Ping`, and the bodies' `PrepareBody` and `MoveBody`
+//! (see `moves`). A connection that sends anything malformed is closed;
+//! the listener never stops for it.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tracing::debug;
 
 use crate::membership::{Drops, HostId};
-use crate::wire::{self, Kind, Ping, Pong, WireError};
+use crate::moves;
+use crate::server::Shared;
+use crate::wire::{self, Kind, MoveBody, Ping, Pong, PrepareBody, WireError};
 
 /// Connections served at once; more are closed on arrival.
 const MAX_CONNECTIONS: usize = 256;
@@ -20,8 +24,7 @@ const MAX_CONNECTIONS: usize = 256;
 const IDLE: Duration = Duration::from_secs(30);
 
 /// Serves `listener` until `stop` turns true.
-pub async fn serve(listener: TcpListener, id: HostId, mut stop: watch::Receiver<bool>) {
-    let id = Arc::new(id);
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let drops = Arc::new(Mutex::new(Drops::default()));
     loop {
@@ -40,9 +43,9 @@ pub async fn serve(listener: TcpListener, id: HostId, mut stop: watch::Receiver<
                     debug!(%from, "too many peer connections; closing one");
                     continue;
                 };
-                let (id, drops) = (id.clone(), drops.clone());
+                let (shared, drops) = (shared.clone(), drops.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = connection(stream, id).await {
+                    if let Err(e) = connection(stream, from, shared).await {
                         if let Ok(mut d) = drops.lock() {
                             d.note(from, "peer connection", &e);
                         }
@@ -55,7 +58,7 @@ pub async fn serve(listener: TcpListener, id: HostId, mut stop: watch::Receiver<
     }
 }
 
-async fn connection(mut stream: TcpStream, id: Arc<HostId>) -> Result<(), WireError> {
+async fn connection(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) -> Result<(), WireError> {
     let _ = stream.set_nodelay(true);
     loop {
         let frame = match tokio::time::timeout(IDLE, wire::read_frame(&mut stream)).await {
@@ -67,8 +70,18 @@ async fn connection(mut stream: TcpStream, id: Arc<HostId>) -> Result<(), WireEr
             Kind::Ping => {
                 let ping: Ping = wire::decode_msg(kind, &payload)?;
                 debug!(from = %ping.from, "ping");
-                let pong = Pong { id: HostId::clone(&id) };
+                let pong = Pong { id: shared.id.clone() };
                 wire::write_frame(&mut stream, &wire::encode_msg(Kind::Pong, &pong)).await?;
+            }
+            Kind::PrepareBody => {
+                let req: PrepareBody = wire::decode_msg(kind, &payload)?;
+                let reply = moves::on_prepare(&shared, req, peer).await;
+                wire::write_frame(&mut stream, &wire::encode_msg(Kind::BodyReady, &reply)).await?;
+            }
+            Kind::MoveBody => {
+                let req: MoveBody = wire::decode_msg(kind, &payload)?;
+                let reply = moves::on_move(&shared, req, peer).await;
+                wire::write_frame(&mut stream, &wire::encode_msg(Kind::Moved, &reply)).await?;
             }
             got => return Err(WireError::Unexpected { expected: Kind::Ping, got }),
         }
@@ -83,6 +96,36 @@ pub async fn ping(addr: SocketAddr, from: &str, limit: Duration) -> Result<HostI
         match wire::read_frame(&mut s).await? {
             Some((Kind::Pong, p)) => Ok(wire::decode_msg::<Pong>(Kind::Pong, &p)?.id),
             Some((got, _)) => Err(WireError::Unexpected { expected: Kind::Pong, got }),
+            None => Err(WireError::Truncated { have: 0, need: wire::HEADER_LEN }),
+        }
+    };
+    tokio::time::timeout(limit, exchange)
+        .await
+        .unwrap_or_else(|_| Err(WireError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer"))))
+}
+
+/// One request to the host at `to`, from this host's address `from` (so
+/// the receiver sees the address the member list has for us), and its
+/// answer of kind `answer`.
+pub async fn request<Q: Serialize, A: DeserializeOwned>(
+    from: IpAddr,
+    to: SocketAddr,
+    kind: Kind,
+    msg: &Q,
+    answer: Kind,
+    limit: Duration,
+) -> Result<A, WireError> {
+    let exchange = async {
+        let sock = if to.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        if from.is_ipv4() == to.is_ipv4() && !from.is_unspecified() {
+            sock.bind(SocketAddr::new(from, 0))?;
+        }
+        let mut s = sock.connect(to).await?;
+        let _ = s.set_nodelay(true);
+        wire::write_frame(&mut s, &wire::encode_msg(kind, msg)).await?;
+        match wire::read_frame(&mut s).await? {
+            Some((k, p)) if k == answer => wire::decode_msg::<A>(k, &p),
+            Some((got, _)) => Err(WireError::Unexpected { expected: answer, got }),
             None => Err(WireError::Truncated { have: 0, need: wire::HEADER_LEN }),
         }
     };

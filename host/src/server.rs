@@ -2,7 +2,10 @@
 //! the socket's peer credentials; only a job's owner or root may see its
 //! private details or change it.
 
+use std::collections::HashSet;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{ConnectInfo, Path, Query, State};
@@ -16,8 +19,13 @@ use tokio::net::UnixListener;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::api::{ApiError, ErrorKind, HostView, JobDetail, JobState, JobView, NewJob, NewMove, StateChange, PREFIX};
-use crate::membership::Membership;
+use crate::api::{
+    ApiError, Cordon, DetachedJob, ErrorKind, HostView, JobDetail, JobState, JobView, LogChunk, MigrateRequest,
+    MigrateResult, NewJob, NewMove, SignalRequest, StateChange, PREFIX,
+};
+use crate::bodies::Bodies;
+use crate::client::WAIT_LIMIT;
+use crate::membership::{HostId, Membership};
 use crate::procfs;
 use crate::store::{JobRecord, Owner, Store, StoreError};
 
@@ -71,6 +79,17 @@ type ApiResult<T> = Result<Json<T>, ApiError>;
 pub struct Shared {
     /// This host's name: the home of the jobs it registers.
     pub name: String,
+    /// Who this host is to its peers (name and advertised peer address).
+    pub id: HostId,
+    /// The bodies this host runs for other homes.
+    pub bodies: Arc<Bodies>,
+    pub state_dir: PathBuf,
+    pub api_sock: PathBuf,
+    /// The mosvm binary, for bodies and detached deputies.
+    pub exe: PathBuf,
+    /// Deputies this daemon started and reaps itself (the reaper leaves
+    /// their records to it).
+    pub children: Mutex<HashSet<u32>>,
     pub store: Mutex<Store>,
     pub membership: Membership,
     /// This home's jobs counted by where they run, for the membership's
@@ -89,7 +108,11 @@ impl Shared {
         self.store.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn publish(&self, store: &Store) {
+    pub(crate) fn children(&self) -> MutexGuard<'_, HashSet<u32>> {
+        self.children.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn publish(&self, store: &Store) {
         match store.running_by_host() {
             Ok(v) => {
                 self.local_jobs.send_replace(v);
@@ -110,9 +133,10 @@ impl Shared {
             }
         };
         let mut n = 0;
+        let ours = self.children().clone();
         for j in jobs {
             let Some(pid) = j.deputy_pid else { continue };
-            if procfs::alive(pid, j.deputy_start) {
+            if ours.contains(&pid) || procfs::alive(pid, j.deputy_start) {
                 continue;
             }
             let reason = format!("its deputy process {pid} is gone ({when})");
@@ -136,7 +160,7 @@ impl Shared {
         (measurable && procfs::alive(pid, j.deputy_start)).then(|| procfs::cpu_ms(pid)).flatten()
     }
 
-    fn view(&self, j: &JobRecord, caller: &Owner) -> JobView {
+    pub(crate) fn view(&self, j: &JobRecord, caller: &Owner) -> JobView {
         j.view(may_act_on(caller.uid, j.owner_uid), self.cpu_ms(j))
     }
 }
@@ -156,7 +180,7 @@ fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
 }
 
 /// The job `id` if `who` may act on it.
-fn owned(store: &Store, id: u64, who: &Owner) -> Result<JobRecord, ApiError> {
+pub(crate) fn owned(store: &Store, id: u64, who: &Owner) -> Result<JobRecord, ApiError> {
     let j = store.job(id)?.ok_or_else(|| ApiError::new(ErrorKind::NotFound, format!("no job {id}")))?;
     if !may_act_on(who.uid, j.owner_uid) {
         return Err(ApiError::new(
@@ -174,6 +198,12 @@ pub fn router(state: AppState) -> Router {
         .route(&format!("{PREFIX}/jobs/{{id}}"), get(job_detail))
         .route(&format!("{PREFIX}/jobs/{{id}}/state"), put(set_state))
         .route(&format!("{PREFIX}/jobs/{{id}}/moves"), post(add_move))
+        .route(&format!("{PREFIX}/jobs/{{id}}/migrate"), post(migrate))
+        .route(&format!("{PREFIX}/jobs/{{id}}/signal"), post(signal))
+        .route(&format!("{PREFIX}/jobs/{{id}}/wait"), get(wait))
+        .route(&format!("{PREFIX}/jobs/{{id}}/logs"), get(logs))
+        .route(&format!("{PREFIX}/jobs/detached"), post(detached))
+        .route(&format!("{PREFIX}/cordon"), put(cordon))
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .with_state(state)
@@ -262,7 +292,15 @@ async fn register(
     check_new_job(&job)?;
     let start = who.pid.and_then(procfs::start_time);
     let store = &mut *s.store();
-    let rec = store.insert_job(who, &job, &s.name, start, now_ms())?;
+    // The deputy of a job this daemon started (`run -d`) fills in its record.
+    let adopt = match who.pid {
+        Some(pid) => store.adoptable(who.uid, pid)?,
+        None => None,
+    };
+    let rec = match adopt {
+        Some(id) => store.adopt(id, &job)?,
+        None => store.insert_job(who, &job, &s.name, start, now_ms())?,
+    };
     s.publish(store);
     info!(job = rec.id, uid = who.uid, program = %rec.program, "job registered");
     Ok(Json(s.view(&rec, &who)))
@@ -310,6 +348,132 @@ async fn add_move(
     s.publish(store);
     info!(job = id, from = %mv.from, to = %mv.to, why = mv.why.as_str(), "job moved");
     Ok(Json(s.view(&rec, &who)))
+}
+
+async fn migrate(
+    State(s): State<AppState>,
+    ConnectInfo(c): ConnectInfo<Caller>,
+    id: Result<Path<u64>, PathRejection>,
+    b: Result<Json<MigrateRequest>, JsonRejection>,
+) -> ApiResult<MigrateResult> {
+    let (who, id, req) = (caller(c)?, job_id(id)?, body(b)?);
+    if req.to.is_empty() {
+        return Err(bad("to is empty"));
+    }
+    for v in [req.downtime_ms, req.max_bandwidth_mbps].into_iter().flatten() {
+        if !v.is_finite() || v <= 0.0 {
+            return Err(bad(format!("{v} is not a positive number")));
+        }
+    }
+    Ok(Json(crate::moves::migrate(&s, who, id, req).await?))
+}
+
+/// Signal numbers `kill` may send (SIGRTMAX on Linux is 64).
+const MAX_SIGNAL: i32 = 64;
+
+async fn signal(
+    State(s): State<AppState>,
+    ConnectInfo(c): ConnectInfo<Caller>,
+    id: Result<Path<u64>, PathRejection>,
+    b: Result<Json<SignalRequest>, JsonRejection>,
+) -> ApiResult<JobView> {
+    let (who, id, req) = (caller(c)?, job_id(id)?, body(b)?);
+    if !(1..=MAX_SIGNAL).contains(&req.signal) {
+        return Err(bad(format!("{} is not a signal number", req.signal)));
+    }
+    let store = s.store();
+    let j = owned(&store, id, &who)?;
+    if j.state.ended() {
+        return Err(ApiError::new(ErrorKind::Conflict, format!("job {id} has ended ({})", j.state.as_str())));
+    }
+    // The deputy forwards it to the body wherever it runs.
+    let pid = j.deputy_pid.filter(|&p| procfs::alive(p, j.deputy_start));
+    let Some(pid) = pid.and_then(|p| libc::pid_t::try_from(p).ok()) else {
+        return Err(ApiError::new(ErrorKind::Conflict, format!("job {id} has no live deputy process")));
+    };
+    // SAFETY: kill(2) of the process the record names, checked alive above.
+    if unsafe { libc::kill(pid, req.signal) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(ApiError::new(ErrorKind::Internal, format!("signalling the deputy {pid}: {e}")));
+    }
+    info!(job = id, uid = who.uid, signal = req.signal, pid, "job signalled");
+    Ok(Json(s.view(&j, &who)))
+}
+
+#[derive(Deserialize)]
+struct WaitQuery {
+    #[serde(default)]
+    timeout_ms: u64,
+}
+
+async fn wait(
+    State(s): State<AppState>,
+    ConnectInfo(c): ConnectInfo<Caller>,
+    id: Result<Path<u64>, PathRejection>,
+    q: Result<Query<WaitQuery>, QueryRejection>,
+) -> ApiResult<JobView> {
+    let (who, id) = (caller(c)?, job_id(id)?);
+    let Query(q) = q.map_err(|e| bad(e.body_text()))?;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(q.timeout_ms).min(WAIT_LIMIT);
+    // Every change of a record is published; look after each.
+    let mut changes = s.local_jobs.subscribe();
+    loop {
+        let j = owned(&s.store(), id, &who)?;
+        if j.state.ended() || tokio::time::Instant::now() >= deadline {
+            return Ok(Json(s.view(&j, &who)));
+        }
+        if tokio::time::timeout_at(deadline, changes.changed()).await.is_ok_and(|r| r.is_err()) {
+            return Err(ApiError::new(ErrorKind::Internal, "the daemon is stopping"));
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct LogsQuery {
+    #[serde(default)]
+    out: u64,
+    #[serde(default)]
+    err: u64,
+}
+
+async fn logs(
+    State(s): State<AppState>,
+    ConnectInfo(c): ConnectInfo<Caller>,
+    id: Result<Path<u64>, PathRejection>,
+    q: Result<Query<LogsQuery>, QueryRejection>,
+) -> ApiResult<LogChunk> {
+    let (who, id) = (caller(c)?, job_id(id)?);
+    let Query(q) = q.map_err(|e| bad(e.body_text()))?;
+    let j = owned(&s.store(), id, &who)?;
+    let dir = s.state_dir.clone();
+    let chunk = tokio::task::spawn_blocking(move || crate::detach::logs(&dir, &j, q.out, q.err))
+        .await
+        .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))??;
+    Ok(Json(chunk))
+}
+
+async fn detached(
+    State(s): State<AppState>,
+    ConnectInfo(c): ConnectInfo<Caller>,
+    b: Result<Json<DetachedJob>, JsonRejection>,
+) -> ApiResult<JobView> {
+    let (who, req) = (caller(c)?, body(b)?);
+    let rec = crate::detach::start(&s, who, req)?;
+    Ok(Json(s.view(&rec, &who)))
+}
+
+async fn cordon(
+    State(s): State<AppState>,
+    ConnectInfo(c): ConnectInfo<Caller>,
+    b: Result<Json<Cordon>, JsonRejection>,
+) -> ApiResult<Cordon> {
+    let (who, req) = (caller(c)?, body(b)?);
+    if who.uid != 0 {
+        return Err(ApiError::new(ErrorKind::PermissionDenied, "only root may cordon a host"));
+    }
+    s.bodies.cordoned.store(req.cordoned, std::sync::atomic::Ordering::Relaxed);
+    info!(cordoned = req.cordoned, "cordon");
+    Ok(Json(req))
 }
 
 #[cfg(test)]

@@ -10,7 +10,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use crate::api::{JobState, JobView, MoveView, MoveWhy, NewJob, NewMove, StateChange};
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE jobs (
     id           INTEGER PRIMARY KEY AUTOINCREMENT,
     owner_uid    INTEGER NOT NULL,
@@ -45,7 +46,12 @@ CREATE TABLE moves (
     why         TEXT    NOT NULL CHECK (why IN ('operator', 'balancer'))
 );
 CREATE INDEX moves_job ON moves(job);
-"#];
+"#,
+    r#"
+-- Started by the daemon (`run -d`): its output is in the state dir.
+ALTER TABLE jobs ADD COLUMN detached INTEGER NOT NULL DEFAULT 0;
+"#,
+];
 
 /// The schema version this release writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -96,6 +102,7 @@ pub struct JobRecord {
     pub lost_reason: Option<String>,
     pub mem_bytes: u64,
     pub moves: u32,
+    pub detached: bool,
 }
 
 impl JobRecord {
@@ -123,6 +130,7 @@ impl JobRecord {
             control_sock: p(&self.control_sock),
             deputy_addr: p(&self.deputy_addr),
             deputy_pid: if private { self.deputy_pid } else { None },
+            detached: self.detached,
         }
     }
 }
@@ -132,7 +140,8 @@ pub struct Store {
 }
 
 const JOB_COLUMNS: &str = "id, owner_uid, owner_gid, program, argv, cwd, control_sock, deputy_addr, deputy_pid, \
-     deputy_start, home, host, state, moving_to, started_ms, ended_ms, exit_status, lost_reason, mem_bytes, moves";
+     deputy_start, home, host, state, moving_to, started_ms, ended_ms, exit_status, lost_reason, mem_bytes, moves, \
+     detached";
 
 fn job_from_row(row: &Row) -> rusqlite::Result<JobRecord> {
     let argv: String = row.get(4)?;
@@ -165,6 +174,7 @@ fn job_from_row(row: &Row) -> rusqlite::Result<JobRecord> {
         lost_reason: row.get(17)?,
         mem_bytes: row.get::<_, i64>(18)? as u64,
         moves: row.get(19)?,
+        detached: row.get(20)?,
     })
 }
 
@@ -240,6 +250,60 @@ impl Store {
             ],
         )?;
         let id = self.conn.last_insert_rowid() as u64;
+        self.job(id)?.ok_or(StoreError::NotFound(id))
+    }
+
+    /// Records a job the daemon starts itself (`run -d`), before its
+    /// deputy process exists: `set_deputy` names the process, and the
+    /// process's own registration (`adopt`) fills in the rest.
+    pub fn insert_detached(
+        &mut self,
+        owner: Owner,
+        job: &NewJob,
+        home: &str,
+        now_ms: u64,
+    ) -> Result<JobRecord, StoreError> {
+        let argv = serde_json::to_string(&job.argv).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.conn.execute(
+            "INSERT INTO jobs (owner_uid, owner_gid, program, argv, cwd, home, host, state, started_ms, mem_bytes, \
+             detached) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, 'running', ?7, ?8, 1)",
+            params![owner.uid, owner.gid, job.program, argv, job.cwd, home, now_ms as i64, job.mem_bytes as i64],
+        )?;
+        let id = self.conn.last_insert_rowid() as u64;
+        self.job(id)?.ok_or(StoreError::NotFound(id))
+    }
+
+    pub fn set_deputy(&mut self, id: u64, pid: u32, start: Option<u64>) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE jobs SET deputy_pid = ?2, deputy_start = ?3 WHERE id = ?1",
+            params![id as i64, pid, start.map(|v| v as i64)],
+        )?;
+        Ok(())
+    }
+
+    /// The detached job, still running and not yet registered, whose
+    /// deputy is process `pid` of `uid`.
+    pub fn adoptable(&self, uid: u32, pid: u32) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT id FROM jobs WHERE detached = 1 AND control_sock IS NULL AND deputy_addr IS NULL \
+                 AND state = 'running' AND owner_uid = ?1 AND deputy_pid = ?2",
+                params![uid, pid],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+            .map(|v| v as u64))
+    }
+
+    /// A detached job's deputy registers: what it runs, and how to reach it.
+    pub fn adopt(&mut self, id: u64, job: &NewJob) -> Result<JobRecord, StoreError> {
+        let argv = serde_json::to_string(&job.argv).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.conn.execute(
+            "UPDATE jobs SET program = ?2, argv = ?3, cwd = ?4, control_sock = ?5, deputy_addr = ?6, mem_bytes = ?7 \
+             WHERE id = ?1",
+            params![id as i64, job.program, argv, job.cwd, job.control_sock, job.deputy_addr, job.mem_bytes as i64],
+        )?;
         self.job(id)?.ok_or(StoreError::NotFound(id))
     }
 
@@ -383,6 +447,41 @@ mod tests {
         assert_eq!(s.jobs(false).unwrap().len(), 0);
         assert_eq!(s.jobs(true).unwrap().len(), 1);
         assert!(s.running_by_host().unwrap().is_empty());
+    }
+
+    #[test]
+    fn detached_jobs_are_adopted_by_their_deputy_once() {
+        let mut s = Store::open_in_memory().unwrap();
+        let draft = NewJob { control_sock: None, ..job() };
+        let j = s.insert_detached(OWNER, &draft, "a", 5).unwrap();
+        assert!(j.detached && j.deputy_pid.is_none());
+        assert_eq!(s.adoptable(1000, 77).unwrap(), None, "no deputy named yet");
+        s.set_deputy(j.id, 77, Some(9)).unwrap();
+        assert_eq!(s.adoptable(1001, 77).unwrap(), None, "another uid's process");
+        assert_eq!(s.adoptable(1000, 78).unwrap(), None, "another process");
+        assert_eq!(s.adoptable(1000, 77).unwrap(), Some(j.id));
+        let reg = NewJob { deputy_addr: Some("0.0.0.0:4000".into()), ..job() };
+        let j = s.adopt(j.id, &reg).unwrap();
+        assert_eq!((j.control_sock.as_deref(), j.deputy_pid, j.deputy_start), (Some("/tmp/j.sock"), Some(77), Some(9)));
+        assert_eq!(s.adoptable(1000, 77).unwrap(), None, "adopted once");
+        assert!(!s.insert_job(OWNER, &job(), "a", None, 1).unwrap().detached);
+    }
+
+    #[test]
+    fn a_version_1_database_is_upgraded() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute(
+            "INSERT INTO jobs (owner_uid, owner_gid, program, argv, cwd, home, host, state, started_ms, mem_bytes) \
+             VALUES (1, 1, 'p', '[]', '/', 'a', 'a', 'running', 1, 1)",
+            [],
+        )
+        .unwrap();
+        let s = Store::init(conn).unwrap();
+        assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
+        let j = s.jobs(true).unwrap();
+        assert_eq!((j.len(), j[0].detached), (1, false));
     }
 
     #[test]

@@ -39,6 +39,14 @@ pub enum Kind {
     Ping = 16,
     /// `Pong`, the answer to `Ping`.
     Pong = 17,
+    /// `PrepareBody`: start a receiver for a job's body here.
+    PrepareBody = 18,
+    /// `PrepareReply`, the answer to `PrepareBody`.
+    BodyReady = 19,
+    /// `MoveBody`: move a body this host runs (sent by the job's home).
+    MoveBody = 20,
+    /// `MoveReply`, the answer to `MoveBody`.
+    Moved = 21,
 }
 
 impl Kind {
@@ -49,6 +57,10 @@ impl Kind {
             3 => Kind::Leave,
             16 => Kind::Ping,
             17 => Kind::Pong,
+            18 => Kind::PrepareBody,
+            19 => Kind::BodyReady,
+            20 => Kind::MoveBody,
+            21 => Kind::Moved,
             _ => return None,
         })
     }
@@ -215,6 +227,124 @@ pub struct Pong {
     pub id: HostId,
 }
 
+/// A job, cluster-wide: its home's name and its id there.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct JobRef {
+    pub home: String,
+    pub id: u64,
+}
+
+impl std::fmt::Display for JobRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.home, self.id)
+    }
+}
+
+/// Why a host would not do what a peer asked, for programs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RefusalKind {
+    /// The sender is not an active member of this host's cluster.
+    NotMember,
+    /// This host takes no new bodies.
+    Cordoned,
+    /// Not enough free memory for the job here.
+    NoMemory,
+    /// The body process could not be started.
+    CannotSpawn,
+    /// No such job (or no body of it) here.
+    NotFound,
+    /// A move of this job is in progress.
+    Busy,
+    /// The job or its destination refused the move.
+    Refused,
+    /// A host or the job's control socket could not be reached.
+    Unreachable,
+    /// The request makes no sense (malformed, or the move goes nowhere).
+    BadRequest,
+}
+
+impl RefusalKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusalKind::NotMember => "not_member",
+            RefusalKind::Cordoned => "cordoned",
+            RefusalKind::NoMemory => "no_memory",
+            RefusalKind::CannotSpawn => "cannot_spawn",
+            RefusalKind::NotFound => "not_found",
+            RefusalKind::Busy => "busy",
+            RefusalKind::Refused => "refused",
+            RefusalKind::Unreachable => "unreachable",
+            RefusalKind::BadRequest => "bad_request",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct Refusal {
+    pub kind: RefusalKind,
+    pub message: String,
+}
+
+impl Refusal {
+    pub fn new(kind: RefusalKind, message: impl Into<String>) -> Refusal {
+        Refusal { kind, message: message.into() }
+    }
+}
+
+/// Asks a host to start a `mosvm receive` for one job's body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrepareBody {
+    pub from: HostId,
+    pub job: JobRef,
+    /// Guest memory of the job: the receiver refuses a larger one.
+    pub mem_bytes: u64,
+    pub owner_uid: u32,
+}
+
+/// The answer to `PrepareBody`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PrepareReply {
+    /// The receiver listens at `addr` (IP:PORT) for the migration stream.
+    BodyReady {
+        addr: String,
+    },
+    Refused(Refusal),
+}
+
+/// Where a body should go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Target {
+    /// Back to the job's deputy.
+    Home,
+    /// To the host with this name and peer address.
+    Host { name: String, addr: std::net::SocketAddr },
+}
+
+/// Tuning of one move, as `mosvm migrate` takes it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MoveOptions {
+    pub downtime_ms: Option<f64>,
+    pub max_bandwidth_mbps: Option<f64>,
+    pub verify: bool,
+}
+
+/// Sent by a job's home to the host running its body: move it on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MoveBody {
+    pub from: HostId,
+    pub job: JobRef,
+    pub to: Target,
+    pub opts: MoveOptions,
+}
+
+/// The answer to `MoveBody`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum MoveReply {
+    Moved(crate::api::MoveFigures),
+    Refused(Refusal),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,6 +392,36 @@ mod tests {
             }
             assert!(decode_datagram(&buf).is_err());
             let _ = decode_msg::<Status>(Kind::Status, &buf);
+        }
+    }
+
+    #[test]
+    fn body_messages_round_trip() {
+        let from = HostId { name: "a".into(), addr: "127.0.0.2:7077".parse().unwrap(), incarnation: 1 };
+        let p = PrepareBody {
+            from: from.clone(),
+            job: JobRef { home: "a".into(), id: 7 },
+            mem_bytes: 1 << 28,
+            owner_uid: 0,
+        };
+        let f = encode_msg(Kind::PrepareBody, &p);
+        let (k, payload) = decode_datagram(&f).unwrap();
+        assert_eq!(decode_msg::<PrepareBody>(k, payload).unwrap(), p);
+        let r = PrepareReply::Refused(Refusal::new(RefusalKind::NoMemory, "no"));
+        let f = encode_msg(Kind::BodyReady, &r);
+        let (k, payload) = decode_datagram(&f).unwrap();
+        assert_eq!(decode_msg::<PrepareReply>(k, payload).unwrap(), r);
+        let m = MoveBody {
+            from,
+            job: JobRef { home: "a".into(), id: 7 },
+            to: Target::Host { name: "c".into(), addr: "127.0.0.4:7077".parse().unwrap() },
+            opts: MoveOptions { downtime_ms: Some(5.0), max_bandwidth_mbps: None, verify: true },
+        };
+        let payload = postcard::to_allocvec(&m).unwrap();
+        assert_eq!(decode_msg::<MoveBody>(Kind::MoveBody, &payload).unwrap(), m);
+        // Every truncation of a valid payload is refused, never a panic.
+        for n in 0..payload.len() {
+            assert!(decode_msg::<MoveBody>(Kind::MoveBody, &payload[..n]).is_err());
         }
     }
 

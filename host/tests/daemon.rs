@@ -129,3 +129,60 @@ async fn one_daemon_per_state_dir_and_socket() {
     a.shutdown().await;
     let _ = std::fs::remove_dir_all(&base);
 }
+
+/// `PrepareBody` on the peer port: only from a member, and typed refusals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_are_prepared_only_for_members() {
+    use mosvm_host::peer;
+    use mosvm_host::wire::{JobRef, Kind, PrepareBody, PrepareReply, RefusalKind};
+    let base = dir("bodies");
+    let a = Daemon::start(config(&base, "a", "127.0.0.6", vec![])).await.unwrap();
+    let mut bc = config(&base, "b", "127.0.0.7", vec![a.ready().listen.clone()]);
+    // Not a mosvm binary: it exits without announcing itself.
+    bc.exe = "/bin/true".into();
+    let b = Daemon::start(bc).await.unwrap();
+    let cb = Client::new(&b.ready().api_sock);
+    wait_for("a alive at b", Duration::from_secs(10), || {
+        let cb = cb.clone();
+        async move { states(&cb).await.iter().any(|(n, s)| n == "a" && *s == HostState::Alive) }
+    })
+    .await;
+    let b_addr: std::net::SocketAddr = b.ready().listen.parse().unwrap();
+    let job = JobRef { home: "a".into(), id: 1 };
+    let ask = |from: mosvm_host::membership::HostId, src: &str, mem_bytes: u64| {
+        let msg = PrepareBody { from, job: job.clone(), mem_bytes, owner_uid: 0 };
+        let src: std::net::IpAddr = src.parse().unwrap();
+        async move {
+            peer::request::<_, PrepareReply>(
+                src,
+                b_addr,
+                Kind::PrepareBody,
+                &msg,
+                Kind::BodyReady,
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let refused = |r: PrepareReply| match r {
+        PrepareReply::Refused(r) => r.kind,
+        other => panic!("not refused: {other:?}"),
+    };
+    let a_id = a.shared().id.clone();
+    // A stranger, and a member's identity claimed from another address.
+    let stranger =
+        mosvm_host::membership::HostId { name: "x".into(), addr: "127.0.0.9:1".parse().unwrap(), incarnation: 1 };
+    assert_eq!(refused(ask(stranger, "127.0.0.9", 1 << 20).await), RefusalKind::NotMember);
+    assert_eq!(refused(ask(a_id.clone(), "127.0.0.9", 1 << 20).await), RefusalKind::NotMember);
+    // A member: too much memory, a cordoned host, a body that cannot start.
+    assert_eq!(refused(ask(a_id.clone(), "127.0.0.6", u64::MAX / 2).await), RefusalKind::NoMemory);
+    cb.cordon(true).await.unwrap();
+    assert_eq!(refused(ask(a_id.clone(), "127.0.0.6", 1 << 20).await), RefusalKind::Cordoned);
+    cb.cordon(false).await.unwrap();
+    assert_eq!(refused(ask(a_id, "127.0.0.6", 1 << 20).await), RefusalKind::CannotSpawn);
+    assert!(b.shared().bodies.list().is_empty(), "no body is kept for a refusal");
+    b.shutdown().await;
+    a.shutdown().await;
+    let _ = std::fs::remove_dir_all(&base);
+}

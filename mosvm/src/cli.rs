@@ -30,6 +30,12 @@ pub enum Command {
     Hosts(crate::daemon::HostsArgs),
     /// List the jobs this host is home to.
     Ps(crate::daemon::PsArgs),
+    /// Send a signal to a job, wherever its body runs.
+    Kill(crate::daemon::KillArgs),
+    /// Wait for a job to end; exit with its status (255 if it was lost).
+    Wait(crate::daemon::WaitArgs),
+    /// Print what a detached job (`run -d`) wrote to stdout and stderr.
+    Logs(crate::daemon::LogsArgs),
 }
 
 #[derive(Args, Debug)]
@@ -58,12 +64,20 @@ pub struct ReceiveArgs {
 
 #[derive(Args, Debug)]
 pub struct MigrateArgs {
-    /// The control socket of the job (`mosvm run --api-sock`).
+    /// The job's id at this host's daemon (its home): the daemons move it.
+    #[arg(required_unless_present = "api_sock", conflicts_with = "api_sock")]
+    pub job: Option<u64>,
+    /// Or the job's control socket (`mosvm run --api-sock`), to move it
+    /// to a `mosvm receive` directly.
     #[arg(long, value_name = "PATH")]
-    pub api_sock: PathBuf,
-    /// Where a `mosvm receive` waits, HOST:PORT.
-    #[arg(long, value_name = "HOST:PORT")]
+    pub api_sock: Option<PathBuf>,
+    /// With JOB: a host's name or address, or `home`. With --api-sock:
+    /// where a `mosvm receive` waits, HOST:PORT, or `home`.
+    #[arg(long, value_name = "HOST")]
     pub to: String,
+    /// The daemon's API socket (default: $MOSVM_SOCK, else /run/mosvm/mosvm.sock).
+    #[arg(long, value_name = "PATH", conflicts_with = "api_sock")]
+    pub sock: Option<PathBuf>,
     /// Downtime target in milliseconds.
     #[arg(long, default_value_t = 5.0)]
     pub downtime_ms: f64,
@@ -119,6 +133,11 @@ pub struct RunArgs {
     /// Serve a control socket here (for `mosvm migrate` and `mosvm snapshot`).
     #[arg(long, value_name = "PATH")]
     pub api_sock: Option<PathBuf>,
+    /// Detached: the host daemon starts the job (as you, in this directory,
+    /// with this environment, stdin from /dev/null, its output kept for
+    /// `mosvm logs`); prints the job's id.
+    #[arg(short = 'd', long, conflicts_with = "api_sock")]
+    pub detach: bool,
     /// Where this job's deputy accepts its body's link once it runs on
     /// another host, and the body itself when it comes home (HOST:PORT;
     /// port 0 picks one). Only with --api-sock.

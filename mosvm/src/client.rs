@@ -49,27 +49,69 @@ fn f(v: &Value, k: &str) -> f64 {
     v.get(k).and_then(|x| x.as_f64()).unwrap_or(0.0)
 }
 
+fn move_summary(to: &str, v: &Value) -> String {
+    format!(
+        "moved to {} in {:.1} ms: downtime {:.2} ms, {} rounds, {:.1} MiB sent, {} zero pages skipped, {:.0} MB/s, {}",
+        to,
+        f(v, "total_ms"),
+        f(v, "downtime_ms"),
+        f(v, "rounds"),
+        f(v, "bytes_sent") / 1048576.0,
+        f(v, "zero_pages_skipped"),
+        f(v, "bandwidth_mbps"),
+        v.get("path").and_then(|p| p.as_str()).unwrap_or("?"),
+    )
+}
+
 pub fn migrate(args: MigrateArgs) -> i32 {
+    let (Some(sock), None) = (&args.api_sock, args.job) else {
+        return migrate_job(args);
+    };
     let body = json!({
         "to": args.to,
         "downtime_ms": args.downtime_ms,
         "max_bandwidth_mbps": args.max_bandwidth,
         "verify": args.verify,
     });
+    report("migration", args.json, request(sock, "/migrate", &body), |v| move_summary(&args.to, v))
+}
 
-    report("migration", args.json, request(&args.api_sock, "/migrate", &body), |v| {
-        format!(
-            "moved to {} in {:.1} ms: downtime {:.2} ms, {} rounds, {:.1} MiB sent, {} zero pages skipped, {:.0} MB/s, {}",
-            args.to,
-            f(v, "total_ms"),
-            f(v, "downtime_ms"),
-            f(v, "rounds"),
-            f(v, "bytes_sent") / 1048576.0,
-            f(v, "zero_pages_skipped"),
-            f(v, "bandwidth_mbps"),
-            v.get("path").and_then(|p| p.as_str()).unwrap_or("?"),
-        )
-    })
+/// `mosvm migrate JOB --to HOST`: through the job's home daemon, which
+/// answers with the same figures the control socket gives.
+fn migrate_job(args: MigrateArgs) -> i32 {
+    use mosvm_host::api::MigrateRequest;
+    use mosvm_host::{BlockingClient, ClientError};
+    let Some(id) = args.job else { return 2 };
+    let req = MigrateRequest {
+        to: args.to.clone(),
+        downtime_ms: Some(args.downtime_ms),
+        max_bandwidth_mbps: args.max_bandwidth,
+        verify: args.verify,
+    };
+    let r = BlockingClient::new(mosvm_host::socket_path(args.sock.as_deref())).and_then(|c| c.migrate(id, &req));
+    match r {
+        Ok(done) => {
+            let v = serde_json::to_value(&done.figures).unwrap_or_default();
+            if args.json {
+                println!("{}", serde_json::to_string(&done.figures).unwrap_or_default());
+            } else {
+                println!("{}", move_summary(&done.to, &v));
+            }
+            0
+        }
+        Err(e) => {
+            let kind = match &e {
+                ClientError::Api(a) => a.kind.as_str(),
+                ClientError::Connect { .. } | ClientError::Timeout(_) => "unreachable",
+                _ => "internal",
+            };
+            if args.json {
+                println!("{}", json!({"result": "error", "kind": kind, "error": e.to_string()}));
+            }
+            eprintln!("mosvm: migration of job {id} failed ({kind}): {e}");
+            1
+        }
+    }
 }
 
 pub fn snapshot(args: SnapshotArgs) -> i32 {

@@ -1,4 +1,5 @@
-//! `mosvm host` (the daemon), and the commands that ask it: `hosts`, `ps`.
+//! `mosvm host` (the daemon), and the commands that ask it: `hosts`, `ps`,
+//! `kill`, `wait`, `logs`.
 
 use std::path::PathBuf;
 
@@ -59,6 +60,148 @@ pub struct PsArgs {
     pub sock: Option<PathBuf>,
 }
 
+#[derive(Args, Debug)]
+pub struct KillArgs {
+    /// The signal, by name (TERM, SIGTERM, int) or number.
+    #[arg(short = 's', long, default_value = "TERM", value_parser = parse_signal)]
+    pub signal: i32,
+    /// The job's id at this host (its home).
+    pub job: u64,
+    /// The daemon's API socket (default: $MOSVM_SOCK, else /run/mosvm/mosvm.sock).
+    #[arg(long, value_name = "PATH")]
+    pub sock: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct WaitArgs {
+    /// The job's id at this host (its home).
+    pub job: u64,
+    /// The daemon's API socket (default: $MOSVM_SOCK, else /run/mosvm/mosvm.sock).
+    #[arg(long, value_name = "PATH")]
+    pub sock: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    /// Keep printing what the job writes until it ends.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// The job's id at this host (its home); it must have been started
+    /// with `run -d`.
+    pub job: u64,
+    /// The daemon's API socket (default: $MOSVM_SOCK, else /run/mosvm/mosvm.sock).
+    #[arg(long, value_name = "PATH")]
+    pub sock: Option<PathBuf>,
+}
+
+const SIGNALS: &[(&str, i32)] = &[
+    ("HUP", libc::SIGHUP),
+    ("INT", libc::SIGINT),
+    ("QUIT", libc::SIGQUIT),
+    ("ILL", libc::SIGILL),
+    ("TRAP", libc::SIGTRAP),
+    ("ABRT", libc::SIGABRT),
+    ("BUS", libc::SIGBUS),
+    ("FPE", libc::SIGFPE),
+    ("KILL", libc::SIGKILL),
+    ("USR1", libc::SIGUSR1),
+    ("SEGV", libc::SIGSEGV),
+    ("USR2", libc::SIGUSR2),
+    ("PIPE", libc::SIGPIPE),
+    ("ALRM", libc::SIGALRM),
+    ("TERM", libc::SIGTERM),
+    ("CHLD", libc::SIGCHLD),
+    ("CONT", libc::SIGCONT),
+    ("STOP", libc::SIGSTOP),
+    ("TSTP", libc::SIGTSTP),
+    ("TTIN", libc::SIGTTIN),
+    ("TTOU", libc::SIGTTOU),
+    ("URG", libc::SIGURG),
+    ("XCPU", libc::SIGXCPU),
+    ("XFSZ", libc::SIGXFSZ),
+    ("VTALRM", libc::SIGVTALRM),
+    ("PROF", libc::SIGPROF),
+    ("WINCH", libc::SIGWINCH),
+    ("IO", libc::SIGIO),
+    ("PWR", libc::SIGPWR),
+    ("SYS", libc::SIGSYS),
+];
+
+/// A signal by number, or by name with or without SIG, any case.
+pub fn parse_signal(s: &str) -> Result<i32, String> {
+    if let Ok(n) = s.parse::<i32>() {
+        return if (1..=64).contains(&n) { Ok(n) } else { Err(format!("{n} is not a signal number (1 to 64)")) };
+    }
+    let up = s.to_ascii_uppercase();
+    let name = up.strip_prefix("SIG").unwrap_or(&up);
+    SIGNALS.iter().find(|(n, _)| *n == name).map(|(_, v)| *v).ok_or_else(|| format!("unknown signal {s:?}"))
+}
+
+pub fn kill(args: KillArgs) -> i32 {
+    let c = match client(args.sock) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match c.signal(args.job, args.signal) {
+        Ok(_) => 0,
+        Err(e) => fail(e),
+    }
+}
+
+/// The status of a lost job, as `mosvm run` ends with it.
+const EXIT_LOST: i32 = 255;
+
+pub fn wait(args: WaitArgs) -> i32 {
+    let c = match client(args.sock) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    loop {
+        let j = match c.wait(args.job, mosvm_host::client::WAIT_LIMIT) {
+            Ok(j) => j,
+            Err(e) => return fail(e),
+        };
+        match j.state {
+            JobState::Exited => return j.exit_status.unwrap_or(0),
+            JobState::Lost => {
+                eprintln!("mosvm: job {} lost: {}", j.id, j.lost_reason.as_deref().unwrap_or("no reason recorded"));
+                return EXIT_LOST;
+            }
+            JobState::Running | JobState::Moving => {}
+        }
+    }
+}
+
+pub fn logs(args: LogsArgs) -> i32 {
+    use std::io::Write;
+    let c = match client(args.sock) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let (mut out_at, mut err_at) = (0u64, 0u64);
+    loop {
+        let chunk = match c.logs(args.job, out_at, err_at) {
+            Ok(ch) => ch,
+            Err(e) => return fail(e),
+        };
+        let empty = chunk.out.is_empty() && chunk.err.is_empty();
+        // A reader that went away (`| head`) ends us quietly.
+        if std::io::stdout().write_all(&chunk.out).and_then(|_| std::io::stdout().flush()).is_err()
+            || std::io::stderr().write_all(&chunk.err).is_err()
+        {
+            return 0;
+        }
+        out_at += chunk.out.len() as u64;
+        err_at += chunk.err.len() as u64;
+        if empty && (!args.follow || chunk.ended) {
+            return 0;
+        }
+        if empty {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+}
+
 pub fn host(args: HostArgs) -> i32 {
     let flags = Settings {
         name: args.name,
@@ -103,7 +246,7 @@ fn size(b: u64) -> String {
     for (u, n) in UNITS {
         if b >= n {
             let v = b as f64 / n as f64;
-            return if v >= 10.0 || b % n == 0 { format!("{v:.0}{u}") } else { format!("{v:.1}{u}") };
+            return if v >= 10.0 || b & (n - 1) == 0 { format!("{v:.0}{u}") } else { format!("{v:.1}{u}") };
         }
     }
     format!("{b}B")
@@ -230,6 +373,16 @@ mod tests {
         assert_eq!(size(512), "512B");
         assert_eq!(age(0, 5_000), "5s ago");
         assert_eq!(age(0, 7_200_000), "2h ago");
+    }
+
+    #[test]
+    fn signals() {
+        assert_eq!(parse_signal("TERM"), Ok(libc::SIGTERM));
+        assert_eq!(parse_signal("sigint"), Ok(libc::SIGINT));
+        assert_eq!(parse_signal("9"), Ok(9));
+        assert!(parse_signal("0").is_err());
+        assert!(parse_signal("65").is_err());
+        assert!(parse_signal("NOPE").is_err());
     }
 
     #[test]

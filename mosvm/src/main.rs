@@ -5,6 +5,7 @@ mod cli;
 mod client;
 mod daemon;
 mod http;
+mod register;
 mod run;
 
 use clap::Parser;
@@ -20,6 +21,9 @@ fn main() {
         cli::Command::Host(args) => daemon::host(args),
         cli::Command::Hosts(args) => daemon::hosts(args),
         cli::Command::Ps(args) => daemon::ps(args),
+        cli::Command::Kill(args) => daemon::kill(args),
+        cli::Command::Wait(args) => daemon::wait(args),
+        cli::Command::Logs(args) => daemon::logs(args),
     };
     std::process::exit(code);
 }

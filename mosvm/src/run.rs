@@ -65,6 +65,9 @@ fn resolve(program: &OsString) -> PathBuf {
 }
 
 pub fn run(args: RunArgs) -> i32 {
+    if args.detach {
+        return crate::register::detach(&args);
+    }
     let program = resolve(&args.program);
     let mut argv = vec![args.program.clone()];
     argv.extend(args.args.iter().cloned());
@@ -75,12 +78,14 @@ pub fn run(args: RunArgs) -> i32 {
             return EXIT_VMM_FAILURE;
         }
     };
+    let job_program = std::path::absolute(&program).unwrap_or_else(|_| program.clone());
+    let job_argv: Vec<String> = argv.iter().map(|a| a.to_string_lossy().into_owned()).collect();
     let config = VmConfig {
         mem_size: args.mem,
         program,
         argv,
         env: job_env(&args.env),
-        cwd,
+        cwd: cwd.clone(),
         stdio: [0, 1, 2],
         allow_user_io: false,
         trace: args.trace,
@@ -97,9 +102,23 @@ pub fn run(args: RunArgs) -> i32 {
             };
         }
     };
+    // With a host daemon the job is registered and may be moved: it gets
+    // a control socket of its own if it did not ask for one.
+    let daemon = crate::register::daemon_socket();
+    let api_sock = match (&args.api_sock, &daemon) {
+        (Some(p), _) => Some(cwd.join(p)),
+        (None, Some(_)) => match crate::register::own_control_socket() {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("mosvm: no control socket for the job, so it cannot move: {e}");
+                None
+            }
+        },
+        (None, None) => None,
+    };
     // A job that may move gets a deputy: its site stays here and is
     // served to the body wherever it runs; the body may also come home.
-    let home = match &args.api_sock {
+    let home = match &api_sock {
         None => None,
         Some(_) => match Home::start(&args.home_listen) {
             Ok(home) => {
@@ -112,7 +131,36 @@ pub fn run(args: RunArgs) -> i32 {
             }
         },
     };
-    foreground(vm, args.api_sock.as_deref(), home, Arc::default())
+    let registration = match &daemon {
+        None => None,
+        Some(sock) => {
+            let job = mosvm_host::api::NewJob {
+                program: job_program.display().to_string(),
+                argv: job_argv,
+                cwd: cwd.display().to_string(),
+                control_sock: api_sock.as_ref().map(|p| p.display().to_string()),
+                deputy_addr: home.as_ref().map(|(h, _)| h.addr().to_string()),
+                mem_bytes: args.mem,
+            };
+            match crate::register::register(sock, &job) {
+                Ok(r) => {
+                    if args.trace {
+                        eprintln!("mosvm: registered with {} as job {}", sock.display(), r.id());
+                    }
+                    Some(r)
+                }
+                Err(e) => {
+                    eprintln!("mosvm: the job runs unregistered: {e}");
+                    None
+                }
+            }
+        }
+    };
+    let status = foreground(vm, api_sock.as_deref(), home, Arc::default(), registration.as_ref());
+    if let Some(r) = &registration {
+        r.exited(status);
+    }
+    status
 }
 
 /// The deputy's port takes the body back when it comes home; the rebuilt
@@ -169,6 +217,7 @@ fn foreground(
     api_sock: Option<&Path>,
     home: Option<(Arc<Home>, mpsc::Receiver<Unstarted>)>,
     faults: Arc<Mutex<String>>,
+    registration: Option<&crate::register::Registration>,
 ) -> i32 {
     loop {
         let api = match api_sock.map(|p| ApiServer::start(p, vm.handle())).transpose() {
@@ -214,12 +263,18 @@ fn foreground(
                     }
                     Served::Lost(why) => {
                         eprintln!("mosvm: job lost: {why}");
+                        if let Some(r) = registration {
+                            r.lost(&why);
+                        }
                         return EXIT_LOST;
                     }
                     Served::Home => match back.recv_timeout(Duration::from_secs(30)) {
                         Ok(v) => vm = v.0,
                         Err(_) => {
                             eprintln!("mosvm: job lost: its body came home but could not be restarted");
+                            if let Some(r) = registration {
+                                r.lost("its body came home but could not be restarted");
+                            }
                             return EXIT_LOST;
                         }
                     },
@@ -257,9 +312,16 @@ pub fn receive(args: ReceiveArgs) -> i32 {
             }
         };
         let faults = Arc::new(Mutex::new(String::new()));
-        let env = RestoreEnv { stdio: [0, 1, 2], log: log_keeping_faults(faults.clone()), trace: args.trace, home: None, here: None, prepared: None };
+        let env = RestoreEnv {
+            stdio: [0, 1, 2],
+            log: log_keeping_faults(faults.clone()),
+            trace: args.trace,
+            home: None,
+            here: None,
+            prepared: None,
+        };
         match migration::receive(stream, env, &opts) {
-            Ok((vm, _)) => return foreground(vm, args.api_sock.as_deref(), None, faults),
+            Ok((vm, _)) => return foreground(vm, args.api_sock.as_deref(), None, faults, None),
             Err(e) => {
                 eprintln!("mosvm: job from {peer} not received: {e}");
                 if args.once {
@@ -274,7 +336,7 @@ pub fn receive(args: ReceiveArgs) -> i32 {
 pub fn restore(args: RestoreArgs) -> i32 {
     let env = RestoreEnv { stdio: [0, 1, 2], log: log(), trace: args.trace, home: None, here: None, prepared: None };
     match migration::restore_file(&args.file, env) {
-        Ok((vm, _)) => foreground(vm, args.api_sock.as_deref(), None, Arc::default()),
+        Ok((vm, _)) => foreground(vm, args.api_sock.as_deref(), None, Arc::default(), None),
         Err(e) => {
             eprintln!("mosvm: cannot restore {}: {e}", args.file.display());
             EXIT_VMM_FAILURE

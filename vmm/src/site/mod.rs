@@ -127,7 +127,7 @@ pub enum Site {
     /// its deputy, which serves this site to the body wherever it goes.
     Local { site: LocalSite, home: Option<Arc<Home>> },
     /// The body runs away from home: every call goes to the deputy.
-    Remote(RemoteSite),
+    Remote(Box<RemoteSite>),
 }
 
 impl Deref for Site {
@@ -136,7 +136,7 @@ impl Deref for Site {
     fn deref(&self) -> &Self::Target {
         match self {
             Site::Local { site, .. } => site,
-            Site::Remote(r) => r,
+            Site::Remote(r) => &**r,
         }
     }
 }
@@ -146,7 +146,7 @@ impl DerefMut for Site {
     fn deref_mut(&mut self) -> &mut Self::Target {
         match self {
             Site::Local { site, .. } => site,
-            Site::Remote(r) => r,
+            Site::Remote(r) => &mut **r,
         }
     }
 }
@@ -257,7 +257,7 @@ impl Site {
                         Some(p) => p,
                         None => RemoteSite::prepare(link.clone(), here).map_err(home_err)?,
                     };
-                    Ok(Site::Remote(RemoteSite::claim(p, state).map_err(home_err)?))
+                    Ok(Site::Remote(Box::new(RemoteSite::claim(p, state).map_err(home_err)?)))
                 }
             },
         }

@@ -458,7 +458,7 @@ impl RemoteSite {
             }
             self.ahead.fd = -1;
         }
-        let want = (buf.len() - done).max(AHEAD_LEN).min(IO_CHUNK);
+        let want = (buf.len() - done).clamp(AHEAD_LEN, IO_CHUNK);
         let (_, aux, data) = match self.calls.call(&Call::Read { fd, len: want as u32, offset: -1 }) {
             Ok(x) => x,
             Err(_) if done > 0 => return Ok(done as u64),

@@ -70,7 +70,7 @@ fn conformance(site: &mut dyn SiteOps, dir: &Path) {
     let content: Vec<u8> = (0..20000).flat_map(|i| format!("{i}\n").into_bytes()).collect();
     std::fs::write(dir.join("seq.txt"), &content).unwrap();
     let s = site.openat(libc::AT_FDCWD, b"seq.txt", libc::O_RDONLY, 0).unwrap() as i32;
-    let mut big = vec![0u8; 200];
+    let mut big = [0u8; 200];
     let mut at = 0;
     for n in [10, 100, 5] {
         assert_eq!(site.read(s, &mut big[..n]).unwrap(), n as u64);

@@ -1,0 +1,78 @@
+//! Requests to a job's control socket (the HTTP/JSON socket `mosvm run
+//! --api-sock` and `mosvm receive --api-sock` serve), from the daemon.
+
+use std::path::Path;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::header::{CONTENT_TYPE, HOST};
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use tokio::net::UnixStream;
+
+use crate::api::MoveFigures;
+use crate::wire::{MoveOptions, Refusal, RefusalKind};
+
+/// How long a move may take, start to acknowledgement.
+pub const MOVE_LIMIT: Duration = Duration::from_secs(300);
+
+/// The control socket's error body.
+#[derive(Deserialize)]
+struct ControlError {
+    error: String,
+}
+
+async fn request(sock: &Path, method: Method, path: &str, body: String) -> Result<(u16, Bytes), String> {
+    let stream = UnixStream::connect(sock).await.map_err(|e| format!("{}: {e}", sock.display()))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+    let conn = tokio::spawn(conn);
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(HOST, "mosvm")
+        .header(CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| e.to_string())?;
+    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    drop(sender);
+    let _ = conn.await;
+    Ok((status, bytes))
+}
+
+/// Asks the job behind `sock` to move to `to` (a receiver's IP:PORT, or
+/// "home"); the figures once the destination acknowledged.
+pub async fn migrate(sock: &Path, to: &str, opts: &MoveOptions) -> Result<MoveFigures, Refusal> {
+    let body = serde_json::json!({
+        "to": to,
+        "downtime_ms": opts.downtime_ms,
+        "max_bandwidth_mbps": opts.max_bandwidth_mbps,
+        "verify": opts.verify,
+    })
+    .to_string();
+    let (status, bytes) = tokio::time::timeout(MOVE_LIMIT, request(sock, Method::PUT, "/migrate", body))
+        .await
+        .map_err(|_| Refusal::new(RefusalKind::Unreachable, format!("the move took longer than {MOVE_LIMIT:?}")))?
+        .map_err(|e| Refusal::new(RefusalKind::Unreachable, format!("cannot reach the job's control socket {e}")))?;
+    if status == 200 {
+        return serde_json::from_slice(&bytes).map_err(|e| {
+            Refusal::new(RefusalKind::Refused, format!("the job moved but its figures are unreadable: {e}"))
+        });
+    }
+    let message = serde_json::from_slice::<ControlError>(&bytes)
+        .map(|e| e.error)
+        .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).chars().take(200).collect());
+    // The control socket's statuses: 409 another move or snapshot is in
+    // progress (or the job is at home already), 400 a malformed request,
+    // anything else the move failed and the job runs on where it was.
+    let kind = match status {
+        409 => RefusalKind::Busy,
+        400 => RefusalKind::BadRequest,
+        _ => RefusalKind::Refused,
+    };
+    Err(Refusal::new(kind, message))
+}

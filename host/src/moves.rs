@@ -1,0 +1,243 @@
+//! Moving bodies between daemons.
+//!
+//! The operator asks the job's home (`POST /v1/jobs/{id}/migrate`). If the
+//! body runs at home, the home asks the destination for a receiver
+//! (`PrepareBody` → `BodyReady { addr }`) and tells the job's control
+//! socket to move there. If the body runs on host X, the home sends X a
+//! `MoveBody`; X does the same with its body's control socket (asking the
+//! destination for a receiver, or sending the body home) and answers with
+//! the figures. Only the home writes the job's record: "moving" during
+//! the move, then the move and "running at TO", or "running where it
+//! was" after a failure.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use crate::api::{
+    ApiError, ErrorKind, HostState, MigrateRequest, MigrateResult, MoveFigures, MoveWhy, NewMove, StateChange,
+};
+use crate::control;
+use crate::membership::HostId;
+use crate::peer;
+use crate::server::{now_ms, owned, Shared};
+use crate::store::Owner;
+use crate::wire::{
+    JobRef, Kind, MoveBody, MoveOptions, MoveReply, PrepareBody, PrepareReply, Refusal, RefusalKind, Target,
+};
+
+/// How long a host may take to start a receiver.
+const PREPARE_LIMIT: Duration = Duration::from_secs(15);
+
+/// True if `from`, whose connection comes from `peer`, is an active member
+/// of this host's cluster at the address it claims.
+async fn is_member(s: &Shared, from: &HostId, peer: SocketAddr) -> bool {
+    if peer.ip() != from.addr.ip() || from.name == s.name {
+        return false;
+    }
+    let Ok(hosts) = s.membership.hosts().await else { return false };
+    let addr = from.addr.to_string();
+    hosts.iter().any(|h| {
+        !h.local && h.name == from.name && h.addr == addr && matches!(h.state, HostState::Alive | HostState::Suspect)
+    })
+}
+
+/// `PrepareBody` from a peer.
+pub async fn on_prepare(s: &Arc<Shared>, req: PrepareBody, peer: SocketAddr) -> PrepareReply {
+    if !is_member(s, &req.from, peer).await {
+        warn!(%peer, from = ?req.from, "PrepareBody from a host that is not a member refused");
+        return PrepareReply::Refused(Refusal::new(RefusalKind::NotMember, format!("{} is not a member here", peer)));
+    }
+    match s.bodies.prepare(&req.job, req.mem_bytes, req.owner_uid).await {
+        Ok(addr) => PrepareReply::BodyReady { addr },
+        Err(r) => {
+            warn!(body = %req.job, "body refused: {r}");
+            PrepareReply::Refused(r)
+        }
+    }
+}
+
+/// Asks host `name` at `addr` for a receiver of `job`'s body.
+async fn prepare_at(
+    s: &Shared,
+    name: &str,
+    addr: SocketAddr,
+    job: &JobRef,
+    mem_bytes: u64,
+    owner_uid: u32,
+) -> Result<String, Refusal> {
+    let msg = PrepareBody { from: s.id.clone(), job: job.clone(), mem_bytes, owner_uid };
+    let reply: PrepareReply =
+        peer::request(s.id.addr.ip(), addr, Kind::PrepareBody, &msg, Kind::BodyReady, PREPARE_LIMIT)
+            .await
+            .map_err(|e| Refusal::new(RefusalKind::Unreachable, format!("host {name} ({addr}): {e}")))?;
+    match reply {
+        PrepareReply::BodyReady { addr } => Ok(addr),
+        PrepareReply::Refused(r) => Err(Refusal::new(r.kind, format!("host {name} refused the body: {}", r.message))),
+    }
+}
+
+/// `MoveBody` from a job's home: move the body we run.
+pub async fn on_move(s: &Arc<Shared>, req: MoveBody, peer: SocketAddr) -> MoveReply {
+    if !is_member(s, &req.from, peer).await || req.from.name != req.job.home {
+        warn!(%peer, from = ?req.from, body = %req.job, "MoveBody not from the job's home refused");
+        return MoveReply::Refused(Refusal::new(RefusalKind::NotMember, "only the job's home, a member, may move it"));
+    }
+    match move_here(s, &req).await {
+        Ok(f) => MoveReply::Moved(f),
+        Err(r) => MoveReply::Refused(r),
+    }
+}
+
+async fn move_here(s: &Shared, req: &MoveBody) -> Result<MoveFigures, Refusal> {
+    let body = s
+        .bodies
+        .get(&req.job)
+        .ok_or_else(|| Refusal::new(RefusalKind::NotFound, format!("no body of job {} runs at {}", req.job, s.name)))?;
+    if !body.control_sock.exists() {
+        return Err(Refusal::new(RefusalKind::Busy, format!("the body of job {} is still arriving", req.job)));
+    }
+    let dest = match &req.to {
+        Target::Home => "home".to_string(),
+        Target::Host { name, .. } if *name == s.name => {
+            return Err(Refusal::new(RefusalKind::BadRequest, format!("job {} already runs at {name}", req.job)))
+        }
+        Target::Host { name, addr } => prepare_at(s, name, *addr, &req.job, body.mem_bytes, body.owner_uid).await?,
+    };
+    info!(body = %req.job, to = ?req.to, %dest, "moving a body on");
+    control::migrate(&body.control_sock, &dest, &req.opts).await
+}
+
+fn api_error(r: Refusal) -> ApiError {
+    let kind = match r.kind {
+        RefusalKind::NotFound => ErrorKind::NotFound,
+        RefusalKind::Busy => ErrorKind::Busy,
+        RefusalKind::Unreachable => ErrorKind::Unreachable,
+        RefusalKind::BadRequest => ErrorKind::BadRequest,
+        RefusalKind::NotMember | RefusalKind::Cordoned | RefusalKind::NoMemory | RefusalKind::CannotSpawn => {
+            ErrorKind::Refused
+        }
+        RefusalKind::Refused => ErrorKind::Refused,
+    };
+    ApiError::new(kind, r.message)
+}
+
+/// A member named, or at the address, `to`: its name and peer address
+/// (None for this host).
+async fn resolve(s: &Shared, to: &str) -> Result<Option<(String, SocketAddr)>, ApiError> {
+    let hosts = s.membership.hosts().await.map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
+    let found: Vec<_> = hosts
+        .iter()
+        .filter(|h| h.name == to || h.addr == to || h.addr.rsplit_once(':').is_some_and(|(ip, _)| ip == to))
+        .collect();
+    let h = match found.as_slice() {
+        [h] => *h,
+        [] => return Err(ApiError::new(ErrorKind::NotFound, format!("no host {to:?} in the cluster"))),
+        _ => return Err(ApiError::new(ErrorKind::BadRequest, format!("{to:?} names several hosts; use a name"))),
+    };
+    if h.local {
+        return Ok(None);
+    }
+    if h.state != HostState::Alive {
+        return Err(ApiError::new(ErrorKind::Unreachable, format!("host {} is {}", h.name, h.state.as_str())));
+    }
+    let addr = h.addr.parse().map_err(|_| ApiError::new(ErrorKind::Internal, format!("bad address {}", h.addr)))?;
+    Ok(Some((h.name.clone(), addr)))
+}
+
+/// `POST /v1/jobs/{id}/migrate` at the job's home.
+pub async fn migrate(s: &Arc<Shared>, who: Owner, id: u64, req: MigrateRequest) -> Result<MigrateResult, ApiError> {
+    let target = if req.to == "home" { None } else { resolve(s, &req.to).await? };
+    let to_name = target.as_ref().map_or_else(|| s.name.clone(), |(n, _)| n.clone());
+
+    // Check and mark "moving" at once: a second move of the job is busy.
+    let job = {
+        let store = &mut *s.store();
+        let j = owned(store, id, &who)?;
+        if j.state.ended() {
+            return Err(ApiError::new(ErrorKind::Conflict, format!("job {id} has ended ({})", j.state.as_str())));
+        }
+        if j.state != crate::api::JobState::Running {
+            let to = j.moving_to.as_deref().unwrap_or("?");
+            return Err(ApiError::new(ErrorKind::Busy, format!("job {id} is already moving to {to}")));
+        }
+        if j.host == to_name {
+            return Err(ApiError::new(ErrorKind::Refused, format!("job {id} already runs at {to_name}")));
+        }
+        let j = store.set_state(id, &StateChange::Moving { to: to_name.clone() }, now_ms())?;
+        s.publish(store);
+        j
+    };
+    let opts =
+        MoveOptions { downtime_ms: req.downtime_ms, max_bandwidth_mbps: req.max_bandwidth_mbps, verify: req.verify };
+    let jref = JobRef { home: s.name.clone(), id };
+    info!(job = id, from = %job.host, to = %to_name, "moving");
+
+    let moved: Result<MoveFigures, Refusal> = if job.host == s.name {
+        // The body runs here, in its deputy: its own control socket.
+        match (&job.control_sock, &target) {
+            (None, _) => Err(Refusal::new(RefusalKind::Refused, format!("job {id} has no control socket"))),
+            (_, None) => Err(Refusal::new(RefusalKind::BadRequest, format!("job {id} is at home already"))),
+            (Some(sock), Some((name, addr))) => {
+                match prepare_at(s, name, *addr, &jref, job.mem_bytes, job.owner_uid).await {
+                    Ok(dest) => control::migrate(std::path::Path::new(sock), &dest, &opts).await,
+                    Err(r) => Err(r),
+                }
+            }
+        }
+    } else {
+        // The body runs at another host: that host moves it.
+        match resolve(s, &job.host).await {
+            Ok(Some((_, at))) => {
+                let to = match &target {
+                    None => Target::Home,
+                    Some((name, addr)) => Target::Host { name: name.clone(), addr: *addr },
+                };
+                let msg = MoveBody { from: s.id.clone(), job: jref.clone(), to, opts };
+                match peer::request(s.id.addr.ip(), at, Kind::MoveBody, &msg, Kind::Moved, control::MOVE_LIMIT).await {
+                    Ok(MoveReply::Moved(f)) => Ok(f),
+                    Ok(MoveReply::Refused(r)) => Err(Refusal::new(r.kind, format!("host {}: {}", job.host, r.message))),
+                    Err(e) => Err(Refusal::new(RefusalKind::Unreachable, format!("host {} ({at}): {e}", job.host))),
+                }
+            }
+            Ok(None) => Err(Refusal::new(RefusalKind::Refused, "the record names this host oddly".to_string())),
+            Err(e) => Err(Refusal::new(RefusalKind::Unreachable, format!("the body's host: {e}"))),
+        }
+    };
+
+    let store = &mut *s.store();
+    match moved {
+        Ok(figures) => {
+            let mv = NewMove {
+                from: job.host.clone(),
+                to: to_name.clone(),
+                at_ms: now_ms(),
+                total_ms: figures.total_ms,
+                downtime_ms: figures.downtime_ms,
+                why: MoveWhy::Operator,
+            };
+            // The job may have ended during the move: then the record
+            // says so and keeps saying it.
+            let rec = match store.add_move(id, &mv) {
+                Ok(r) => r,
+                Err(e) => {
+                    warn!(job = id, "recording the move: {e}");
+                    owned(store, id, &who)?
+                }
+            };
+            s.publish(store);
+            info!(job = id, from = %job.host, to = %to_name, total_ms = figures.total_ms, downtime_ms = figures.downtime_ms, "moved");
+            Ok(MigrateResult { job: s.view(&rec, &who), from: job.host, to: to_name, figures })
+        }
+        Err(r) => {
+            warn!(job = id, from = %job.host, to = %to_name, kind = r.kind.as_str(), "move failed: {}", r.message);
+            if let Err(e) = store.set_state(id, &StateChange::Running { host: job.host.clone() }, now_ms()) {
+                warn!(job = id, "restoring the record after a failed move: {e}");
+            }
+            s.publish(store);
+            Err(api_error(r))
+        }
+    }
+}
