@@ -1,6 +1,6 @@
 # mosvm: build, images, tests, benchmarks and the demo.
 #
-#   make demo    run every image in a micro-VM beside its native run
+#   make demo    every image in a micro-VM beside its native run; a job moved across three hosts
 #   make test    unit and end-to-end tests (needs /dev/kvm)
 #   make bench   measure and write BENCHMARKS.md
 #
@@ -35,6 +35,7 @@ deps: .deps-stamp
 	command -v gcc >/dev/null || need="$$need gcc"; \
 	[ -x /bin/busybox ] && file -L /bin/busybox 2>/dev/null | grep -q 'statically' || need="$$need busybox-static"; \
 	command -v file >/dev/null || need="$$need file"; \
+	command -v python3 >/dev/null || need="$$need python3"; \
 	if [ -n "$$need" ]; then \
 		echo "installing:$$need"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$need; \
