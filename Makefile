@@ -93,6 +93,9 @@ test: build images
 	$(CARGO) test --release --workspace
 
 bench: build images
+	@# QEMU is the anchor the migration figures are measured against.
+	@command -v qemu-system-x86_64 >/dev/null || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq qemu-system-x86; }
 	$(CARGO) run --release -p mosvm-bench --bin bench -- --out BENCHMARKS.md
 	@{ echo; echo "## Balancer: MOSIX table 1 reproduced (simulated)"; echo; \
 	  echo '`cargo run --release -p balancer --example table1`'; echo; echo '```'; \
