@@ -391,9 +391,12 @@ fn a_job_with_a_socket_stays() {
     // busybox nc listening: it holds a listening socket, then prints what arrives.
     let src = source(std::path::Path::new("/bin/busybox"), &["nc", "-l", "-p", &port], &[], &sock, None);
     std::thread::sleep(Duration::from_millis(300));
-    let (m, _) = migrate(&sock, &addr, &[]);
+    let (m, json) = migrate(&sock, &addr, &[]);
     assert_ne!(m.status, 0);
     assert!(m.stderr.contains("socket"), "{}", m.stderr);
+    // Told apart from a busy or refusing destination, for programs.
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["kind"], "unmovable", "{json}");
     // Still running here, with its socket: what we send comes out.
     let t = std::time::Instant::now();
     let mut conn = loop {

@@ -22,6 +22,9 @@ pub const MOVE_LIMIT: Duration = Duration::from_secs(300);
 #[derive(Deserialize)]
 struct ControlError {
     error: String,
+    /// The job's own word for why (see vmm's `SendError::kind`).
+    #[serde(default)]
+    kind: Option<String>,
 }
 
 async fn request(sock: &Path, method: Method, path: &str, body: String) -> Result<(u16, Bytes), String> {
@@ -63,15 +66,18 @@ pub async fn migrate(sock: &Path, to: &str, opts: &MoveOptions) -> Result<MoveFi
             Refusal::new(RefusalKind::Refused, format!("the job moved but its figures are unreadable: {e}"))
         });
     }
-    let message = serde_json::from_slice::<ControlError>(&bytes)
-        .map(|e| e.error)
-        .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).chars().take(200).collect());
-    // The control socket's statuses: 409 another move or snapshot is in
-    // progress (or the job is at home already), 400 a malformed request,
-    // anything else the move failed and the job runs on where it was.
-    let kind = match status {
-        409 => RefusalKind::Busy,
-        400 => RefusalKind::BadRequest,
+    let (message, said) = serde_json::from_slice::<ControlError>(&bytes)
+        .map(|e| (e.error, e.kind))
+        .unwrap_or_else(|_| (String::from_utf8_lossy(&bytes).chars().take(200).collect(), None));
+    // The job says why; an older job only gives its HTTP status: 409
+    // another move or snapshot is in progress (or the job is at home
+    // already), 400 a malformed request, anything else the move failed
+    // and the job runs on where it was.
+    let kind = match (said.as_deref(), status) {
+        (Some("busy"), _) | (None, 409) => RefusalKind::Busy,
+        (Some("unmovable"), _) => RefusalKind::Unmovable,
+        (Some("unreachable"), _) => RefusalKind::Unreachable,
+        (None, 400) => RefusalKind::BadRequest,
         _ => RefusalKind::Refused,
     };
     Err(Refusal::new(kind, message))

@@ -119,7 +119,7 @@ fn api_error(r: Refusal) -> ApiError {
         RefusalKind::NotMember | RefusalKind::Cordoned | RefusalKind::NoMemory | RefusalKind::CannotSpawn => {
             ErrorKind::Refused
         }
-        RefusalKind::Refused => ErrorKind::Refused,
+        RefusalKind::Refused | RefusalKind::Unmovable => ErrorKind::Refused,
     };
     ApiError::new(kind, r.message)
 }

@@ -261,6 +261,8 @@ pub enum RefusalKind {
     Unreachable,
     /// The request makes no sense (malformed, or the move goes nowhere).
     BadRequest,
+    /// The job holds what cannot move (a socket, a child process).
+    Unmovable,
 }
 
 impl RefusalKind {
@@ -273,6 +275,7 @@ impl RefusalKind {
             RefusalKind::NotFound => "not_found",
             RefusalKind::Busy => "busy",
             RefusalKind::Refused => "refused",
+            RefusalKind::Unmovable => "unmovable",
             RefusalKind::Unreachable => "unreachable",
             RefusalKind::BadRequest => "bad_request",
         }

@@ -83,6 +83,11 @@ fn error_body(e: impl std::fmt::Display) -> String {
     json!({"result": "error", "error": e.to_string()}).to_string()
 }
 
+/// A failed move or snapshot, with its machine-readable kind.
+fn send_error_body(e: &SendError) -> String {
+    json!({"result": "error", "kind": e.kind(), "error": e.to_string()}).to_string()
+}
+
 fn send_error_status(e: &SendError) -> u16 {
     match e {
         SendError::Busy => 409,
@@ -119,7 +124,7 @@ fn serve(mut conn: UnixStream, handle: &VmHandle) {
                 };
                 match migration::migrate(handle, &to, &opts) {
                     Ok(stats) => (200, serde_json::to_string(&stats).unwrap()),
-                    Err(e) => (send_error_status(&e), error_body(e)),
+                    Err(e) => (send_error_status(&e), send_error_body(&e)),
                 }
             }
             Err(e) => (400, error_body(format!("bad request: {e}"))),
@@ -127,7 +132,7 @@ fn serve(mut conn: UnixStream, handle: &VmHandle) {
         ("PUT", "/snapshot") | ("POST", "/snapshot") => match serde_json::from_slice::<SnapshotRequest>(&req.body) {
             Ok(s) => match migration::snapshot(handle, &s.to) {
                 Ok(stats) => (200, serde_json::to_string(&stats).unwrap()),
-                Err(e) => (send_error_status(&e), error_body(e)),
+                Err(e) => (send_error_status(&e), send_error_body(&e)),
             },
             Err(e) => (400, error_body(format!("bad request: {e}"))),
         },

@@ -17,12 +17,23 @@ pub enum Command {
     /// Stop, capture the state and send it on `state`; then wait on
     /// `verdict` (a dropped sender means resume).
     Pause {
-        state: mpsc::Sender<Result<(VmState, Instant), String>>,
+        state: mpsc::Sender<Result<(VmState, Instant), PauseError>>,
         verdict: mpsc::Receiver<Verdict>,
         purpose: crate::site::Purpose,
     },
     /// Spend this percentage of the time stopped (auto-converge); 0 stops throttling.
     Throttle(u8),
+}
+
+/// Why a job could not be paused and taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PauseError {
+    /// Something the job holds cannot go (a socket, a child process).
+    #[error("{0}")]
+    Unmovable(String),
+    /// The job has ended, or its state could not be read.
+    #[error("{0}")]
+    Failed(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,15 +102,18 @@ impl Control {
     /// Pauses the VM and returns its state and when its vCPU stopped; the
     /// VM waits for the verdict sent on the returned sender (dropping it
     /// resumes the VM).
-    pub fn pause(&self, purpose: crate::site::Purpose) -> Result<(VmState, mpsc::Sender<Verdict>, Instant), String> {
+    pub fn pause(
+        &self,
+        purpose: crate::site::Purpose,
+    ) -> Result<(VmState, mpsc::Sender<Verdict>, Instant), PauseError> {
         let (state_tx, state_rx) = mpsc::channel();
         let (verdict_tx, verdict_rx) = mpsc::channel();
         self.send(Command::Pause { state: state_tx, verdict: verdict_rx, purpose })
-            .map_err(|_| "the job has ended".to_string())?;
+            .map_err(|_| PauseError::Failed("the job has ended".into()))?;
         match state_rx.recv() {
             Ok(Ok((state, stopped))) => Ok((state, verdict_tx, stopped)),
             Ok(Err(e)) => Err(e),
-            Err(_) => Err("the job ended before it could be paused".into()),
+            Err(_) => Err(PauseError::Failed("the job ended before it could be paused".into())),
         }
     }
 }

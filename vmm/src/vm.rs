@@ -400,6 +400,19 @@ impl Vm {
         Ok(VmState { version: STATE_VERSION, mem_size: self.job.ram.size(), vcpu, job })
     }
 
+    /// `capture` for a pause: what the job holds that cannot move is told
+    /// apart from other failures.
+    fn capture_for(&mut self, purpose: Purpose) -> Result<VmState, crate::control::PauseError> {
+        use crate::control::PauseError;
+        use crate::site::SiteError;
+        let vcpu = self.vcpu.capture(&self.cpuid).map_err(|e| PauseError::Failed(e.to_string()))?;
+        let job = self.job.capture(purpose).map_err(|e| match e {
+            SiteError::Unmovable { .. } | SiteError::Children(_) => PauseError::Unmovable(e.to_string()),
+            e => PauseError::Failed(e.to_string()),
+        })?;
+        Ok(VmState { version: STATE_VERSION, mem_size: self.job.ram.size(), vcpu, job })
+    }
+
     /// A handle for other threads: memory, dirty logging and control.
     pub fn handle(&self) -> VmHandle {
         VmHandle {
@@ -449,7 +462,7 @@ impl Vm {
                     // No write may be in flight when another body takes over.
                     self.job.site.flush();
                     let stopped = std::time::Instant::now();
-                    let captured = self.capture(purpose).map(|s| (s, stopped)).map_err(|e| e.to_string());
+                    let captured = self.capture_for(purpose).map(|s| (s, stopped));
                     let ok = captured.is_ok();
                     let _ = state.send(captured);
                     if ok {

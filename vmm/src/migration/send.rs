@@ -90,9 +90,25 @@ pub enum SendError {
     #[error("{phase}: {source}")]
     Io { phase: &'static str, source: io::Error },
     #[error("cannot stop the job: {0}")]
-    Pause(String),
+    Pause(crate::control::PauseError),
     #[error("no acknowledgement from the destination: {0}")]
     NoAck(WireError),
+}
+
+impl SendError {
+    /// Why, for programs: `busy` (another move or snapshot), `unmovable`
+    /// (the job holds what cannot go: a socket, a child), `refused` (the
+    /// destination said no), `unreachable` (no destination there), or
+    /// `failed` (the stream broke; the job runs on where it was).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SendError::Busy => "busy",
+            SendError::Pause(crate::control::PauseError::Unmovable(_)) => "unmovable",
+            SendError::Refused(_) => "refused",
+            SendError::Resolve(_) | SendError::Connect { .. } => "unreachable",
+            SendError::Pause(_) | SendError::Stream { .. } | SendError::Io { .. } | SendError::NoAck(_) => "failed",
+        }
+    }
 }
 
 fn io_in(phase: &'static str) -> impl Fn(io::Error) -> SendError {
