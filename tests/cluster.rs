@@ -646,6 +646,46 @@ fn kill_and_wait_reach_a_job_away_and_strangers_are_refused() {
 }
 
 #[test]
+fn when_the_host_of_a_body_dies_the_job_is_lost_at_home() {
+    if !mosvm_tests::require_kvm("when_the_host_of_a_body_dies_the_job_is_lost_at_home") {
+        return;
+    }
+    let _l = mosvm_tests::migration_lock();
+    let mut c = Cluster::start("daemon-lost", 2);
+    c.wait_all_alive(Duration::from_secs(10));
+    let prog = mosvm_tests::image("tests/homework");
+    let dir = homework_dir(&c.base, "lost");
+    let job = run_registered(&c.hosts[0].sock, &dir, &prog, &["in.txt", "out.txt", "100000"]);
+    let id = the_job(&c.hosts[0]).id;
+    job.wait_for("round 2", LONG, |o, _| o.contains("round 2 of"));
+    let b = c.hosts[1].name.clone();
+    let (r, _) = migrate_job(&c.hosts[0].sock, id, &b);
+    assert_eq!(r.status, 0, "{r:?}");
+    job.wait_for("a round away", LONG, |o, _| o.contains("round 6 of"));
+    // The whole host goes: its daemon and the body it holds.
+    let bodies = c.hosts[1].state_dir.join("bodies");
+    let out = Command::new("pgrep").arg("-f").arg(bodies.to_str().unwrap()).output().unwrap();
+    let pids: Vec<i32> = String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect();
+    assert!(!pids.is_empty(), "no body process under {}", bodies.display());
+    c.hosts[1].signal(libc::SIGKILL);
+    for p in pids {
+        // SAFETY: killing the body process this test's cluster started.
+        unsafe { libc::kill(p, libc::SIGKILL) };
+    }
+    let t = std::time::Instant::now();
+    let r = job.finish(Duration::from_secs(30));
+    assert_eq!(r.status, 255, "{r:?}");
+    assert!(t.elapsed() < Duration::from_secs(10), "noticed after {:?}", t.elapsed());
+    assert!(r.stderr.contains("job lost"), "{}", r.stderr);
+    let a = &c.hosts[0];
+    wait_until("the record to say lost", Duration::from_secs(10), || {
+        a.ps(true).iter().any(|j| j.id == id && j.state == JobState::Lost)
+    });
+    let w = at(&a.sock, &["wait", &id.to_string()]);
+    assert_eq!(w.status, 255, "mosvm wait on a lost job: {w:?}");
+}
+
+#[test]
 fn detached_jobs_run_as_their_caller_and_keep_their_logs() {
     if !mosvm_tests::require_kvm("detached_jobs_run_as_their_caller_and_keep_their_logs") {
         return;
