@@ -393,16 +393,9 @@ impl Vm {
     }
 
     /// The job's state as data; the vCPU must not be running (call from
-    /// the vCPU thread between entries, or before `run`).
-    pub fn capture(&mut self, purpose: Purpose) -> Result<VmState, VmError> {
-        let vcpu = self.vcpu.capture(&self.cpuid)?;
-        let job = self.job.capture(purpose).map_err(|e| VmError::Machine(e.to_string()))?;
-        Ok(VmState { version: STATE_VERSION, mem_size: self.job.ram.size(), vcpu, job })
-    }
-
-    /// `capture` for a pause: what the job holds that cannot move is told
-    /// apart from other failures.
-    fn capture_for(&mut self, purpose: Purpose) -> Result<VmState, crate::control::PauseError> {
+    /// the vCPU thread between entries). What the job holds that cannot
+    /// move is told apart from other failures.
+    fn capture(&mut self, purpose: Purpose) -> Result<VmState, crate::control::PauseError> {
         use crate::control::PauseError;
         use crate::site::SiteError;
         let vcpu = self.vcpu.capture(&self.cpuid).map_err(|e| PauseError::Failed(e.to_string()))?;
@@ -462,7 +455,7 @@ impl Vm {
                     // No write may be in flight when another body takes over.
                     self.job.site.flush();
                     let stopped = std::time::Instant::now();
-                    let captured = self.capture_for(purpose).map(|s| (s, stopped));
+                    let captured = self.capture(purpose).map(|s| (s, stopped));
                     let ok = captured.is_ok();
                     let _ = state.send(captured);
                     if ok {

@@ -150,10 +150,6 @@ impl Home {
         self.token
     }
 
-    pub fn generation(&self) -> u64 {
-        self.inner.lock().unwrap().generation
-    }
-
     /// Takes migration streams arriving at the deputy's port.
     pub fn set_incoming(&self, f: Incoming) {
         *self.incoming.lock().unwrap() = Some(Arc::new(f));

@@ -150,14 +150,7 @@ impl Calls {
     fn call(&mut self, c: &Call) -> Result<(i64, i64, &[u8]), Errno> {
         self.send(c)?;
         // The answers to the writes sent behind come first.
-        while let Some(fd) = self.behind.pop_front() {
-            if let Err(e) = self.reply() {
-                if e == Errno(libc::EIO) && self.lost.load(Ordering::Relaxed) {
-                    return Err(e);
-                }
-                self.deferred.get_or_insert((fd, e));
-            }
-        }
+        self.flush();
         self.reply()
     }
 
