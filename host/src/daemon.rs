@@ -171,6 +171,8 @@ impl Daemon {
             store: Mutex::new(store),
             membership,
             local_jobs,
+            events: watch::channel(0).0,
+            balance: crate::balance::Handle::detached(),
         });
         let lost = shared.reap("found at daemon start");
         let known = shared.store().jobs(false).map(|j| j.len()).unwrap_or(0);

@@ -6,12 +6,15 @@
 //! can instead `Daemon::start` one on its own runtime.
 
 pub mod api;
+pub mod balance;
 pub mod bodies;
+pub mod cgroup;
 pub mod client;
 pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod detach;
+pub mod load;
 pub mod membership;
 pub mod moves;
 pub mod peer;

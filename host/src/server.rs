@@ -95,6 +95,11 @@ pub struct Shared {
     /// This home's jobs counted by where they run, for the membership's
     /// status messages; republished after every change.
     pub local_jobs: watch::Sender<Vec<(String, u32)>>,
+    /// The sequence number of the newest event record; bumped by
+    /// `Shared::event`, watched by `GET /v1/events` followers.
+    pub events: watch::Sender<u64>,
+    /// This host's balancer task.
+    pub balance: crate::balance::Handle,
 }
 
 pub fn now_ms() -> u64 {

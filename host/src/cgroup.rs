@@ -1,0 +1,1 @@
+//! Placeholder: a CPU budget for the daemon (written next).

@@ -1,0 +1,1 @@
+//! Placeholder: load and capacity measurement (written next).
