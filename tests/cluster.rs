@@ -1,18 +1,16 @@
 //! Several hosts on this machine: one `mosvm host` per loopback address,
 //! seen through `mosvm hosts --json` and `mosvm ps --json`.
 
-mod cluster_fixture;
-
 use std::io::{BufRead, Read};
 use std::net::{TcpStream, UdpSocket};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::Duration;
 
-use cluster_fixture::{helper_exe, send_all, wait_until, Cluster};
 use mosvm_host::api::{ErrorKind, HostState, JobState, MoveWhy, NewJob, NewMove, StateChange};
 use mosvm_host::wire::{self, Kind};
 use mosvm_host::{BlockingClient, ClientError};
+use mosvm_tests::emulated::{helper_exe, send_all, wait_until, Cluster};
 use mosvm_tests::{run_command, Opts, Proc};
 
 fn new_job(program: &str) -> NewJob {
@@ -23,6 +21,7 @@ fn new_job(program: &str) -> NewJob {
         control_sock: None,
         deputy_addr: Some("127.0.0.2:4100".into()),
         mem_bytes: 128 << 20,
+        stay: false,
     }
 }
 
@@ -54,18 +53,19 @@ fn helper() {
             let seen = list.iter().find(|j| j.id == victim).unwrap();
             let mine = c.register(&new_job("/bin/mine")).unwrap();
             serde_json::json!({
-                "uid": uid(),
-                "set_state": kind(c.set_state(victim, &StateChange::Exited { status: 0 })),
-                "add_move": kind(c.add_move(victim, &NewMove {
-                    from: "h2".into(), to: "h3".into(), at_ms: 1, total_ms: 1.0, downtime_ms: 0.1, why: MoveWhy::Operator,
-                })),
-                "detail": kind(c.job(victim)),
-                "listed_argv": seen.argv,
-                "listed_program": seen.program,
-                "mine_uid": mine.owner_uid,
-                "mine_id": mine.id,
-                "mine_set_state": kind(c.set_state(mine.id, &StateChange::Moving { to: "h3".into() })),
-            })
+                           "uid": uid(),
+                           "set_state": kind(c.set_state(victim, &StateChange::Exited { status: 0 })),
+                           "add_move": kind(c.add_move(victim, &NewMove {
+                               from: "h2".into(), to: "h3".into(), at_ms: 1, total_ms: 1.0, downtime_ms: 0.1, why: MoveWhy::Operator,
+            reason: None,
+                           })),
+                           "detail": kind(c.job(victim)),
+                           "listed_argv": seen.argv,
+                           "listed_program": seen.program,
+                           "mine_uid": mine.owner_uid,
+                           "mine_id": mine.id,
+                           "mine_set_state": kind(c.set_state(mine.id, &StateChange::Moving { to: "h3".into() })),
+                       })
         }
         other => panic!("unknown helper {other}"),
     };
@@ -140,6 +140,7 @@ fn hosts_see_each_other_and_a_killed_one_goes_down() {
         total_ms: 3.2,
         downtime_ms: 0.4,
         why: MoveWhy::Balancer,
+        reason: None,
     };
     api.add_move(j.id, &mv).unwrap();
     wait_until("h4 to count the job at h3", Duration::from_secs(5), || {
@@ -256,6 +257,7 @@ fn job_records_survive_a_restart() {
         total_ms: 2.0,
         downtime_ms: 0.3,
         why: MoveWhy::Operator,
+        reason: None,
     };
     api.add_move(j1.id, &mv).unwrap();
     api.set_state(j1.id, &StateChange::Exited { status: 3 }).unwrap();
@@ -423,6 +425,7 @@ fn garbage_on_the_peer_port_is_refused() {
         job: wire::JobRef { home: "h3".into(), id: 1 },
         to: wire::Target::Home,
         opts: wire::MoveOptions::default(),
+        arrival: wire::Arrival::default(),
     };
     // From 127.0.0.1, not h3's address: not h3.
     send_all(&mut s, &wire::encode_msg(Kind::MoveBody, &mv));
@@ -487,7 +490,7 @@ fn migrate_job(sock: &std::path::Path, job: u64, to: &str) -> (mosvm_tests::Run,
 }
 
 /// The one job at `h` (waits for the deputy to register it).
-fn the_job(h: &cluster_fixture::Host) -> mosvm_host::api::JobView {
+fn the_job(h: &mosvm_tests::emulated::Host) -> mosvm_host::api::JobView {
     let mut job = None;
     wait_until(&format!("a job registered at {}", h.name), Duration::from_secs(10), || {
         job = h.ps(false).into_iter().next();

@@ -1,6 +1,8 @@
 //! Helpers for the end-to-end tests: where the `mosvm` binary and the guest
 //! images are, and running a program natively and in a micro-VM.
 
+pub mod emulated;
+
 use std::ffi::OsStr;
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -283,9 +283,29 @@ impl Balancer {
         vec![Action::Send { to, msg: self.gossip_msg(now, true, rng) }]
     }
 
-    /// Forget a host (e.g. it cannot be reached).
+    /// Replace the seed hosts (e.g. with the current members, as the
+    /// membership layer sees them) without sending anything.
+    pub fn set_seeds(&mut self, seeds: &[HostId]) {
+        self.seeds = seeds.iter().copied().filter(|&s| s != self.id).collect();
+        self.seeds.sort_unstable();
+        self.seeds.dedup();
+    }
+
+    /// A host just joined: send it our window at once (it answers with its
+    /// own), so both know each other without waiting for gossip to come
+    /// round.
+    pub fn greet(&mut self, now: f64, host: HostId, rng: &mut dyn Rng) -> Vec<Action> {
+        if host == self.id {
+            return Vec::new();
+        }
+        self.stats.gossip_sent += 1;
+        vec![Action::Send { to: host, msg: self.gossip_msg(now, true, rng) }]
+    }
+
+    /// Forget a host (it failed or left): its entry, and as a seed.
     pub fn forget(&mut self, host: HostId) {
         self.vector.remove(host);
+        self.seeds.retain(|&s| s != host);
     }
 
     fn record(&self, now: f64, info: &JobInfo, from: Option<HostId>) -> JobRecord {
@@ -307,6 +327,7 @@ impl Balancer {
             arrived_at: now,
             left,
             state: JobState::Running,
+            held_until: f64::NEG_INFINITY,
         }
     }
 
@@ -350,6 +371,14 @@ impl Balancer {
         }
     }
 
+    /// Load and memory moves leave `job` alone until `until` (infinity: a
+    /// job its user pinned); a drain still moves it.
+    pub fn hold(&mut self, job: JobId, until: f64) {
+        if let Some(j) = self.jobs.iter_mut().find(|j| j.id == job) {
+            j.held_until = until;
+        }
+    }
+
     /// The transfer of an accepted incoming move has started: keep the
     /// reservation until the job arrives (or `reservation_timeout`).
     pub fn migration_incoming(&mut self, now: f64, job: JobId) {
@@ -390,6 +419,19 @@ impl Balancer {
                 self.stats.moves_failed += 1;
             }
         }
+        self.consider(now, rng)
+    }
+
+    /// The job itself would not move (it holds a socket, its user pinned
+    /// it, ...): it stays, load moves leave it alone until `hold_until`,
+    /// and the target is not blamed. Another job may go instead.
+    pub fn migration_declined(&mut self, now: f64, job: JobId, hold_until: f64, rng: &mut dyn Rng) -> Vec<Action> {
+        let Some(j) = self.jobs.iter_mut().find(|j| j.id == job) else {
+            return Vec::new();
+        };
+        j.state = JobState::Running;
+        j.held_until = hold_until;
+        self.stats.moves_failed += 1;
         self.consider(now, rng)
     }
 
@@ -689,6 +731,49 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    fn requested_jobs(acts: &[Action]) -> Vec<JobId> {
+        sends(acts)
+            .into_iter()
+            .filter_map(|(_, m)| match m {
+                Message::MigrateRequest(r) => Some(r.job),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn held_jobs_stay_and_another_goes() {
+        let mut rng = SplitMix64::new(7);
+        let mut a = host(1, 0..2);
+        a.sample(0.0, 2.0);
+        // Job 0 is pinned by its user: only job 1 may be offered.
+        a.hold(0, f64::INFINITY);
+        let acts = a.on_message(10.0, 2, gossip(2, 0.0), &mut rng);
+        assert_eq!(requested_jobs(&acts), vec![1], "{acts:?}");
+
+        // A job that declines to move is held for a while, the target is
+        // not blamed, and nothing else is left to offer.
+        let mut b = host(1, 0..3);
+        b.sample(0.0, 3.0);
+        let acts = b.on_message(10.0, 2, gossip(2, 0.0), &mut rng);
+        let first = requested_jobs(&acts);
+        assert_eq!(first.len(), 1, "{acts:?}");
+        let accept = Message::MigrateReply(MigrateReply {
+            job: first[0],
+            accepted: true,
+            reason: String::new(),
+            target: entry(2, 1.0),
+            hint: None,
+        });
+        let acts = b.on_message(10.01, 2, accept, &mut rng);
+        assert!(acts.iter().any(|x| matches!(x, Action::Migrate { .. })), "{acts:?}");
+        let acts = b.migration_declined(10.1, first[0], 40.0, &mut rng);
+        assert!(!requested_jobs(&acts).contains(&first[0]), "{acts:?}");
+        assert!(b.backoff.is_empty(), "the target is not blamed");
+        let held = b.jobs().iter().find(|j| j.id == first[0]).unwrap();
+        assert!(!held.is_moving() && !held.available(10.2) && held.available(40.0));
     }
 
     #[test]

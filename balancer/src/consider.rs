@@ -85,11 +85,20 @@ pub struct JobRecord {
     /// clock), oldest first: the last one is the host it came from.
     pub left: Vec<(HostId, f64)>,
     pub state: JobState,
+    /// Load and memory moves leave the job alone until then (pinned by
+    /// its user: forever; it refused to move: for a while). A drain still
+    /// moves it.
+    pub held_until: f64,
 }
 
 impl JobRecord {
     pub fn is_moving(&self) -> bool {
         !matches!(self.state, JobState::Running)
+    }
+
+    /// Load and memory moves may take it now.
+    pub fn available(&self, now: f64) -> bool {
+        !self.is_moving() && now >= self.held_until
     }
 
     /// The host it migrated here from, if any.
@@ -412,7 +421,8 @@ pub fn plan_moves(
     budget: usize,
     rng: &mut dyn Rng,
 ) -> Consideration {
-    if jobs.iter().all(|j| j.is_moving()) {
+    let draining = me.mode == Mode::Draining;
+    if jobs.iter().all(|j| if draining { j.is_moving() } else { !j.available(now) }) {
         return Consideration { moves: Vec::new(), note: Note::NoMovableJob, seeking: false };
     }
     if budget == 0 {
@@ -422,7 +432,7 @@ pub fn plan_moves(
     let memory_low = (me.info.free_mem as f64) < cfg.mem_low * me.total_mem as f64;
     // The usual case, decided before copying and shuffling anything.
     if me.mode == Mode::Normal && !memory_low {
-        let movable = jobs.iter().filter(|j| !j.is_moving());
+        let movable = jobs.iter().filter(|j| j.available(now));
         if let Some(b) = hysteresis_blocks(now, me.info.load(), movable, candidates.iter().filter(usable), cfg) {
             return Consideration { moves: Vec::new(), note: b.note, seeking: true };
         }
@@ -432,7 +442,7 @@ pub fn plan_moves(
         return Consideration {
             moves: Vec::new(),
             note: Note::NoInformation,
-            seeking: jobs.iter().any(|j| !j.is_moving() && now - j.started_at >= cfg.min_residency),
+            seeking: jobs.iter().any(|j| j.available(now) && now - j.started_at >= cfg.min_residency),
         };
     }
     // Random order: equal targets are then chosen at random, so hosts
@@ -467,7 +477,7 @@ pub fn plan_moves(
     let low = cfg.mem_low * me.total_mem as f64;
     if memory_low {
         let goal = cfg.mem_target * me.total_mem as f64;
-        let mut order: Vec<&JobRecord> = jobs.iter().filter(|j| !j.is_moving()).collect();
+        let mut order: Vec<&JobRecord> = jobs.iter().filter(|j| j.available(now)).collect();
         order.sort_by(|a, b| b.memory.cmp(&a.memory).then(a.id.cmp(&b.id)));
         for j in order {
             if st.full(budget) || (st.my.free_mem as f64) >= goal {
@@ -499,14 +509,14 @@ pub fn plan_moves(
         let my_rate = st.my.rate_with(0.0);
         let mut best: Option<Pick> = None;
         (young, no_gain, blocked) = (0, 0, 0);
-        let movable = jobs.iter().filter(|j| !j.is_moving() && !st.taken.contains(&j.id));
+        let movable = jobs.iter().filter(|j| j.available(now) && !st.taken.contains(&j.id));
         if let Some(b) = hysteresis_blocks(now, my_load, movable, st.targets.iter(), cfg) {
             (blocked, young) = (b.resident, b.young);
             balanced_note.get_or_insert(b.note);
             break;
         }
         for (ji, j) in jobs.iter().enumerate() {
-            if j.is_moving() || st.taken.contains(&j.id) {
+            if !j.available(now) || st.taken.contains(&j.id) {
                 continue;
             }
             let age = now - j.started_at;
@@ -688,6 +698,7 @@ mod tests {
             arrived_at: started_at,
             left: Vec::new(),
             state: JobState::Running,
+            held_until: f64::NEG_INFINITY,
         }
     }
 

@@ -15,6 +15,8 @@
 //! | GET  /v1/jobs/{id}/logs?out=N&err=M  |          | `LogChunk`      |
 //! | POST /v1/jobs/detached       | `DetachedJob`    | `JobView`       |
 //! | PUT  /v1/cordon              | `Cordon`         | `Cordon`        |
+//! | GET  /v1/events?after=SEQ&limit=N&wait_ms=MS |  | `Vec<Event>`    |
+//! | GET  /v1/events?last=N       |                  | `Vec<Event>`    |
 //!
 //! Every failure is an `ApiError` (`{"kind":"not_found","message":"..."}`)
 //! with the matching HTTP status. Who calls is taken from the socket's peer
@@ -140,6 +142,10 @@ pub struct JobView {
     /// Started by the daemon (`run -d`): `mosvm logs` has its output.
     #[serde(default)]
     pub detached: bool,
+    /// Pinned by its user (`run --stay`): the balancer never moves it (an
+    /// operator's migrate still can).
+    #[serde(default)]
+    pub stay: bool,
 }
 
 /// `GET /v1/jobs/{id}`: the record and its moves, oldest first. Only for
@@ -167,6 +173,9 @@ pub struct NewJob {
     pub deputy_addr: Option<String>,
     /// Guest memory, bytes.
     pub mem_bytes: u64,
+    /// Pinned (`run --stay`): the balancer never moves it.
+    #[serde(default)]
+    pub stay: bool,
 }
 
 /// `PUT /v1/jobs/{id}/state`.
@@ -183,12 +192,20 @@ pub enum StateChange {
     Lost { reason: String },
 }
 
-/// Who decided a move.
+/// Who decided a move, and for what.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MoveWhy {
+    /// Someone asked (`mosvm migrate`).
     Operator,
+    /// The balancer, before it said why (records of older releases).
     Balancer,
+    /// The balancer, to even out the load.
+    Load,
+    /// The balancer, because memory ran short where the job was.
+    Memory,
+    /// The balancer, emptying a host that takes no more jobs.
+    Drain,
 }
 
 impl MoveWhy {
@@ -196,6 +213,9 @@ impl MoveWhy {
         match self {
             MoveWhy::Operator => "operator",
             MoveWhy::Balancer => "balancer",
+            MoveWhy::Load => "load",
+            MoveWhy::Memory => "memory",
+            MoveWhy::Drain => "drain",
         }
     }
 
@@ -203,6 +223,9 @@ impl MoveWhy {
         match s {
             "operator" => Some(MoveWhy::Operator),
             "balancer" => Some(MoveWhy::Balancer),
+            "load" => Some(MoveWhy::Load),
+            "memory" => Some(MoveWhy::Memory),
+            "drain" => Some(MoveWhy::Drain),
             _ => None,
         }
     }
@@ -220,6 +243,9 @@ pub struct NewMove {
     pub total_ms: f64,
     pub downtime_ms: f64,
     pub why: MoveWhy,
+    /// Why, in words, e.g. "load 3.0 vs 1.0 at h2, gain 41 s > cost 0.2 s".
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 /// A recorded move.
@@ -231,6 +257,9 @@ pub struct MoveView {
     pub total_ms: f64,
     pub downtime_ms: f64,
     pub why: MoveWhy,
+    /// Why, in words (None for an operator's move and older records).
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 /// `POST /v1/jobs/{id}/migrate`: move the job's body, live.
@@ -305,6 +334,9 @@ pub struct DetachedJob {
     pub mem_bytes: u64,
     #[serde(default)]
     pub trace: bool,
+    /// Pinned (`run --stay`): the balancer never moves it.
+    #[serde(default)]
+    pub stay: bool,
 }
 
 /// `GET /v1/jobs/{id}/logs?out=N&err=M`: what a detached job wrote to its
@@ -326,6 +358,99 @@ pub const LOG_CHUNK: usize = 256 << 10;
 pub struct Cordon {
     pub cordoned: bool,
 }
+
+/// What an event records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A job's body moved (recorded by the host that decided or carried it out).
+    Moved,
+    /// A move was tried and failed (the job runs where it was).
+    MoveFailed,
+    /// A host refused to take a job (balancer arrival check or body refusal).
+    Refused,
+    /// The balancer passed over a job it wanted to move (pinned, unmovable: holds a socket, has children).
+    Skipped,
+    /// A job's body arrived here.
+    Arrived,
+    HostJoined,
+    HostFailed,
+    HostLeft,
+    /// The job was lost.
+    Lost,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 9] = [
+        EventKind::Moved,
+        EventKind::MoveFailed,
+        EventKind::Refused,
+        EventKind::Skipped,
+        EventKind::Arrived,
+        EventKind::HostJoined,
+        EventKind::HostFailed,
+        EventKind::HostLeft,
+        EventKind::Lost,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Moved => "moved",
+            EventKind::MoveFailed => "move_failed",
+            EventKind::Refused => "refused",
+            EventKind::Skipped => "skipped",
+            EventKind::Arrived => "arrived",
+            EventKind::HostJoined => "host_joined",
+            EventKind::HostFailed => "host_failed",
+            EventKind::HostLeft => "host_left",
+            EventKind::Lost => "lost",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// An event to record (`Shared::event`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewEvent {
+    pub kind: EventKind,
+    /// The job as "HOME-ID" (JobRef's Display), if the event is about one.
+    #[serde(default)]
+    pub job: Option<String>,
+    #[serde(default)]
+    pub from: Option<String>,
+    #[serde(default)]
+    pub to: Option<String>,
+    /// Human-readable why, e.g. "load 3.0 vs 1.0 at h2, gain 41 s > cost 0.2 s".
+    pub reason: String,
+}
+
+/// A recorded event (`GET /v1/events`): anyone may read them, so they
+/// carry no argv or environment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Ascending at the host that recorded it.
+    pub seq: u64,
+    /// Unix epoch milliseconds.
+    pub at_ms: u64,
+    /// The host that recorded it.
+    pub host: String,
+    pub kind: EventKind,
+    #[serde(default)]
+    pub job: Option<String>,
+    #[serde(default)]
+    pub from: Option<String>,
+    #[serde(default)]
+    pub to: Option<String>,
+    pub reason: String,
+}
+
+/// The most events one `GET /v1/events` returns.
+pub const EVENTS_MAX: usize = 10_000;
+/// How many it returns without a `limit`.
+pub const EVENTS_DEFAULT: usize = 1000;
 
 /// What went wrong, for programs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -417,5 +542,33 @@ mod tests {
         assert!(serde_json::from_str::<StateChange>(r#"{"state":"flying"}"#).is_err());
         let e = serde_json::to_string(&ApiError::new(ErrorKind::PermissionDenied, "no")).unwrap();
         assert_eq!(e, r#"{"kind":"permission_denied","message":"no"}"#);
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for k in EventKind::ALL {
+            assert_eq!(EventKind::parse(k.as_str()), Some(k));
+            assert_eq!(serde_json::to_string(&k).unwrap(), format!("\"{}\"", k.as_str()));
+        }
+        assert_eq!(EventKind::parse("exploded"), None);
+        for w in [MoveWhy::Operator, MoveWhy::Balancer, MoveWhy::Load, MoveWhy::Memory, MoveWhy::Drain] {
+            assert_eq!(MoveWhy::parse(w.as_str()), Some(w));
+            assert_eq!(serde_json::to_string(&w).unwrap(), format!("\"{}\"", w.as_str()));
+        }
+    }
+
+    #[test]
+    fn older_json_still_parses() {
+        // A move and a job as an older daemon or client wrote them.
+        let mv: NewMove = serde_json::from_str(
+            r#"{"from":"a","to":"b","at_ms":1,"total_ms":1.0,"downtime_ms":0.1,"why":"balancer"}"#,
+        )
+        .unwrap();
+        assert_eq!((mv.why, mv.reason), (MoveWhy::Balancer, None));
+        let j: NewJob = serde_json::from_str(r#"{"program":"p","argv":[],"cwd":"/","mem_bytes":1}"#).unwrap();
+        assert!(!j.stay);
+        let e: Event =
+            serde_json::from_str(r#"{"seq":1,"at_ms":2,"host":"h","kind":"host_joined","reason":"r"}"#).unwrap();
+        assert_eq!((e.kind, e.job, e.from), (EventKind::HostJoined, None, None));
     }
 }

@@ -14,8 +14,8 @@ use serde::Serialize;
 use tokio::net::UnixStream;
 
 use crate::api::{
-    ApiError, Cordon, DetachedJob, HostView, JobDetail, JobView, LogChunk, MigrateRequest, MigrateResult, NewJob,
-    NewMove, SignalRequest, StateChange, PREFIX,
+    ApiError, Cordon, DetachedJob, Event, HostView, JobDetail, JobView, LogChunk, MigrateRequest, MigrateResult,
+    NewJob, NewMove, SignalRequest, StateChange, PREFIX,
 };
 use crate::config::DEFAULT_API_SOCK;
 
@@ -192,6 +192,20 @@ impl Client {
     pub async fn detach(&self, job: &DetachedJob) -> Result<JobView, ClientError> {
         self.call(Method::POST, "/jobs/detached", Some(job)).await
     }
+
+    /// At most `limit` events newer than `after` (1 to `api::EVENTS_MAX`),
+    /// oldest first; when there are none yet, the daemon waits up to
+    /// `wait` (at most `WAIT_LIMIT`) for one.
+    pub async fn events(&self, after: u64, limit: usize, wait: Duration) -> Result<Vec<Event>, ClientError> {
+        let wait = wait.min(WAIT_LIMIT);
+        let path = format!("/events?after={after}&limit={limit}&wait_ms={}", wait.as_millis());
+        self.call_within(wait + CALL_LIMIT, Method::GET, &path, None::<&()>).await
+    }
+
+    /// The newest `n` events (at most `api::EVENTS_MAX`), oldest first.
+    pub async fn last_events(&self, n: usize) -> Result<Vec<Event>, ClientError> {
+        self.call::<(), _>(Method::GET, &format!("/events?last={n}"), None).await
+    }
 }
 
 /// The longest one `wait` call is held by the daemon.
@@ -255,5 +269,13 @@ impl BlockingClient {
 
     pub fn detach(&self, job: &DetachedJob) -> Result<JobView, ClientError> {
         self.rt.block_on(self.client.detach(job))
+    }
+
+    pub fn events(&self, after: u64, limit: usize, wait: Duration) -> Result<Vec<Event>, ClientError> {
+        self.rt.block_on(self.client.events(after, limit, wait))
+    }
+
+    pub fn last_events(&self, n: usize) -> Result<Vec<Event>, ClientError> {
+        self.rt.block_on(self.client.last_events(n))
     }
 }

@@ -32,9 +32,51 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
+/// The balancer's tunables (`[balancer]` in the config file), each
+/// optional: the `balancer` crate's defaults fill in the rest. Times are
+/// seconds.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BalancerSettings {
+    /// Move jobs automatically (default true).
+    pub enabled: Option<bool>,
+    /// One gossip message per period, whatever the cluster size.
+    pub gossip_period: Option<f64>,
+    /// A job must have run this long before it is considered.
+    pub residency: Option<f64>,
+    /// After arriving a job stays at least this long.
+    pub settle: Option<f64>,
+    /// A move needs a load difference of more than one job plus this.
+    pub hysteresis: Option<f64>,
+    /// A job does not go back to a host it left within this time.
+    pub cool_down: Option<f64>,
+    /// A move must gain more than this many times its own duration.
+    pub cost_weight: Option<f64>,
+    /// Outgoing moves at the same time.
+    pub max_in_flight: Option<usize>,
+    /// How often the load is sampled.
+    pub tick: Option<f64>,
+}
+
+impl BalancerSettings {
+    fn over(self, under: BalancerSettings) -> BalancerSettings {
+        BalancerSettings {
+            enabled: self.enabled.or(under.enabled),
+            gossip_period: self.gossip_period.or(under.gossip_period),
+            residency: self.residency.or(under.residency),
+            settle: self.settle.or(under.settle),
+            hysteresis: self.hysteresis.or(under.hysteresis),
+            cool_down: self.cool_down.or(under.cool_down),
+            cost_weight: self.cost_weight.or(under.cost_weight),
+            max_in_flight: self.max_in_flight.or(under.max_in_flight),
+            tick: self.tick.or(under.tick),
+        }
+    }
+}
+
 /// Settings as given, each optional: the flags, or the config file (same
 /// keys, e.g. `join = ["10.0.0.2:7077"]`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     pub name: Option<String>,
@@ -47,6 +89,16 @@ pub struct Settings {
     pub state_dir: Option<PathBuf>,
     pub join: Option<Vec<String>>,
     pub log_format: Option<LogFormat>,
+    /// CPUs this host offers its jobs (default: measured: its cgroup's
+    /// quota, else the cores it may run on). May be fractional.
+    pub cpus: Option<f64>,
+    /// Relative speed of one of its cores (default 1.0).
+    pub speed: Option<f64>,
+    /// Put the daemon and everything it runs into a cgroup of its own
+    /// with a quota of this many CPUs (root only; emulates a smaller host).
+    pub cpu_limit: Option<f64>,
+    #[serde(default)]
+    pub balancer: BalancerSettings,
 }
 
 impl Settings {
@@ -60,6 +112,10 @@ impl Settings {
             state_dir: self.state_dir.or(under.state_dir),
             join: self.join.or(under.join),
             log_format: self.log_format.or(under.log_format),
+            cpus: self.cpus.or(under.cpus),
+            speed: self.speed.or(under.speed),
+            cpu_limit: self.cpu_limit.or(under.cpu_limit),
+            balancer: self.balancer.over(under.balancer),
         }
     }
 }
@@ -90,6 +146,72 @@ pub struct Config {
     /// The mosvm binary the daemon starts bodies and deputies with: its
     /// own executable (`mosvm host`).
     pub exe: PathBuf,
+    pub cpus: Option<f64>,
+    pub speed: Option<f64>,
+    pub cpu_limit: Option<f64>,
+    pub balance: Balance,
+}
+
+/// How this host balances.
+#[derive(Debug, Clone)]
+pub struct Balance {
+    pub enabled: bool,
+    /// Load sampling period.
+    pub tick: std::time::Duration,
+    /// The balancer's tunables (its host spec is measured at start).
+    pub params: balancer::Config,
+}
+
+impl Balance {
+    fn from_settings(b: &BalancerSettings) -> Result<Balance, ConfigError> {
+        let bad = |m: String| ConfigError::Invalid(m);
+        let d = balancer::Config::default();
+        let mut params = match b.gossip_period {
+            Some(p) if !(p.is_finite() && (0.01..=60.0).contains(&p)) => {
+                return Err(bad(format!("balancer.gossip_period {p}: give 0.01 to 60 seconds")))
+            }
+            Some(p) => d.with_gossip_period(p),
+            None => d,
+        };
+        let secs = |what: &str, v: Option<f64>, max: f64| -> Result<Option<f64>, ConfigError> {
+            match v {
+                Some(x) if !(x.is_finite() && (0.0..=max).contains(&x)) => {
+                    Err(bad(format!("balancer.{what} {x}: give 0 to {max}")))
+                }
+                other => Ok(other),
+            }
+        };
+        let c = &mut params.consider;
+        if let Some(v) = secs("residency", b.residency, 3600.0)? {
+            c.min_residency = v;
+        }
+        if let Some(v) = secs("settle", b.settle, 3600.0)? {
+            c.settle = v;
+        }
+        if let Some(v) = secs("hysteresis", b.hysteresis, 100.0)? {
+            c.margin = v;
+        }
+        if let Some(v) = secs("cool_down", b.cool_down, 86400.0)? {
+            c.cool_down = v;
+        }
+        if let Some(v) = secs("cost_weight", b.cost_weight, 1000.0)? {
+            c.cost_weight = v;
+        }
+        if let Some(n) = b.max_in_flight {
+            if n == 0 || n > 64 {
+                return Err(bad(format!("balancer.max_in_flight {n}: give 1 to 64")));
+            }
+            c.max_in_flight = n;
+        }
+        let tick = match b.tick {
+            Some(t) if !(t.is_finite() && (0.01..=10.0).contains(&t)) => {
+                return Err(bad(format!("balancer.tick {t}: give 0.01 to 10 seconds")))
+            }
+            Some(t) => t,
+            None => 0.1,
+        };
+        Ok(Balance { enabled: b.enabled.unwrap_or(true), tick: std::time::Duration::from_secs_f64(tick), params })
+    }
 }
 
 /// This machine's host name.
@@ -146,6 +268,18 @@ impl Config {
                 _ => return Err(bad(format!("join address {j:?} is not HOST:PORT"))),
             }
         }
+        let positive = |what: &str, v: Option<f64>, max: f64| -> Result<Option<f64>, ConfigError> {
+            match v {
+                Some(x) if !(x.is_finite() && x >= 0.01 && x <= max) => {
+                    Err(bad(format!("{what} {x}: give a number from 0.01 to {max}")))
+                }
+                other => Ok(other),
+            }
+        };
+        let cpus = positive("cpus", s.cpus, 65535.0)?;
+        let speed = positive("speed", s.speed, 1000.0)?;
+        let cpu_limit = positive("cpu_limit", s.cpu_limit, 65535.0)?;
+        let balance = Balance::from_settings(&s.balancer)?;
         Ok(Config {
             name,
             listen,
@@ -156,6 +290,10 @@ impl Config {
             log_format: s.log_format.unwrap_or_default(),
             timing: Timing::default(),
             exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("mosvm")),
+            cpus,
+            speed,
+            cpu_limit,
+            balance,
         })
     }
 }
@@ -181,7 +319,29 @@ mod tests {
 
         let d = Config::from_settings(Settings::default()).unwrap();
         assert_eq!(d.listen.port(), DEFAULT_PORT);
+        assert!(d.balance.enabled);
+        assert_eq!(d.balance.params, balancer::Config::default());
         assert!(!d.name.is_empty());
+    }
+
+    #[test]
+    fn balancer_table_over_the_crate_defaults() {
+        let file: Settings = toml::from_str(
+            "cpus = 0.5\n[balancer]\ngossip_period = 1.0\nresidency = 2.0\nhysteresis = 0.5\ncool_down = 30\nenabled = false\n",
+        )
+        .unwrap();
+        let flags = Settings { cpus: Some(2.0), ..Settings::default() };
+        let c = Config::from_settings(flags.over(file)).unwrap();
+        assert_eq!(c.cpus, Some(2.0));
+        assert!(!c.balance.enabled);
+        let d = balancer::Config::default();
+        assert_eq!(c.balance.params.gossip.period, 1.0);
+        // Slower gossip stretches the age limits (the crate's rule).
+        assert!(c.balance.params.gossip.max_age > d.gossip.max_age);
+        assert_eq!(c.balance.params.consider.min_residency, 2.0);
+        assert_eq!(c.balance.params.consider.margin, 0.5);
+        assert_eq!(c.balance.params.consider.cool_down, 30.0);
+        assert_eq!(c.balance.params.consider.settle, d.consider.settle);
     }
 
     #[test]
@@ -192,5 +352,11 @@ mod tests {
         assert!(bad(Settings { name: Some("a b".into()), ..Default::default() }));
         assert!(bad(Settings { join: Some(vec!["host".into()]), ..Default::default() }));
         assert!(bad(Settings { join: Some(vec!["host:0".into()]), ..Default::default() }));
+        assert!(bad(Settings { cpus: Some(0.0), ..Default::default() }));
+        assert!(bad(Settings { cpu_limit: Some(f64::NAN), ..Default::default() }));
+        let tuned = |t: &str| Config::from_settings(toml::from_str::<Settings>(t).unwrap());
+        assert!(tuned("[balancer]\ngossip_period = 0").is_err());
+        assert!(tuned("[balancer]\nmax_in_flight = 0").is_err());
+        assert!(toml::from_str::<Settings>("[balancer]\ngosip_period = 1").is_err());
     }
 }

@@ -14,7 +14,9 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::api::Ready;
+use crate::balance;
 use crate::bodies::Bodies;
+use crate::cgroup::CpuLimit;
 use crate::config::{Config, LogFormat};
 use crate::membership::{HostId, Membership};
 use crate::server::{self, Caller, Shared};
@@ -42,6 +44,8 @@ pub enum Error {
     ApiSockBusy(PathBuf),
     #[error("{0}")]
     Runtime(std::io::Error),
+    #[error("CPU limit: {0}")]
+    Cgroup(#[from] crate::cgroup::CgroupError),
 }
 
 /// A running daemon. Dropping it without `shutdown` stops nothing cleanly;
@@ -53,6 +57,8 @@ pub struct Daemon {
     tasks: Vec<JoinHandle<()>>,
     membership_task: JoinHandle<()>,
     api_sock: PathBuf,
+    /// The CPU budget the daemon put itself into (`cpu_limit`).
+    cpu_limit: Option<Arc<CpuLimit>>,
     _lock: std::fs::File,
 }
 
@@ -143,6 +149,15 @@ impl Daemon {
     /// port and socket is bound and it serves.
     pub async fn start(config: Config) -> Result<Daemon, Error> {
         let lock = lock_state_dir(&config.state_dir)?;
+        // First, so that every thread and child of the daemon is inside.
+        let cpu_limit = match config.cpu_limit {
+            Some(cpus) => {
+                let l = CpuLimit::create(&config.name, cpus)?;
+                info!(cpus, cgroup = %l.path().display(), "CPU limit");
+                Some(Arc::new(l))
+            }
+            None => None,
+        };
         let store = Store::open(&config.state_dir.join("jobs.db"))?;
         let (tcp, udp) = bind_peer_port(config.listen).await?;
         let bound = tcp.local_addr().map_err(|err| Error::Bind { addr: config.listen, err })?;
@@ -156,8 +171,14 @@ impl Daemon {
         let id = HostId { name: config.name.clone(), addr: advertise, incarnation: server::now_ms() };
 
         let (local_jobs, local_jobs_rx) = watch::channel(store.running_by_host()?);
+        let (heard_tx, heard_rx) = tokio::sync::mpsc::channel(1024);
         let (membership, membership_task) =
-            Membership::start(id.clone(), udp, config.join.clone(), config.timing.clone(), local_jobs_rx);
+            Membership::start(id.clone(), udp, config.join.clone(), config.timing.clone(), local_jobs_rx, heard_tx);
+        let (balance, balance_inputs) = if config.balance.enabled {
+            balance::Handle::channel()
+        } else {
+            (balance::Handle::detached(), tokio::sync::mpsc::channel(1))
+        };
         let bodies = Bodies::new(&config.state_dir, config.exe.clone(), advertise.ip())
             .map_err(|err| Error::StateDir { path: config.state_dir.join("bodies"), err })?;
         let shared = Arc::new(Shared {
@@ -172,7 +193,8 @@ impl Daemon {
             membership,
             local_jobs,
             events: watch::channel(0).0,
-            balance: crate::balance::Handle::detached(),
+            balance,
+            cpu_limit: cpu_limit.clone(),
         });
         let lost = shared.reap("found at daemon start");
         let known = shared.store().jobs(false).map(|j| j.len()).unwrap_or(0);
@@ -193,6 +215,19 @@ impl Daemon {
             }
         }));
         tasks.push(tokio::spawn(peer::serve(tcp, shared.clone(), stop_rx.clone())));
+        if config.balance.enabled {
+            let capacity = crate::load::detect_capacity(config.cpus, config.speed);
+            tasks.push(balance::spawn(
+                shared.clone(),
+                &config.balance,
+                capacity,
+                heard_rx,
+                balance_inputs,
+                stop_rx.clone(),
+            ));
+        } else {
+            info!("balancing is off: jobs move only when an operator moves them");
+        }
         let (reaper, mut reap_stop) = (shared.clone(), stop_rx);
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(REAP_PERIOD);
@@ -216,7 +251,7 @@ impl Daemon {
             pid: std::process::id(),
         };
         info!(name = %ready.name, listen = %ready.listen, advertise = %ready.advertise, api_sock = %ready.api_sock, "serving");
-        Ok(Daemon { ready, shared, stop, tasks, membership_task, api_sock: config.api_sock, _lock: lock })
+        Ok(Daemon { ready, shared, stop, tasks, membership_task, api_sock: config.api_sock, cpu_limit, _lock: lock })
     }
 
     pub fn ready(&self) -> &Ready {
@@ -243,6 +278,11 @@ impl Daemon {
         self.membership_task.abort();
         if let Err(e) = std::fs::remove_file(&self.api_sock) {
             warn!("removing {}: {e}", self.api_sock.display());
+        }
+        if let Some(l) = &self.cpu_limit {
+            if let Err(e) = l.remove() {
+                warn!("removing the CPU limit's cgroup: {e}");
+            }
         }
         info!("stopped");
     }

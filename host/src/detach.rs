@@ -99,6 +99,7 @@ pub fn start(s: &Arc<Shared>, who: Owner, req: DetachedJob) -> Result<JobRecord,
         control_sock: None,
         deputy_addr: None,
         mem_bytes: req.mem_bytes,
+        stay: req.stay,
     };
     // Under the records' lock from insert to set_deputy: the deputy's own
     // registration (which adopts this record) waits for it.
@@ -111,6 +112,9 @@ pub fn start(s: &Arc<Shared>, who: Owner, req: DetachedJob) -> Result<JobRecord,
     cmd.arg("run").arg("--mem").arg(format!("{}K", req.mem_bytes / 1024));
     if req.trace {
         cmd.arg("--trace");
+    }
+    if req.stay {
+        cmd.arg("--stay");
     }
     cmd.arg("--").arg(&req.program).args(&req.args);
     cmd.env_clear();
@@ -156,7 +160,7 @@ pub fn start(s: &Arc<Shared>, who: Owner, req: DetachedJob) -> Result<JobRecord,
     s.children().insert(pid);
     let rec = store.job(rec.id)?.unwrap_or(rec);
     s.publish(store);
-    info!(job = rec.id, uid, pid, program = %req.program, "detached job started");
+    info!(job = rec.id, uid, pid, program = %req.program, stay = req.stay, "detached job started");
 
     // Reap it; its status is the job's (mosvm run exits with it), for a
     // deputy that could not say so itself (the program was not found).

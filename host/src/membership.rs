@@ -23,7 +23,18 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::api::{HostState, HostView};
-use crate::wire::{self, Kind, Leave, Status};
+use crate::wire::{self, BalanceEnvelope, Kind, Leave, Status};
+
+/// What the membership task tells the rest of the daemon (the balancer).
+#[derive(Debug)]
+pub enum Heard {
+    /// A balancer message from an active member, checked against replay.
+    Balance { from: HostId, msg: Vec<u8> },
+    /// A member is alive (joined, or came back).
+    Up(HostId),
+    /// A member failed (`left` false) or said goodbye.
+    Down { id: HostId, left: bool },
+}
 
 /// A member of the cluster: its name, the address of its peer port (UDP
 /// and TCP), and when this run of it started, so that a restarted host is
@@ -126,6 +137,7 @@ enum Input {
 #[derive(Clone)]
 pub struct Membership {
     tx: mpsc::Sender<Input>,
+    socket: Arc<UdpSocket>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -143,8 +155,10 @@ impl Membership {
         join: Vec<String>,
         timing: Timing,
         local_jobs: watch::Receiver<Vec<(String, u32)>>,
+        heard: mpsc::Sender<Heard>,
     ) -> (Membership, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(64);
+        let socket = Arc::new(socket);
         let config = swim_config(&timing);
         let rng: StdRng = rand::make_rng();
         let foca = Foca::new(id.clone(), config, rng, PostcardCodec);
@@ -152,7 +166,7 @@ impl Membership {
             id,
             foca,
             runtime: AccumulatingRuntime::new(),
-            socket: Arc::new(socket),
+            socket: socket.clone(),
             timers: BinaryHeap::new(),
             join,
             timing,
@@ -163,8 +177,16 @@ impl Membership {
             drops: Drops::default(),
             rx,
             leaving: false,
+            heard,
+            balance_seen: HashMap::new(),
         };
-        (Membership { tx }, tokio::spawn(task.run()))
+        (Membership { tx, socket }, tokio::spawn(task.run()))
+    }
+
+    /// The peer port's UDP socket, for sending datagrams of other kinds
+    /// (receiving stays with the membership task).
+    pub fn socket(&self) -> Arc<UdpSocket> {
+        self.socket.clone()
     }
 
     /// Every host known, this one first.
@@ -226,6 +248,9 @@ struct Task {
     rx: mpsc::Receiver<Input>,
     /// Set once we say goodbye: foca then calls us defunct, as it should.
     leaving: bool,
+    heard: mpsc::Sender<Heard>,
+    /// The newest (boot, seq) of a balancer message from each address.
+    balance_seen: HashMap<SocketAddr, (u64, u64)>,
 }
 
 impl Task {
@@ -304,6 +329,10 @@ impl Task {
                 Ok(l) => self.on_leave(l, from),
                 Err(e) => self.drops.note(from, "leave", &e),
             },
+            Kind::Balance => match wire::decode_msg::<BalanceEnvelope>(kind, payload) {
+                Ok(b) => self.on_balance(b, from),
+                Err(e) => self.drops.note(from, "balancer message", &e),
+            },
             other => self.drops.note(from, "datagram", &format!("{other:?} is not a datagram kind")),
         }
     }
@@ -329,6 +358,27 @@ impl Task {
         }
     }
 
+    fn on_balance(&mut self, b: BalanceEnvelope, from: SocketAddr) {
+        // From an active member at the address it sends from, under the
+        // name it has there.
+        let member =
+            self.foca.iter_members().find(|m| m.id().addr == from && m.id().name == b.name).map(|m| m.id().clone());
+        let Some(id) = member else {
+            return self.drops.note(from, "balancer message", &format!("{:?} is not an active member", b.name));
+        };
+        // A replayed or reordered datagram is older than the newest seen
+        // from this address; a restarted daemon has a later boot.
+        if let Some(&(boot, seq)) = self.balance_seen.get(&from) {
+            if (b.boot, b.seq) <= (boot, seq) {
+                return self.drops.note(from, "balancer message", &format!("replayed or stale (seq {})", b.seq));
+            }
+        }
+        self.balance_seen.insert(from, (b.boot, b.seq));
+        if self.heard.try_send(Heard::Balance { from: id, msg: b.msg }).is_err() {
+            debug!(%from, "balancer busy or stopped; message dropped");
+        }
+    }
+
     fn on_leave(&mut self, l: Leave, from: SocketAddr) {
         if l.from.addr != from || self.member(&l.from).is_none() {
             debug!(%from, id = ?l.from, "leave from an unknown member ignored");
@@ -336,6 +386,7 @@ impl Task {
         }
         if self.left.insert(l.from.clone()) {
             info!(host = %l.from.name, addr = %l.from.addr, "host left the cluster");
+            let _ = self.heard.try_send(Heard::Down { id: l.from.clone(), left: true });
         }
         self.statuses.remove(&from);
         // Tell foca now rather than wait for the gossip to come round.
@@ -403,12 +454,16 @@ impl Task {
         }
         while let Some(n) = self.runtime.to_notify() {
             match n {
-                OwnedNotification::MemberUp(id) => info!(host = %id.name, addr = %id.addr, "host is alive"),
+                OwnedNotification::MemberUp(id) => {
+                    info!(host = %id.name, addr = %id.addr, "host is alive");
+                    let _ = self.heard.try_send(Heard::Up(id));
+                }
                 OwnedNotification::MemberDown(id) => {
                     if self.left.contains(&id) {
                         debug!(host = %id.name, "host that left is down");
                     } else {
                         warn!(host = %id.name, addr = %id.addr, "host is down");
+                        let _ = self.heard.try_send(Heard::Down { id: id.clone(), left: false });
                     }
                     self.statuses.remove(&id.addr);
                 }

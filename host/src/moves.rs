@@ -17,15 +17,17 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use crate::api::{
-    ApiError, ErrorKind, HostState, MigrateRequest, MigrateResult, MoveFigures, MoveWhy, NewMove, StateChange,
+    ApiError, ErrorKind, EventKind, HostState, MigrateRequest, MigrateResult, MoveFigures, MoveWhy, NewEvent, NewMove,
+    StateChange,
 };
 use crate::control;
 use crate::membership::HostId;
 use crate::peer;
 use crate::server::{now_ms, owned, Shared};
-use crate::store::Owner;
+use crate::store::{JobRecord, Owner};
 use crate::wire::{
-    JobRef, Kind, MoveBody, MoveOptions, MoveReply, PrepareBody, PrepareReply, Refusal, RefusalKind, Target,
+    Arrival, BalanceMove, JobRef, Kind, MoveBody, MoveOptions, MoveReply, PrepareBody, PrepareReply, Refusal,
+    RefusalKind, Target,
 };
 
 /// How long a host may take to start a receiver.
@@ -51,7 +53,10 @@ pub async fn on_prepare(s: &Arc<Shared>, req: PrepareBody, peer: SocketAddr) -> 
         return PrepareReply::Refused(Refusal::new(RefusalKind::NotMember, format!("{} is not a member here", peer)));
     }
     match s.bodies.prepare(&req.job, req.mem_bytes, req.owner_uid).await {
-        Ok(addr) => PrepareReply::BodyReady { addr },
+        Ok(addr) => {
+            s.balance.incoming(req.job, req.from.addr, req.arrival);
+            PrepareReply::BodyReady { addr }
+        }
         Err(r) => {
             warn!(body = %req.job, "body refused: {r}");
             PrepareReply::Refused(r)
@@ -67,8 +72,9 @@ async fn prepare_at(
     job: &JobRef,
     mem_bytes: u64,
     owner_uid: u32,
+    arrival: &Arrival,
 ) -> Result<String, Refusal> {
-    let msg = PrepareBody { from: s.id.clone(), job: job.clone(), mem_bytes, owner_uid };
+    let msg = PrepareBody { from: s.id.clone(), job: job.clone(), mem_bytes, owner_uid, arrival: arrival.clone() };
     let reply: PrepareReply =
         peer::request(s.id.addr.ip(), addr, Kind::PrepareBody, &msg, Kind::BodyReady, PREPARE_LIMIT)
             .await
@@ -104,7 +110,9 @@ async fn move_here(s: &Shared, req: &MoveBody) -> Result<MoveFigures, Refusal> {
         Target::Host { name, .. } if *name == s.name => {
             return Err(Refusal::new(RefusalKind::BadRequest, format!("job {} already runs at {name}", req.job)))
         }
-        Target::Host { name, addr } => prepare_at(s, name, *addr, &req.job, body.mem_bytes, body.owner_uid).await?,
+        Target::Host { name, addr } => {
+            prepare_at(s, name, *addr, &req.job, body.mem_bytes, body.owner_uid, &req.arrival).await?
+        }
     };
     info!(body = %req.job, to = ?req.to, %dest, "moving a body on");
     control::migrate(&body.control_sock, &dest, &req.opts).await
@@ -119,7 +127,8 @@ fn api_error(r: Refusal) -> ApiError {
         RefusalKind::NotMember | RefusalKind::Cordoned | RefusalKind::NoMemory | RefusalKind::CannotSpawn => {
             ErrorKind::Refused
         }
-        RefusalKind::Refused | RefusalKind::Unmovable => ErrorKind::Refused,
+        RefusalKind::Refused | RefusalKind::Unmovable | RefusalKind::Pinned => ErrorKind::Refused,
+        RefusalKind::Ended => ErrorKind::Conflict,
     };
     ApiError::new(kind, r.message)
 }
@@ -147,33 +156,137 @@ async fn resolve(s: &Shared, to: &str) -> Result<Option<(String, SocketAddr)>, A
     Ok(Some((h.name.clone(), addr)))
 }
 
-/// `POST /v1/jobs/{id}/migrate` at the job's home.
+/// `POST /v1/jobs/{id}/migrate` at the job's home: an operator's move.
 pub async fn migrate(s: &Arc<Shared>, who: Owner, id: u64, req: MigrateRequest) -> Result<MigrateResult, ApiError> {
-    let target = if req.to == "home" { None } else { resolve(s, &req.to).await? };
+    owned(&s.store(), id, &who)?;
+    let opts =
+        MoveOptions { downtime_ms: req.downtime_ms, max_bandwidth_mbps: req.max_bandwidth_mbps, verify: req.verify };
+    let order = Order {
+        to: req.to,
+        opts,
+        why: MoveWhy::Operator,
+        reason: None,
+        left: Vec::new(),
+        balanced: false,
+        dirty_rate: 0.0,
+    };
+    let (rec, from, to, figures) = move_job(s, id, order).await.map_err(api_error)?;
+    Ok(MigrateResult { job: s.view(&rec, &who), from, to, figures })
+}
+
+/// A move of one of this home's jobs, whoever asked for it.
+pub struct Order {
+    /// A host's name or address, or "home".
+    pub to: String,
+    pub opts: MoveOptions,
+    pub why: MoveWhy,
+    /// Why, in words (the balancer's reason).
+    pub reason: Option<String>,
+    /// Hosts the job left recently (balancer ids, seconds ago).
+    pub left: Vec<(u64, f64)>,
+    /// The destination's balancer accepted the job.
+    pub balanced: bool,
+    /// The job's dirty rate as last measured, bytes per second.
+    pub dirty_rate: f64,
+}
+
+/// The balancer's moves leave pinned jobs alone; an operator's do not.
+fn automatic(why: MoveWhy) -> bool {
+    matches!(why, MoveWhy::Balancer | MoveWhy::Load | MoveWhy::Memory)
+}
+
+/// `BalanceMove` from the host running one of our jobs' bodies.
+pub async fn on_balance_move(s: &Arc<Shared>, req: BalanceMove, peer: SocketAddr) -> MoveReply {
+    let runs_there = s.store().job(req.job.id).ok().flatten().is_some_and(|j| j.host == req.from.name);
+    if req.job.home != s.name || !is_member(s, &req.from, peer).await || !runs_there {
+        warn!(%peer, from = ?req.from, job = %req.job, "BalanceMove not from the host of the job's body refused");
+        return MoveReply::Refused(Refusal::new(
+            RefusalKind::NotMember,
+            "only the host running the job's body, a member, may ask to move it",
+        ));
+    }
+    if !automatic(req.why) {
+        return MoveReply::Refused(Refusal::new(RefusalKind::BadRequest, "a balancer move has a balancer's reason"));
+    }
+    let order = Order {
+        to: req.to,
+        opts: MoveOptions::default(),
+        why: req.why,
+        reason: Some(req.reason),
+        left: req.arrival.left,
+        balanced: req.arrival.balanced,
+        dirty_rate: req.arrival.dirty_rate,
+    };
+    match move_job(s, req.job.id, order).await {
+        Ok((_, _, _, figures)) => MoveReply::Moved(figures),
+        Err(r) => MoveReply::Refused(r),
+    }
+}
+
+fn refusal(e: ApiError) -> Refusal {
+    let kind = match e.kind {
+        ErrorKind::NotFound => RefusalKind::NotFound,
+        ErrorKind::Busy => RefusalKind::Busy,
+        ErrorKind::Unreachable => RefusalKind::Unreachable,
+        ErrorKind::BadRequest => RefusalKind::BadRequest,
+        ErrorKind::Conflict => RefusalKind::Ended,
+        _ => RefusalKind::Refused,
+    };
+    Refusal::new(kind, e.message)
+}
+
+fn store_refusal(e: crate::store::StoreError) -> Refusal {
+    refusal(ApiError::from(e))
+}
+
+/// Moves job `id` (this home's) as `order` says; returns its record after
+/// the move, where it came from and where it went, and the figures. Marks
+/// it "moving" first, so a second move at the same time is busy.
+pub async fn move_job(
+    s: &Arc<Shared>,
+    id: u64,
+    order: Order,
+) -> Result<(JobRecord, String, String, MoveFigures), Refusal> {
+    let target = if order.to == "home" { None } else { resolve(s, &order.to).await.map_err(refusal)? };
     let to_name = target.as_ref().map_or_else(|| s.name.clone(), |(n, _)| n.clone());
 
     // Check and mark "moving" at once: a second move of the job is busy.
     let job = {
         let store = &mut *s.store();
-        let j = owned(store, id, &who)?;
+        let j = store
+            .job(id)
+            .map_err(store_refusal)?
+            .ok_or_else(|| Refusal::new(RefusalKind::NotFound, format!("no job {id}")))?;
         if j.state.ended() {
-            return Err(ApiError::new(ErrorKind::Conflict, format!("job {id} has ended ({})", j.state.as_str())));
+            return Err(Refusal::new(RefusalKind::Ended, format!("job {id} has ended ({})", j.state.as_str())));
         }
         if j.state != crate::api::JobState::Running {
             let to = j.moving_to.as_deref().unwrap_or("?");
-            return Err(ApiError::new(ErrorKind::Busy, format!("job {id} is already moving to {to}")));
+            return Err(Refusal::new(RefusalKind::Busy, format!("job {id} is already moving to {to}")));
         }
         if j.host == to_name {
-            return Err(ApiError::new(ErrorKind::Refused, format!("job {id} already runs at {to_name}")));
+            return Err(Refusal::new(RefusalKind::Refused, format!("job {id} already runs at {to_name}")));
         }
-        let j = store.set_state(id, &StateChange::Moving { to: to_name.clone() }, now_ms())?;
+        if j.stay && automatic(order.why) {
+            return Err(Refusal::new(
+                RefusalKind::Pinned,
+                format!("job {id} is pinned (run --stay): only an operator may move it"),
+            ));
+        }
+        let j = store.set_state(id, &StateChange::Moving { to: to_name.clone() }, now_ms()).map_err(store_refusal)?;
         s.publish(store);
         j
     };
-    let opts =
-        MoveOptions { downtime_ms: req.downtime_ms, max_bandwidth_mbps: req.max_bandwidth_mbps, verify: req.verify };
     let jref = JobRef { home: s.name.clone(), id };
-    info!(job = id, from = %job.host, to = %to_name, "moving");
+    let arrival = Arrival {
+        balanced: order.balanced,
+        age_s: now_ms().saturating_sub(job.started_ms) as f64 / 1000.0,
+        stay: job.stay,
+        left: order.left.clone(),
+        dirty_rate: order.dirty_rate,
+    };
+    let opts = order.opts.clone();
+    info!(job = id, from = %job.host, to = %to_name, why = order.why.as_str(), "moving");
 
     let moved: Result<MoveFigures, Refusal> = if job.host == s.name {
         // The body runs here, in its deputy: its own control socket.
@@ -181,7 +294,7 @@ pub async fn migrate(s: &Arc<Shared>, who: Owner, id: u64, req: MigrateRequest) 
             (None, _) => Err(Refusal::new(RefusalKind::Refused, format!("job {id} has no control socket"))),
             (_, None) => Err(Refusal::new(RefusalKind::BadRequest, format!("job {id} is at home already"))),
             (Some(sock), Some((name, addr))) => {
-                match prepare_at(s, name, *addr, &jref, job.mem_bytes, job.owner_uid).await {
+                match prepare_at(s, name, *addr, &jref, job.mem_bytes, job.owner_uid, &arrival).await {
                     Ok(dest) => control::migrate(std::path::Path::new(sock), &dest, &opts).await,
                     Err(r) => Err(r),
                 }
@@ -192,10 +305,14 @@ pub async fn migrate(s: &Arc<Shared>, who: Owner, id: u64, req: MigrateRequest) 
         match resolve(s, &job.host).await {
             Ok(Some((_, at))) => {
                 let to = match &target {
-                    None => Target::Home,
+                    None => {
+                        // Coming home: this host's balancer takes it in.
+                        s.balance.incoming(jref.clone(), at, arrival.clone());
+                        Target::Home
+                    }
                     Some((name, addr)) => Target::Host { name: name.clone(), addr: *addr },
                 };
-                let msg = MoveBody { from: s.id.clone(), job: jref.clone(), to, opts };
+                let msg = MoveBody { from: s.id.clone(), job: jref.clone(), to, opts, arrival };
                 match peer::request(s.id.addr.ip(), at, Kind::MoveBody, &msg, Kind::Moved, control::MOVE_LIMIT).await {
                     Ok(MoveReply::Moved(f)) => Ok(f),
                     Ok(MoveReply::Refused(r)) => Err(Refusal::new(r.kind, format!("host {}: {}", job.host, r.message))),
@@ -207,37 +324,61 @@ pub async fn migrate(s: &Arc<Shared>, who: Owner, id: u64, req: MigrateRequest) 
         }
     };
 
-    let store = &mut *s.store();
-    match moved {
-        Ok(figures) => {
-            let mv = NewMove {
-                from: job.host.clone(),
-                to: to_name.clone(),
-                at_ms: now_ms(),
-                total_ms: figures.total_ms,
-                downtime_ms: figures.downtime_ms,
-                why: MoveWhy::Operator,
-            };
-            // The job may have ended during the move: then the record
-            // says so and keeps saying it.
-            let rec = match store.add_move(id, &mv) {
-                Ok(r) => r,
-                Err(e) => {
-                    warn!(job = id, "recording the move: {e}");
-                    owned(store, id, &who)?
-                }
-            };
-            s.publish(store);
-            info!(job = id, from = %job.host, to = %to_name, total_ms = figures.total_ms, downtime_ms = figures.downtime_ms, "moved");
-            Ok(MigrateResult { job: s.view(&rec, &who), from: job.host, to: to_name, figures })
-        }
-        Err(r) => {
-            warn!(job = id, from = %job.host, to = %to_name, kind = r.kind.as_str(), "move failed: {}", r.message);
-            if let Err(e) = store.set_state(id, &StateChange::Running { host: job.host.clone() }, now_ms()) {
-                warn!(job = id, "restoring the record after a failed move: {e}");
+    let reason_words = order.reason.clone().unwrap_or_else(|| format!("{} asked", order.why.as_str()));
+    let result = {
+        let store = &mut *s.store();
+        match moved {
+            Ok(figures) => {
+                let mv = NewMove {
+                    from: job.host.clone(),
+                    to: to_name.clone(),
+                    at_ms: now_ms(),
+                    total_ms: figures.total_ms,
+                    downtime_ms: figures.downtime_ms,
+                    why: order.why,
+                    reason: order.reason.clone(),
+                };
+                // The job may have ended during the move: then the record
+                // says so and keeps saying it.
+                let rec = match store.add_move(id, &mv) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        warn!(job = id, "recording the move: {e}");
+                        store
+                            .job(id)
+                            .map_err(store_refusal)?
+                            .ok_or_else(|| Refusal::new(RefusalKind::NotFound, format!("no job {id}")))?
+                    }
+                };
+                s.publish(store);
+                info!(job = id, from = %job.host, to = %to_name, total_ms = figures.total_ms, downtime_ms = figures.downtime_ms, "moved");
+                Ok((rec, job.host.clone(), to_name.clone(), figures))
             }
-            s.publish(store);
-            Err(api_error(r))
+            Err(r) => {
+                warn!(job = id, from = %job.host, to = %to_name, kind = r.kind.as_str(), "move failed: {}", r.message);
+                if let Err(e) = store.set_state(id, &StateChange::Running { host: job.host.clone() }, now_ms()) {
+                    warn!(job = id, "restoring the record after a failed move: {e}");
+                }
+                s.publish(store);
+                Err(r)
+            }
         }
+    };
+    match &result {
+        Ok((_, from, to, f)) => s.event(NewEvent {
+            kind: EventKind::Moved,
+            job: Some(jref.to_string()),
+            from: Some(from.clone()),
+            to: Some(to.clone()),
+            reason: format!("{reason_words} (took {:.0} ms, {:.1} ms down)", f.total_ms, f.downtime_ms),
+        }),
+        Err(r) => s.event(NewEvent {
+            kind: EventKind::MoveFailed,
+            job: Some(jref.to_string()),
+            from: Some(job.host.clone()),
+            to: Some(to_name.clone()),
+            reason: format!("{} ({}): {}", reason_words, r.kind.as_str(), r.message),
+        }),
     }
+    result
 }

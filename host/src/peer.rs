@@ -1,5 +1,5 @@
 //! The TCP side of the peer port: framed, checksummed requests from other
-//! hosts (`wire`): `Ping`, and the bodies' `PrepareBody` and `MoveBody`
+//! hosts (`wire`): `Ping`, and the bodies' `PrepareBody`, `MoveBody` and `BalanceMove`
 //! (see `moves`). A connection that sends anything malformed is closed;
 //! the listener never stops for it.
 
@@ -16,7 +16,7 @@ use tracing::debug;
 use crate::membership::{Drops, HostId};
 use crate::moves;
 use crate::server::Shared;
-use crate::wire::{self, Kind, MoveBody, Ping, Pong, PrepareBody, WireError};
+use crate::wire::{self, BalanceMove, Kind, MoveBody, Ping, Pong, PrepareBody, WireError};
 
 /// Connections served at once; more are closed on arrival.
 const MAX_CONNECTIONS: usize = 256;
@@ -81,6 +81,11 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>
             Kind::MoveBody => {
                 let req: MoveBody = wire::decode_msg(kind, &payload)?;
                 let reply = moves::on_move(&shared, req, peer).await;
+                wire::write_frame(&mut stream, &wire::encode_msg(Kind::Moved, &reply)).await?;
+            }
+            Kind::BalanceMove => {
+                let req: BalanceMove = wire::decode_msg(kind, &payload)?;
+                let reply = moves::on_balance_move(&shared, req, peer).await;
                 wire::write_frame(&mut stream, &wire::encode_msg(Kind::Moved, &reply)).await?;
             }
             got => return Err(WireError::Unexpected { expected: Kind::Ping, got }),

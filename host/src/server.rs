@@ -20,8 +20,9 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::api::{
-    ApiError, Cordon, DetachedJob, ErrorKind, HostView, JobDetail, JobState, JobView, LogChunk, MigrateRequest,
-    MigrateResult, NewJob, NewMove, SignalRequest, StateChange, PREFIX,
+    ApiError, Cordon, DetachedJob, ErrorKind, Event, EventKind, HostView, JobDetail, JobState, JobView, LogChunk,
+    MigrateRequest, MigrateResult, NewEvent, NewJob, NewMove, SignalRequest, StateChange, EVENTS_DEFAULT, EVENTS_MAX,
+    PREFIX,
 };
 use crate::bodies::Bodies;
 use crate::client::WAIT_LIMIT;
@@ -100,6 +101,8 @@ pub struct Shared {
     pub events: watch::Sender<u64>,
     /// This host's balancer task.
     pub balance: crate::balance::Handle,
+    /// The daemon's CPU budget, which the jobs registering here join.
+    pub cpu_limit: Option<Arc<crate::cgroup::CpuLimit>>,
 }
 
 pub fn now_ms() -> u64 {
@@ -129,6 +132,15 @@ impl Shared {
     /// Marks lost every running job whose deputy process is gone; returns
     /// how many.
     pub fn reap(&self, when: &str) -> usize {
+        let mut lost = Vec::new();
+        let n = self.reap_records(when, &mut lost);
+        for (job, host, reason) in lost {
+            self.event(lost_event(&self.name, job, host, reason));
+        }
+        n
+    }
+
+    fn reap_records(&self, when: &str, lost: &mut Vec<(u64, String, String)>) -> usize {
         let store = &mut *self.store();
         let jobs = match store.jobs(false) {
             Ok(j) => j,
@@ -148,6 +160,7 @@ impl Shared {
             match store.set_state(j.id, &StateChange::Lost { reason: reason.clone() }, now_ms()) {
                 Ok(_) => {
                     warn!(job = j.id, program = %j.program, "job lost: {reason}");
+                    lost.push((j.id, j.host.clone(), reason));
                     n += 1;
                 }
                 Err(e) => error!(job = j.id, "marking job lost: {e}"),
@@ -167,6 +180,28 @@ impl Shared {
 
     pub(crate) fn view(&self, j: &JobRecord, caller: &Owner) -> JobView {
         j.view(may_act_on(caller.uid, j.owner_uid), self.cpu_ms(j))
+    }
+
+    /// Records an event (logged, stored, and announced to the followers
+    /// of `GET /v1/events`). Never fails: a record that cannot be written
+    /// is logged. It takes the records' lock briefly, so it must not be
+    /// called while holding `store()`; from sync code or async tasks alike.
+    pub fn event(&self, e: NewEvent) {
+        info!(
+            kind = e.kind.as_str(),
+            job = e.job.as_deref().unwrap_or("-"),
+            from = e.from.as_deref().unwrap_or("-"),
+            to = e.to.as_deref().unwrap_or("-"),
+            "event: {}",
+            e.reason
+        );
+        let stored = self.store().add_event(&self.name, &e, now_ms());
+        match stored {
+            Ok(ev) => {
+                self.events.send_replace(ev.seq);
+            }
+            Err(err) => error!(kind = e.kind.as_str(), "recording an event: {err}"),
+        }
     }
 }
 
@@ -209,6 +244,7 @@ pub fn router(state: AppState) -> Router {
         .route(&format!("{PREFIX}/jobs/{{id}}/logs"), get(logs))
         .route(&format!("{PREFIX}/jobs/detached"), post(detached))
         .route(&format!("{PREFIX}/cordon"), put(cordon))
+        .route(&format!("{PREFIX}/events"), get(events))
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .with_state(state)
@@ -307,6 +343,13 @@ async fn register(
         None => store.insert_job(who, &job, &s.name, start, now_ms())?,
     };
     s.publish(store);
+    // A job started here uses this host's CPU budget, wherever it was
+    // started from.
+    if let (Some(l), Some(pid)) = (&s.cpu_limit, who.pid) {
+        if let Err(e) = l.adopt(pid) {
+            warn!(job = rec.id, pid, "moving the job into this host's CPU limit: {e}");
+        }
+    }
     info!(job = rec.id, uid = who.uid, program = %rec.program, "job registered");
     Ok(Json(s.view(&rec, &who)))
 }
@@ -325,12 +368,28 @@ async fn set_state(
         StateChange::Lost { reason } if reason.is_empty() => return Err(bad("a lost job needs a reason")),
         StateChange::Lost { .. } => {}
     }
-    let store = &mut *s.store();
-    owned(store, id, &who)?;
-    let rec = store.set_state(id, &change, now_ms())?;
-    s.publish(store);
+    let rec = {
+        let store = &mut *s.store();
+        owned(store, id, &who)?;
+        let rec = store.set_state(id, &change, now_ms())?;
+        s.publish(store);
+        rec
+    };
     info!(job = id, state = rec.state.as_str(), host = %rec.host, "job state");
+    if let StateChange::Lost { reason } = change {
+        s.event(lost_event(&s.name, id, rec.host.clone(), reason));
+    }
     Ok(Json(s.view(&rec, &who)))
+}
+
+fn lost_event(home: &str, id: u64, host: String, reason: String) -> NewEvent {
+    NewEvent {
+        kind: EventKind::Lost,
+        job: Some(crate::wire::JobRef { home: home.to_string(), id }.to_string()),
+        from: Some(host),
+        to: None,
+        reason,
+    }
 }
 
 async fn add_move(
@@ -479,6 +538,48 @@ async fn cordon(
     s.bodies.cordoned.store(req.cordoned, std::sync::atomic::Ordering::Relaxed);
     info!(cordoned = req.cordoned, "cordon");
     Ok(Json(req))
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    #[serde(default)]
+    after: u64,
+    #[serde(default)]
+    limit: Option<usize>,
+    #[serde(default)]
+    wait_ms: u64,
+    #[serde(default)]
+    last: Option<usize>,
+}
+
+/// `GET /v1/events`: anyone may read them (they hold no argv or env).
+async fn events(State(s): State<AppState>, q: Result<Query<EventsQuery>, QueryRejection>) -> ApiResult<Vec<Event>> {
+    let Query(q) = q.map_err(|e| bad(e.body_text()))?;
+    if let Some(n) = q.last {
+        if q.after != 0 || q.limit.is_some() || q.wait_ms != 0 {
+            return Err(bad("last=N goes alone (not with after, limit or wait_ms)"));
+        }
+        if n > EVENTS_MAX {
+            return Err(bad(format!("last={n}: at most {EVENTS_MAX}")));
+        }
+        return Ok(Json(s.store().last_events(n)?));
+    }
+    let limit = q.limit.unwrap_or(EVENTS_DEFAULT);
+    if !(1..=EVENTS_MAX).contains(&limit) {
+        return Err(bad(format!("limit={limit}: from 1 to {EVENTS_MAX}")));
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(q.wait_ms).min(WAIT_LIMIT);
+    // Subscribed before reading: an event recorded in between wakes us.
+    let mut newer = s.events.subscribe();
+    loop {
+        let found = s.store().events(q.after, limit)?;
+        if !found.is_empty() || tokio::time::Instant::now() >= deadline {
+            return Ok(Json(found));
+        }
+        if tokio::time::timeout_at(deadline, newer.changed()).await.is_ok_and(|r| r.is_err()) {
+            return Err(ApiError::new(ErrorKind::Internal, "the daemon is stopping"));
+        }
+    }
 }
 
 #[cfg(test)]

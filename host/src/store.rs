@@ -1,4 +1,5 @@
-//! Job records in SQLite: every job this host is home to, with its moves.
+//! Job records in SQLite: every job this host is home to, with its moves,
+//! and this host's events (what its balancer and daemon decided and saw).
 //! The schema is versioned with `PRAGMA user_version`; opening a database
 //! applies the migrations it lacks, and refuses one written by a newer
 //! release rather than guess at it.
@@ -7,7 +8,7 @@ use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use crate::api::{JobState, JobView, MoveView, MoveWhy, NewJob, NewMove, StateChange};
+use crate::api::{Event, EventKind, JobState, JobView, MoveView, MoveWhy, NewEvent, NewJob, NewMove, StateChange};
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -51,7 +52,45 @@ CREATE INDEX moves_job ON moves(job);
 -- Started by the daemon (`run -d`): its output is in the state dir.
 ALTER TABLE jobs ADD COLUMN detached INTEGER NOT NULL DEFAULT 0;
 "#,
+    r#"
+-- Pinned by its user (`run --stay`): the balancer never moves it.
+ALTER TABLE jobs ADD COLUMN stay INTEGER NOT NULL DEFAULT 0;
+-- Moves say what for (the balancer's kinds) and why, in words. SQLite
+-- cannot change a CHECK: the table is rebuilt, ids and all.
+CREATE TABLE moves_v3 (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    job         INTEGER NOT NULL REFERENCES jobs(id),
+    from_host   TEXT    NOT NULL,
+    to_host     TEXT    NOT NULL,
+    at_ms       INTEGER NOT NULL,
+    total_ms    REAL    NOT NULL,
+    downtime_ms REAL    NOT NULL,
+    why         TEXT    NOT NULL CHECK (why IN ('operator', 'balancer', 'load', 'memory', 'drain')),
+    reason      TEXT
+);
+INSERT INTO moves_v3 (id, job, from_host, to_host, at_ms, total_ms, downtime_ms, why)
+    SELECT id, job, from_host, to_host, at_ms, total_ms, downtime_ms, why FROM moves;
+DROP TABLE moves;
+ALTER TABLE moves_v3 RENAME TO moves;
+CREATE INDEX moves_job ON moves(job);
+-- What this host decided and saw, newest last; bounded (Store::add_event).
+CREATE TABLE events (
+    seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+    at_ms     INTEGER NOT NULL,
+    host      TEXT    NOT NULL,
+    kind      TEXT    NOT NULL,
+    job       TEXT,
+    from_host TEXT,
+    to_host   TEXT,
+    reason    TEXT    NOT NULL
+);
+"#,
 ];
+
+/// How many events the records keep (the newest).
+pub const EVENTS_KEPT: u64 = 100_000;
+/// Older events are deleted at every this many-th insert.
+const EVENTS_PRUNE_EVERY: u64 = 1000;
 
 /// The schema version this release writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -103,6 +142,8 @@ pub struct JobRecord {
     pub mem_bytes: u64,
     pub moves: u32,
     pub detached: bool,
+    /// Pinned by its user (`run --stay`): the balancer never moves it.
+    pub stay: bool,
 }
 
 impl JobRecord {
@@ -131,17 +172,20 @@ impl JobRecord {
             deputy_addr: p(&self.deputy_addr),
             deputy_pid: if private { self.deputy_pid } else { None },
             detached: self.detached,
+            stay: self.stay,
         }
     }
 }
 
 pub struct Store {
     conn: Connection,
+    /// EVENTS_KEPT but in tests.
+    events_kept: u64,
 }
 
 const JOB_COLUMNS: &str = "id, owner_uid, owner_gid, program, argv, cwd, control_sock, deputy_addr, deputy_pid, \
      deputy_start, home, host, state, moving_to, started_ms, ended_ms, exit_status, lost_reason, mem_bytes, moves, \
-     detached";
+     detached, stay";
 
 fn job_from_row(row: &Row) -> rusqlite::Result<JobRecord> {
     let argv: String = row.get(4)?;
@@ -175,6 +219,7 @@ fn job_from_row(row: &Row) -> rusqlite::Result<JobRecord> {
         mem_bytes: row.get::<_, i64>(18)? as u64,
         moves: row.get(19)?,
         detached: row.get(20)?,
+        stay: row.get(21)?,
     })
 }
 
@@ -196,7 +241,7 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        let mut store = Store { conn };
+        let mut store = Store { conn, events_kept: EVENTS_KEPT };
         store.migrate()?;
         Ok(store)
     }
@@ -232,8 +277,8 @@ impl Store {
         let argv = serde_json::to_string(&job.argv).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         self.conn.execute(
             "INSERT INTO jobs (owner_uid, owner_gid, program, argv, cwd, control_sock, deputy_addr, deputy_pid, \
-             deputy_start, home, host, state, started_ms, mem_bytes) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, 'running', ?11, ?12)",
+             deputy_start, home, host, state, started_ms, mem_bytes, stay) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, 'running', ?11, ?12, ?13)",
             params![
                 owner.uid,
                 owner.gid,
@@ -247,6 +292,7 @@ impl Store {
                 home,
                 now_ms as i64,
                 job.mem_bytes as i64,
+                job.stay,
             ],
         )?;
         let id = self.conn.last_insert_rowid() as u64;
@@ -266,8 +312,18 @@ impl Store {
         let argv = serde_json::to_string(&job.argv).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         self.conn.execute(
             "INSERT INTO jobs (owner_uid, owner_gid, program, argv, cwd, home, host, state, started_ms, mem_bytes, \
-             detached) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, 'running', ?7, ?8, 1)",
-            params![owner.uid, owner.gid, job.program, argv, job.cwd, home, now_ms as i64, job.mem_bytes as i64],
+             detached, stay) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, 'running', ?7, ?8, 1, ?9)",
+            params![
+                owner.uid,
+                owner.gid,
+                job.program,
+                argv,
+                job.cwd,
+                home,
+                now_ms as i64,
+                job.mem_bytes as i64,
+                job.stay
+            ],
         )?;
         let id = self.conn.last_insert_rowid() as u64;
         self.job(id)?.ok_or(StoreError::NotFound(id))
@@ -297,12 +353,22 @@ impl Store {
     }
 
     /// A detached job's deputy registers: what it runs, and how to reach it.
+    /// A job pinned when it was started stays pinned.
     pub fn adopt(&mut self, id: u64, job: &NewJob) -> Result<JobRecord, StoreError> {
         let argv = serde_json::to_string(&job.argv).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         self.conn.execute(
-            "UPDATE jobs SET program = ?2, argv = ?3, cwd = ?4, control_sock = ?5, deputy_addr = ?6, mem_bytes = ?7 \
-             WHERE id = ?1",
-            params![id as i64, job.program, argv, job.cwd, job.control_sock, job.deputy_addr, job.mem_bytes as i64],
+            "UPDATE jobs SET program = ?2, argv = ?3, cwd = ?4, control_sock = ?5, deputy_addr = ?6, mem_bytes = ?7, \
+             stay = MAX(stay, ?8) WHERE id = ?1",
+            params![
+                id as i64,
+                job.program,
+                argv,
+                job.cwd,
+                job.control_sock,
+                job.deputy_addr,
+                job.mem_bytes as i64,
+                job.stay
+            ],
         )?;
         self.job(id)?.ok_or(StoreError::NotFound(id))
     }
@@ -358,9 +424,18 @@ impl Store {
         self.live(id)?;
         let tx = self.conn.transaction()?;
         tx.execute(
-            "INSERT INTO moves (job, from_host, to_host, at_ms, total_ms, downtime_ms, why) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![id as i64, mv.from, mv.to, mv.at_ms as i64, mv.total_ms, mv.downtime_ms, mv.why.as_str()],
+            "INSERT INTO moves (job, from_host, to_host, at_ms, total_ms, downtime_ms, why, reason) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                id as i64,
+                mv.from,
+                mv.to,
+                mv.at_ms as i64,
+                mv.total_ms,
+                mv.downtime_ms,
+                mv.why.as_str(),
+                mv.reason
+            ],
         )?;
         tx.execute(
             "UPDATE jobs SET moves = moves + 1, host = ?2, state = 'running', moving_to = NULL WHERE id = ?1",
@@ -373,19 +448,86 @@ impl Store {
     /// A job's moves, oldest first.
     pub fn moves(&self, id: u64) -> Result<Vec<MoveView>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT from_host, to_host, at_ms, total_ms, downtime_ms, why FROM moves WHERE job = ?1 ORDER BY id",
+            "SELECT from_host, to_host, at_ms, total_ms, downtime_ms, why, reason FROM moves WHERE job = ?1 \
+             ORDER BY id",
         )?;
         let rows = stmt.query_map([id as i64], |r| {
             let why: String = r.get(5)?;
-            Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)?, r.get(3)?, r.get(4)?, why))
+            Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)?, r.get(3)?, r.get(4)?, why, r.get(6)?))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (from, to, at, total_ms, downtime_ms, why) = row?;
+            let (from, to, at, total_ms, downtime_ms, why, reason) = row?;
             let why = MoveWhy::parse(&why).ok_or_else(|| StoreError::Corrupt(format!("move reason {why:?}")))?;
-            out.push(MoveView { from, to, at_ms: at as u64, total_ms, downtime_ms, why });
+            out.push(MoveView { from, to, at_ms: at as u64, total_ms, downtime_ms, why, reason });
         }
         Ok(out)
+    }
+
+    /// Records an event, seen or decided by `host`; keeps only the newest
+    /// `EVENTS_KEPT`.
+    pub fn add_event(&mut self, host: &str, e: &NewEvent, at_ms: u64) -> Result<Event, StoreError> {
+        self.conn.execute(
+            "INSERT INTO events (at_ms, host, kind, job, from_host, to_host, reason) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![at_ms as i64, host, e.kind.as_str(), e.job, e.from, e.to, e.reason],
+        )?;
+        let seq = self.conn.last_insert_rowid() as u64;
+        if seq.is_multiple_of(EVENTS_PRUNE_EVERY) && seq > self.events_kept {
+            self.conn.execute("DELETE FROM events WHERE seq <= ?1", [(seq - self.events_kept) as i64])?;
+        }
+        Ok(Event {
+            seq,
+            at_ms,
+            host: host.to_string(),
+            kind: e.kind,
+            job: e.job.clone(),
+            from: e.from.clone(),
+            to: e.to.clone(),
+            reason: e.reason.clone(),
+        })
+    }
+
+    fn query_events(&self, sql: &str, p: impl rusqlite::Params) -> Result<Vec<Event>, StoreError> {
+        let mut stmt = self.conn.prepare(sql)?;
+        let rows = stmt.query_map(p, |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, at, host, kind, job, from, to, reason) = row?;
+            let kind = EventKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("event kind {kind:?}")))?;
+            out.push(Event { seq: seq as u64, at_ms: at as u64, host, kind, job, from, to, reason });
+        }
+        Ok(out)
+    }
+
+    /// At most `limit` events newer than `after`, oldest first.
+    pub fn events(&self, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        self.query_events(
+            "SELECT seq, at_ms, host, kind, job, from_host, to_host, reason FROM events WHERE seq > ?1 \
+             ORDER BY seq LIMIT ?2",
+            params![after.min(i64::MAX as u64) as i64, limit.min(i64::MAX as usize) as i64],
+        )
+    }
+
+    /// The newest `n` events, oldest first.
+    pub fn last_events(&self, n: usize) -> Result<Vec<Event>, StoreError> {
+        let mut v = self.query_events(
+            "SELECT seq, at_ms, host, kind, job, from_host, to_host, reason FROM events ORDER BY seq DESC LIMIT ?1",
+            [n.min(i64::MAX as usize) as i64],
+        )?;
+        v.reverse();
+        Ok(v)
     }
 
     /// How many of this home's jobs run (or are moving away from) each host.
@@ -410,6 +552,7 @@ mod tests {
             control_sock: Some("/tmp/j.sock".into()),
             deputy_addr: None,
             mem_bytes: 256 << 20,
+            stay: false,
         }
     }
 
@@ -432,13 +575,22 @@ mod tests {
             total_ms: 3.5,
             downtime_ms: 0.5,
             why: MoveWhy::Operator,
+            reason: None,
         };
         let j = s.add_move(1, &mv).unwrap();
         assert_eq!((j.state, j.host.as_str(), j.moves, j.moving_to), (JobState::Running, "b", 1, None));
         assert_eq!(s.running_by_host().unwrap(), vec![("b".to_string(), 1)]);
         let hist = s.moves(1).unwrap();
         assert_eq!(hist.len(), 1);
-        assert_eq!((hist[0].total_ms, hist[0].why), (3.5, MoveWhy::Operator));
+        assert_eq!((hist[0].total_ms, hist[0].why, hist[0].reason.as_deref()), (3.5, MoveWhy::Operator, None));
+        let why = "load 3.0 vs 1.0 at c, gain 41 s > cost 0.2 s";
+        let mv2 =
+            NewMove { from: "b".into(), to: "c".into(), why: MoveWhy::Load, reason: Some(why.into()), ..mv.clone() };
+        s.add_move(1, &mv2).unwrap();
+        let hist = s.moves(1).unwrap();
+        assert_eq!((hist[1].why, hist[1].reason.as_deref(), hist[1].to.as_str()), (MoveWhy::Load, Some(why), "c"));
+        let mv3 = NewMove { from: "c".into(), to: "b".into(), ..mv.clone() };
+        s.add_move(1, &mv3).unwrap();
         let j = s.set_state(1, &StateChange::Exited { status: 3 }, 2000).unwrap();
         assert_eq!((j.state, j.exit_status, j.ended_ms), (JobState::Exited, Some(3), Some(2000)));
         assert!(matches!(s.set_state(1, &StateChange::Running { host: "a".into() }, 1), Err(StoreError::Ended { .. })));
@@ -468,6 +620,93 @@ mod tests {
     }
 
     #[test]
+    fn pinned_jobs_stay_pinned() {
+        let mut s = Store::open_in_memory().unwrap();
+        let pinned = NewJob { stay: true, ..job() };
+        let j = s.insert_job(OWNER, &pinned, "a", None, 1).unwrap();
+        assert!(j.stay && j.view(false, None).stay);
+        assert!(!s.insert_job(OWNER, &job(), "a", None, 1).unwrap().stay);
+        // `run -d --stay`: the draft is pinned; the deputy's registration
+        // (which says so too, but need not) keeps it pinned.
+        let d = s.insert_detached(OWNER, &NewJob { control_sock: None, ..pinned.clone() }, "a", 1).unwrap();
+        assert!(d.stay);
+        s.set_deputy(d.id, 77, None).unwrap();
+        assert!(s.adopt(d.id, &job()).unwrap().stay);
+        let d = s.insert_detached(OWNER, &NewJob { control_sock: None, ..job() }, "a", 1).unwrap();
+        assert!(!d.stay);
+        assert!(s.adopt(d.id, &pinned).unwrap().stay);
+    }
+
+    fn ev(kind: EventKind, job: Option<&str>, reason: &str) -> NewEvent {
+        NewEvent {
+            kind,
+            job: job.map(str::to_string),
+            from: Some("a".into()),
+            to: Some("b".into()),
+            reason: reason.into(),
+        }
+    }
+
+    #[test]
+    fn events_are_kept_in_order() {
+        let mut s = Store::open_in_memory().unwrap();
+        assert!(s.events(0, 10).unwrap().is_empty());
+        assert!(s.last_events(10).unwrap().is_empty());
+        let e1 = s.add_event("a", &ev(EventKind::Moved, Some("a-1"), "load 3.0 vs 1.0"), 100).unwrap();
+        assert_eq!(
+            e1,
+            Event {
+                seq: 1,
+                at_ms: 100,
+                host: "a".into(),
+                kind: EventKind::Moved,
+                job: Some("a-1".into()),
+                from: Some("a".into()),
+                to: Some("b".into()),
+                reason: "load 3.0 vs 1.0".into(),
+            }
+        );
+        let joined =
+            NewEvent { kind: EventKind::HostJoined, job: None, from: None, to: None, reason: "c is alive".into() };
+        let e2 = s.add_event("a", &joined, 200).unwrap();
+        let e3 = s.add_event("a", &ev(EventKind::Skipped, Some("a-2"), "holds a socket"), 300).unwrap();
+        assert_eq!((e2.seq, e3.seq), (2, 3));
+        assert_eq!(s.events(0, 10).unwrap(), vec![e1.clone(), e2.clone(), e3.clone()]);
+        assert_eq!(s.events(1, 10).unwrap(), vec![e2.clone(), e3.clone()]);
+        assert_eq!(s.events(1, 1).unwrap(), vec![e2.clone()]);
+        assert!(s.events(3, 10).unwrap().is_empty());
+        assert!(s.events(u64::MAX, 10).unwrap().is_empty());
+        assert_eq!(s.last_events(2).unwrap(), vec![e2.clone(), e3.clone()]);
+        assert_eq!(s.last_events(99).unwrap(), vec![e1, e2, e3.clone()]);
+        assert!(s.last_events(0).unwrap().is_empty());
+        assert_eq!(s.events(0, 10).unwrap()[1].job, None);
+        // Every kind survives the round trip through the records.
+        for k in EventKind::ALL {
+            let e = s.add_event("a", &ev(k, None, "r"), 1).unwrap();
+            assert_eq!(s.last_events(1).unwrap(), vec![e]);
+        }
+    }
+
+    #[test]
+    fn events_are_bounded() {
+        let mut s = Store::open_in_memory().unwrap();
+        s.events_kept = 1500;
+        for i in 1..=3999u64 {
+            s.add_event("a", &ev(EventKind::Moved, None, &i.to_string()), i).unwrap();
+        }
+        // Pruned at 1000 (nothing yet), 2000 (up to 500) and 3000 (up to 1500).
+        let all = s.events(0, 10_000).unwrap();
+        assert_eq!((all.len(), all[0].seq, all.last().unwrap().seq), (2499, 1501, 3999));
+        let e = s.add_event("a", &ev(EventKind::Moved, None, "4000"), 4000).unwrap();
+        assert_eq!(e.seq, 4000);
+        let all = s.events(0, 10_000).unwrap();
+        assert_eq!((all.len(), all[0].seq), (1500, 2501));
+        assert_eq!(s.last_events(1).unwrap()[0].reason, "4000");
+        // Sequence numbers never go back, even once older ones are gone.
+        assert!(s.events(0, 1).unwrap()[0].seq > 2000);
+    }
+
+    #[test]
     fn a_version_1_database_is_upgraded() {
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch(MIGRATIONS[0]).unwrap();
@@ -481,7 +720,63 @@ mod tests {
         let s = Store::init(conn).unwrap();
         assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
         let j = s.jobs(true).unwrap();
-        assert_eq!((j.len(), j[0].detached), (1, false));
+        assert_eq!((j.len(), j[0].detached, j[0].stay), (1, false, false));
+    }
+
+    #[test]
+    fn a_version_2_database_is_upgraded() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "foreign_keys", "ON").unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.execute_batch(MIGRATIONS[1]).unwrap();
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        conn.execute_batch(
+            "INSERT INTO jobs (owner_uid, owner_gid, program, argv, cwd, home, host, state, started_ms, mem_bytes, \
+             moves, detached) VALUES (1, 1, 'p', '[\"p\"]', '/', 'a', 'c', 'running', 1, 1, 2, 1); \
+             INSERT INTO moves (job, from_host, to_host, at_ms, total_ms, downtime_ms, why) \
+             VALUES (1, 'a', 'b', 10, 2.0, 0.5, 'operator'); \
+             INSERT INTO moves (job, from_host, to_host, at_ms, total_ms, downtime_ms, why) \
+             VALUES (1, 'b', 'c', 20, 3.0, 0.7, 'balancer');",
+        )
+        .unwrap();
+        let mut s = Store::init(conn).unwrap();
+        assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
+        let j = s.jobs(true).unwrap();
+        assert_eq!(j.len(), 1);
+        assert_eq!((j[0].detached, j[0].stay, j[0].moves, j[0].host.as_str()), (true, false, 2, "c"));
+        let hist = s.moves(1).unwrap();
+        let got: Vec<_> =
+            hist.iter().map(|m| (m.from.as_str(), m.to.as_str(), m.at_ms, m.why, m.reason.clone())).collect();
+        assert_eq!(got, vec![("a", "b", 10, MoveWhy::Operator, None), ("b", "c", 20, MoveWhy::Balancer, None)]);
+        // The rebuilt table takes the new kinds, keeps numbering on, and
+        // still belongs to its job.
+        let mv = NewMove {
+            from: "c".into(),
+            to: "a".into(),
+            at_ms: 30,
+            total_ms: 1.0,
+            downtime_ms: 0.1,
+            why: MoveWhy::Drain,
+            reason: Some("c drains".into()),
+        };
+        s.add_move(1, &mv).unwrap();
+        let id: i64 = s.conn.query_row("SELECT MAX(id) FROM moves", [], |r| r.get(0)).unwrap();
+        assert_eq!(id, 3);
+        assert_eq!(s.moves(1).unwrap()[2].reason.as_deref(), Some("c drains"));
+        let orphan = s.conn.execute(
+            "INSERT INTO moves (job, from_host, to_host, at_ms, total_ms, downtime_ms, why) \
+             VALUES (9, 'a', 'b', 1, 1.0, 1.0, 'load')",
+            [],
+        );
+        assert!(orphan.is_err(), "moves still reference jobs");
+        let bad_why = s.conn.execute(
+            "INSERT INTO moves (job, from_host, to_host, at_ms, total_ms, downtime_ms, why) \
+             VALUES (1, 'a', 'b', 1, 1.0, 1.0, 'whim')",
+            [],
+        );
+        assert!(bad_why.is_err());
+        let e = s.add_event("a", &ev(EventKind::Moved, Some("a-1"), "r"), 5).unwrap();
+        assert_eq!(s.last_events(5).unwrap(), vec![e]);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::membership::HostId;
 
 pub const MAGIC: [u8; 2] = *b"MV";
 /// Bumped on any incompatible change of the framing or of a payload.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 pub const HEADER_LEN: usize = 12;
 /// Largest SWIM payload (foca's `max_packet_size`): fits an Ethernet MTU.
 pub const MAX_SWIM_PAYLOAD: usize = 1400;
@@ -35,6 +35,8 @@ pub enum Kind {
     Status = 2,
     /// A host's `Leave`, UDP.
     Leave = 3,
+    /// A `BalanceEnvelope` (a balancer message), UDP.
+    Balance = 4,
     /// `Ping` on the TCP port.
     Ping = 16,
     /// `Pong`, the answer to `Ping`.
@@ -45,8 +47,10 @@ pub enum Kind {
     BodyReady = 19,
     /// `MoveBody`: move a body this host runs (sent by the job's home).
     MoveBody = 20,
-    /// `MoveReply`, the answer to `MoveBody`.
+    /// `MoveReply`, the answer to `MoveBody` and `BalanceMove`.
     Moved = 21,
+    /// `BalanceMove`: a balancer asks a job's home to move the job's body.
+    BalanceMove = 22,
 }
 
 impl Kind {
@@ -55,12 +59,14 @@ impl Kind {
             1 => Kind::Swim,
             2 => Kind::Status,
             3 => Kind::Leave,
+            4 => Kind::Balance,
             16 => Kind::Ping,
             17 => Kind::Pong,
             18 => Kind::PrepareBody,
             19 => Kind::BodyReady,
             20 => Kind::MoveBody,
             21 => Kind::Moved,
+            22 => Kind::BalanceMove,
             _ => return None,
         })
     }
@@ -263,6 +269,10 @@ pub enum RefusalKind {
     BadRequest,
     /// The job holds what cannot move (a socket, a child process).
     Unmovable,
+    /// Its user pinned the job (`run --stay`): only an operator moves it.
+    Pinned,
+    /// The job has ended.
+    Ended,
 }
 
 impl RefusalKind {
@@ -278,6 +288,8 @@ impl RefusalKind {
             RefusalKind::Unmovable => "unmovable",
             RefusalKind::Unreachable => "unreachable",
             RefusalKind::BadRequest => "bad_request",
+            RefusalKind::Pinned => "pinned",
+            RefusalKind::Ended => "ended",
         }
     }
 }
@@ -295,14 +307,31 @@ impl Refusal {
     }
 }
 
+/// What the balancer of a job's next host should know about it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Arrival {
+    /// The destination's balancer accepted this move (it reserved room).
+    pub balanced: bool,
+    /// Seconds the job has lived.
+    pub age_s: f64,
+    /// Pinned by its user (`run --stay`).
+    pub stay: bool,
+    /// Hosts (balancer ids) the job left recently, and how many seconds
+    /// ago: it does not go back there within the cool-down.
+    pub left: Vec<(u64, f64)>,
+    /// Its dirty rate as its last move measured it, bytes per second.
+    pub dirty_rate: f64,
+}
+
 /// Asks a host to start a `mosvm receive` for one job's body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PrepareBody {
     pub from: HostId,
     pub job: JobRef,
     /// Guest memory of the job: the receiver refuses a larger one.
     pub mem_bytes: u64,
     pub owner_uid: u32,
+    pub arrival: Arrival,
 }
 
 /// The answer to `PrepareBody`.
@@ -339,6 +368,32 @@ pub struct MoveBody {
     pub job: JobRef,
     pub to: Target,
     pub opts: MoveOptions,
+    pub arrival: Arrival,
+}
+
+/// Sent by the host running a job's body, whose balancer wants it moved,
+/// to the job's home: move it to `to` (the home keeps the record and
+/// refuses a pinned job). Answered with a `MoveReply`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BalanceMove {
+    pub from: HostId,
+    pub job: JobRef,
+    /// The destination host's name (its balancer accepted the job).
+    pub to: String,
+    pub why: crate::api::MoveWhy,
+    pub reason: String,
+    pub arrival: Arrival,
+}
+
+/// A balancer message (`balancer::wire` bytes) with who sent it: a member's
+/// name, the start time of its daemon and a sequence number, so that a
+/// replayed or reordered datagram is dropped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BalanceEnvelope {
+    pub name: String,
+    pub boot: u64,
+    pub seq: u64,
+    pub msg: Vec<u8>,
 }
 
 /// The answer to `MoveBody`.
@@ -406,6 +461,7 @@ mod tests {
             job: JobRef { home: "a".into(), id: 7 },
             mem_bytes: 1 << 28,
             owner_uid: 0,
+            arrival: Arrival { balanced: true, age_s: 3.5, stay: false, left: vec![(42, 1.5)], dirty_rate: 1e6 },
         };
         let f = encode_msg(Kind::PrepareBody, &p);
         let (k, payload) = decode_datagram(&f).unwrap();
@@ -419,12 +475,35 @@ mod tests {
             job: JobRef { home: "a".into(), id: 7 },
             to: Target::Host { name: "c".into(), addr: "127.0.0.4:7077".parse().unwrap() },
             opts: MoveOptions { downtime_ms: Some(5.0), max_bandwidth_mbps: None, verify: true },
+            arrival: Arrival::default(),
         };
         let payload = postcard::to_allocvec(&m).unwrap();
         assert_eq!(decode_msg::<MoveBody>(Kind::MoveBody, &payload).unwrap(), m);
         // Every truncation of a valid payload is refused, never a panic.
         for n in 0..payload.len() {
             assert!(decode_msg::<MoveBody>(Kind::MoveBody, &payload[..n]).is_err());
+        }
+    }
+
+    #[test]
+    fn balance_messages_round_trip() {
+        let e = BalanceEnvelope { name: "b".into(), boot: 9, seq: 3, msg: vec![b'B', 1, 4, 0, 0] };
+        let f = encode_msg(Kind::Balance, &e);
+        assert!(f.len() < MAX_DATAGRAM_PAYLOAD);
+        let (k, payload) = decode_datagram(&f).unwrap();
+        assert_eq!((k, decode_msg::<BalanceEnvelope>(k, payload).unwrap()), (Kind::Balance, e));
+        let m = BalanceMove {
+            from: HostId { name: "b".into(), addr: "127.0.0.3:7077".parse().unwrap(), incarnation: 1 },
+            job: JobRef { home: "a".into(), id: 2 },
+            to: "c".into(),
+            why: crate::api::MoveWhy::Balancer,
+            reason: "load".into(),
+            arrival: Arrival { balanced: true, age_s: 1.0, ..Arrival::default() },
+        };
+        let payload = postcard::to_allocvec(&m).unwrap();
+        assert_eq!(decode_msg::<BalanceMove>(Kind::BalanceMove, &payload).unwrap(), m);
+        for n in 0..payload.len() {
+            assert!(decode_msg::<BalanceMove>(Kind::BalanceMove, &payload[..n]).is_err());
         }
     }
 

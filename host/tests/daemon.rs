@@ -46,6 +46,7 @@ fn job() -> NewJob {
         control_sock: None,
         deputy_addr: Some("127.0.0.2:4000".into()),
         mem_bytes: 64 << 20,
+        stay: false,
     }
 }
 
@@ -70,8 +71,15 @@ async fn cluster_in_process() {
     assert_eq!((j.state, j.home.as_str(), j.host.as_str()), (JobState::Running, "a", "a"));
     assert_eq!(j.owner_uid, unsafe { libc::getuid() });
     assert_eq!(j.deputy_pid, Some(std::process::id()));
-    let mv =
-        NewMove { from: "a".into(), to: "b".into(), at_ms: 1, total_ms: 3.0, downtime_ms: 0.4, why: MoveWhy::Operator };
+    let mv = NewMove {
+        from: "a".into(),
+        to: "b".into(),
+        at_ms: 1,
+        total_ms: 3.0,
+        downtime_ms: 0.4,
+        why: MoveWhy::Operator,
+        reason: None,
+    };
     let j = ca.add_move(j.id, &mv).await.unwrap();
     assert_eq!((j.host.as_str(), j.moves), ("b", 1));
     let jobs_at_b = |c: Client| async move {
@@ -150,7 +158,7 @@ async fn bodies_are_prepared_only_for_members() {
     let b_addr: std::net::SocketAddr = b.ready().listen.parse().unwrap();
     let job = JobRef { home: "a".into(), id: 1 };
     let ask = |from: mosvm_host::membership::HostId, src: &str, mem_bytes: u64| {
-        let msg = PrepareBody { from, job: job.clone(), mem_bytes, owner_uid: 0 };
+        let msg = PrepareBody { from, job: job.clone(), mem_bytes, owner_uid: 0, arrival: Default::default() };
         let src: std::net::IpAddr = src.parse().unwrap();
         async move {
             peer::request::<_, PrepareReply>(

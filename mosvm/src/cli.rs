@@ -36,6 +36,9 @@ pub enum Command {
     Wait(crate::daemon::WaitArgs),
     /// Print what a detached job (`run -d`) wrote to stdout and stderr.
     Logs(crate::daemon::LogsArgs),
+    /// Print what this host's daemon decided and saw: moves and their
+    /// reasons, refusals, hosts joining and failing.
+    Events(crate::daemon::EventsArgs),
 }
 
 #[derive(Args, Debug)]
@@ -138,6 +141,10 @@ pub struct RunArgs {
     /// `mosvm logs`); prints the job's id.
     #[arg(short = 'd', long, conflicts_with = "api_sock")]
     pub detach: bool,
+    /// Keep the job on this host: the balancer never moves it (an
+    /// operator's migrate still can).
+    #[arg(long)]
+    pub stay: bool,
     /// Where this job's deputy accepts its body's link once it runs on
     /// another host, and the body itself when it comes home (HOST:PORT;
     /// port 0 picks one). Only with --api-sock.
@@ -190,6 +197,45 @@ mod tests {
         assert!(parse_size("12Q").is_err());
         assert!(parse_size("0").is_err());
         assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn commands_parse() {
+        let run = |args: &[&str]| match Cli::try_parse_from(args).map(|c| c.command) {
+            Ok(Command::Run(r)) => r,
+            other => panic!("{other:?}"),
+        };
+        let r = run(&["mosvm", "run", "--stay", "--", "prog", "--stay"]);
+        assert!(r.stay && !r.detach);
+        assert_eq!((r.program.to_str(), r.args.len()), (Some("prog"), 1), "--stay after the program is its own");
+        let r = run(&["mosvm", "run", "-d", "--stay", "prog"]);
+        assert!(r.stay && r.detach);
+        assert!(!run(&["mosvm", "run", "prog"]).stay);
+
+        let events = |args: &[&str]| match Cli::try_parse_from(args).map(|c| c.command) {
+            Ok(Command::Events(e)) => e,
+            other => panic!("{other:?}"),
+        };
+        let e = events(&["mosvm", "events"]);
+        assert!(!e.follow && !e.json && e.sock.is_none());
+        assert_eq!(e.n, 20);
+        let e = events(&["mosvm", "events", "-f", "--json", "-n", "5", "--sock", "/tmp/x.sock"]);
+        assert!(e.follow && e.json);
+        assert_eq!((e.n, e.sock.as_deref()), (5, Some(std::path::Path::new("/tmp/x.sock"))));
+        let e = events(&["mosvm", "events", "--follow", "--api-sock", "/tmp/y.sock"]);
+        assert_eq!(e.sock.as_deref(), Some(std::path::Path::new("/tmp/y.sock")));
+        assert!(Cli::try_parse_from(["mosvm", "events", "-n", "lots"]).is_err());
+        assert!(Cli::try_parse_from(["mosvm", "events", "-n", "10001"]).is_err());
+
+        match Cli::try_parse_from(["mosvm", "ps", "7", "--json"]).map(|c| c.command) {
+            Ok(Command::Ps(p)) => assert_eq!((p.job, p.json), (Some(7), true)),
+            other => panic!("{other:?}"),
+        }
+        match Cli::try_parse_from(["mosvm", "ps"]).map(|c| c.command) {
+            Ok(Command::Ps(p)) => assert_eq!(p.job, None),
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["mosvm", "ps", "7", "--all"]).is_err());
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! `mosvm host` (the daemon), and the commands that ask it: `hosts`, `ps`,
-//! `kill`, `wait`, `logs`.
+//! `kill`, `wait`, `logs`, `events`.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Args;
-use mosvm_host::api::{HostView, JobState, JobView};
+use mosvm_host::api::{Event, HostView, JobDetail, JobState, JobView, MoveView, EVENTS_DEFAULT, EVENTS_MAX};
 use mosvm_host::{BlockingClient, Config, LogFormat, Settings};
 
 #[derive(Args, Debug)]
@@ -49,10 +50,15 @@ pub struct HostsArgs {
 
 #[derive(Args, Debug)]
 pub struct PsArgs {
+    /// Show this job (its id at this host, its home) in detail: its record
+    /// and every move, with who asked and why.
+    #[arg(conflicts_with = "all")]
+    pub job: Option<u64>,
     /// Include jobs that have ended.
     #[arg(long)]
     pub all: bool,
-    /// Print the jobs as a JSON array.
+    /// Print the jobs as a JSON array (with JOB: the record and its moves
+    /// as one JSON object).
     #[arg(long)]
     pub json: bool,
     /// The daemon's API socket (default: $MOSVM_SOCK, else /run/mosvm/mosvm.sock).
@@ -91,6 +97,23 @@ pub struct LogsArgs {
     pub job: u64,
     /// The daemon's API socket (default: $MOSVM_SOCK, else /run/mosvm/mosvm.sock).
     #[arg(long, value_name = "PATH")]
+    pub sock: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct EventsArgs {
+    /// Then keep printing events as they are recorded, until interrupted.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// One JSON object per event, one per line.
+    #[arg(long)]
+    pub json: bool,
+    /// Start with the newest N events recorded.
+    #[arg(short = 'n', long = "last", value_name = "N", default_value_t = 20,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=EVENTS_MAX as u64))]
+    pub n: usize,
+    /// The daemon's API socket (default: $MOSVM_SOCK, else /run/mosvm/mosvm.sock).
+    #[arg(long, visible_alias = "api-sock", value_name = "PATH")]
     pub sock: Option<PathBuf>,
 }
 
@@ -211,6 +234,7 @@ pub fn host(args: HostArgs) -> i32 {
         state_dir: args.state_dir,
         join: (!args.join.is_empty()).then_some(args.join),
         log_format: args.log_format,
+        ..Settings::default()
     };
     let config = match Config::resolve(flags, args.config.as_deref()) {
         Ok(c) => c,
@@ -326,6 +350,47 @@ fn job_state(j: &JobView) -> String {
     }
 }
 
+/// A moment as `2026-12-01 23:40:12.345` (UTC).
+fn utc(ms: u64) -> String {
+    let (days, rem) = ((ms / 86_400_000) as i64, ms % 86_400_000);
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (h, mi, s, milli) = (rem / 3_600_000, rem / 60_000 % 60, rem / 1000 % 60, rem % 1000);
+    format!("{y:04}-{m:02}-{d:02} {h:02}:{mi:02}:{s:02}.{milli:03}")
+}
+
+/// A duration in milliseconds, shortly: 0.42 ms, 12.3 ms, 1.25 s.
+fn millis(ms: f64) -> String {
+    if ms < 10.0 {
+        format!("{ms:.2} ms")
+    } else if ms < 1000.0 {
+        format!("{ms:.1} ms")
+    } else {
+        format!("{:.2} s", ms / 1000.0)
+    }
+}
+
+/// Arguments as a shell would take them back.
+fn shell_words(argv: &[String]) -> String {
+    let word = |a: &String| {
+        let plain = !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
+        if plain {
+            a.clone()
+        } else {
+            format!("'{}'", a.replace('\'', r"'\''"))
+        }
+    };
+    argv.iter().map(word).collect::<Vec<_>>().join(" ")
+}
+
 fn ps_table(jobs: &[JobView], now_ms: u64) -> String {
     let mut rows =
         vec![["ID", "PROGRAM", "HOME", "WHERE", "STATE", "STARTED", "CPU", "MEM", "MOVES"].map(String::from).to_vec()];
@@ -336,7 +401,8 @@ fn ps_table(jobs: &[JobView], now_ms: u64) -> String {
             j.id.to_string(),
             program,
             j.home.clone(),
-            j.host.clone(),
+            // Pinned: it stays where it runs.
+            if j.stay { format!("{} (stay)", j.host) } else { j.host.clone() },
             job_state(j),
             age(j.started_ms, now_ms),
             cpu,
@@ -347,11 +413,85 @@ fn ps_table(jobs: &[JobView], now_ms: u64) -> String {
     table(&rows)
 }
 
+fn moves_table(history: &[MoveView]) -> String {
+    let mut rows = vec![["WHEN (UTC)", "FROM", "TO", "WHY", "TOTAL", "DOWNTIME", "REASON"].map(String::from).to_vec()];
+    for m in history {
+        rows.push(vec![
+            utc(m.at_ms),
+            m.from.clone(),
+            m.to.clone(),
+            m.why.as_str().into(),
+            millis(m.total_ms),
+            millis(m.downtime_ms),
+            m.reason.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    table(&rows)
+}
+
+/// `ps JOB`: the record, then its moves, oldest first.
+fn job_detail(d: &JobDetail, now_ms: u64) -> String {
+    let j = &d.job;
+    let what = match &j.argv {
+        Some(argv) if !argv.is_empty() => shell_words(argv),
+        _ => j.program.clone(),
+    };
+    let mut rows: Vec<Vec<String>> = vec![
+        vec!["program".into(), what],
+        vec!["home".into(), j.home.clone()],
+        vec!["runs at".into(), j.host.clone()],
+        vec!["state".into(), job_state(j)],
+    ];
+    let mut row = |k: &str, v: String| rows.push(vec![k.into(), v]);
+    if let Some(why) = &j.lost_reason {
+        row("lost", why.clone());
+    }
+    if j.stay {
+        row("pinned", "yes (run --stay): the balancer never moves it".into());
+    }
+    row("started", format!("{} UTC ({})", utc(j.started_ms), age(j.started_ms, now_ms)));
+    if let Some(end) = j.ended_ms {
+        row("ended", format!("{} UTC ({})", utc(end), age(end, now_ms)));
+    }
+    if let Some(ms) = j.cpu_ms {
+        row("cpu", format!("{:.2}s", ms as f64 / 1000.0));
+    }
+    row("memory", size(j.mem_bytes));
+    if let Some(cwd) = &j.cwd {
+        row("cwd", cwd.clone());
+    }
+    if j.detached {
+        row("detached", format!("yes: mosvm logs {}", j.id));
+    }
+    row("moves", j.moves.to_string());
+    let mut out = format!("job {}\n", j.id);
+    for line in table(&rows).lines() {
+        out.push_str("  ");
+        out.push_str(line);
+        out.push('\n');
+    }
+    if !d.history.is_empty() {
+        out.push('\n');
+        out.push_str(&moves_table(&d.history));
+    }
+    out
+}
+
 pub fn ps(args: PsArgs) -> i32 {
     let c = match client(args.sock) {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if let Some(id) = args.job {
+        return match c.job(id) {
+            Ok(d) if args.json => print_json(&d),
+            Ok(d) => {
+                print!("{}", job_detail(&d, mosvm_host::server::now_ms()));
+                0
+            }
+            Err(e) => fail(e),
+        };
+    }
     match c.jobs(args.all) {
         Ok(j) if args.json => print_json(&j),
         Ok(j) => {
@@ -362,9 +502,201 @@ pub fn ps(args: PsArgs) -> i32 {
     }
 }
 
+/// The human form of events: columns that widen (never narrow) as
+/// longer hosts, jobs and routes come by, so a followed stream stays
+/// readable.
+struct EventColumns {
+    host: usize,
+    job: usize,
+    route: usize,
+}
+
+/// The longest event kind ("move_failed", "host_joined").
+const KIND_WIDTH: usize = 11;
+
+fn route(e: &Event) -> String {
+    match (&e.from, &e.to) {
+        (Some(f), Some(t)) => format!("{f} -> {t}"),
+        (Some(f), None) => format!("{f} ->"),
+        (None, Some(t)) => format!("-> {t}"),
+        (None, None) => "-".into(),
+    }
+}
+
+impl EventColumns {
+    fn new() -> EventColumns {
+        EventColumns { host: "HOST".len(), job: "JOB".len(), route: "MOVE".len() }
+    }
+
+    fn fit(&mut self, e: &Event) {
+        self.host = self.host.max(e.host.chars().count());
+        self.job = self.job.max(e.job.as_deref().map_or(1, |j| j.chars().count()));
+        self.route = self.route.max(route(e).chars().count());
+    }
+
+    fn header(&self) -> String {
+        self.row("TIME (UTC)", "HOST", "EVENT", "JOB", "MOVE", "REASON")
+    }
+
+    fn row(&self, at: &str, host: &str, kind: &str, job: &str, route: &str, reason: &str) -> String {
+        let (hw, jw, rw) = (self.host, self.job, self.route);
+        let line = format!("{at:<23}  {host:<hw$}  {kind:<KIND_WIDTH$}  {job:<jw$}  {route:<rw$}  {reason}");
+        line.trim_end().to_string()
+    }
+
+    fn line(&mut self, e: &Event) -> String {
+        self.fit(e);
+        self.row(&utc(e.at_ms), &e.host, e.kind.as_str(), e.job.as_deref().unwrap_or("-"), &route(e), &e.reason)
+    }
+}
+
+/// Prints events; false once stdout has gone (`| head`).
+fn print_events(out: &mut impl Write, events: &[Event], json: bool, cols: &mut EventColumns) -> bool {
+    for e in events {
+        let line = if json { serde_json::to_string(e).unwrap_or_default() } else { cols.line(e) };
+        if writeln!(out, "{line}").is_err() {
+            return false;
+        }
+    }
+    out.flush().is_ok()
+}
+
+pub fn events(args: EventsArgs) -> i32 {
+    let c = match client(args.sock) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    // The newest one even with -n 0: following starts after it.
+    let newest = match c.last_events(args.n.max(1)) {
+        Ok(v) => v,
+        Err(e) => return fail(e),
+    };
+    let mut after = newest.last().map_or(0, |e| e.seq);
+    let shown = if args.n == 0 { &[][..] } else { &newest[..] };
+    let mut cols = EventColumns::new();
+    shown.iter().for_each(|e| cols.fit(e));
+    let mut out = std::io::stdout().lock();
+    if !args.json && (args.follow || !shown.is_empty()) && writeln!(out, "{}", cols.header()).is_err() {
+        return 0;
+    }
+    if !print_events(&mut out, shown, args.json, &mut cols) || !args.follow {
+        return 0;
+    }
+    loop {
+        match c.events(after, EVENTS_DEFAULT, mosvm_host::client::WAIT_LIMIT) {
+            Ok(v) => {
+                after = v.last().map_or(after, |e| e.seq);
+                if !print_events(&mut out, &v, args.json, &mut cols) {
+                    return 0;
+                }
+            }
+            Err(e) => {
+                eprintln!("mosvm: events: the daemon stopped answering: {e}");
+                return 1;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mosvm_host::api::{EventKind, MoveWhy};
+
+    #[test]
+    fn utc_times() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00.000");
+        assert_eq!(utc(951_782_400_000 + 1), "2000-02-29 00:00:00.001");
+        assert_eq!(utc(1_796_168_412_345), "2026-12-01 23:40:12.345");
+        assert_eq!(utc(4_107_542_399_999), "2100-02-28 23:59:59.999");
+    }
+
+    #[test]
+    fn words_and_durations() {
+        assert_eq!(shell_words(&["cat".into(), "a b".into(), "it's".into(), "".into()]), r"cat 'a b' 'it'\''s' ''");
+        assert_eq!(millis(0.421), "0.42 ms");
+        assert_eq!(millis(123.44), "123.4 ms");
+        assert_eq!(millis(1250.0), "1.25 s");
+    }
+
+    fn event(seq: u64, host: &str, kind: EventKind, job: Option<&str>, from: Option<&str>, to: Option<&str>) -> Event {
+        Event {
+            seq,
+            at_ms: 1_796_168_412_345,
+            host: host.into(),
+            kind,
+            job: job.map(Into::into),
+            from: from.map(Into::into),
+            to: to.map(Into::into),
+            reason: "because".into(),
+        }
+    }
+
+    #[test]
+    fn event_lines_align() {
+        let mut cols = EventColumns::new();
+        let a = event(1, "h1", EventKind::Moved, Some("h1-3"), Some("h1"), Some("h2"));
+        let b = event(2, "h1", EventKind::HostJoined, None, None, None);
+        cols.fit(&a);
+        cols.fit(&b);
+        let lines = [cols.header(), cols.line(&a), cols.line(&b)];
+        assert_eq!(lines[0], "TIME (UTC)               HOST  EVENT        JOB   MOVE      REASON");
+        assert_eq!(lines[1], "2026-12-01 23:40:12.345  h1    moved        h1-3  h1 -> h2  because");
+        assert_eq!(lines[2], "2026-12-01 23:40:12.345  h1    host_joined  -     -         because");
+        // A longer host widens the columns from then on.
+        let c = event(3, "far-away", EventKind::Refused, Some("h1-4"), None, Some("far-away"));
+        assert_eq!(cols.line(&c), "2026-12-01 23:40:12.345  far-away  refused      h1-4  -> far-away  because");
+    }
+
+    #[test]
+    fn detail_shows_moves_and_reasons() {
+        let job = JobView {
+            id: 3,
+            owner_uid: 1000,
+            program: "/bin/homework".into(),
+            home: "h1".into(),
+            host: "h2".into(),
+            state: JobState::Running,
+            moving_to: None,
+            exit_status: None,
+            lost_reason: None,
+            started_ms: 1_796_168_400_000,
+            ended_ms: None,
+            mem_bytes: 256 << 20,
+            moves: 1,
+            cpu_ms: None,
+            argv: Some(vec!["homework".into(), "in.txt".into()]),
+            cwd: Some("/home/u".into()),
+            control_sock: None,
+            deputy_addr: None,
+            deputy_pid: None,
+            detached: false,
+            stay: true,
+        };
+        let history = vec![MoveView {
+            from: "h1".into(),
+            to: "h2".into(),
+            at_ms: 1_796_168_412_345,
+            total_ms: 120.0,
+            downtime_ms: 1.2,
+            why: MoveWhy::Load,
+            reason: Some("load 3.0 vs 1.0 at h2, gain 41 s > cost 0.2 s".into()),
+        }];
+        let d = JobDetail { job: job.clone(), history };
+        let text = job_detail(&d, 1_796_168_442_000);
+        assert!(text.starts_with("job 3\n  program  homework in.txt\n  home     h1\n  runs at  h2\n"), "{text}");
+        assert!(text.contains("pinned   yes"), "{text}");
+        assert!(text.contains("started  2026-12-01 23:40:00.000 UTC (42s ago)"), "{text}");
+        assert!(text.contains("WHEN (UTC)               FROM  TO  WHY   TOTAL     DOWNTIME  REASON\n"), "{text}");
+        assert!(
+            text.ends_with(
+                "2026-12-01 23:40:12.345  h1    h2  load  120.0 ms  1.20 ms   load 3.0 vs 1.0 at h2, gain 41 s > cost 0.2 s\n"
+            ),
+            "{text}"
+        );
+        let table = ps_table(&[job], 1_796_168_442_000);
+        assert!(table.lines().nth(1).unwrap().contains("h2 (stay)"), "{table}");
+    }
 
     #[test]
     fn sizes_and_ages() {

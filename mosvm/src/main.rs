@@ -24,6 +24,7 @@ fn main() {
         cli::Command::Kill(args) => daemon::kill(args),
         cli::Command::Wait(args) => daemon::wait(args),
         cli::Command::Logs(args) => daemon::logs(args),
+        cli::Command::Events(args) => daemon::events(args),
     };
     std::process::exit(code);
 }

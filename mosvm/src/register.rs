@@ -117,6 +117,7 @@ pub fn detach(args: &RunArgs) -> i32 {
             cwd: utf8("working directory", cwd.as_os_str())?,
             mem_bytes: args.mem,
             trace: args.trace,
+            stay: args.stay,
         })
     })();
     let request = match request {

@@ -141,6 +141,7 @@ pub fn run(args: RunArgs) -> i32 {
                 control_sock: api_sock.as_ref().map(|p| p.display().to_string()),
                 deputy_addr: home.as_ref().map(|(h, _)| h.addr().to_string()),
                 mem_bytes: args.mem,
+                stay: args.stay,
             };
             match crate::register::register(sock, &job) {
                 Ok(r) => {

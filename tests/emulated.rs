@@ -1,6 +1,9 @@
-//! Emulated hosts for the cluster tests: one `mosvm host` per loopback
-//! address (127.0.0.2, .3, ...), each with its own state dir, API socket
-//! and config file, ready once it printed its readiness line.
+//! Emulated hosts, for the cluster tests and the benchmarks: one `mosvm
+//! host` per loopback address (127.0.0.2, .3, ...), each with its own state
+//! dir, API socket and config file, ready once it printed its readiness
+//! line. With a CPU budget (`Options::cpus`) each daemon runs with
+//! `--cpu-limit`: it and everything it runs get a cgroup with that quota,
+//! so a host of 0.5 CPU really runs its jobs at half speed.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -9,7 +12,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 use mosvm_host::api::{HostState, HostView, JobView, Ready};
-use mosvm_tests::{mosvm, mosvm_bin, scratch_dir, Proc};
+use crate::{mosvm, mosvm_bin, scratch_dir, Proc};
 
 /// Ports handed out to this test process: a base derived from its pid, so
 /// that two test runs at once rarely collide, and retries when they do.
