@@ -11,8 +11,8 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
-use mosvm_host::api::{HostState, HostView, JobView, Ready};
 use crate::{mosvm, mosvm_bin, scratch_dir, Proc};
+use mosvm_host::api::{HostState, HostView, JobView, Ready};
 
 /// Ports handed out to this test process: a base derived from its pid, so
 /// that two test runs at once rarely collide, and retries when they do.
@@ -23,8 +23,20 @@ fn next_port() -> u16 {
     20000 + (base - 20000 + n * 7) % 40000
 }
 
+/// How the emulated hosts run.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Each host's CPU budget (`mosvm host --cpu-limit`), if any.
+    pub cpus: Option<f64>,
+    /// Balancing off (`--no-balance`).
+    pub no_balance: bool,
+    /// More TOML for every host's config file (e.g. a `[balancer]` table).
+    pub toml: String,
+}
+
 pub struct Host {
     pub name: String,
+    pub opts: Options,
     pub ip: String,
     pub port: u16,
     pub sock: PathBuf,
@@ -53,11 +65,12 @@ impl Host {
             }
             let join_toml: Vec<String> = join.iter().map(|j| format!("{j:?}")).collect();
             let toml = format!(
-                "name = \"not-{name}\"\nstate_dir = {dir:?}\napi_sock = {sock:?}\njoin = [{join}]\nlog_format = \"json\"\n",
+                "name = \"not-{name}\"\nstate_dir = {dir:?}\napi_sock = {sock:?}\njoin = [{join}]\nlog_format = \"json\"\n{extra}\n",
                 name = self.name,
                 dir = self.state_dir.display().to_string(),
                 sock = self.sock.display().to_string(),
                 join = join_toml.join(", "),
+                extra = self.opts.toml,
             );
             std::fs::write(&self.config, toml).unwrap();
             let mut cmd = Command::new(mosvm_bin());
@@ -68,6 +81,12 @@ impl Host {
                 .arg(self.addr())
                 .arg("--config")
                 .arg(&self.config);
+            if let Some(cpus) = self.opts.cpus {
+                cmd.arg("--cpu-limit").arg(cpus.to_string());
+            }
+            if self.opts.no_balance {
+                cmd.arg("--no-balance");
+            }
             cmd.env("MOSVM_LOG", "info");
             let t = Instant::now();
             let mut p = Proc::spawn(cmd);
@@ -100,6 +119,53 @@ impl Host {
         let p = self.proc.take()?;
         let run = p.finish(Duration::from_secs(10));
         Some(run.status)
+    }
+
+    /// The cgroup of its CPU budget (`mosvm-NAME-PORT` under the cpu
+    /// controller), if it has one.
+    pub fn cgroup(&self) -> Option<PathBuf> {
+        self.opts.cpus?;
+        let leaf = format!("mosvm-{}-{}", self.name, self.port);
+        ["/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpu,cpuacct", "/sys/fs/cgroup"]
+            .iter()
+            .map(|m| Path::new(m).join(&leaf))
+            .find(|p| p.is_dir())
+    }
+
+    /// Stops the host and everything it ran: the processes in its cgroup
+    /// (bodies, jobs) are killed, the daemon is asked to stop (it removes
+    /// its cgroup) and killed if it does not; a cgroup left by a daemon that
+    /// was killed is removed here.
+    pub fn stop(&mut self) {
+        let cg = self.cgroup();
+        let daemon = self.proc.as_ref().map(|p| p.child.id());
+        if let Some(dir) = &cg {
+            for pid in read_pids(dir).into_iter().filter(|&p| Some(p) != daemon) {
+                // SAFETY: plain kill(2) of a process of this test's host.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+        }
+        if let Some(mut p) = self.proc.take() {
+            if cg.is_some() {
+                // SAFETY: plain kill(2) of our own child.
+                unsafe { libc::kill(p.child.id() as i32, libc::SIGTERM) };
+                let t = Instant::now();
+                while p.child.try_wait().ok().flatten().is_none() && t.elapsed() < Duration::from_secs(10) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            // Proc's drop kills what still runs, and reaps.
+        }
+        if let Some(dir) = cg.filter(|d| d.exists()) {
+            let t = Instant::now();
+            while std::fs::remove_dir(&dir).is_err() && t.elapsed() < Duration::from_secs(5) {
+                for pid in read_pids(&dir) {
+                    // SAFETY: as above.
+                    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
     }
 
     pub fn stderr(&self) -> String {
@@ -136,11 +202,17 @@ pub struct Cluster {
 impl Cluster {
     /// `n` hosts on 127.0.0.2, .3, ...; each joins through the first.
     pub fn start(test: &str, n: usize) -> Cluster {
+        Cluster::start_with(test, n, &Options::default())
+    }
+
+    /// `n` hosts run as `opts` says.
+    pub fn start_with(test: &str, n: usize, opts: &Options) -> Cluster {
         let base = scratch_dir(test);
         let mut c = Cluster { base: base.clone(), hosts: Vec::new() };
         for i in 0..n {
             let name = format!("h{}", i + 2);
             c.hosts.push(Host {
+                opts: opts.clone(),
                 ip: format!("127.0.0.{}", i + 2),
                 port: next_port(),
                 sock: base.join(format!("{name}.sock")),
@@ -156,6 +228,28 @@ impl Cluster {
             c.hosts[i].start(&join);
         }
         c
+    }
+
+    /// One more host (the next loopback address), joining through the
+    /// first; returns its index.
+    pub fn add(&mut self, opts: &Options) -> usize {
+        let i = self.hosts.len();
+        let name = format!("h{}", i + 2);
+        let base = &self.base;
+        self.hosts.push(Host {
+            opts: opts.clone(),
+            ip: format!("127.0.0.{}", i + 2),
+            port: next_port(),
+            sock: base.join(format!("{name}.sock")),
+            state_dir: base.join(format!("{name}-state")),
+            config: base.join(format!("{name}.toml")),
+            name,
+            ready: None,
+            proc: None,
+        });
+        let join = vec![self.hosts[0].addr()];
+        self.hosts[i].start(&join);
+        i
     }
 
     /// Waits until every running host sees every running host alive.
@@ -182,13 +276,18 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         for h in &mut self.hosts {
-            // Proc's drop kills and reaps.
-            h.proc.take();
+            h.stop();
         }
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.base);
         }
     }
+}
+
+fn read_pids(cgroup: &Path) -> Vec<u32> {
+    std::fs::read_to_string(cgroup.join("cgroup.procs"))
+        .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
+        .unwrap_or_default()
 }
 
 pub fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) -> Duration {

@@ -449,6 +449,11 @@ impl Task {
                 let Some(msg) = self.screen(k, msg) else {
                     return self.drops.note(from.addr, "balancer message", &"it speaks for another host");
                 };
+                if let Message::Cancel { job } = &msg {
+                    if let Some(jref) = self.notes.keys().find(|j| job_key(j) == *job) {
+                        self.s.bodies.abandon(jref);
+                    }
+                }
                 let actions = self.b.on_message(now, k, msg, &mut self.rng);
                 self.act(now, actions).await;
             }

@@ -209,7 +209,7 @@ pub(crate) fn quota_of(dir: &Path, version: Version) -> Option<f64> {
 }
 
 fn valid_name(name: &str) -> bool {
-    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    (1..=80).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 /// Writes `value` to a cgroup control file in one write(2), as the
@@ -489,12 +489,12 @@ mod tests {
 
     #[test]
     fn rejects_bad_names_and_quotas() {
-        for bad in ["", "a/b", "a b", "..\u{e9}", &"x".repeat(65)] {
-            assert!(matches!(CpuLimit::create_for(1, bad, 1.0), Err(CgroupError::BadName(_))), "{bad:?}");
+        for bad in ["", "a/b", "a b", "..\u{e9}", &"x".repeat(81)] {
+            assert!(matches!(CpuLimit::create_for(u32::MAX, bad, 1.0), Err(CgroupError::BadName(_))), "{bad:?}");
         }
-        assert!(valid_name("h1.test_A-9") && valid_name(&"x".repeat(64)));
+        assert!(valid_name("h1.test_A-9") && valid_name(&"x".repeat(80)));
         for bad in [0.0, 0.009, -1.0, f64::NAN, f64::INFINITY, 1e6] {
-            assert!(matches!(CpuLimit::create_for(1, "ok", bad), Err(CgroupError::BadCpus(_))), "{bad}");
+            assert!(matches!(CpuLimit::create_for(u32::MAX, "ok", bad), Err(CgroupError::BadCpus(_))), "{bad}");
         }
         let e = io_err("writing \"1\" to", Path::new("cpu.cfs_quota_us"), io::Error::from_raw_os_error(libc::EACCES));
         assert_eq!(e.to_string(), "writing \"1\" to cpu.cfs_quota_us: Permission denied (os error 13) (root only)");

@@ -152,7 +152,13 @@ impl Daemon {
         // First, so that every thread and child of the daemon is inside.
         let cpu_limit = match config.cpu_limit {
             Some(cpus) => {
-                let l = CpuLimit::create(&config.name, cpus)?;
+                // Named by host and port: emulated hosts on one machine may
+                // share a name across clusters, never a port.
+                let tag = match config.listen.port() {
+                    0 => format!("{}-pid{}", config.name, std::process::id()),
+                    p => format!("{}-{p}", config.name),
+                };
+                let l = CpuLimit::create(&tag, cpus)?;
                 info!(cpus, cgroup = %l.path().display(), "CPU limit");
                 Some(Arc::new(l))
             }

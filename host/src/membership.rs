@@ -178,7 +178,7 @@ impl Membership {
             rx,
             leaving: false,
             heard,
-            balance_seen: HashMap::new(),
+            balance_seen: Freshness::default(),
         };
         (Membership { tx, socket }, tokio::spawn(task.run()))
     }
@@ -226,6 +226,26 @@ impl Drops {
     }
 }
 
+/// The newest (boot, seq) of a message from each address: a replayed or
+/// reordered datagram is not newer; a restarted daemon has a later boot.
+#[derive(Default)]
+struct Freshness {
+    newest: HashMap<SocketAddr, (u64, u64)>,
+}
+
+impl Freshness {
+    /// True, and remembered, if (boot, seq) is newer than any seen from `from`.
+    fn fresh(&mut self, from: SocketAddr, boot: u64, seq: u64) -> bool {
+        match self.newest.get(&from) {
+            Some(&last) if (boot, seq) <= last => false,
+            _ => {
+                self.newest.insert(from, (boot, seq));
+                true
+            }
+        }
+    }
+}
+
 struct Reported {
     status: Status,
 }
@@ -249,8 +269,7 @@ struct Task {
     /// Set once we say goodbye: foca then calls us defunct, as it should.
     leaving: bool,
     heard: mpsc::Sender<Heard>,
-    /// The newest (boot, seq) of a balancer message from each address.
-    balance_seen: HashMap<SocketAddr, (u64, u64)>,
+    balance_seen: Freshness,
 }
 
 impl Task {
@@ -366,14 +385,9 @@ impl Task {
         let Some(id) = member else {
             return self.drops.note(from, "balancer message", &format!("{:?} is not an active member", b.name));
         };
-        // A replayed or reordered datagram is older than the newest seen
-        // from this address; a restarted daemon has a later boot.
-        if let Some(&(boot, seq)) = self.balance_seen.get(&from) {
-            if (b.boot, b.seq) <= (boot, seq) {
-                return self.drops.note(from, "balancer message", &format!("replayed or stale (seq {})", b.seq));
-            }
+        if !self.balance_seen.fresh(from, b.boot, b.seq) {
+            return self.drops.note(from, "balancer message", &format!("replayed or stale (seq {})", b.seq));
         }
-        self.balance_seen.insert(from, (b.boot, b.seq));
         if self.heard.try_send(Heard::Balance { from: id, msg: b.msg }).is_err() {
             debug!(%from, "balancer busy or stopped; message dropped");
         }
@@ -567,6 +581,20 @@ mod tests {
         assert!(b.win_addr_conflict(&a));
         assert!(!a.win_addr_conflict(&b));
         assert_eq!(a.addr(), b.addr());
+    }
+
+    #[test]
+    fn replayed_and_reordered_messages_are_not_fresh() {
+        let mut f = Freshness::default();
+        let a: SocketAddr = "127.0.0.2:7077".parse().unwrap();
+        let b: SocketAddr = "127.0.0.3:7077".parse().unwrap();
+        assert!(f.fresh(a, 10, 1));
+        assert!(!f.fresh(a, 10, 1), "replay");
+        assert!(f.fresh(a, 10, 5));
+        assert!(!f.fresh(a, 10, 4), "reordered");
+        assert!(f.fresh(b, 10, 4), "per address");
+        assert!(f.fresh(a, 11, 1), "a restarted daemon starts again");
+        assert!(!f.fresh(a, 10, 99), "from before the restart");
     }
 
     #[test]

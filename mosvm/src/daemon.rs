@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use mosvm_host::api::{Event, HostView, JobDetail, JobState, JobView, MoveView, EVENTS_DEFAULT, EVENTS_MAX};
+use mosvm_host::config::BalancerSettings;
 use mosvm_host::{BlockingClient, Config, LogFormat, Settings};
 
 #[derive(Args, Debug)]
@@ -30,12 +31,30 @@ pub struct HostArgs {
     #[arg(long, value_name = "ADDR:PORT,...", value_delimiter = ',')]
     pub join: Vec<String>,
     /// A TOML file with the same keys (name, listen, advertise, api_sock,
-    /// state_dir, join, log_format); flags win.
+    /// state_dir, join, log_format, cpus, speed, cpu_limit) and a
+    /// [balancer] table of tunables (enabled, gossip_period, residency,
+    /// settle, hysteresis, cool_down, cost_weight, max_in_flight, tick);
+    /// flags win.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// human or json.
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// CPUs this host offers its jobs, for the balancer (default:
+    /// measured: the cgroup's CPU quota, else the cores it may run on).
+    #[arg(long, value_name = "N")]
+    pub cpus: Option<f64>,
+    /// Relative speed of one core (default 1.0).
+    #[arg(long, value_name = "X")]
+    pub speed: Option<f64>,
+    /// Run the daemon and everything it starts, and the jobs registering
+    /// with it, in a cgroup of their own with a quota of N CPUs (root;
+    /// emulates a smaller host; the cgroup is removed at exit).
+    #[arg(long, value_name = "N")]
+    pub cpu_limit: Option<f64>,
+    /// Do not balance: jobs move only when an operator moves them.
+    #[arg(long)]
+    pub no_balance: bool,
 }
 
 #[derive(Args, Debug)]
@@ -234,7 +253,10 @@ pub fn host(args: HostArgs) -> i32 {
         state_dir: args.state_dir,
         join: (!args.join.is_empty()).then_some(args.join),
         log_format: args.log_format,
-        ..Settings::default()
+        cpus: args.cpus,
+        speed: args.speed,
+        cpu_limit: args.cpu_limit,
+        balancer: BalancerSettings { enabled: args.no_balance.then_some(false), ..BalancerSettings::default() },
     };
     let config = match Config::resolve(flags, args.config.as_deref()) {
         Ok(c) => c,
