@@ -97,3 +97,50 @@ cmp -s "$work/job/out.txt" "$work/job/native.txt" && echo "--- out.txt at home: 
 echo "--- files the job left on h2 and h3: $(find "$work/h2" "$work/h3" -name 'out*' | wc -l)"
 echo "--- mosvm ps --all"
 "$MOSVM" ps --all | sed 's/^/    /'
+
+echo
+echo "=== automatic rebalancing: six CPU-bound jobs started at one of three hosts of 0.5 CPU spread by themselves"
+# Each daemon runs with a CPU budget of its own (--cpu-limit: a cgroup
+# quota for it and everything it runs), so three emulated hosts on this
+# machine really are three small hosts. Nobody moves the jobs: the
+# balancers gossip their loads and move them, live.
+for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; pids=()
+if [ "$(id -u)" != 0 ]; then
+	echo "--- skipped: emulated hosts with CPU budgets need root (cgroups)"
+	exit 0
+fi
+port=$((port + 1))
+for i in 1 2 3; do
+	mkdir -p "$work/b$i"
+	join=(); [ "$i" != 1 ] && join=(--join "127.0.0.2:$port")
+	"$MOSVM" host --name "b$i" --listen "127.0.0.$((i + 1)):$port" --api-sock "$work/b$i.sock" \
+		--state-dir "$work/b$i/state" --cpu-limit 0.5 "${join[@]}" > "$work/b$i.ready" 2> "$work/b$i.log" &
+	pids+=($!)
+	for _ in $(seq 100); do grep -q '"ready"' "$work/b$i.ready" 2>/dev/null && break; sleep 0.05; done
+done
+export MOSVM_SOCK="$work/b1.sock"
+for _ in $(seq 100); do [ "$("$MOSVM" hosts --json | python3 -c 'import json,sys; print(sum(h["state"]=="alive" for h in json.load(sys.stdin)))')" = 3 ] && break; sleep 0.1; done
+work_n=1500000000
+ids=()
+for j in 1 2 3 4 5 6; do ids+=("$("$MOSVM" run -d --mem 64M -- "$B/cpu" "$work_n")"); done
+echo "--- started jobs ${ids[*]} at b1 (mosvm run -d)"
+running() { "$MOSVM" ps --json | python3 -c 'import json,sys; print(sum(j["state"] in ("running","moving") for j in json.load(sys.stdin)))'; }
+t0=$(date +%s)
+for round in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+	sleep 2
+	echo "--- after $(( $(date +%s) - t0 )) s: mosvm hosts; mosvm ps"
+	"$MOSVM" hosts | sed 's/^/    /'
+	"$MOSVM" ps | sed 's/^/    /'
+	[ "$(running)" = 0 ] && break
+done
+for id in "${ids[@]}"; do "$MOSVM" wait "$id" > /dev/null; done
+echo "--- all done after $(( $(date +%s) - t0 )) s; each output against the native run:"
+"$B/cpu" "$work_n" > "$work/cpu.native"
+for id in "${ids[@]}"; do
+	"$MOSVM" logs "$id" > "$work/cpu.$id"
+	where=$("$MOSVM" ps "$id" --json | python3 -c 'import json,sys; d=json.load(sys.stdin); print(" -> ".join([d["job"]["home"]] + [m["to"] for m in d["history"]]))')
+	if cmp -s "$work/cpu.native" "$work/cpu.$id"; then same=identical; else same=DIFFERS; fi
+	echo "    job $id ran on $where: output $same"
+done
+echo "--- mosvm events (the balancers' decisions, at b1)"
+"$MOSVM" events -n 12 | sed 's/^/    /'

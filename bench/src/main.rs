@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+mod cluster;
 mod deputy;
 mod migration;
 mod procs;
@@ -252,6 +253,13 @@ fn main() -> Result<()> {
         print!("{md}");
         return Ok(());
     }
+    if args.iter().any(|a| a == "--table1-only") {
+        // For working on the balancer: its section alone, on stdout.
+        let mut md = String::new();
+        cluster::report(&mut md)?;
+        print!("{md}");
+        return Ok(());
+    }
     if args.iter().any(|a| a == "--migration-only") {
         // For working on migration: its section alone, on stdout.
         let mut md = String::new();
@@ -340,6 +348,7 @@ fn main() -> Result<()> {
     if !only_runner {
         migration::report(&mut md)?;
         deputy::report(&mut md)?;
+        cluster::report(&mut md)?;
     }
     print!("{md}");
     if let Some(path) = out {

@@ -51,8 +51,48 @@ impl HostState {
     }
 }
 
+/// A host's load as the answering host's balancer knows it (its own,
+/// measured; the others', from gossip).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoadView {
+    /// Runnable threads per CPU of capacity: 1.0 is one CPU-bound job per
+    /// reference core.
+    pub load: f64,
+    /// Runnable threads (smoothed, with committed moves applied).
+    pub runnable: f64,
+    /// Capacity: cores × speed.
+    pub cpus: f64,
+    /// Seconds since the information was current.
+    pub age_s: f64,
+    /// It takes jobs from other hosts (false when cordoned or draining).
+    pub accepting: bool,
+}
+
+/// The answering host's balancer, counted since it started.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BalancerStats {
+    pub uptime_s: f64,
+    /// Balancer messages sent and received (gossip, requests, replies,
+    /// cancels).
+    pub messages_sent: u64,
+    pub messages_received: u64,
+    pub gossip_sent: u64,
+    pub gossip_received: u64,
+    pub requests_sent: u64,
+    pub requests_accepted: u64,
+    pub requests_refused: u64,
+    pub arrivals_accepted: u64,
+    pub arrivals_refused: u64,
+    pub moves_done: u64,
+    pub moves_failed: u64,
+    /// Jobs running here that it balances.
+    pub jobs: usize,
+    /// Why its last consideration did (not) move anything.
+    pub note: String,
+}
+
 /// One host of the cluster (`GET /v1/hosts`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HostView {
     pub name: String,
     /// Its peer address (TCP and UDP), HOST:PORT.
@@ -68,6 +108,12 @@ pub struct HostView {
     pub mem_available: Option<u64>,
     /// MemTotal there, in bytes (same rules).
     pub mem_total: Option<u64>,
+    /// Its load, if the balancer knows it (None with balancing off).
+    #[serde(default)]
+    pub load: Option<LoadView>,
+    /// The answering host's balancer (only on its own entry).
+    #[serde(default)]
+    pub balancer: Option<BalancerStats>,
 }
 
 /// What a job's record says it is doing.

@@ -27,7 +27,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
-use crate::api::{EventKind, HostState, MoveFigures, MoveWhy, NewEvent};
+use crate::api::{BalancerStats, EventKind, HostState, HostView, LoadView, MoveFigures, MoveWhy, NewEvent};
 use crate::config::Balance as BalanceConfig;
 use crate::load::{self, Capacity, Sampler};
 use crate::membership::{Drops, Heard};
@@ -90,23 +90,49 @@ pub enum Input {
     Done { job: u64, result: Result<MoveFigures, Refusal> },
 }
 
+/// What the balancer task publishes once a second, for `GET /v1/hosts`.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub stats: BalancerStats,
+    /// Its own load first, then what it knows of others, by peer address
+    /// key (`host_key`).
+    pub loads: Vec<(u64, LoadView)>,
+}
+
 /// The handle on the balancer task (does nothing when balancing is off).
 #[derive(Clone)]
 pub struct Handle {
     tx: Option<mpsc::Sender<Input>>,
+    snapshot: Option<watch::Receiver<Snapshot>>,
 }
 
 impl Handle {
     /// A handle on no task (balancing off).
     pub fn detached() -> Handle {
-        Handle { tx: None }
+        Handle { tx: None, snapshot: None }
     }
 
-    /// A handle, and the channel's ends for `spawn` (the task sends
-    /// itself the ends of the moves it starts).
-    pub fn channel() -> (Handle, (mpsc::Sender<Input>, mpsc::Receiver<Input>)) {
+    /// A handle, and what `spawn` needs: the channel's ends (the task sends
+    /// itself the ends of the moves it starts) and where to publish.
+    pub fn channel() -> (Handle, Ends) {
         let (tx, rx) = mpsc::channel(256);
-        (Handle { tx: Some(tx.clone()) }, (tx, rx))
+        let (stx, srx) = watch::channel(Snapshot::default());
+        (Handle { tx: Some(tx.clone()), snapshot: Some(srx) }, Ends { tx, rx, snapshot: stx })
+    }
+
+    /// Adds the balancer's loads (and, on the local entry, its counters)
+    /// to a host list.
+    pub fn fill(&self, hosts: &mut [HostView]) {
+        let Some(rx) = &self.snapshot else { return };
+        let snap = rx.borrow();
+        for h in hosts.iter_mut() {
+            let Ok(addr) = h.addr.parse::<SocketAddr>() else { continue };
+            let k = host_key(addr);
+            h.load = snap.loads.iter().find(|(key, _)| *key == k).map(|(_, l)| l.clone());
+            if h.local {
+                h.balancer = Some(snap.stats.clone());
+            }
+        }
     }
 
     /// A body of `job` is about to arrive from the host at `from`.
@@ -116,6 +142,20 @@ impl Handle {
                 warn!("balancer task busy: an arrival note was dropped");
             }
         }
+    }
+}
+
+/// The ends `spawn` takes.
+pub struct Ends {
+    tx: mpsc::Sender<Input>,
+    rx: mpsc::Receiver<Input>,
+    snapshot: watch::Sender<Snapshot>,
+}
+
+impl Ends {
+    /// Ends for no task (balancing off).
+    pub fn unused() -> Ends {
+        Handle::channel().1
     }
 }
 
@@ -153,7 +193,7 @@ pub fn spawn(
     cfg: &BalanceConfig,
     capacity: Capacity,
     heard: mpsc::Receiver<Heard>,
-    inputs: (mpsc::Sender<Input>, mpsc::Receiver<Input>),
+    ends: Ends,
     stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     let mut params = cfg.params.clone();
@@ -189,10 +229,14 @@ pub fn spawn(
         last_update: 0.0,
         drops: Drops::default(),
         tick: cfg.tick,
-        done: inputs.0,
+        done: ends.tx,
+        publish: ends.snapshot,
+        last_publish: f64::NEG_INFINITY,
+        sent: 0,
+        received: 0,
         s,
     };
-    tokio::spawn(task.run(heard, inputs.1, stop))
+    tokio::spawn(task.run(heard, ends.rx, stop))
 }
 
 fn seed() -> u64 {
@@ -228,6 +272,11 @@ struct Task {
     drops: Drops,
     tick: Duration,
     done: mpsc::Sender<Input>,
+    publish: watch::Sender<Snapshot>,
+    last_publish: f64,
+    /// Balancer messages sent and received.
+    sent: u64,
+    received: u64,
 }
 
 /// A body running here, as found on a tick.
@@ -282,6 +331,40 @@ impl Task {
         }
         let actions = self.b.tick(now, &mut self.rng);
         self.act(now, actions).await;
+        if now - self.last_publish >= 1.0 {
+            self.last_publish = now;
+            self.publish_snapshot(now);
+        }
+    }
+
+    fn publish_snapshot(&self, now: f64) {
+        let view = |info: &balancer::LoadInfo, age_s: f64| LoadView {
+            load: info.load(),
+            runnable: info.runnable,
+            cpus: info.capacity(),
+            age_s,
+            accepting: info.accepting,
+        };
+        let mut loads = vec![(self.me, view(&self.b.own_info(), 0.0))];
+        loads.extend(self.b.known_hosts().iter().map(|e| (e.host, view(&e.info, e.age(now)))));
+        let st = self.b.stats();
+        let stats = BalancerStats {
+            uptime_s: now,
+            messages_sent: self.sent,
+            messages_received: self.received,
+            gossip_sent: st.gossip_sent,
+            gossip_received: st.gossip_received,
+            requests_sent: st.requests_sent,
+            requests_accepted: st.requests_accepted,
+            requests_refused: st.requests_refused,
+            arrivals_accepted: st.arrivals_accepted,
+            arrivals_refused: st.arrivals_refused,
+            moves_done: st.moves_done,
+            moves_failed: st.moves_failed,
+            jobs: self.jobs.len(),
+            note: self.words(&self.b.note().to_string()),
+        };
+        self.publish.send_replace(Snapshot { stats, loads });
     }
 
     /// Measures: runnable vCPUs of the bodies here plus the other load
@@ -436,6 +519,7 @@ impl Task {
         let now = self.now();
         match h {
             Heard::Balance { from, msg } => {
+                self.received += 1;
                 let k = host_key(from.addr);
                 self.hosts.entry(k).or_insert_with(|| Peer {
                     name: from.name.clone(),
@@ -573,6 +657,7 @@ impl Task {
             msg: balancer::wire::encode(msg),
         };
         let frame = wire::encode_msg(Kind::Balance, &env);
+        self.sent += 1;
         if let Err(e) = self.socket.send_to(&frame, p.addr).await {
             debug!(addr = %p.addr, "balancer send: {e}");
         }
@@ -622,6 +707,7 @@ impl Task {
             MoveKind::Drain => MoveWhy::Drain,
         };
         let (jref, to_name, dirty_rate) = (l.job.clone(), peer.name.clone(), l.dirty_rate);
+        let resident_bytes = load::resident_bytes(l.pid).unwrap_or(0);
         info!(job = %jref, to = %to_name, "balancer: moving: {reason}");
         if let Some(l) = self.jobs.get_mut(&job) {
             l.moving_to = Some(to_name.clone());
@@ -637,10 +723,12 @@ impl Task {
                     left,
                     balanced: true,
                     dirty_rate,
+                    resident_bytes,
                 };
                 moves::move_job(&s, jref.id, order).await.map(|(_, _, _, f)| f)
             } else {
-                ask_home(&s, &jref, to_name, why, reason, left, dirty_rate).await
+                let arrival = Arrival { balanced: true, age_s: 0.0, stay: false, left, dirty_rate, resident_bytes };
+                ask_home(&s, &jref, to_name, why, reason, arrival).await
             };
             let _ = done.send(Input::Done { job, result }).await;
         });
@@ -719,8 +807,7 @@ async fn ask_home(
     to: String,
     why: MoveWhy,
     reason: String,
-    left: Vec<(u64, f64)>,
-    dirty_rate: f64,
+    arrival: Arrival,
 ) -> Result<MoveFigures, Refusal> {
     let unreachable = |m: String| Refusal::new(RefusalKind::Unreachable, m);
     let hosts = s.membership.hosts().await.map_err(|e| unreachable(e.to_string()))?;
@@ -729,14 +816,7 @@ async fn ask_home(
         .find(|h| h.name == job.home && matches!(h.state, HostState::Alive | HostState::Suspect))
         .ok_or_else(|| unreachable(format!("the job's home {} is not an active member", job.home)))?;
     let addr: SocketAddr = home.addr.parse().map_err(|_| unreachable(format!("bad address {}", home.addr)))?;
-    let msg = BalanceMove {
-        from: s.id.clone(),
-        job: job.clone(),
-        to,
-        why,
-        reason,
-        arrival: Arrival { balanced: true, age_s: 0.0, stay: false, left, dirty_rate },
-    };
+    let msg = BalanceMove { from: s.id.clone(), job: job.clone(), to, why, reason, arrival };
     match peer::request(s.id.addr.ip(), addr, Kind::BalanceMove, &msg, Kind::Moved, crate::control::MOVE_LIMIT).await {
         Ok(MoveReply::Moved(f)) => Ok(f),
         Ok(MoveReply::Refused(r)) => Err(r),

@@ -183,7 +183,7 @@ impl Daemon {
         let (balance, balance_inputs) = if config.balance.enabled {
             balance::Handle::channel()
         } else {
-            (balance::Handle::detached(), tokio::sync::mpsc::channel(1))
+            (balance::Handle::detached(), balance::Ends::unused())
         };
         let bodies = Bodies::new(&config.state_dir, config.exe.clone(), advertise.ip())
             .map_err(|err| Error::StateDir { path: config.state_dir.join("bodies"), err })?;
@@ -201,6 +201,7 @@ impl Daemon {
             events: watch::channel(0).0,
             balance,
             cpu_limit: cpu_limit.clone(),
+            dirty_rates: Mutex::new(Default::default()),
         });
         let lost = shared.reap("found at daemon start");
         let known = shared.store().jobs(false).map(|j| j.len()).unwrap_or(0);

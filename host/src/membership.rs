@@ -537,6 +537,8 @@ impl Task {
             jobs: self.jobs_at(&me.name),
             mem_available: mem.map(|m| m.0),
             mem_total: mem.map(|m| m.1),
+            load: None,
+            balancer: None,
         }];
         let mut others: Vec<HostView> = self
             .foca
@@ -561,6 +563,8 @@ impl Task {
                     jobs: self.jobs_at(&id.name),
                     mem_available: reported.map(|r| r.status.mem_available),
                     mem_total: reported.map(|r| r.status.mem_total),
+                    load: None,
+                    balancer: None,
                 }
             })
             .collect();

@@ -169,6 +169,7 @@ pub async fn migrate(s: &Arc<Shared>, who: Owner, id: u64, req: MigrateRequest) 
         left: Vec::new(),
         balanced: false,
         dirty_rate: 0.0,
+        resident_bytes: 0,
     };
     let (rec, from, to, figures) = move_job(s, id, order).await.map_err(api_error)?;
     Ok(MigrateResult { job: s.view(&rec, &who), from, to, figures })
@@ -188,6 +189,8 @@ pub struct Order {
     pub balanced: bool,
     /// The job's dirty rate as last measured, bytes per second.
     pub dirty_rate: f64,
+    /// Its resident memory now, bytes (0: unknown).
+    pub resident_bytes: u64,
 }
 
 /// The balancer's moves leave pinned jobs alone; an operator's do not.
@@ -216,6 +219,7 @@ pub async fn on_balance_move(s: &Arc<Shared>, req: BalanceMove, peer: SocketAddr
         left: req.arrival.left,
         balanced: req.arrival.balanced,
         dirty_rate: req.arrival.dirty_rate,
+        resident_bytes: req.arrival.resident_bytes,
     };
     match move_job(s, req.job.id, order).await {
         Ok((_, _, _, figures)) => MoveReply::Moved(figures),
@@ -237,6 +241,13 @@ fn refusal(e: ApiError) -> Refusal {
 
 fn store_refusal(e: crate::store::StoreError) -> Refusal {
     refusal(ApiError::from(e))
+}
+
+/// The dirty rate a move measured: what it sent beyond the job's resident
+/// memory was dirtied while it copied.
+fn dirty_rate(resident: u64, f: &MoveFigures) -> Option<f64> {
+    let copying = (f.total_ms - f.downtime_ms) / 1000.0;
+    (resident > 0 && copying > 0.0).then(|| f.bytes_sent.saturating_sub(resident) as f64 / copying)
 }
 
 /// Moves job `id` (this home's) as `order` says; returns its record after
@@ -283,7 +294,8 @@ pub async fn move_job(
         age_s: now_ms().saturating_sub(job.started_ms) as f64 / 1000.0,
         stay: job.stay,
         left: order.left.clone(),
-        dirty_rate: order.dirty_rate,
+        dirty_rate: s.dirty_rates().get(&id).copied().unwrap_or(order.dirty_rate),
+        resident_bytes: 0,
     };
     let opts = order.opts.clone();
     info!(job = id, from = %job.host, to = %to_name, why = order.why.as_str(), "moving");
@@ -351,6 +363,9 @@ pub async fn move_job(
                     }
                 };
                 s.publish(store);
+                if let Some(rate) = dirty_rate(order.resident_bytes, &figures) {
+                    s.dirty_rates().insert(id, rate);
+                }
                 info!(job = id, from = %job.host, to = %to_name, total_ms = figures.total_ms, downtime_ms = figures.downtime_ms, "moved");
                 Ok((rec, job.host.clone(), to_name.clone(), figures))
             }

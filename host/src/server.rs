@@ -101,6 +101,9 @@ pub struct Shared {
     pub events: watch::Sender<u64>,
     /// This host's balancer task.
     pub balance: crate::balance::Handle,
+    /// Dirty rates of this home's jobs as their last moves measured them,
+    /// bytes per second: they go with the job to its next host's balancer.
+    pub dirty_rates: Mutex<std::collections::HashMap<u64, f64>>,
     /// The daemon's CPU budget, which the jobs registering here join.
     pub cpu_limit: Option<Arc<crate::cgroup::CpuLimit>>,
 }
@@ -114,6 +117,10 @@ impl Shared {
     // are used under a plain mutex from the async handlers.
     pub fn store(&self) -> MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn dirty_rates(&self) -> MutexGuard<'_, std::collections::HashMap<u64, f64>> {
+        self.dirty_rates.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn children(&self) -> MutexGuard<'_, HashSet<u32>> {
@@ -260,7 +267,8 @@ async fn wrong_method(method: Method, uri: Uri) -> Response {
 }
 
 async fn hosts(State(s): State<AppState>) -> ApiResult<Vec<HostView>> {
-    let hosts = s.membership.hosts().await.map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
+    let mut hosts = s.membership.hosts().await.map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
+    s.balance.fill(&mut hosts);
     Ok(Json(hosts))
 }
 

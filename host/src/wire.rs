@@ -321,6 +321,9 @@ pub struct Arrival {
     pub left: Vec<(u64, f64)>,
     /// Its dirty rate as its last move measured it, bytes per second.
     pub dirty_rate: f64,
+    /// Its resident memory when the move was decided, bytes (0: unknown);
+    /// with the move's figures it gives the dirty rate.
+    pub resident_bytes: u64,
 }
 
 /// Asks a host to start a `mosvm receive` for one job's body.
@@ -461,7 +464,14 @@ mod tests {
             job: JobRef { home: "a".into(), id: 7 },
             mem_bytes: 1 << 28,
             owner_uid: 0,
-            arrival: Arrival { balanced: true, age_s: 3.5, stay: false, left: vec![(42, 1.5)], dirty_rate: 1e6 },
+            arrival: Arrival {
+                balanced: true,
+                age_s: 3.5,
+                stay: false,
+                left: vec![(42, 1.5)],
+                dirty_rate: 1e6,
+                resident_bytes: 1 << 20,
+            },
         };
         let f = encode_msg(Kind::PrepareBody, &p);
         let (k, payload) = decode_datagram(&f).unwrap();

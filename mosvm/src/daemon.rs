@@ -326,14 +326,18 @@ fn print_json<T: serde::Serialize>(v: &T) -> i32 {
 }
 
 fn hosts_table(hosts: &[HostView]) -> String {
-    let mut rows = vec![["NAME", "ADDRESS", "STATE", "JOBS", "FREE MEM"].map(String::from).to_vec()];
+    let mut rows = vec![["NAME", "ADDRESS", "STATE", "JOBS", "LOAD", "CPUS", "FREE MEM"].map(String::from).to_vec()];
     for h in hosts {
         let name = if h.local { format!("{} *", h.name) } else { h.name.clone() };
         let mem = match (h.mem_available, h.mem_total) {
             (Some(a), Some(t)) => format!("{} of {}", size(a), size(t)),
             _ => "-".into(),
         };
-        rows.push(vec![name, h.addr.clone(), h.state.as_str().into(), h.jobs.to_string(), mem]);
+        let (load, cpus) = match &h.load {
+            Some(l) => (format!("{:.2}", l.load), format!("{:.2}", l.cpus)),
+            None => ("-".into(), "-".into()),
+        };
+        rows.push(vec![name, h.addr.clone(), h.state.as_str().into(), h.jobs.to_string(), load, cpus, mem]);
     }
     table(&rows)
 }
