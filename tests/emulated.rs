@@ -47,6 +47,23 @@ pub struct Host {
 }
 
 impl Host {
+    /// Host number `i` of a cluster in `base`: h2 on 127.0.0.2, h3 on
+    /// 127.0.0.3, ...; not started.
+    fn new(base: &Path, i: usize, opts: &Options) -> Host {
+        let name = format!("h{}", i + 2);
+        Host {
+            opts: opts.clone(),
+            ip: format!("127.0.0.{}", i + 2),
+            port: next_port(),
+            sock: base.join(format!("{name}.sock")),
+            state_dir: base.join(format!("{name}-state")),
+            config: base.join(format!("{name}.toml")),
+            name,
+            ready: None,
+            proc: None,
+        }
+    }
+
     pub fn addr(&self) -> String {
         format!("{}:{}", self.ip, self.port)
     }
@@ -210,18 +227,7 @@ impl Cluster {
         let base = scratch_dir(test);
         let mut c = Cluster { base: base.clone(), hosts: Vec::new() };
         for i in 0..n {
-            let name = format!("h{}", i + 2);
-            c.hosts.push(Host {
-                opts: opts.clone(),
-                ip: format!("127.0.0.{}", i + 2),
-                port: next_port(),
-                sock: base.join(format!("{name}.sock")),
-                state_dir: base.join(format!("{name}-state")),
-                config: base.join(format!("{name}.toml")),
-                name,
-                ready: None,
-                proc: None,
-            });
+            c.hosts.push(Host::new(&base, i, opts));
         }
         for i in 0..n {
             let join: Vec<String> = if i == 0 { vec![] } else { vec![c.hosts[0].addr()] };
@@ -234,19 +240,7 @@ impl Cluster {
     /// first; returns its index.
     pub fn add(&mut self, opts: &Options) -> usize {
         let i = self.hosts.len();
-        let name = format!("h{}", i + 2);
-        let base = &self.base;
-        self.hosts.push(Host {
-            opts: opts.clone(),
-            ip: format!("127.0.0.{}", i + 2),
-            port: next_port(),
-            sock: base.join(format!("{name}.sock")),
-            state_dir: base.join(format!("{name}-state")),
-            config: base.join(format!("{name}.toml")),
-            name,
-            ready: None,
-            proc: None,
-        });
+        self.hosts.push(Host::new(&self.base, i, opts));
         let join = vec![self.hosts[0].addr()];
         self.hosts[i].start(&join);
         i
