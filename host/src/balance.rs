@@ -737,7 +737,7 @@ impl Task {
     async fn on_done(&mut self, now: f64, job: u64, result: Result<MoveFigures, Refusal>) {
         let Some(l) = self.jobs.get_mut(&job) else { return };
         let to = l.moving_to.take().unwrap_or_default();
-        let jref = l.job.clone();
+        let (jref, pid) = (l.job.clone(), l.pid);
         let foreign = jref.home != self.s.name;
         let to_key = self.hosts.iter().find(|(_, p)| p.name == to).map(|(&k, _)| k);
         let actions = match result {
@@ -765,11 +765,17 @@ impl Task {
                     // The target reserved room for the job: release it.
                     self.send(k, &Message::Cancel { job }).await;
                 }
+                // A job that ended while its move started is not the
+                // target's fault either.
+                let ended = !std::path::Path::new(&format!("/proc/{pid}")).exists();
                 let declined = matches!(
                     r.kind,
                     RefusalKind::Unmovable | RefusalKind::Pinned | RefusalKind::Busy | RefusalKind::Ended
                 );
-                if declined {
+                if ended {
+                    debug!(job = %jref, "balancer: the job ended as it was to move");
+                    self.b.migration_declined(now, job, now + DECLINED_HOLD, &mut self.rng)
+                } else if declined {
                     let hold = if r.kind == RefusalKind::Pinned { f64::INFINITY } else { now + DECLINED_HOLD };
                     info!(job = %jref, kind = r.kind.as_str(), "balancer: job skipped: {}", r.message);
                     self.s.event(NewEvent {

@@ -109,7 +109,9 @@ pub struct Sample {
     pub jobs: Vec<(u32, Option<u32>)>,
     /// Other runnable threads competing for this host's CPUs (never
     /// negative): in the daemon's quota cgroup if it has one, else on the
-    /// machine; the jobs' threads and the sampling thread not included.
+    /// machine; the jobs' threads and the daemon's own not included (the
+    /// daemon is busy in bursts, often just when it is asked about its
+    /// load: counting it would make a host with one job look like more).
     pub other: f64,
 }
 
@@ -175,15 +177,16 @@ impl Sampler {
     /// the scope. A thread in KVM_RUN and one throttled by the CFS quota
     /// are both runnable (R): both want the CPU.
     pub fn sample(&mut self, jobs: &[u32]) -> Sample {
-        // SAFETY: gettid has no memory effects.
-        let me = unsafe { libc::gettid() } as u32;
         self.job_tids.clear();
+        // The daemon's own threads first: they are left out like the jobs'.
+        let own = self.count_process(std::process::id()).unwrap_or(1).max(1);
         let jobs: Vec<(u32, Option<u32>)> = jobs.iter().map(|&pid| (pid, self.count_process(pid))).collect();
         let in_jobs: u32 = jobs.iter().filter_map(|j| j.1).sum();
         let other = match &self.scope {
             Scope::Machine => {
-                // The kernel's count includes the thread reading it: us.
-                self.machine_running().map_or(0.0, |n| n.saturating_sub(in_jobs).saturating_sub(1) as f64)
+                // The kernel's count includes the daemon's runnable threads,
+                // the one reading it at least.
+                self.machine_running().map_or(0.0, |n| n.saturating_sub(in_jobs).saturating_sub(own) as f64)
             }
             Scope::Cgroup { .. } => {
                 self.job_tids.sort_unstable();
@@ -191,7 +194,7 @@ impl Sampler {
                 let tids = std::mem::take(&mut self.tids);
                 let mut n = 0u32;
                 for &t in &tids {
-                    if t != me && self.job_tids.binary_search(&t).is_err() && self.thread_state(t, t) == Some(b'R') {
+                    if self.job_tids.binary_search(&t).is_err() && self.thread_state(t, t) == Some(b'R') {
                         n += 1;
                     }
                 }
@@ -203,7 +206,7 @@ impl Sampler {
     }
 
     /// Runnable threads of process `pid`, None if it is gone. Records its
-    /// thread ids in `job_tids`.
+    /// thread ids in `job_tids` (the threads not counted as other load).
     fn count_process(&mut self, pid: u32) -> Option<u32> {
         self.path.clear();
         let _ = write!(self.path, "/proc/{pid}/task");
