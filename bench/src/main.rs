@@ -46,7 +46,7 @@ fn run_quiet(cmd: &mut Command) -> Result<Duration> {
     Ok(d)
 }
 
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()

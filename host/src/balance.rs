@@ -48,6 +48,8 @@ const JOB_UPDATE: f64 = 1.0;
 const HOSTS_REFRESH: f64 = 1.0;
 /// Time constant of a job's busy fraction, seconds.
 const BUSY_TAU: f64 = 2.0;
+/// Moves that sent less than this do not measure the link's bandwidth.
+const MIN_BANDWIDTH_SAMPLE: u64 = 32 << 20;
 /// The same refusal of the same job is recorded once per this long.
 const REFUSAL_EVENT_QUIET: f64 = 10.0;
 
@@ -742,7 +744,8 @@ impl Task {
         let to_key = self.hosts.iter().find(|(_, p)| p.name == to).map(|(&k, _)| k);
         let actions = match result {
             Ok(f) => {
-                if f.bandwidth_mbps.is_finite() && f.bandwidth_mbps > 0.0 {
+                // A small move's rate is its setup time, not the link's.
+                if f.bytes_sent >= MIN_BANDWIDTH_SAMPLE && f.bandwidth_mbps.is_finite() && f.bandwidth_mbps > 0.0 {
                     self.b.set_bandwidth(f.bandwidth_mbps * 1e6);
                 }
                 self.jobs.remove(&job);
