@@ -225,6 +225,7 @@ pub fn spawn(
         hosts: HashMap::new(),
         jobs: HashMap::new(),
         notes: HashMap::new(),
+        departed: HashMap::new(),
         refusals: HashMap::new(),
         pids: Vec::new(),
         last_refresh: f64::NEG_INFINITY,
@@ -266,6 +267,8 @@ struct Task {
     hosts: HashMap<u64, Peer>,
     jobs: HashMap<u64, Local>,
     notes: HashMap<JobRef, Note>,
+    /// Bodies that moved on, until their process has gone.
+    departed: HashMap<(JobRef, u32), f64>,
     /// When a refusal of (job, host) was last recorded as an event.
     refusals: HashMap<(u64, u64), f64>,
     pids: Vec<u32>,
@@ -400,10 +403,12 @@ impl Task {
         }
     }
 
-    /// The bodies running here now.
-    fn found(&self) -> Vec<Found> {
+    /// The bodies running here now, and whether the records could be read
+    /// (if not, this home's jobs are missing from the list).
+    fn found(&self) -> (Vec<Found>, bool) {
         let now = now_ms();
         let mut out = Vec::new();
+        let mut records_ok = true;
         match self.s.store().jobs(false) {
             Ok(jobs) => {
                 out.extend(jobs.into_iter().filter(|j| j.host == self.s.name && !j.state.ended()).filter_map(|j| {
@@ -416,10 +421,15 @@ impl Task {
                     })
                 }))
             }
-            Err(e) => warn!("balancer: reading job records: {e}"),
+            Err(e) => {
+                warn!("balancer: reading job records: {e}");
+                records_ok = false;
+            }
         }
         for b in self.s.bodies.list() {
-            if b.control_sock.exists() {
+            // A body that moved on runs no more, though its process may
+            // take a while to go.
+            if b.control_sock.exists() && !self.departed.contains_key(&(b.job.clone(), b.pid)) {
                 let note = self.notes.get(&b.job);
                 out.push(Found {
                     job: b.job,
@@ -430,12 +440,12 @@ impl Task {
                 });
             }
         }
-        out
+        (out, records_ok)
     }
 
     /// Brings the balancer's job table in line with what runs here.
     fn reconcile(&mut self, now: f64) {
-        let found = self.found();
+        let (found, records_ok) = self.found();
         for f in &found {
             let k = job_key(&f.job);
             if self.jobs.contains_key(&k) {
@@ -481,6 +491,8 @@ impl Task {
             .jobs
             .iter()
             .filter(|(_, l)| l.moving_to.is_none() && !found.iter().any(|f| f.job == l.job && f.pid == l.pid))
+            // Unreadable records say nothing about this home's jobs.
+            .filter(|(_, l)| records_ok || l.job.home != self.s.name)
             .map(|(&k, _)| k)
             .collect();
         for k in gone {
@@ -488,6 +500,10 @@ impl Task {
             self.b.job_exited(now, k);
         }
         self.notes.retain(|_, n| now - n.at < ARRIVAL_NOTE_LIFE);
+        let bodies = self.s.bodies.list();
+        self.departed.retain(|(j, pid), at| {
+            now - *at < ARRIVAL_NOTE_LIFE && bodies.iter().any(|b| b.job == *j && b.pid == *pid)
+        });
         self.refusals.retain(|_, &mut t| now - t < REFUSAL_EVENT_QUIET);
     }
 
@@ -535,11 +551,6 @@ impl Task {
                 let Some(msg) = self.screen(k, msg) else {
                     return self.drops.note(from.addr, "balancer message", &"it speaks for another host");
                 };
-                if let Message::Cancel { job } = &msg {
-                    if let Some(jref) = self.notes.keys().find(|j| job_key(j) == *job) {
-                        self.s.bodies.abandon(jref);
-                    }
-                }
                 let actions = self.b.on_message(now, k, msg, &mut self.rng);
                 self.act(now, actions).await;
             }
@@ -750,6 +761,7 @@ impl Task {
                 }
                 self.jobs.remove(&job);
                 if foreign {
+                    self.departed.insert((jref.clone(), pid), now);
                     self.s.event(NewEvent {
                         kind: EventKind::Moved,
                         job: Some(jref.to_string()),
@@ -771,9 +783,15 @@ impl Task {
                 // A job that ended while its move started is not the
                 // target's fault either.
                 let ended = !std::path::Path::new(&format!("/proc/{pid}")).exists();
+                // The job (or its record) said no: not the target's fault.
                 let declined = matches!(
                     r.kind,
-                    RefusalKind::Unmovable | RefusalKind::Pinned | RefusalKind::Busy | RefusalKind::Ended
+                    RefusalKind::Unmovable
+                        | RefusalKind::Pinned
+                        | RefusalKind::Busy
+                        | RefusalKind::Ended
+                        | RefusalKind::NotMember
+                        | RefusalKind::NotFound
                 );
                 if ended {
                     debug!(job = %jref, "balancer: the job ended as it was to move");
@@ -826,7 +844,10 @@ async fn ask_home(
         .ok_or_else(|| unreachable(format!("the job's home {} is not an active member", job.home)))?;
     let addr: SocketAddr = home.addr.parse().map_err(|_| unreachable(format!("bad address {}", home.addr)))?;
     let msg = BalanceMove { from: s.id.clone(), job: job.clone(), to, why, reason, arrival };
-    match peer::request(s.id.addr.ip(), addr, Kind::BalanceMove, &msg, Kind::Moved, crate::control::MOVE_LIMIT).await {
+    // Longer than the home's own limits (prepare, then the move), so that
+    // the home's answer, not our impatience, ends a slow move.
+    let limit = crate::control::MOVE_LIMIT + Duration::from_secs(60);
+    match peer::request(s.id.addr.ip(), addr, Kind::BalanceMove, &msg, Kind::Moved, limit).await {
         Ok(MoveReply::Moved(f)) => Ok(f),
         Ok(MoveReply::Refused(r)) => Err(r),
         Err(e) => Err(unreachable(format!("the job's home {} ({addr}): {e}", job.home))),

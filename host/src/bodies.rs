@@ -111,21 +111,6 @@ impl Bodies {
         self.table().get(job).cloned()
     }
 
-    /// The move that asked for a receiver of `job` was given up before the
-    /// body came: stop the receiver now rather than when it times out.
-    pub fn abandon(&self, job: &JobRef) {
-        let Some(b) = self.get(job) else { return };
-        if b.control_sock.exists() {
-            return;
-        }
-        if let Ok(pid) = libc::pid_t::try_from(b.pid) {
-            info!(body = %job, pid = b.pid, "move given up; stopping its receiver");
-            // SAFETY: kill(2) of our own child, which is reaped by the task
-            // that waits for it (so the pid cannot have been reused).
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-        }
-    }
-
     pub fn list(&self) -> Vec<Body> {
         let mut v: Vec<Body> = self.table().values().cloned().collect();
         v.sort_by(|a, b| a.job.home.cmp(&b.job.home).then(a.job.id.cmp(&b.job.id)));

@@ -234,6 +234,12 @@ struct Freshness {
 }
 
 impl Freshness {
+    /// A member went: whatever comes from its address next starts afresh
+    /// (a host restarted with its clock set back has an older boot).
+    fn forget(&mut self, from: SocketAddr) {
+        self.newest.remove(&from);
+    }
+
     /// True, and remembered, if (boot, seq) is newer than any seen from `from`.
     fn fresh(&mut self, from: SocketAddr, boot: u64, seq: u64) -> bool {
         match self.newest.get(&from) {
@@ -403,6 +409,7 @@ impl Task {
             let _ = self.heard.try_send(Heard::Down { id: l.from.clone(), left: true });
         }
         self.statuses.remove(&from);
+        self.balance_seen.forget(from);
         // Tell foca now rather than wait for the gossip to come round.
         if let Err(e) = self.foca.apply_many(std::iter::once(Member::down(l.from)), true, &mut self.runtime) {
             debug!("applying a leave: {e}");
@@ -480,6 +487,7 @@ impl Task {
                         let _ = self.heard.try_send(Heard::Down { id: id.clone(), left: false });
                     }
                     self.statuses.remove(&id.addr);
+                    self.balance_seen.forget(id.addr);
                 }
                 OwnedNotification::Rename(old, new) => {
                     debug!(old = ?old, new = ?new, "host restarted under a new identity");

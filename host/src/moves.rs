@@ -193,7 +193,11 @@ pub struct Order {
     pub resident_bytes: u64,
 }
 
-/// The balancer's moves leave pinned jobs alone; an operator's do not.
+/// Longest reason a peer may give for a move.
+const MAX_REASON: usize = 1024;
+
+/// The balancer's moves leave pinned jobs alone; an operator's and a
+/// drain's do not.
 fn automatic(why: MoveWhy) -> bool {
     matches!(why, MoveWhy::Balancer | MoveWhy::Load | MoveWhy::Memory)
 }
@@ -208,14 +212,20 @@ pub async fn on_balance_move(s: &Arc<Shared>, req: BalanceMove, peer: SocketAddr
             "only the host running the job's body, a member, may ask to move it",
         ));
     }
-    if !automatic(req.why) {
+    if req.why == MoveWhy::Operator {
         return MoveReply::Refused(Refusal::new(RefusalKind::BadRequest, "a balancer move has a balancer's reason"));
+    }
+    // Words for the records, not a payload.
+    let mut reason = req.reason;
+    if reason.len() > MAX_REASON {
+        let cut = (0..=MAX_REASON).rev().find(|&i| reason.is_char_boundary(i)).unwrap_or(0);
+        reason.truncate(cut);
     }
     let order = Order {
         to: req.to,
         opts: MoveOptions::default(),
         why: req.why,
-        reason: Some(req.reason),
+        reason: Some(reason),
         left: req.arrival.left,
         balanced: req.arrival.balanced,
         dirty_rate: req.arrival.dirty_rate,
@@ -364,7 +374,12 @@ pub async fn move_job(
                 };
                 s.publish(store);
                 if let Some(rate) = dirty_rate(order.resident_bytes, &figures) {
-                    s.dirty_rates().insert(id, rate);
+                    let mut rates = s.dirty_rates();
+                    // One entry per job ever moved: keep it bounded.
+                    if rates.len() >= 10_000 {
+                        rates.clear();
+                    }
+                    rates.insert(id, rate);
                 }
                 info!(job = id, from = %job.host, to = %to_name, total_ms = figures.total_ms, downtime_ms = figures.downtime_ms, "moved");
                 Ok((rec, job.host.clone(), to_name.clone(), figures))
