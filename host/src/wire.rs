@@ -18,6 +18,9 @@ use crate::membership::HostId;
 pub const MAGIC: [u8; 2] = *b"MV";
 /// Bumped on any incompatible change of the framing or of a payload.
 pub const VERSION: u8 = 2;
+/// The oldest version this host still reads: version 1 differs only in
+/// that `PrepareBody` and `MoveBody` had no `arrival` (see `upgrade`).
+pub const OLDEST_VERSION: u8 = 1;
 pub const HEADER_LEN: usize = 12;
 /// Largest SWIM payload (foca's `max_packet_size`): fits an Ethernet MTU.
 pub const MAX_SWIM_PAYLOAD: usize = 1400;
@@ -78,7 +81,7 @@ pub enum WireError {
     Truncated { have: usize, need: usize },
     #[error("not a mosvm frame (bad magic)")]
     BadMagic,
-    #[error("frame version {0}, this host speaks {VERSION}")]
+    #[error("frame version {0}, this host reads versions {OLDEST_VERSION} to {VERSION}")]
     Version(u8),
     #[error("unknown frame kind {0}")]
     UnknownKind(u8),
@@ -102,9 +105,13 @@ fn checksum(header: &[u8], payload: &[u8]) -> u32 {
 
 /// One frame, header and payload.
 pub fn encode(kind: Kind, payload: &[u8]) -> Vec<u8> {
+    encode_version(VERSION, kind, payload)
+}
+
+fn encode_version(version: u8, kind: Kind, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
     out.extend_from_slice(&MAGIC);
-    out.push(VERSION);
+    out.push(version);
     out.push(kind as u8);
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     let crc = checksum(&out, payload);
@@ -125,7 +132,7 @@ fn parse_header(h: &[u8; HEADER_LEN], max: usize) -> Result<(Kind, usize), WireE
     if h[..2] != MAGIC {
         return Err(WireError::BadMagic);
     }
-    if h[2] != VERSION {
+    if !(OLDEST_VERSION..=VERSION).contains(&h[2]) {
         return Err(WireError::Version(h[2]));
     }
     let kind = Kind::from_u8(h[3]).ok_or(WireError::UnknownKind(h[3]))?;
@@ -193,7 +200,18 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<(Kind,
         }
     }
     verify(&header, &payload)?;
+    upgrade(header[2], kind, &mut payload);
     Ok(Some((kind, payload)))
+}
+
+/// Makes a payload of an older version read as the current one. Postcard
+/// lays a struct out as its fields in order, so a version-1 `PrepareBody`
+/// or `MoveBody` followed by an encoded `Arrival::default()` is the same
+/// message in version 2. (Datagram kinds did not change.)
+fn upgrade(version: u8, kind: Kind, payload: &mut Vec<u8>) {
+    if version == 1 && matches!(kind, Kind::PrepareBody | Kind::MoveBody) {
+        payload.extend(postcard::to_allocvec(&Arrival::default()).unwrap_or_default());
+    }
 }
 
 pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, frame: &[u8]) -> Result<(), WireError> {
@@ -492,6 +510,50 @@ mod tests {
         // Every truncation of a valid payload is refused, never a panic.
         for n in 0..payload.len() {
             assert!(decode_msg::<MoveBody>(Kind::MoveBody, &payload[..n]).is_err());
+        }
+    }
+
+    #[tokio::test]
+    async fn version_1_frames_are_read() {
+        // The version-1 shapes, as a previous release sends them.
+        #[derive(Serialize)]
+        struct PrepareBodyV1 {
+            from: HostId,
+            job: JobRef,
+            mem_bytes: u64,
+            owner_uid: u32,
+        }
+        #[derive(Serialize)]
+        struct MoveBodyV1 {
+            from: HostId,
+            job: JobRef,
+            to: Target,
+            opts: MoveOptions,
+        }
+        let from = HostId { name: "a".into(), addr: "127.0.0.2:7077".parse().unwrap(), incarnation: 1 };
+        let job = JobRef { home: "a".into(), id: 7 };
+        let v1 = |kind, payload: Vec<u8>| encode_version(1, kind, &payload);
+        let prep = PrepareBodyV1 { from: from.clone(), job: job.clone(), mem_bytes: 1 << 28, owner_uid: 5 };
+        let mut stream = v1(Kind::PrepareBody, postcard::to_allocvec(&prep).unwrap());
+        let opts = MoveOptions { downtime_ms: Some(5.0), max_bandwidth_mbps: None, verify: false };
+        let mv = MoveBodyV1 { from: from.clone(), job: job.clone(), to: Target::Home, opts: opts.clone() };
+        stream.extend(v1(Kind::MoveBody, postcard::to_allocvec(&mv).unwrap()));
+        let mut r = &stream[..];
+        let (k, p) = read_frame(&mut r).await.unwrap().unwrap();
+        let prep: PrepareBody = decode_msg(k, &p).unwrap();
+        assert_eq!((prep.mem_bytes, prep.owner_uid, prep.arrival), (1 << 28, 5, Arrival::default()));
+        let (k, p) = read_frame(&mut r).await.unwrap().unwrap();
+        let mv: MoveBody = decode_msg(k, &p).unwrap();
+        assert_eq!((mv.to, mv.opts, mv.arrival), (Target::Home, opts, Arrival::default()));
+        // A version-1 status datagram reads as it is.
+        let st = Status { from, seq: 3, mem_available: 1, mem_total: 2, running: vec![("a".into(), 1)] };
+        let d = encode_version(1, Kind::Status, &postcard::to_allocvec(&st).unwrap());
+        let (k, p) = decode_datagram(&d).unwrap();
+        assert_eq!(decode_msg::<Status>(k, p).unwrap(), st);
+        // Versions this host does not know are refused.
+        for v in [0, VERSION + 1] {
+            let d = encode_version(v, Kind::Status, &postcard::to_allocvec(&st).unwrap());
+            assert!(matches!(decode_datagram(&d), Err(WireError::Version(x)) if x == v));
         }
     }
 
