@@ -3,6 +3,7 @@
 #   make demo    every image in a micro-VM beside its native run; a job moved across three hosts
 #   make test    unit and end-to-end tests (needs /dev/kvm)
 #   make bench   measure and write BENCHMARKS.md
+#   make man     man pages into target/man
 #
 # Every target installs what it needs (musl-tools, the static glibc, the
 # Rust dependencies) on a fresh Debian machine.
@@ -15,14 +16,18 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo >/dev/null && [ "$$(id -u
 IMAGES := hello cpu mem files crash
 GUESTS := $(basename $(notdir $(wildcard tests/guest/*.c)))
 BENCH_GUESTS := $(basename $(notdir $(wildcard bench/guest/*.c)))
+# Dynamically linked glibc builds (gcc's default), and Go programs.
+DYN_GUESTS := $(basename $(notdir $(wildcard tests/guest/dyn/*.c)))
+GO_GUESTS := $(basename $(notdir $(wildcard tests/go/*.go)))
 MUSL_CFLAGS := -static -O2 -Wall -Wno-array-bounds -Wno-infinite-recursion
 
 IMAGE_BINS := $(IMAGES:%=$(BUILD)/%) $(GUESTS:%=$(BUILD)/tests/%) $(BENCH_GUESTS:%=$(BUILD)/bench/%) \
 	$(BUILD)/tests/hello-glibc $(BUILD)/tests/hello-glibc-pie $(BUILD)/tests/hello-dynamic \
 	$(BUILD)/tests/signals-glibc $(BUILD)/tests/threads-glibc $(BUILD)/tests/procs-glibc $(BUILD)/tests/clocks-glibc \
-	$(BUILD)/tests/not-elf $(BUILD)/tests/script.sh
+	$(BUILD)/tests/not-elf $(BUILD)/tests/script.sh \
+	$(DYN_GUESTS:%=$(BUILD)/tests/dyn/%) $(GO_GUESTS:%=$(BUILD)/tests/go/%)
 
-.PHONY: all deps build images test bench demo clean fmt lint
+.PHONY: all deps build images test bench demo man clean fmt lint
 
 all: build images
 
@@ -35,7 +40,10 @@ deps: .deps-stamp
 	command -v gcc >/dev/null || need="$$need gcc"; \
 	[ -x /bin/busybox ] && file -L /bin/busybox 2>/dev/null | grep -q 'statically' || need="$$need busybox-static"; \
 	command -v file >/dev/null || need="$$need file"; \
-	command -v python3 >/dev/null || need="$$need python3"; \
+	[ -x /usr/bin/python3 ] || need="$$need python3"; \
+	command -v go >/dev/null || need="$$need golang-go"; \
+	for t in bash perl gzip tar find md5sum bzip2 make file sqlite3 jq; do command -v $$t >/dev/null || need="$$need $$t"; done; \
+	command -v xz >/dev/null || need="$$need xz-utils"; \
 	if [ -n "$$need" ]; then \
 		echo "installing:$$need"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$need; \
@@ -59,6 +67,16 @@ $(BUILD)/tests/%: tests/guest/%.c
 $(BUILD)/bench/%: bench/guest/%.c
 	@mkdir -p $(@D)
 	musl-gcc $(MUSL_CFLAGS) -o $@ $<
+
+$(BUILD)/tests/dyn/%: tests/guest/dyn/%.c
+	@mkdir -p $(@D)
+	gcc -O2 -Wall -pthread -o $@ $<
+
+# Go builds its own runtime in: static unless cgo is asked for.
+$(BUILD)/tests/go/%: tests/go/%.go
+	@mkdir -p $(@D)
+	cd tests/go && GOCACHE=$(CURDIR)/target/go-cache GOPATH=$(CURDIR)/target/go GO111MODULE=off GOFLAGS=-mod=mod \
+		go build -o $(CURDIR)/$@ $(notdir $<)
 
 # glibc builds: static, static-pie, and a dynamic one that must be refused.
 $(BUILD)/tests/hello-glibc: images/src/hello.c
@@ -106,6 +124,11 @@ bench: build images
 
 demo: build images
 	./scripts/demo.sh
+
+# Man pages for mosvm and each of its commands, from the CLI definition.
+man: build
+	target/release/mosvm man --dir target/man
+	@echo "man pages in target/man: man -l target/man/mosvm.1"
 
 fmt:
 	$(CARGO) fmt --all

@@ -9,16 +9,19 @@ trap 'rm -rf "$work"' EXIT
 seq 1 5000 | sed 's/^/line /' > "$work/in.txt"
 
 ms() { date +%s%N; }
+abs() { case $1 in /*) echo "$1" ;; *) echo "$OLDPWD/$1" ;; esac; }
 show() { # name, args...
 	local name=$1; shift
 	local prog=$B/$name
+	# An absolute path is a program of this machine (run where it is).
+	case $name in /*) prog=$name ;; esac
 	echo "=== $name $*"
 	local t0 t1 t2
 	t0=$(ms)
-	(cd "$work" && "$OLDPWD/$prog" "$@") > "$work/native.out" 2> "$work/native.err"
+	(cd "$work" && "$(abs "$prog")" "$@") > "$work/native.out" 2> "$work/native.err"
 	local ns=$?
 	t1=$(ms)
-	(cd "$work" && "$OLDPWD/$MOSVM" run -- "$OLDPWD/$prog" "$@") > "$work/vm.out" 2> "$work/vm.err"
+	(cd "$work" && "$OLDPWD/$MOSVM" run -- "$(abs "$prog")" "$@") > "$work/vm.out" 2> "$work/vm.err"
 	local vs=$?
 	t2=$(ms)
 	echo "--- micro-VM output (exit status $vs):"
@@ -41,6 +44,11 @@ show mem 128 32 20
 show files in.txt out.txt 3
 show crash null
 
+echo "=== programs users run: Debian's own, dynamically linked (ld.so and libraries read through the job's site)"
+show /usr/bin/python3 -c 'import collections, hashlib; c = collections.Counter(open("in.txt").read().split()); print(len(c), hashlib.md5(open("in.txt", "rb").read()).hexdigest())'
+show /bin/bash -c 'sort -r in.txt | head -n 3; while read -r w n; do s=$((s + n)); done < in.txt; echo "sum $s"; gzip -c in.txt | gzip -dc | md5sum'
+show /usr/bin/perl -ne '$s += (split)[1]; END { print "$s\n" }' in.txt
+
 echo "=== launch-to-exit of hello, median of 30 runs"
 native=() vm=()
 for i in $(seq 30); do
@@ -56,7 +64,8 @@ echo
 echo "=== a cluster of three hosts on this machine: a job started at h1 moves to h2, h3 and home"
 # Each host is a `mosvm host` daemon on its own loopback address, with its
 # own state dir and API socket. The job's output, files and exit status
-# stay at its home (h1) wherever its body runs.
+# stay at its home (h1) wherever its body runs. Only the operator moves
+# it here (--no-balance); the balancers come next.
 port=$((17000 + RANDOM % 2000))
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$work"; }
@@ -65,7 +74,7 @@ for i in 1 2 3; do
 	mkdir -p "$work/h$i"
 	join=(); [ "$i" != 1 ] && join=(--join "127.0.0.2:$port")
 	"$MOSVM" host --name "h$i" --listen "127.0.0.$((i + 1)):$port" --api-sock "$work/h$i.sock" \
-		--state-dir "$work/h$i/state" "${join[@]}" > "$work/h$i.ready" 2> "$work/h$i.log" &
+		--state-dir "$work/h$i/state" --no-balance "${join[@]}" > "$work/h$i.ready" 2> "$work/h$i.log" &
 	pids+=($!)
 	for _ in $(seq 100); do grep -q '"ready"' "$work/h$i.ready" 2>/dev/null && break; sleep 0.05; done
 done
@@ -125,14 +134,24 @@ ids=()
 for j in 1 2 3 4 5 6; do ids+=("$("$MOSVM" run -d --mem 64M -- "$B/cpu" "$work_n")"); done
 echo "--- started jobs ${ids[*]} at b1 (mosvm run -d)"
 running() { "$MOSVM" ps --json | python3 -c 'import json,sys; print(sum(j["state"] in ("running","moving") for j in json.load(sys.stdin)))'; }
+at_b2() { "$MOSVM" ps --json | python3 -c 'import json,sys; print(sum(j["state"] in ("running","moving") and j["host"]=="b2" for j in json.load(sys.stdin)))'; }
 t0=$(date +%s)
-for round in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+for round in 1 2 3 4 5 6 7 8 9 10; do
 	sleep 2
 	echo "--- after $(( $(date +%s) - t0 )) s: mosvm hosts; mosvm ps"
 	"$MOSVM" hosts | sed 's/^/    /'
 	"$MOSVM" ps | sed 's/^/    /'
-	[ "$(running)" = 0 ] && break
+	[ "$(at_b2)" -ge 2 ] && break
 done
+echo "--- mosvm top (its plain snapshot: stdout is not a terminal here)"
+"$MOSVM" top --once | sed 's/^/    /'
+echo
+echo "=== maintenance: mosvm drain b2, asked at b3, while every job keeps running"
+MOSVM_SOCK="$work/b3.sock" "$MOSVM" drain b2 --timeout 60s 2>&1 | sed 's/^/    /'
+echo "--- mosvm ps at b1 right after: no job runs at b2"
+"$MOSVM" ps | sed 's/^/    /'
+echo "--- mosvm hosts"
+"$MOSVM" hosts | sed 's/^/    /'
 for id in "${ids[@]}"; do "$MOSVM" wait "$id" > /dev/null; done
 echo "--- all done after $(( $(date +%s) - t0 )) s; each output against the native run:"
 "$B/cpu" "$work_n" > "$work/cpu.native"
@@ -144,3 +163,5 @@ for id in "${ids[@]}"; do
 done
 echo "--- mosvm events (the balancers' decisions, at b1)"
 "$MOSVM" events -n 12 | sed 's/^/    /'
+echo "--- mosvm uncordon b2: it takes jobs again"
+"$MOSVM" uncordon b2 | sed 's/^/    /'

@@ -5,61 +5,24 @@
 
 use std::collections::BTreeSet;
 use std::process::Command;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use mosvm_host::api::{Event, EventKind, JobDetail, JobState, JobView, MoveWhy};
 use mosvm_host::wire::{self, BalanceEnvelope, Kind};
-use mosvm_tests::emulated::{wait_until, Cluster, Host, Options};
-use mosvm_tests::{image, mosvm_bin, native, require_kvm, run_command, Opts};
+use mosvm_tests::emulated::{half_cpu, serial, wait_until, Cluster, Host, Options, FOREVER, WORK};
+use mosvm_tests::{image, native, require_kvm, Opts};
 
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// About 2 s of CPU on this machine's cores.
-const WORK: &str = "1200000000";
-/// Longer than any test waits.
-const FOREVER: &str = "400000000000";
-
-fn half_cpu() -> Options {
-    Options { cpus: Some(0.5), ..Options::default() }
-}
-
-/// Emulated hosts with CPU budgets need root (cgroups), as CI has. Without
-/// it the test fails, unless MOSVM_ALLOW_NO_ROOT=1 says to skip it (loudly).
 fn root() -> bool {
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var("MOSVM_ALLOW_NO_ROOT").as_deref() == Ok("1") {
-        eprintln!("*** SKIPPED: emulated hosts with CPU budgets need root (cgroups) (MOSVM_ALLOW_NO_ROOT=1) ***");
-        return false;
-    }
-    panic!("emulated hosts with CPU budgets need root (cgroups); set MOSVM_ALLOW_NO_ROOT=1 to skip these tests");
+    mosvm_tests::emulated::need_root()
 }
 
 /// `mosvm ARGS --sock SOCK` at host `h`.
 fn at(h: &Host, args: &[&str]) -> mosvm_tests::Run {
-    let mut cmd = Command::new(mosvm_bin());
-    cmd.args(args).arg("--sock").arg(&h.sock);
-    run_command(cmd, &Opts::default())
+    h.at(args)
 }
 
-/// Starts a detached job at `h`: `mosvm run -d [flags] -- PROG ARGS`.
 fn submit(h: &Host, flags: &[&str], prog: &str, args: &[&str]) -> u64 {
-    let mut cmd = Command::new(mosvm_bin());
-    cmd.args(["run", "-d", "--mem", "64M"]).args(flags).arg("--").arg(image(prog)).args(args);
-    let sock = h.sock.to_str().unwrap();
-    let r = run_command(
-        cmd,
-        &Opts { env: vec![("MOSVM_SOCK", sock)], cwd: Some(std::path::Path::new("/")), ..Opts::default() },
-    );
-    assert_eq!(r.status, 0, "run -d at {}: {r:?}", h.name);
-    r.stdout.trim().parse().unwrap_or_else(|_| panic!("run -d prints the job id: {:?}", r.stdout))
+    h.submit(flags, prog, args)
 }
 
 fn detail(h: &Host, id: u64) -> JobDetail {
@@ -78,14 +41,8 @@ fn jobs(h: &Host) -> Vec<JobView> {
     h.ps(true)
 }
 
-/// Waits for job `id` of `h` to end; returns its record.
 fn wait_job(h: &Host, id: u64, limit: Duration) -> JobView {
-    let mut v = None;
-    wait_until(&format!("job {id} at {} to end", h.name), limit, || {
-        v = jobs(h).into_iter().find(|j| j.id == id && j.state.ended());
-        v.is_some()
-    });
-    v.unwrap()
+    h.wait_job(id, limit)
 }
 
 /// The hosts job `id` ran on: its home and every move's destination.

@@ -337,7 +337,7 @@ fn ping(addr: &str) -> mosvm_host::membership::HostId {
     s.read_exact(&mut frame[wire::HEADER_LEN..]).unwrap();
     let (kind, payload) = wire::decode_datagram(&frame).unwrap();
     assert_eq!(kind, Kind::Pong);
-    wire::decode_msg::<wire::Pong>(kind, payload).unwrap().id
+    wire::decode_msg::<wire::Pong>(kind, &payload).unwrap().id
 }
 
 #[test]
@@ -436,7 +436,7 @@ fn garbage_on_the_peer_port_is_refused() {
     frame.resize(wire::HEADER_LEN + len, 0);
     s.read_exact(&mut frame[wire::HEADER_LEN..]).unwrap();
     let (kind, payload) = wire::decode_datagram(&frame).unwrap();
-    match wire::decode_msg::<wire::MoveReply>(kind, payload).unwrap() {
+    match wire::decode_msg::<wire::MoveReply>(kind, &payload).unwrap() {
         wire::MoveReply::Refused(r) => assert_eq!(r.kind, wire::RefusalKind::NotMember),
         other => panic!("a stranger's move was not refused: {other:?}"),
     }
@@ -795,4 +795,63 @@ fn helper_mosvm(dir: &std::path::Path) -> std::path::PathBuf {
         std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     copy
+}
+
+#[test]
+fn an_unsupported_call_is_told_to_the_operator_not_to_the_job() {
+    if !mosvm_tests::require_kvm("an_unsupported_call_is_told_to_the_operator_not_to_the_job") {
+        return;
+    }
+    let _l = mosvm_tests::migration_lock();
+    let c = Cluster::start("daemon-notice", 1);
+    c.wait_all_alive(Duration::from_secs(10));
+    let a = &c.hosts[0];
+    let prog = mosvm_tests::image("tests/unknown");
+    let native = mosvm_tests::native(&prog, &[], &Opts::default());
+    let dir = c.base.join("notice");
+    std::fs::create_dir_all(&dir).unwrap();
+    let r = run_registered(&a.sock, &dir, &prog, &[]).finish(LONG);
+    assert_eq!(r, native, "the job's output is the native one");
+    let e = at(&a.sock, &["events", "--json", "-n", "50"]);
+    assert_eq!(e.status, 0, "{e:?}");
+    let events: Vec<mosvm_host::api::Event> =
+        e.stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|err| panic!("{l:?}: {err}"))).collect();
+    let notices: Vec<_> = events.iter().filter(|e| e.kind == mosvm_host::api::EventKind::Notice).collect();
+    assert_eq!(notices.len(), 2, "one notice per number: {events:?}");
+    assert!(notices.iter().any(|n| n.reason.contains("system call 999")), "{notices:?}");
+    assert!(notices.iter().all(|n| n.job.is_some()), "{notices:?}");
+}
+
+#[test]
+fn a_detached_job_starts_with_its_callers_limits() {
+    if !mosvm_tests::require_kvm("a_detached_job_starts_with_its_callers_limits") {
+        return;
+    }
+    let _l = mosvm_tests::migration_lock();
+    let c = Cluster::start("daemon-limits", 1);
+    c.wait_all_alive(Duration::from_secs(10));
+    let a = &c.hosts[0];
+    let dir = c.base.join("limits");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cmd = Command::new(mosvm_tests::mosvm_bin());
+    cmd.args(["run", "-d", "--", "/bin/bash", "-c", "ulimit -Sn; ulimit -Hn; ulimit -Ss"]);
+    // SAFETY: setrlimit is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            let l = libc::rlimit { rlim_cur: 3000, rlim_max: 4000 };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &l) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let sock = a.sock.to_str().unwrap();
+    let r = run_command(cmd, &Opts { cwd: Some(&dir), env: vec![("MOSVM_SOCK", sock)], ..Opts::default() });
+    assert_eq!(r.status, 0, "{r:?}");
+    let id: u64 = r.stdout.trim().parse().unwrap();
+    let w = at(&a.sock, &["wait", &id.to_string()]);
+    assert_eq!(w.status, 0, "{w:?}");
+    let l = at(&a.sock, &["logs", &id.to_string()]);
+    // The descriptor limits are the caller's; the stack's is the VM's.
+    assert_eq!(l.stdout, "3000\n4000\n8192\n", "{l:?}");
 }

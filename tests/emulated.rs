@@ -11,7 +11,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::{mosvm, mosvm_bin, scratch_dir, Proc};
+use crate::{mosvm, mosvm_bin, run_command, scratch_dir, Opts, Proc, Run};
 use mosvm_host::api::{HostState, HostView, JobView, Ready};
 
 /// Ports handed out to this test process: a base derived from its pid, so
@@ -32,6 +32,9 @@ pub struct Options {
     pub no_balance: bool,
     /// More TOML for every host's config file (e.g. a `[balancer]` table).
     pub toml: String,
+    /// Serve Prometheus metrics on the host's own address, port picked
+    /// (`Ready::metrics` says which).
+    pub metrics: bool,
 }
 
 pub struct Host {
@@ -103,6 +106,9 @@ impl Host {
             }
             if self.opts.no_balance {
                 cmd.arg("--no-balance");
+            }
+            if self.opts.metrics {
+                cmd.arg("--metrics").arg(format!("{}:0", self.ip));
             }
             cmd.env("MOSVM_LOG", "info");
             let t = Instant::now();
@@ -209,6 +215,75 @@ impl Host {
     pub fn sees(&self, name: &str) -> Option<HostState> {
         self.hosts().into_iter().find(|h| h.name == name).map(|h| h.state)
     }
+
+    /// `mosvm ARGS --sock SOCK`: a command run against this host's daemon.
+    pub fn at(&self, args: &[&str]) -> Run {
+        let mut cmd = Command::new(mosvm_bin());
+        cmd.args(args).arg("--sock").arg(&self.sock);
+        run_command(cmd, &Opts::default())
+    }
+
+    /// Starts a detached job here, `mosvm run -d --mem 64M [flags] -- PROG
+    /// ARGS` (PROG an image name), in `/`; returns its id.
+    pub fn submit(&self, flags: &[&str], prog: &str, args: &[&str]) -> u64 {
+        let mut cmd = Command::new(mosvm_bin());
+        cmd.args(["run", "-d", "--mem", "64M"]).args(flags).arg("--").arg(crate::image(prog)).args(args);
+        let sock = self.sock.to_str().unwrap();
+        let r =
+            run_command(cmd, &Opts { env: vec![("MOSVM_SOCK", sock)], cwd: Some(Path::new("/")), ..Opts::default() });
+        assert_eq!(r.status, 0, "run -d at {}: {r:?}", self.name);
+        r.stdout.trim().parse().unwrap_or_else(|_| panic!("run -d prints the job id: {:?}", r.stdout))
+    }
+
+    /// Waits until detached job `id` of this home runs (its deputy has
+    /// filled in its record: it can move).
+    pub fn wait_started(&self, id: u64) {
+        wait_until(&format!("job {id} at {} to start", self.name), Duration::from_secs(10), || {
+            self.ps(false).iter().any(|j| j.id == id && j.control_sock.is_some())
+        });
+    }
+
+    /// Waits for job `id` of this home to end; returns its record.
+    pub fn wait_job(&self, id: u64, limit: Duration) -> JobView {
+        let mut v = None;
+        wait_until(&format!("job {id} at {} to end", self.name), limit, || {
+            v = self.ps(true).into_iter().find(|j| j.id == id && j.state.ended());
+            v.is_some()
+        });
+        v.unwrap()
+    }
+}
+
+/// `cpu` iterations for about 2 s of CPU on this machine's cores.
+pub const WORK: &str = "1200000000";
+/// `cpu` iterations for longer than any test waits.
+pub const FOREVER: &str = "400000000000";
+
+/// Hosts of 0.5 CPU each.
+pub fn half_cpu() -> Options {
+    Options { cpus: Some(0.5), ..Options::default() }
+}
+
+/// Tests of a file that start hosts with CPU budgets, or measure time,
+/// run one at a time.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Emulated hosts with CPU budgets, and cordoning, need root (cgroups, the
+/// operator's API), as CI has. Without it a test fails, unless
+/// MOSVM_ALLOW_NO_ROOT=1 says to skip it (loudly).
+pub fn need_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var("MOSVM_ALLOW_NO_ROOT").as_deref() == Ok("1") {
+        eprintln!("*** SKIPPED: this test needs root (cgroups, the operator's API) (MOSVM_ALLOW_NO_ROOT=1) ***");
+        return false;
+    }
+    panic!("this test needs root (cgroups, the operator's API); set MOSVM_ALLOW_NO_ROOT=1 to skip it");
 }
 
 pub struct Cluster {
@@ -269,6 +344,18 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        // Detached jobs outlive their daemon by design: a test that failed
+        // half-way must not leave its jobs running.
+        for h in self.hosts.iter().filter(|h| h.proc.is_some()) {
+            let sock = h.sock.to_str().unwrap_or_default();
+            let r = mosvm(["ps", "--json", "--sock", sock]);
+            let jobs: Vec<JobView> = serde_json::from_str(&r.stdout).unwrap_or_default();
+            // Not the jobs a test registered with itself as their deputy.
+            let me = std::process::id();
+            for j in jobs.iter().filter(|j| !j.state.ended() && j.deputy_pid.is_some_and(|p| p != me)) {
+                let _ = mosvm(["kill", "-s", "KILL", &j.id.to_string(), "--sock", sock]);
+            }
+        }
         for h in &mut self.hosts {
             h.stop();
         }

@@ -1,6 +1,7 @@
 //! Helpers for the end-to-end tests: where the `mosvm` binary and the guest
 //! images are, and running a program natively and in a micro-VM.
 
+pub mod corpus;
 pub mod emulated;
 
 use std::ffi::OsStr;
@@ -100,6 +101,7 @@ pub struct Opts<'a> {
 }
 
 pub fn run_command(mut cmd: Command, opts: &Opts) -> Run {
+    clean_descriptors(&mut cmd);
     if let Some(d) = opts.cwd {
         cmd.current_dir(d);
     }
@@ -117,6 +119,22 @@ pub fn run_command(mut cmd: Command, opts: &Opts) -> Run {
         });
     }
     child.wait_with_output().expect("wait").into()
+}
+
+/// Lets `cmd` start with stdin, stdout and stderr only, as from a
+/// terminal: descriptors the test runner was started with (cargo's
+/// jobserver, a shell's) would be the job's too, and a pipe of theirs
+/// cannot go into a snapshot. They are marked close-on-exec in the child,
+/// so std's own exec-error pipe keeps working.
+pub fn clean_descriptors(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: close_range is async-signal-safe; it only sets flags.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC);
+            Ok(())
+        });
+    }
 }
 
 /// Runs `program args` natively.
@@ -189,6 +207,7 @@ impl Proc {
     }
 
     fn start(mut cmd: Command, stdin: Stdio) -> Proc {
+        clean_descriptors(&mut cmd);
         cmd.stdin(stdin).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
         let (out, err) = (Arc::new(Mutex::new(String::new())), Arc::new(Mutex::new(String::new())));

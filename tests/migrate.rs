@@ -442,3 +442,12 @@ fn processes_and_moves() {
     assert_eq!((s.status, r.status), (0, 0), "{s:?} {r:?}");
     assert_eq!(s.stdout, native_cpu.stdout, "an exec'd job's output after a move");
 }
+
+#[test]
+fn a_receiver_nobody_reaches_gives_up_by_itself() {
+    // Even when the daemon that started it is gone.
+    let (p, _) = receiver(&["--once", "--wait", "1"], None);
+    let r = p.finish(Duration::from_secs(10));
+    assert_eq!(r.status, 125, "{r:?}");
+    assert!(r.stderr.contains("no job arrived within 1 s"), "{r:?}");
+}

@@ -20,8 +20,13 @@
 //!
 //! The code is fixed machine code that addresses the vvar page absolutely
 //! (guest addresses are fixed); the image around it is a minimal ELF
-//! shared object that musl's and glibc's vDSO lookups accept (DT_HASH,
-//! DT_SYMTAB, DT_STRTAB, no versions, which both accept).
+//! shared object laid out as Linux's is where the lookups care: a SysV
+//! hash table, the symbols under their `__vdso_` names (global) and plain
+//! names (weak), and symbol versions (every symbol at LINUX_2.6, index 2;
+//! index 1 the base definition named after the soname). Go's runtime
+//! requires the versions (it reads DT_VERDEF unconditionally), glibc's
+//! dl_vdso_vsym checks them once its loader has read the version tables,
+//! musl's vdsosym checks them when DT_VERSYM is present.
 
 /// Guest address of the vvar page (read-only to the job).
 pub const VVAR_ADDR: u64 = 0x8000;
@@ -38,6 +43,11 @@ pub mod vvar {
     pub const MONO_BASE: usize = 24;
     pub const MULT: usize = 32;
     pub const REAL_OFFSET: usize = 40;
+    /// Not read by the vDSO: the job's struct utsname (its home's, six
+    /// fields of 65 bytes), kept here so that it travels with the job's
+    /// memory (the VMM fills it when the job starts).
+    pub const UTSNAME: usize = 0x100;
+    pub const UTSNAME_LEN: usize = 390;
 }
 
 core::arch::global_asm!(
@@ -150,6 +160,29 @@ core::arch::global_asm!(
     "    mov eax, 201",
     "    syscall",
     "    ret",
+    // int getcpu(unsigned *cpu, unsigned *node, void *cache): the job has
+    // one vCPU, number 0, on node 0.
+    ".balign 16",
+    ".globl mosvm_vdso_getcpu",
+    "mosvm_vdso_getcpu:",
+    "    test rdi, rdi",
+    "    jz .Lgetcpu_node",
+    "    mov dword ptr [rdi], 0",
+    ".Lgetcpu_node:",
+    "    test rsi, rsi",
+    "    jz .Lgetcpu_done",
+    "    mov dword ptr [rsi], 0",
+    ".Lgetcpu_done:",
+    "    xor eax, eax",
+    "    ret",
+    // int clock_getres(clockid_t id, struct timespec *res): rare enough to
+    // leave to the VMM, which knows every clock's resolution.
+    ".balign 16",
+    ".globl mosvm_vdso_clock_getres",
+    "mosvm_vdso_clock_getres:",
+    "    mov eax, 229",
+    "    syscall",
+    "    ret",
     ".globl mosvm_vdso_end",
     "mosvm_vdso_end:",
     ".popsection",
@@ -167,10 +200,15 @@ extern "C" {
     static mosvm_vdso_clock_gettime: u8;
     static mosvm_vdso_gettimeofday: u8;
     static mosvm_vdso_time: u8;
+    static mosvm_vdso_getcpu: u8;
+    static mosvm_vdso_clock_getres: u8;
 }
 
+/// The entry points, by the names Linux's x86-64 vDSO exports them under.
+const ENTRIES: usize = 5;
+
 /// The vDSO's machine code and the offsets of its entry points in it.
-fn code() -> (&'static [u8], [(&'static str, usize); 3]) {
+fn code() -> (&'static [u8], [(&'static str, usize); ENTRIES]) {
     // SAFETY: the symbols are labels of the assembly above, in one section
     // in this order; only their addresses are taken.
     unsafe {
@@ -183,16 +221,58 @@ fn code() -> (&'static [u8], [(&'static str, usize); 3]) {
                 ("clock_gettime", at(core::ptr::addr_of!(mosvm_vdso_clock_gettime))),
                 ("gettimeofday", at(core::ptr::addr_of!(mosvm_vdso_gettimeofday))),
                 ("time", at(core::ptr::addr_of!(mosvm_vdso_time))),
+                ("getcpu", at(core::ptr::addr_of!(mosvm_vdso_getcpu))),
+                ("clock_getres", at(core::ptr::addr_of!(mosvm_vdso_clock_getres))),
             ],
         )
     }
 }
 
-/// Where the code starts in the image.
-const CODE_OFFSET: usize = 0x400;
+/// Where the code starts in the image (the tables fill the space before).
+const CODE_OFFSET: usize = 0x800;
+
+/// The version every symbol is defined at, as on Linux/x86-64.
+pub const VERSION: &str = "LINUX_2.6";
+/// The vDSO's soname (also the name of its base version definition).
+pub const SONAME: &str = "linux-vdso.so.1";
+/// The version index of [`VERSION`] (1 is the base definition).
+const VERSION_INDEX: u16 = 2;
+
+const DT_NULL: u64 = 0;
+const DT_HASH: u64 = 4;
+const DT_STRTAB: u64 = 5;
+const DT_SYMTAB: u64 = 6;
+const DT_STRSZ: u64 = 10;
+const DT_SYMENT: u64 = 11;
+const DT_SONAME: u64 = 14;
+const DT_VERSYM: u64 = 0x6fff_fff0;
+const DT_VERDEF: u64 = 0x6fff_fffc;
+const DT_VERDEFNUM: u64 = 0x6fff_fffd;
+const STB_GLOBAL: u8 = 1;
+const STB_WEAK: u8 = 2;
+const STT_FUNC: u8 = 2;
+const VER_FLG_BASE: u16 = 1;
+
+/// The SysV ELF hash (DT_HASH buckets, and vd_hash of a version definition).
+pub fn elf_hash(name: &[u8]) -> u32 {
+    let mut h: u32 = 0;
+    for &c in name {
+        h = (h << 4).wrapping_add(c as u32);
+        let g = h & 0xf000_0000;
+        if g != 0 {
+            h ^= g >> 24;
+        }
+        h &= !g;
+    }
+    h
+}
 
 fn put(b: &mut [u8], at: usize, bytes: &[u8]) {
     b[at..at + bytes.len()].copy_from_slice(bytes);
+}
+
+fn align(x: usize, to: usize) -> usize {
+    x.div_ceil(to) * to
 }
 
 /// The vDSO image, to be placed at [`VDSO_ADDR`]. Addresses in it are
@@ -203,35 +283,48 @@ pub fn image() -> Vec<u8> {
     assert!(CODE_OFFSET + text.len() <= VDSO_SIZE, "vDSO code too large");
     put(&mut img, CODE_OFFSET, text);
 
-    // Each entry point under its __vdso_ name and its plain name, as Linux has them.
+    // Strings: each entry point as __vdso_NAME (global) and NAME (weak),
+    // then the soname and the version name.
     let mut strtab = vec![0u8];
-    let mut syms: Vec<(usize, usize)> = Vec::new(); // (name offset, value)
+    let mut add_str = |s: &[u8]| {
+        let at = strtab.len();
+        strtab.extend_from_slice(s);
+        strtab.push(0);
+        at
+    };
+    // (name offset, name, binding, value); index 0 is the null symbol.
+    let mut syms: Vec<(usize, Vec<u8>, u8, usize)> = Vec::new();
     for (name, off) in entries {
-        for prefix in ["__vdso_", ""] {
-            syms.push((strtab.len(), CODE_OFFSET + off));
-            strtab.extend_from_slice(prefix.as_bytes());
-            strtab.extend_from_slice(name.as_bytes());
-            strtab.push(0);
-        }
+        let vdso_name = [b"__vdso_", name.as_bytes()].concat();
+        syms.push((add_str(&vdso_name), vdso_name, STB_GLOBAL, CODE_OFFSET + off));
+        syms.push((add_str(name.as_bytes()), name.as_bytes().to_vec(), STB_WEAK, CODE_OFFSET + off));
     }
-    let soname = strtab.len();
-    strtab.extend_from_slice(b"linux-vdso.so.1\0");
-
+    let soname = add_str(SONAME.as_bytes());
+    let version = add_str(VERSION.as_bytes());
     let nsyms = syms.len() + 1;
+
     const PHDRS: usize = 64;
-    const HASH: usize = PHDRS + 2 * 56;
-    let symtab = HASH + 8 + 4 + 4 * nsyms;
-    let symtab = (symtab + 7) & !7;
+    const NPHDRS: usize = 2;
+    let nbucket = nsyms / 2 + 1;
+    let hash = PHDRS + NPHDRS * 56;
+    let symtab = align(hash + 4 * (2 + nbucket + nsyms), 8);
     let strtab_at = symtab + 24 * nsyms;
-    let dynamic = (strtab_at + strtab.len() + 7) & !7;
-    let dyn_entries: [(u64, u64); 7] = [
-        (4, HASH as u64),          // DT_HASH
-        (5, strtab_at as u64),     // DT_STRTAB
-        (6, symtab as u64),        // DT_SYMTAB
-        (10, strtab.len() as u64), // DT_STRSZ
-        (11, 24),                  // DT_SYMENT
-        (14, soname as u64),       // DT_SONAME
-        (0, 0),                    // DT_NULL
+    let versym = align(strtab_at + strtab.len(), 2);
+    let verdef = align(versym + 2 * nsyms, 8);
+    // Two definitions (base, LINUX_2.6), each a Verdef and one Verdaux.
+    const VERDEF_SIZE: usize = 20 + 8;
+    let dynamic = align(verdef + 2 * VERDEF_SIZE, 8);
+    let dyn_entries: [(u64, u64); 10] = [
+        (DT_SONAME, soname as u64),
+        (DT_HASH, hash as u64),
+        (DT_STRTAB, strtab_at as u64),
+        (DT_SYMTAB, symtab as u64),
+        (DT_STRSZ, strtab.len() as u64),
+        (DT_SYMENT, 24),
+        (DT_VERSYM, versym as u64),
+        (DT_VERDEF, verdef as u64),
+        (DT_VERDEFNUM, 2),
+        (DT_NULL, 0),
     ];
     assert!(dynamic + 16 * dyn_entries.len() <= CODE_OFFSET, "vDSO tables overlap its code");
 
@@ -243,7 +336,7 @@ pub fn image() -> Vec<u8> {
     put(&mut img, 32, &(PHDRS as u64).to_le_bytes()); // e_phoff
     put(&mut img, 52, &64u16.to_le_bytes()); // e_ehsize
     put(&mut img, 54, &56u16.to_le_bytes()); // e_phentsize
-    put(&mut img, 56, &2u16.to_le_bytes()); // e_phnum
+    put(&mut img, 56, &(NPHDRS as u16).to_le_bytes()); // e_phnum
     put(&mut img, 58, &64u16.to_le_bytes()); // e_shentsize
 
     // PT_LOAD of the whole image (read, execute), PT_DYNAMIC.
@@ -262,24 +355,50 @@ pub fn image() -> Vec<u8> {
     put(&mut img, PHDRS, &phdr(1, 5, 0, VDSO_SIZE as u64, 0x1000));
     put(&mut img, PHDRS + 56, &phdr(2, 4, dynamic as u64, 16 * dyn_entries.len() as u64, 8));
 
-    // SysV hash: one bucket holding the chain 1 -> 2 -> ... -> 0.
-    put(&mut img, HASH, &1u32.to_le_bytes());
-    put(&mut img, HASH + 4, &(nsyms as u32).to_le_bytes());
-    put(&mut img, HASH + 8, &1u32.to_le_bytes());
-    for i in 1..nsyms {
-        let next = if i + 1 < nsyms { i as u32 + 1 } else { 0 };
-        put(&mut img, HASH + 12 + 4 * i, &next.to_le_bytes());
+    // SysV hash: nbucket, nchain, buckets, chains (each bucket a list
+    // through the chain array, ended by 0).
+    let mut buckets = vec![0u32; nbucket];
+    let mut chains = vec![0u32; nsyms];
+    for (i, (_, name, _, _)) in syms.iter().enumerate() {
+        let index = i + 1;
+        let b = elf_hash(name) as usize % nbucket;
+        chains[index] = buckets[b];
+        buckets[b] = index as u32;
+    }
+    put(&mut img, hash, &(nbucket as u32).to_le_bytes());
+    put(&mut img, hash + 4, &(nsyms as u32).to_le_bytes());
+    for (i, v) in buckets.iter().chain(chains.iter()).enumerate() {
+        put(&mut img, hash + 8 + 4 * i, &v.to_le_bytes());
     }
 
-    for (i, (name, value)) in syms.iter().enumerate() {
+    for (i, (name, _, bind, value)) in syms.iter().enumerate() {
         let at = symtab + 24 * (i + 1);
         put(&mut img, at, &(*name as u32).to_le_bytes());
-        img[at + 4] = 0x12; // STB_GLOBAL, STT_FUNC
+        img[at + 4] = bind << 4 | STT_FUNC;
         put(&mut img, at + 6, &1u16.to_le_bytes()); // defined (not SHN_UNDEF, not SHN_ABS)
         put(&mut img, at + 8, &(*value as u64).to_le_bytes());
         put(&mut img, at + 16, &16u64.to_le_bytes());
+        // versym: 0 (local) for the null symbol, LINUX_2.6 for the rest.
+        put(&mut img, versym + 2 * (i + 1), &VERSION_INDEX.to_le_bytes());
     }
     put(&mut img, strtab_at, &strtab);
+
+    // Verdef: vd_version, vd_flags, vd_ndx, vd_cnt (u16), vd_hash, vd_aux,
+    // vd_next (u32); its Verdaux: vda_name, vda_next (u32).
+    let defs = [(VER_FLG_BASE, 1u16, SONAME, soname), (0, VERSION_INDEX, VERSION, version)];
+    for (i, (flags, ndx, name, name_at)) in defs.iter().enumerate() {
+        let at = verdef + i * VERDEF_SIZE;
+        put(&mut img, at, &1u16.to_le_bytes());
+        put(&mut img, at + 2, &flags.to_le_bytes());
+        put(&mut img, at + 4, &ndx.to_le_bytes());
+        put(&mut img, at + 6, &1u16.to_le_bytes());
+        put(&mut img, at + 8, &elf_hash(name.as_bytes()).to_le_bytes());
+        put(&mut img, at + 12, &20u32.to_le_bytes());
+        let next = if i + 1 < defs.len() { VERDEF_SIZE as u32 } else { 0 };
+        put(&mut img, at + 16, &next.to_le_bytes());
+        put(&mut img, at + 20, &(*name_at as u32).to_le_bytes());
+        put(&mut img, at + 24, &0u32.to_le_bytes());
+    }
     for (i, (tag, val)) in dyn_entries.iter().enumerate() {
         put(&mut img, dynamic + 16 * i, &tag.to_le_bytes());
         put(&mut img, dynamic + 16 * i + 8, &val.to_le_bytes());
@@ -291,49 +410,186 @@ pub fn image() -> Vec<u8> {
 mod tests {
     use super::*;
 
+    fn u16_at(b: &[u8], at: usize) -> u16 {
+        u16::from_le_bytes(b[at..at + 2].try_into().unwrap())
+    }
+    fn u32_at(b: &[u8], at: usize) -> u32 {
+        u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+    }
     fn u64_at(b: &[u8], at: usize) -> u64 {
         u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
     }
+    fn cstr(b: &[u8], at: usize) -> &[u8] {
+        let end = b[at..].iter().position(|&c| c == 0).unwrap();
+        &b[at..at + end]
+    }
 
-    /// Finds a symbol the way musl's vdsosym does.
-    fn lookup(img: &[u8], name: &str) -> Option<u64> {
+    /// The dynamic table's entries, found through PT_DYNAMIC as every
+    /// parser finds them.
+    struct Dynamic {
+        hash: usize,
+        strtab: usize,
+        symtab: usize,
+        versym: Option<usize>,
+        verdef: Option<usize>,
+        verdefnum: u64,
+        soname: Option<usize>,
+    }
+
+    fn dynamic(img: &[u8]) -> Dynamic {
         let phoff = u64_at(img, 32) as usize;
-        let mut dynv = 0;
-        for i in 0..2 {
+        let phnum = u16_at(img, 56) as usize;
+        let mut dynv = None;
+        let mut load = None;
+        for i in 0..phnum {
             let p = phoff + 56 * i;
-            if u32::from_le_bytes(img[p..p + 4].try_into().unwrap()) == 2 {
-                dynv = u64_at(img, p + 8) as usize;
+            match u32_at(img, p) {
+                1 => load = Some(u64_at(img, p + 8) as i64 - u64_at(img, p + 16) as i64),
+                2 => dynv = Some(u64_at(img, p + 8) as usize),
+                _ => {}
             }
         }
-        let (mut strtab, mut symtab, mut hash) = (0, 0, 0);
-        let mut i = dynv;
-        while u64_at(img, i) != 0 {
+        assert_eq!(load, Some(0), "PT_LOAD: offsets are addresses");
+        let mut d = Dynamic { hash: 0, strtab: 0, symtab: 0, versym: None, verdef: None, verdefnum: 0, soname: None };
+        let mut i = dynv.expect("PT_DYNAMIC");
+        while u64_at(img, i) != DT_NULL {
+            let v = u64_at(img, i + 8);
             match u64_at(img, i) {
-                4 => hash = u64_at(img, i + 8) as usize,
-                5 => strtab = u64_at(img, i + 8) as usize,
-                6 => symtab = u64_at(img, i + 8) as usize,
+                DT_HASH => d.hash = v as usize,
+                DT_STRTAB => d.strtab = v as usize,
+                DT_SYMTAB => d.symtab = v as usize,
+                DT_VERSYM => d.versym = Some(v as usize),
+                DT_VERDEF => d.verdef = Some(v as usize),
+                DT_VERDEFNUM => d.verdefnum = v,
+                DT_SONAME => d.soname = Some(v as usize),
                 _ => {}
             }
             i += 16;
         }
-        let nsyms = u32::from_le_bytes(img[hash + 4..hash + 8].try_into().unwrap()) as usize;
-        (1..nsyms).find_map(|s| {
-            let at = symtab + 24 * s;
-            let n = u32::from_le_bytes(img[at..at + 4].try_into().unwrap()) as usize + strtab;
-            let end = img[n..].iter().position(|&c| c == 0).unwrap();
-            (&img[n..n + end] == name.as_bytes()).then(|| u64_at(img, at + 8))
+        d
+    }
+
+    /// The version definitions: (flags, index, hash, name).
+    fn verdefs(img: &[u8], d: &Dynamic) -> Vec<(u16, u16, u32, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut at = d.verdef.expect("DT_VERDEF");
+        loop {
+            assert_eq!(u16_at(img, at), 1, "vd_version");
+            let aux = at + u32_at(img, at + 12) as usize;
+            let name = cstr(img, d.strtab + u32_at(img, aux) as usize).to_vec();
+            out.push((u16_at(img, at + 2), u16_at(img, at + 4), u32_at(img, at + 8), name));
+            let next = u32_at(img, at + 16) as usize;
+            if next == 0 {
+                break;
+            }
+            at += next;
+        }
+        out
+    }
+
+    fn sym(img: &[u8], d: &Dynamic, i: usize) -> (Vec<u8>, u8, u16, u64) {
+        let at = d.symtab + 24 * i;
+        (cstr(img, d.strtab + u32_at(img, at) as usize).to_vec(), img[at + 4], u16_at(img, at + 6), u64_at(img, at + 8))
+    }
+
+    /// Go's runtime (vdso_linux.go): the version's index from the
+    /// definitions by hash and name, then the hash chain of the symbol's
+    /// ELF hash, accepting a defined global or weak function at that index.
+    fn lookup_go(img: &[u8], name: &str) -> Option<u64> {
+        let d = dynamic(img);
+        let defs = verdefs(img, &d);
+        let version = defs
+            .iter()
+            .find(|(flags, _, hash, n)| flags & VER_FLG_BASE == 0 && *hash == 0x3ae75f6 && n == b"LINUX_2.6")
+            .map(|(_, ndx, _, _)| ndx & 0x7fff)?;
+        let nbucket = u32_at(img, d.hash) as usize;
+        let bucket = |i: usize| u32_at(img, d.hash + 8 + 4 * i) as usize;
+        let chain = |i: usize| u32_at(img, d.hash + 8 + 4 * (nbucket + i)) as usize;
+        let mut s = bucket(elf_hash(name.as_bytes()) as usize % nbucket);
+        while s != 0 {
+            let (n, info, shndx, value) = sym(img, &d, s);
+            let versym = u16_at(img, d.versym.unwrap() + 2 * s) & 0x7fff;
+            if n == name.as_bytes()
+                && info & 0xf == STT_FUNC
+                && matches!(info >> 4, 1 | 2)
+                && shndx != 0
+                && versym == version
+            {
+                return Some(value);
+            }
+            s = chain(s);
+        }
+        None
+    }
+
+    /// musl's vdsosym: every symbol in turn (nchain of them), with the
+    /// version checked by index against the named definition.
+    fn lookup_musl(img: &[u8], vername: &str, name: &str) -> Option<u64> {
+        let d = dynamic(img);
+        let nsyms = u32_at(img, d.hash + 4) as usize;
+        let defs = verdefs(img, &d);
+        (0..nsyms).find_map(|i| {
+            let (n, info, shndx, value) = sym(img, &d, i);
+            let ok_type = (0..=2).contains(&(info & 0xf));
+            let ok_bind = matches!(info >> 4, 1 | 2);
+            if !ok_type || !ok_bind || shndx == 0 || n != name.as_bytes() {
+                return None;
+            }
+            let vsym = u16_at(img, d.versym? + 2 * i) & 0x7fff;
+            let def = defs.iter().find(|(flags, ndx, _, _)| flags & VER_FLG_BASE == 0 && ndx & 0x7fff == vsym)?;
+            (def.3 == vername.as_bytes()).then_some(value)
         })
     }
 
     #[test]
-    fn image_exports_the_clock_functions() {
+    fn elf_hash_matches_known_values() {
+        // The hashes Go's runtime and glibc carry for these names.
+        assert_eq!(elf_hash(b"LINUX_2.6"), 0x3ae75f6);
+        assert_eq!(elf_hash(b"__vdso_gettimeofday"), 0x315ca59);
+        assert_eq!(elf_hash(b"__vdso_clock_gettime"), 0xd35ec75);
+    }
+
+    #[test]
+    fn versions_are_linux_s() {
+        let img = image();
+        let d = dynamic(&img);
+        assert_eq!(cstr(&img, d.strtab + d.soname.unwrap()), SONAME.as_bytes());
+        let defs = verdefs(&img, &d);
+        assert_eq!(d.verdefnum as usize, defs.len());
+        assert_eq!(
+            defs,
+            vec![
+                (VER_FLG_BASE, 1, elf_hash(b"linux-vdso.so.1"), b"linux-vdso.so.1".to_vec()),
+                (0, 2, 0x3ae75f6, b"LINUX_2.6".to_vec())
+            ]
+        );
+        let nsyms = u32_at(&img, d.hash + 4) as usize;
+        assert_eq!(u16_at(&img, d.versym.unwrap()), 0, "the null symbol is local");
+        for i in 1..nsyms {
+            assert_eq!(u16_at(&img, d.versym.unwrap() + 2 * i), 2, "symbol {i} at LINUX_2.6");
+        }
+    }
+
+    #[test]
+    fn image_exports_the_functions_linux_does() {
         let img = image();
         assert_eq!(&img[..4], b"\x7fELF");
-        let (text, _) = code();
-        for name in ["__vdso_clock_gettime", "clock_gettime", "__vdso_gettimeofday", "__vdso_time", "time"] {
-            let at = lookup(&img, name).unwrap_or_else(|| panic!("{name} missing")) as usize;
-            assert!(at >= CODE_OFFSET && at < CODE_OFFSET + text.len(), "{name} at {at:#x}");
+        let (text, entries) = code();
+        for (name, off) in entries {
+            for full in [format!("__vdso_{name}"), name.to_string()] {
+                let go = lookup_go(&img, &full).unwrap_or_else(|| panic!("Go finds no {full}"));
+                let musl = lookup_musl(&img, VERSION, &full).unwrap_or_else(|| panic!("musl finds no {full}"));
+                assert_eq!(go, musl);
+                assert_eq!(go as usize, CODE_OFFSET + off, "{full}");
+                assert!((go as usize) < CODE_OFFSET + text.len());
+            }
         }
-        assert_eq!(lookup(&img, "__vdso_getcpu"), None);
+        // Plain names are weak, __vdso_ names global, as on Linux.
+        let d = dynamic(&img);
+        assert_eq!(sym(&img, &d, 1).0, b"__vdso_clock_gettime");
+        assert_eq!(sym(&img, &d, 1).1 >> 4, STB_GLOBAL);
+        assert_eq!(sym(&img, &d, 2).1 >> 4, STB_WEAK);
+        assert_eq!(lookup_go(&img, "__vdso_getrandom"), None);
+        assert_eq!(lookup_musl(&img, "LINUX_2.5", "__vdso_clock_gettime"), None);
     }
 }

@@ -496,12 +496,10 @@ impl Balancer {
         let period = self.cfg.gossip.period.max(1e-3);
         self.recent_requests.retain(|&t| now - t < period);
         let rate_left = self.cfg.consider.max_requests_per_period.saturating_sub(self.recent_requests.len());
-        let budget = self
-            .cfg
-            .consider
-            .max_moves_per_round
-            .min(self.cfg.consider.max_in_flight.saturating_sub(in_flight))
-            .min(rate_left);
+        let c = &self.cfg.consider;
+        let in_flight_max =
+            if self.mode == Mode::Draining { c.drain_in_flight.max(c.max_in_flight) } else { c.max_in_flight };
+        let budget = c.max_moves_per_round.min(in_flight_max.saturating_sub(in_flight)).min(rate_left);
         let me = self.self_view(false);
         // Reused between calls: this runs on every tick and most messages.
         let mut cands = std::mem::take(&mut self.scratch);

@@ -117,6 +117,9 @@ pub struct ConsiderConfig {
     pub cost_weight: f64,
     /// Outgoing moves (requested or transferring) at the same time.
     pub max_in_flight: usize,
+    /// Outgoing moves at once while draining: every job must go, so the
+    /// host spends its link and CPUs on moves.
+    pub drain_in_flight: usize,
     /// Moves started by one consideration at most.
     pub max_moves_per_round: usize,
     /// Migration requests sent per gossip period at most (refusals make a
@@ -157,6 +160,7 @@ impl Default for ConsiderConfig {
             cool_down: 20.0,
             cost_weight: 1.0,
             max_in_flight: 2,
+            drain_in_flight: 4,
             max_moves_per_round: 4,
             max_requests_per_period: 8,
             max_info_age: 3.0,

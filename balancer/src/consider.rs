@@ -421,8 +421,9 @@ pub fn plan_moves(
     budget: usize,
     rng: &mut dyn Rng,
 ) -> Consideration {
-    let draining = me.mode == Mode::Draining;
-    if jobs.iter().all(|j| if draining { j.is_moving() } else { !j.available(now) }) {
+    // Held jobs wait, draining or not: the host sets how long (a drain
+    // releases pins and asks a job that declined again soon).
+    if jobs.iter().all(|j| !j.available(now)) {
         return Consideration { moves: Vec::new(), note: Note::NoMovableJob, seeking: false };
     }
     if budget == 0 {
@@ -453,7 +454,7 @@ pub fn plan_moves(
 
     // 1. Draining: everything goes, to the least loaded host that fits.
     if me.mode == Mode::Draining {
-        for j in jobs.iter().filter(|j| !j.is_moving()) {
+        for j in jobs.iter().filter(|j| j.available(now)) {
             if st.full(budget) {
                 break;
             }

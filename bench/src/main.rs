@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 mod cluster;
+mod compat;
 mod deputy;
+mod drain;
 mod migration;
 mod procs;
 mod qemu;
@@ -109,6 +111,7 @@ fn run_in_process(program: &Path, args: &[&str], stdout: i32, user_io: bool) -> 
         env: vec!["PATH=/usr/bin:/bin".into()],
         cwd: std::env::current_dir()?,
         stdio: [0, stdout, 2],
+        inherited: Vec::new(),
         allow_user_io: user_io,
         log: Arc::new(|m: &str| eprintln!("bench vm: {m}")),
         trace: false,
@@ -260,6 +263,18 @@ fn main() -> Result<()> {
         print!("{md}");
         return Ok(());
     }
+    if args.iter().any(|a| a == "--compat-only") {
+        let mut md = String::new();
+        compat::report(&mut md)?;
+        print!("{md}");
+        return Ok(());
+    }
+    if args.iter().any(|a| a == "--drain-only") {
+        let mut md = String::new();
+        drain::report(&mut md)?;
+        print!("{md}");
+        return Ok(());
+    }
     if args.iter().any(|a| a == "--migration-only") {
         // For working on migration: its section alone, on stdout.
         let mut md = String::new();
@@ -349,6 +364,8 @@ fn main() -> Result<()> {
         migration::report(&mut md)?;
         deputy::report(&mut md)?;
         cluster::report(&mut md)?;
+        drain::report(&mut md)?;
+        compat::report(&mut md)?;
     }
     print!("{md}");
     if let Some(path) = out {

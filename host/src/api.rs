@@ -15,6 +15,10 @@
 //! | GET  /v1/jobs/{id}/logs?out=N&err=M  |          | `LogChunk`      |
 //! | POST /v1/jobs/detached       | `DetachedJob`    | `JobView`       |
 //! | PUT  /v1/cordon              | `Cordon`         | `Cordon`        |
+//! | PUT  /v1/hosts/{name}/mode   | `SetMode`        | `DrainReport`   |
+//! | GET  /v1/hosts/{name}/drain  |                  | `DrainReport`   |
+//! | GET  /v1/cluster             |                  | `ClusterView`   |
+//! | GET  /v1/jobs/{id}/progress  |                  | `Option<MoveProgress>` |
 //! | GET  /v1/events?after=SEQ&limit=N&wait_ms=MS |  | `Vec<Event>`    |
 //! | GET  /v1/events?last=N       |                  | `Vec<Event>`    |
 //!
@@ -114,6 +118,174 @@ pub struct HostView {
     /// The answering host's balancer (only on its own entry).
     #[serde(default)]
     pub balancer: Option<BalancerStats>,
+    /// Whether it takes new jobs (as it last said; normal until then).
+    #[serde(default)]
+    pub mode: HostMode,
+}
+
+/// What a host takes: anything, no new jobs (cordoned, an operator's
+/// word), or it is emptying itself of bodies (draining: cordoned, and its
+/// balancer moves every body away). Kept in the host's records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostMode {
+    #[default]
+    Normal,
+    Cordoned,
+    Draining,
+}
+
+impl HostMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostMode::Normal => "normal",
+            HostMode::Cordoned => "cordoned",
+            HostMode::Draining => "draining",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<HostMode> {
+        [HostMode::Normal, HostMode::Cordoned, HostMode::Draining].into_iter().find(|m| m.as_str() == s)
+    }
+
+    /// It takes no new bodies and starts no new detached jobs.
+    pub fn closed(self) -> bool {
+        self != HostMode::Normal
+    }
+}
+
+/// `PUT /v1/hosts/{name}/mode` (root only): cordon, drain or reopen a host,
+/// this one or any member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetMode {
+    pub mode: HostMode,
+}
+
+/// Where a move in flight stands, as the body's VMM reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MovePhase {
+    /// Connecting to the destination, waiting for it to accept.
+    #[default]
+    Connecting,
+    /// Copying memory while the job runs (pre-copy rounds).
+    Copying,
+    /// The job is stopped: the last pages and its state are going.
+    Stopped,
+}
+
+/// A move in flight (`GET /v1/jobs/{id}/progress`, and drain reports).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MoveProgress {
+    /// Where the body goes: the receiver's address.
+    pub to: String,
+    pub phase: MovePhase,
+    /// The pre-copy round under way, from 1.
+    pub round: u32,
+    /// Pages to send in this round (the first: all resident memory).
+    pub round_pages: u64,
+    /// Of which sent so far.
+    pub round_sent: u64,
+    /// Pages and bytes sent since the move began.
+    pub pages_sent: u64,
+    pub bytes_sent: u64,
+    /// Resident pages when the move began: what the first round carries.
+    pub resident_pages: u64,
+    pub elapsed_ms: f64,
+    /// Bytes per second over the move so far, in MB/s.
+    pub rate_mbps: f64,
+}
+
+/// The remote site calls a body made since it arrived, by kind (a body's
+/// control socket, `GET /stats`; the daemon adds them up for `/metrics`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SiteStats {
+    pub calls: Vec<SiteCallStats>,
+}
+
+/// One kind of site call (a message name, e.g. "read", "openat").
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SiteCallStats {
+    pub kind: String,
+    pub count: u64,
+    /// Total time waiting for the deputy's answers, seconds.
+    pub seconds: f64,
+    /// Cumulative counts: calls answered within each bound, seconds
+    /// (Prometheus `le` buckets, ascending, without +Inf).
+    pub buckets: Vec<(f64, u64)>,
+}
+
+/// A body still on a host being drained.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BodyStatus {
+    /// "HOME-ID".
+    pub job: String,
+    pub program: String,
+    pub mem_bytes: u64,
+    /// Pinned by its user: a drain moves it anyway (home if it can).
+    pub stay: bool,
+    /// Its move in flight, if one is.
+    pub moving: Option<MoveProgress>,
+    /// The destination of that move, if known (a host name).
+    pub moving_to: Option<String>,
+    /// Why it has not left yet: the last refusal or failure, or what the
+    /// balancer is waiting for.
+    pub waiting: Option<String>,
+}
+
+/// A body a drain moved away.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DrainedBody {
+    pub job: String,
+    pub to: String,
+    pub at_ms: u64,
+    pub total_ms: f64,
+    pub downtime_ms: f64,
+}
+
+/// A job whose home is the drained host: its deputy stays there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HomedJob {
+    pub job: String,
+    pub program: String,
+    /// Where its body runs.
+    pub host: String,
+}
+
+/// Where a host's drain stands (`GET /v1/hosts/{name}/drain`, and the
+/// answer to a mode change). `drained` is true only once no body runs on
+/// the host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DrainReport {
+    pub host: String,
+    pub mode: HostMode,
+    /// When the drain began (Unix epoch milliseconds), while draining.
+    pub started_ms: Option<u64>,
+    /// No body runs on the host.
+    pub drained: bool,
+    /// The bodies still there.
+    pub bodies: Vec<BodyStatus>,
+    /// The bodies the drain moved away, oldest first.
+    pub moved: Vec<DrainedBody>,
+    /// Running jobs whose home is the host (their deputies serve them
+    /// there until they end).
+    pub homed: Vec<HomedJob>,
+    /// The balancer's last word on the drain.
+    pub note: String,
+}
+
+/// `GET /v1/cluster`: the cluster as this host sees it now, with the
+/// jobs of every home that answered (public fields only).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterView {
+    pub hosts: Vec<HostView>,
+    /// Running and moving jobs of every home that answered.
+    pub jobs: Vec<JobView>,
+    /// The latest moves and failed moves those homes recorded, newest first.
+    pub moves: Vec<Event>,
+    /// Alive hosts that did not answer in time.
+    pub unanswered: Vec<String>,
 }
 
 /// What a job's record says it is doing.
@@ -383,7 +555,15 @@ pub struct DetachedJob {
     /// Pinned (`run --stay`): the balancer never moves it.
     #[serde(default)]
     pub stay: bool,
+    /// The caller's resource limits (resource, soft, hard), which the job
+    /// gets as an attached one would; never above the daemon's own.
+    #[serde(default)]
+    pub limits: Vec<(u32, u64, u64)>,
 }
+
+/// Resource numbers a job takes from its caller (RLIMIT_CPU ..
+/// RLIMIT_RTTIME).
+pub const RLIMITS: u32 = 16;
 
 /// `GET /v1/jobs/{id}/logs?out=N&err=M`: what a detached job wrote to its
 /// stdout and stderr from those offsets on (at most `LOG_CHUNK` each).
@@ -424,10 +604,40 @@ pub enum EventKind {
     HostLeft,
     /// The job was lost.
     Lost,
+    /// This host was cordoned, drained or reopened.
+    Mode,
+    /// Something the operator should hear about a job (`JobNotice`).
+    Notice,
+}
+
+/// What a job's deputy tells its daemon about the job, for the operator
+/// (`POST /v1/jobs/{id}/notice`); recorded as a `notice` event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum JobNotice {
+    /// The job made a system call mosvm does not provide (it got ENOSYS).
+    UnsupportedSyscall {
+        nr: u64,
+        #[serde(default)]
+        name: Option<String>,
+    },
+}
+
+impl std::fmt::Display for JobNotice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JobNotice::UnsupportedSyscall { nr, name: Some(name) } => {
+                write!(f, "unsupported system call {name} ({nr}): the job got ENOSYS")
+            }
+            JobNotice::UnsupportedSyscall { nr, name: None } => {
+                write!(f, "unknown system call {nr}: the job got ENOSYS")
+            }
+        }
+    }
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 9] = [
+    pub const ALL: [EventKind; 11] = [
         EventKind::Moved,
         EventKind::MoveFailed,
         EventKind::Refused,
@@ -437,6 +647,8 @@ impl EventKind {
         EventKind::HostFailed,
         EventKind::HostLeft,
         EventKind::Lost,
+        EventKind::Mode,
+        EventKind::Notice,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -450,6 +662,8 @@ impl EventKind {
             EventKind::HostFailed => "host_failed",
             EventKind::HostLeft => "host_left",
             EventKind::Lost => "lost",
+            EventKind::Mode => "mode",
+            EventKind::Notice => "notice",
         }
     }
 
@@ -572,6 +786,9 @@ pub struct Ready {
     pub advertise: String,
     pub api_sock: String,
     pub pid: u32,
+    /// Where Prometheus metrics are served (as bound), if they are.
+    #[serde(default)]
+    pub metrics: Option<String>,
 }
 
 #[cfg(test)]

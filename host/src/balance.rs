@@ -17,7 +17,6 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,7 +26,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
-use crate::api::{BalancerStats, EventKind, HostState, HostView, LoadView, MoveFigures, MoveWhy, NewEvent};
+use crate::api::{BalancerStats, EventKind, HostMode, HostState, HostView, LoadView, MoveFigures, MoveWhy, NewEvent};
 use crate::config::Balance as BalanceConfig;
 use crate::load::{self, Capacity, Sampler};
 use crate::membership::{Drops, Heard};
@@ -99,6 +98,8 @@ pub struct Snapshot {
     /// Its own load first, then what it knows of others, by peer address
     /// key (`host_key`).
     pub loads: Vec<(u64, LoadView)>,
+    /// This host's load as exported and as measured locally (raw).
+    pub raw: (f64, f64),
 }
 
 /// The handle on the balancer task (does nothing when balancing is off).
@@ -135,6 +136,16 @@ impl Handle {
                 h.balancer = Some(snap.stats.clone());
             }
         }
+    }
+
+    /// Whether this host runs a balancer (a drain needs it).
+    pub fn enabled(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// This host's load (exported, raw local), if it balances.
+    pub fn raw_load(&self) -> Option<(f64, f64)> {
+        self.snapshot.as_ref().map(|rx| rx.borrow().raw)
     }
 
     /// A body of `job` is about to arrive from the host at `from`.
@@ -179,6 +190,8 @@ struct Local {
     dirty_rate: f64,
     /// The balancer's move in flight, to this host.
     moving_to: Option<String>,
+    /// Pinned by its user (`run --stay`).
+    stay: bool,
 }
 
 /// What a `PrepareBody` (or a homecoming) told us about a body to come.
@@ -227,6 +240,7 @@ pub fn spawn(
         notes: HashMap::new(),
         departed: HashMap::new(),
         refusals: HashMap::new(),
+        drain_tries: HashMap::new(),
         pids: Vec::new(),
         last_refresh: f64::NEG_INFINITY,
         last_update: 0.0,
@@ -271,6 +285,8 @@ struct Task {
     departed: HashMap<(JobRef, u32), f64>,
     /// When a refusal of (job, host) was last recorded as an event.
     refusals: HashMap<(u64, u64), f64>,
+    /// How often a draining host's job declined to move.
+    drain_tries: HashMap<u64, u32>,
     pids: Vec<u32>,
     last_refresh: f64,
     last_update: f64,
@@ -330,16 +346,46 @@ impl Task {
         }
         self.reconcile(now);
         self.sample(now);
-        let mode = if self.s.bodies.cordoned.load(Ordering::Relaxed) { Mode::Cordoned } else { Mode::Normal };
-        if self.b.mode() != mode {
-            self.b.set_mode(mode);
+        if self.follow_mode() {
+            // Every balancer hears at once that this host takes no jobs
+            // (or takes them again), not at its next gossip.
+            let peers: Vec<u64> = self.hosts.keys().copied().collect();
+            for k in peers {
+                let actions = self.b.greet(now, k, &mut self.rng);
+                self.act(now, actions).await;
+            }
         }
         let actions = self.b.tick(now, &mut self.rng);
         self.act(now, actions).await;
+        if self.b.mode() == Mode::Draining {
+            self.s.drain.note(&self.words(&self.b.note().to_string()));
+        }
         if now - self.last_publish >= 1.0 {
             self.last_publish = now;
             self.publish_snapshot(now);
         }
+    }
+
+    /// Follows the host's mode. Draining outranks a pin: pinned jobs are
+    /// released while the host drains, and held again if it stops.
+    /// Returns whether it changed.
+    fn follow_mode(&mut self) -> bool {
+        let mode = match self.s.drain.mode() {
+            HostMode::Normal => Mode::Normal,
+            HostMode::Cordoned => Mode::Cordoned,
+            HostMode::Draining => Mode::Draining,
+        };
+        if self.b.mode() == mode {
+            return false;
+        }
+        let draining = mode == Mode::Draining;
+        for (&k, l) in &self.jobs {
+            if l.stay {
+                self.b.hold(k, if draining { f64::NEG_INFINITY } else { f64::INFINITY });
+            }
+        }
+        self.b.set_mode(mode);
+        true
     }
 
     fn publish_snapshot(&self, now: f64) {
@@ -369,7 +415,7 @@ impl Task {
             jobs: self.jobs.len(),
             note: self.words(&self.b.note().to_string()),
         };
-        self.publish.send_replace(Snapshot { stats, loads });
+        self.publish.send_replace(Snapshot { stats, loads, raw: self.b.raw_load() });
     }
 
     /// Measures: runnable vCPUs of the bodies here plus the other load
@@ -481,11 +527,16 @@ impl Task {
                 }
                 None => self.b.job_started(now, info),
             }
-            if f.stay || note.as_ref().is_some_and(|n| n.arrival.stay) {
+            let stay = f.stay || note.as_ref().is_some_and(|n| n.arrival.stay);
+            // A drain moves pinned jobs too.
+            if stay && self.b.mode() != Mode::Draining {
                 self.b.hold(k, f64::INFINITY);
             }
+            if let Some(why) = note.as_ref().and_then(|n| n.arrival.why) {
+                self.s.metrics.moved_in(why);
+            }
             debug!(job = %f.job, pid = f.pid, "balancer: job runs here");
-            self.jobs.insert(k, Local { job: f.job.clone(), pid: f.pid, busy: 1.0, dirty_rate, moving_to: None });
+            self.jobs.insert(k, Local { job: f.job.clone(), pid: f.pid, busy: 1.0, dirty_rate, moving_to: None, stay });
         }
         let gone: Vec<u64> = self
             .jobs
@@ -497,6 +548,7 @@ impl Task {
             .collect();
         for k in gone {
             self.jobs.remove(&k);
+            self.drain_tries.remove(&k);
             self.b.job_exited(now, k);
         }
         self.notes.retain(|_, n| now - n.at < ARRIVAL_NOTE_LIFE);
@@ -719,9 +771,18 @@ impl Task {
             MoveKind::Memory => MoveWhy::Memory,
             MoveKind::Drain => MoveWhy::Drain,
         };
-        let (jref, to_name, dirty_rate) = (l.job.clone(), peer.name.clone(), l.dirty_rate);
+        let (jref, mut to_name, dirty_rate) = (l.job.clone(), peer.name.clone(), l.dirty_rate);
         let resident_bytes = load::resident_bytes(l.pid).unwrap_or(0);
+        let mut reason = reason;
+        if kind == MoveKind::Drain && l.stay && jref.home != self.s.name && self.home_open(&jref.home).await {
+            // A pinned job leaves only for its operator's drain: it goes
+            // home, where its user put it, rather than to a stranger.
+            self.send(to, &Message::Cancel { job }).await;
+            reason = format!("drain: host is being drained; job {jref} is pinned, so it goes home to {}", jref.home);
+            to_name = jref.home.clone();
+        }
         info!(job = %jref, to = %to_name, "balancer: moving: {reason}");
+        self.s.drain.moving(&jref, &to_name);
         if let Some(l) = self.jobs.get_mut(&job) {
             l.moving_to = Some(to_name.clone());
         }
@@ -740,11 +801,33 @@ impl Task {
                 };
                 moves::move_job(&s, jref.id, order).await.map(|(_, _, _, f)| f)
             } else {
-                let arrival = Arrival { balanced: true, age_s: 0.0, stay: false, left, dirty_rate, resident_bytes };
+                let arrival = Arrival {
+                    balanced: true,
+                    age_s: 0.0,
+                    stay: false,
+                    left,
+                    dirty_rate,
+                    resident_bytes,
+                    why: Some(why),
+                };
                 ask_home(&s, &jref, to_name, why, reason, arrival).await
             };
             let _ = done.send(Input::Done { job, result }).await;
         });
+    }
+
+    /// How long a draining host waits before asking a job that declined
+    /// again: 1 s, doubling up to 16 s.
+    fn drain_retry(&mut self, job: u64) -> f64 {
+        let n = self.drain_tries.entry(job).or_insert(0);
+        *n = (*n + 1).min(5);
+        f64::from(1u32 << (*n - 1))
+    }
+
+    /// The home `name` is alive and takes jobs.
+    async fn home_open(&self, name: &str) -> bool {
+        let Ok(hosts) = self.s.membership.hosts().await else { return false };
+        hosts.iter().any(|h| h.name == name && h.state == HostState::Alive && h.mode == HostMode::Normal)
     }
 
     async fn on_done(&mut self, now: f64, job: u64, result: Result<MoveFigures, Refusal>) {
@@ -760,6 +843,8 @@ impl Task {
                     self.b.set_bandwidth(f.bandwidth_mbps * 1e6);
                 }
                 self.jobs.remove(&job);
+                self.drain_tries.remove(&job);
+                self.s.drain.moved(&jref, &to, &f);
                 if foreign {
                     self.departed.insert((jref.clone(), pid), now);
                     self.s.event(NewEvent {
@@ -793,11 +878,25 @@ impl Task {
                         | RefusalKind::NotMember
                         | RefusalKind::NotFound
                 );
+                let draining = self.b.mode() == Mode::Draining;
+                // Either way under one lock with the end of the move (a
+                // drain report never sees the body gone and its move open).
+                if ended {
+                    self.s.drain.settled(&jref);
+                } else {
+                    self.s.drain.waiting(&jref, format!("{} ({}): {}", to, r.kind.as_str(), r.message));
+                }
                 if ended {
                     debug!(job = %jref, "balancer: the job ended as it was to move");
                     self.b.migration_declined(now, job, now + DECLINED_HOLD, &mut self.rng)
                 } else if declined {
-                    let hold = if r.kind == RefusalKind::Pinned { f64::INFINITY } else { now + DECLINED_HOLD };
+                    let hold = match r.kind {
+                        RefusalKind::Pinned if !draining => f64::INFINITY,
+                        // A drain asks again soon (the job may let go of
+                        // its socket), a little later each time.
+                        _ if draining => now + self.drain_retry(job),
+                        _ => now + DECLINED_HOLD,
+                    };
                     info!(job = %jref, kind = r.kind.as_str(), "balancer: job skipped: {}", r.message);
                     self.s.event(NewEvent {
                         kind: EventKind::Skipped,

@@ -5,14 +5,14 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 use tracing::{info, warn};
@@ -26,8 +26,9 @@ const ANNOUNCE_LIMIT: Duration = Duration::from_secs(10);
 /// asked for it failed before connecting).
 const UNUSED_LIMIT: Duration = Duration::from_secs(120);
 
-/// One body process.
-#[derive(Debug, Clone)]
+/// One body process. Kept beside its control socket (`NAME.json`), so
+/// that a restarted daemon finds the bodies still running.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Body {
     pub job: JobRef,
     /// Its control socket (exists once the body has arrived).
@@ -63,13 +64,75 @@ pub struct Bodies {
     table: Mutex<HashMap<JobRef, Body>>,
 }
 
-fn remove_stale_sockets(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    for e in entries.flatten() {
-        if e.path().extension().is_some_and(|x| x == "sock") {
-            let _ = std::fs::remove_file(e.path());
+/// The record beside a body's control socket.
+fn record_path(sock: &Path) -> PathBuf {
+    sock.with_extension("json")
+}
+
+/// True if process `pid` is the body process serving `sock` (not a reused
+/// pid).
+fn is_body(pid: u32, sock: &Path) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
+    let want = sock.as_os_str().as_encoded_bytes();
+    cmdline.split(|&b| b == 0).any(|arg| arg == want)
+}
+
+/// The bodies a previous daemon left running (their records and sockets
+/// are there and their processes live); everything else it left is
+/// removed.
+fn recover(dir: &Path) -> Vec<Body> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let files: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    let mut found = Vec::new();
+    for f in files.iter().filter(|f| f.extension().is_some_and(|x| x == "json")) {
+        let body = std::fs::read(f).ok().and_then(|b| serde_json::from_slice::<Body>(&b).ok());
+        match body {
+            Some(b)
+                if b.control_sock.parent() == Some(dir)
+                    && b.control_sock.exists()
+                    && is_body(b.pid, &b.control_sock) =>
+            {
+                info!(body = %b.job, pid = b.pid, "a body left by the previous daemon still runs: managed again");
+                found.push(b);
+            }
+            _ => {
+                let _ = std::fs::remove_file(f);
+            }
         }
     }
+    for f in files.iter().filter(|f| f.extension().is_some_and(|x| x == "sock" || x == "log")) {
+        let stem = f.with_extension("");
+        if !found.iter().any(|b| b.control_sock.with_extension("") == stem) {
+            // A body left running unmanaged keeps writing its log into
+            // the removed file: nothing fails for it.
+            let _ = std::fs::remove_file(f);
+        }
+    }
+    found
+}
+
+/// Forwards what a body process writes to its log file to the daemon's
+/// log, line by line, until the process has ended; then removes the file.
+/// (A file, not a pipe: a body outlives a restart of its daemon, and a
+/// write into a pipe nobody reads any more would fail and end the job.)
+fn tail_log(job: JobRef, pid: u32, path: PathBuf, from_end: bool) {
+    tokio::spawn(async move {
+        let Ok(mut file) = tokio::fs::File::open(&path).await else { return };
+        if from_end {
+            use tokio::io::AsyncSeekExt;
+            let _ = file.seek(std::io::SeekFrom::End(0)).await;
+        }
+        let mut lines = BufReader::new(file).lines();
+        let alive = || Path::new(&format!("/proc/{pid}")).exists();
+        loop {
+            match lines.next_line().await {
+                Ok(Some(line)) => info!(body = %job, pid, "body stderr: {line}"),
+                Ok(None) if alive() => tokio::time::sleep(Duration::from_millis(250)).await,
+                _ => break,
+            }
+        }
+        let _ = tokio::fs::remove_file(&path).await;
+    });
 }
 
 /// Forwards a body process's output to the log, line by line.
@@ -83,23 +146,56 @@ fn log_lines(job: JobRef, pid: u32, what: &'static str, r: impl AsyncRead + Unpi
 }
 
 impl Bodies {
-    /// Bodies' sockets under `state_dir/bodies` (left-over ones from a
-    /// previous run are removed: their processes died with it or run on
-    /// unmanaged).
+    /// Bodies' sockets under `state_dir/bodies`. Bodies a previous daemon
+    /// left running are managed again (`watch_recovered` follows them);
+    /// what else it left is removed.
     pub fn new(state_dir: &Path, exe: PathBuf, ip: IpAddr) -> std::io::Result<Bodies> {
         let dir = state_dir.join("bodies");
         let empty = dir.join("empty");
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&empty)?;
-        remove_stale_sockets(&dir);
+        let recovered = recover(&dir);
+        // New sockets must not take a recovered one's name.
+        let seq = recovered
+            .iter()
+            .filter_map(|b| b.control_sock.file_stem()?.to_str()?.rsplit('-').next()?.parse::<u64>().ok())
+            .max()
+            .map_or(0, |n| n + 1);
         Ok(Bodies {
             exe,
             dir,
             empty,
             ip,
-            seq: AtomicU64::new(0),
+            seq: AtomicU64::new(seq),
             cordoned: AtomicBool::new(false),
-            table: Mutex::new(HashMap::new()),
+            table: Mutex::new(recovered.into_iter().map(|b| (b.job.clone(), b)).collect()),
         })
+    }
+
+    /// Follows the bodies `new` found still running (they are not this
+    /// daemon's children): their logs, and their end.
+    pub fn watch_recovered(self: &Arc<Self>) {
+        for b in self.list() {
+            tail_log(b.job.clone(), b.pid, b.control_sock.with_extension("log"), true);
+            let bodies = self.clone();
+            tokio::spawn(async move {
+                while is_body(b.pid, &b.control_sock) {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                info!(body = %b.job, pid = b.pid, "body process ended");
+                bodies.forget(&b);
+            });
+        }
+    }
+
+    /// A body process has ended.
+    fn forget(&self, b: &Body) {
+        let mut t = self.table();
+        if t.get(&b.job).is_some_and(|x| x.pid == b.pid) {
+            t.remove(&b.job);
+        }
+        drop(t);
+        let _ = std::fs::remove_file(&b.control_sock);
+        let _ = std::fs::remove_file(record_path(&b.control_sock));
     }
 
     fn table(&self) -> MutexGuard<'_, HashMap<JobRef, Body>> {
@@ -133,11 +229,20 @@ impl Bodies {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         let sock = self.dir.join(format!("{}-{}-{n}.sock", job.home, job.id));
         let cannot = |e: String| Refusal::new(RefusalKind::CannotSpawn, format!("cannot start a body process: {e}"));
+        let log_path = self.dir.join(format!("{}-{}-{n}.log", job.home, job.id));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&log_path)
+            .map_err(|e| cannot(format!("its log {}: {e}", log_path.display())))?;
         let mut cmd = Command::new(&self.exe);
         cmd.arg("receive")
             .arg("--listen")
             .arg(std::net::SocketAddr::new(self.ip, 0).to_string())
             .arg("--once")
+            .arg("--wait")
+            .arg(UNUSED_LIMIT.as_secs().to_string())
             .arg("--announce")
             .arg("--api-sock")
             .arg(&sock)
@@ -147,14 +252,14 @@ impl Bodies {
             .current_dir(&self.empty)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .stderr(Stdio::from(log));
         let mut child = cmd.spawn().map_err(|e| cannot(format!("{}: {e}", self.exe.display())))?;
         let pid = child.id().unwrap_or(0);
-        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        let Some(stdout) = child.stdout.take() else {
             let _ = child.start_kill();
-            return Err(cannot("no pipes to it".into()));
+            return Err(cannot("no pipe to it".into()));
         };
-        log_lines(job.clone(), pid, "body stderr", stderr);
+        tail_log(job.clone(), pid, log_path, false);
         let mut out = BufReader::new(stdout);
         let mut line = String::new();
         let announced = match tokio::time::timeout(ANNOUNCE_LIMIT, out.read_line(&mut line)).await {
@@ -181,7 +286,10 @@ impl Bodies {
         };
         log_lines(job.clone(), pid, "body stdout", out.into_inner());
         let body = Body { job: job.clone(), control_sock: sock.clone(), pid, addr: addr.clone(), mem_bytes, owner_uid };
-        self.table().insert(job.clone(), body);
+        if let Err(e) = std::fs::write(record_path(&sock), serde_json::to_vec(&body).unwrap_or_default()) {
+            warn!(body = %job, "keeping the body's record: {e} (a restarted daemon would not find it)");
+        }
+        self.table().insert(job.clone(), body.clone());
         info!(body = %job, pid, %addr, "body process ready");
 
         let bodies = self.clone();
@@ -201,12 +309,7 @@ impl Bodies {
                 Ok(s) => info!(body = %job, pid, "body process ended ({s})"),
                 Err(e) => warn!(body = %job, pid, "waiting for the body process: {e}"),
             }
-            let mut t = bodies.table();
-            if t.get(&job).is_some_and(|b| b.pid == pid) {
-                t.remove(&job);
-            }
-            drop(t);
-            let _ = std::fs::remove_file(&sock);
+            bodies.forget(&body);
         });
         Ok(addr)
     }

@@ -8,8 +8,15 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// CFS period we set: 100 ms, the kernel's default.
+/// The kernel's default CFS period, assumed where a cgroup names none.
 const PERIOD_US: u64 = 100_000;
+/// The CFS period we set: 10 ms. A cgroup that used up its quota is
+/// throttled until the period ends, so a long period stalls an emulated
+/// host for tens of ms at a time (a move's downtime with it), which a real
+/// host of that size never does.
+const SHORT_PERIOD_US: u64 = 10_000;
+/// The smallest quota the kernel takes per period.
+const MIN_QUOTA_US: u64 = 1000;
 /// Smallest quota: the kernel refuses less than 1 ms per period.
 const MIN_CPUS: f64 = 0.01;
 /// Largest quota we accept; `Capacity::cores` is a u16.
@@ -286,13 +293,20 @@ impl CpuLimit {
         }
     }
 
+    /// The period and quota for `cpus`: the short period, longer only
+    /// where the quota would fall under the kernel's minimum.
+    fn period_and_quota(cpus: f64) -> (u64, u64) {
+        let period = ((MIN_QUOTA_US as f64 / cpus).ceil() as u64).clamp(SHORT_PERIOD_US, 1_000_000);
+        (period, ((cpus * period as f64).round() as u64).max(MIN_QUOTA_US))
+    }
+
     fn configure(&self, pid: u32) -> Result<(), CgroupError> {
-        let quota = ((self.cpus * PERIOD_US as f64).round() as u64).max(1000);
+        let (period, quota) = CpuLimit::period_and_quota(self.cpus);
         match self.version {
             Version::V1 => {
                 // Quota off first: a new period must fit an old quota.
                 write_file(&self.dir.join("cpu.cfs_quota_us"), "-1")?;
-                write_file(&self.dir.join("cpu.cfs_period_us"), &PERIOD_US.to_string())?;
+                write_file(&self.dir.join("cpu.cfs_period_us"), &period.to_string())?;
                 write_file(&self.dir.join("cpu.cfs_quota_us"), &quota.to_string()).map_err(|e| match e {
                     // v1 refuses a child quota above its parent's.
                     CgroupError::Io { action, path, source } if source.raw_os_error() == Some(libc::EINVAL) => {
@@ -322,7 +336,7 @@ impl CpuLimit {
                         e => e,
                     })?;
                 }
-                write_file(&self.dir.join("cpu.max"), &format!("{quota} {PERIOD_US}"))
+                write_file(&self.dir.join("cpu.max"), &format!("{quota} {period}"))
             }
         }
     }
@@ -475,6 +489,10 @@ mod tests {
 
     #[test]
     fn parses_quotas() {
+        assert_eq!(CpuLimit::period_and_quota(0.5), (10_000, 5000));
+        assert_eq!(CpuLimit::period_and_quota(2.0), (10_000, 20_000));
+        assert_eq!(CpuLimit::period_and_quota(0.05), (20_000, 1000));
+        assert_eq!(CpuLimit::period_and_quota(0.01), (100_000, 1000));
         assert_eq!(parse_cfs_quota("-1\n", "100000\n"), None);
         assert_eq!(parse_cfs_quota("50000\n", "100000\n"), Some(0.5));
         assert_eq!(parse_cfs_quota("150000", "50000"), Some(3.0));

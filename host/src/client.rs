@@ -14,8 +14,9 @@ use serde::Serialize;
 use tokio::net::UnixStream;
 
 use crate::api::{
-    ApiError, Cordon, DetachedJob, Event, HostView, JobDetail, JobView, LogChunk, MigrateRequest, MigrateResult,
-    NewJob, NewMove, SignalRequest, StateChange, PREFIX,
+    ApiError, ClusterView, Cordon, DetachedJob, DrainReport, Event, HostMode, HostView, JobDetail, JobNotice, JobView,
+    LogChunk, MigrateRequest, MigrateResult, MoveProgress, NewJob, NewMove, SetMode, SignalRequest, StateChange,
+    PREFIX,
 };
 use crate::config::DEFAULT_API_SOCK;
 
@@ -155,6 +156,11 @@ impl Client {
         self.call(Method::PUT, &format!("/jobs/{id}/state"), Some(change)).await
     }
 
+    /// Tells the daemon something the operator should hear about job `id`.
+    pub async fn notice(&self, id: u64, n: &JobNotice) -> Result<JobView, ClientError> {
+        self.call(Method::POST, &format!("/jobs/{id}/notice"), Some(n)).await
+    }
+
     pub async fn add_move(&self, id: u64, mv: &NewMove) -> Result<JobView, ClientError> {
         self.call(Method::POST, &format!("/jobs/{id}/moves"), Some(mv)).await
     }
@@ -206,6 +212,41 @@ impl Client {
     pub async fn last_events(&self, n: usize) -> Result<Vec<Event>, ClientError> {
         self.call::<(), _>(Method::GET, &format!("/events?last={n}"), None).await
     }
+
+    /// Cordons, drains or reopens `host` (this one or any member; root only).
+    pub async fn set_mode(&self, host: &str, mode: HostMode) -> Result<DrainReport, ClientError> {
+        self.call(Method::PUT, &format!("/hosts/{}/mode", path_part(host)), Some(&SetMode { mode })).await
+    }
+
+    /// Where `host`'s drain stands (or, not draining, what runs there).
+    pub async fn drain_report(&self, host: &str) -> Result<DrainReport, ClientError> {
+        self.call::<(), _>(Method::GET, &format!("/hosts/{}/drain", path_part(host)), None).await
+    }
+
+    /// The whole cluster: hosts, and the jobs and latest moves of every
+    /// home that answers.
+    pub async fn cluster(&self) -> Result<ClusterView, ClientError> {
+        self.call::<(), _>(Method::GET, "/cluster", None).await
+    }
+
+    /// The move of job `id` (of this home) in flight, if one is.
+    pub async fn progress(&self, id: u64) -> Result<Option<MoveProgress>, ClientError> {
+        self.call::<(), _>(Method::GET, &format!("/jobs/{id}/progress"), None).await
+    }
+}
+
+/// A host name or address as one path segment (names are letters,
+/// digits, '-', '_' and '.'; an address's ':' is escaped).
+fn path_part(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// The longest one `wait` call is held by the daemon.
@@ -247,6 +288,10 @@ impl BlockingClient {
         self.rt.block_on(self.client.set_state(id, change))
     }
 
+    pub fn notice(&self, id: u64, n: &JobNotice) -> Result<JobView, ClientError> {
+        self.rt.block_on(self.client.notice(id, n))
+    }
+
     pub fn add_move(&self, id: u64, mv: &NewMove) -> Result<JobView, ClientError> {
         self.rt.block_on(self.client.add_move(id, mv))
     }
@@ -277,5 +322,21 @@ impl BlockingClient {
 
     pub fn last_events(&self, n: usize) -> Result<Vec<Event>, ClientError> {
         self.rt.block_on(self.client.last_events(n))
+    }
+
+    pub fn set_mode(&self, host: &str, mode: HostMode) -> Result<DrainReport, ClientError> {
+        self.rt.block_on(self.client.set_mode(host, mode))
+    }
+
+    pub fn drain_report(&self, host: &str) -> Result<DrainReport, ClientError> {
+        self.rt.block_on(self.client.drain_report(host))
+    }
+
+    pub fn cluster(&self) -> Result<ClusterView, ClientError> {
+        self.rt.block_on(self.client.cluster())
+    }
+
+    pub fn progress(&self, id: u64) -> Result<Option<MoveProgress>, ClientError> {
+        self.rt.block_on(self.client.progress(id))
     }
 }

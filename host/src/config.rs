@@ -54,6 +54,8 @@ pub struct BalancerSettings {
     pub cost_weight: Option<f64>,
     /// Outgoing moves at the same time.
     pub max_in_flight: Option<usize>,
+    /// Outgoing moves at the same time while draining.
+    pub drain_in_flight: Option<usize>,
     /// How often the load is sampled.
     pub tick: Option<f64>,
 }
@@ -69,6 +71,7 @@ impl BalancerSettings {
             cool_down: self.cool_down.or(under.cool_down),
             cost_weight: self.cost_weight.or(under.cost_weight),
             max_in_flight: self.max_in_flight.or(under.max_in_flight),
+            drain_in_flight: self.drain_in_flight.or(under.drain_in_flight),
             tick: self.tick.or(under.tick),
         }
     }
@@ -97,6 +100,8 @@ pub struct Settings {
     /// Put the daemon and everything it runs into a cgroup of its own
     /// with a quota of this many CPUs (root only; emulates a smaller host).
     pub cpu_limit: Option<f64>,
+    /// Serve Prometheus metrics over HTTP on this ADDR:PORT (default: off).
+    pub metrics: Option<String>,
     #[serde(default)]
     pub balancer: BalancerSettings,
 }
@@ -115,6 +120,7 @@ impl Settings {
             cpus: self.cpus.or(under.cpus),
             speed: self.speed.or(under.speed),
             cpu_limit: self.cpu_limit.or(under.cpu_limit),
+            metrics: self.metrics.or(under.metrics),
             balancer: self.balancer.over(under.balancer),
         }
     }
@@ -149,6 +155,8 @@ pub struct Config {
     pub cpus: Option<f64>,
     pub speed: Option<f64>,
     pub cpu_limit: Option<f64>,
+    /// Where to serve Prometheus metrics.
+    pub metrics: Option<SocketAddr>,
     pub balance: Balance,
 }
 
@@ -202,6 +210,12 @@ impl Balance {
                 return Err(bad(format!("balancer.max_in_flight {n}: give 1 to 64")));
             }
             c.max_in_flight = n;
+        }
+        if let Some(n) = b.drain_in_flight {
+            if n == 0 || n > 64 {
+                return Err(bad(format!("balancer.drain_in_flight {n}: give 1 to 64")));
+            }
+            c.drain_in_flight = n;
         }
         let tick = match b.tick {
             Some(t) if !(t.is_finite() && (0.01..=10.0).contains(&t)) => {
@@ -280,6 +294,10 @@ impl Config {
         let speed = positive("speed", s.speed, 1000.0)?;
         let cpu_limit = positive("cpu_limit", s.cpu_limit, 65535.0)?;
         let balance = Balance::from_settings(&s.balancer)?;
+        let metrics = match s.metrics {
+            Some(m) => Some(m.parse().map_err(|_| bad(format!("metrics address {m:?} is not IP:PORT")))?),
+            None => None,
+        };
         Ok(Config {
             name,
             listen,
@@ -293,6 +311,7 @@ impl Config {
             cpus,
             speed,
             cpu_limit,
+            metrics,
             balance,
         })
     }

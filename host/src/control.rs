@@ -12,7 +12,7 @@ use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use tokio::net::UnixStream;
 
-use crate::api::MoveFigures;
+use crate::api::{MoveFigures, MoveProgress, SiteStats};
 use crate::wire::{MoveOptions, Refusal, RefusalKind};
 
 /// How long a move may take, start to acknowledgement.
@@ -81,4 +81,49 @@ pub async fn migrate(sock: &Path, to: &str, opts: &MoveOptions) -> Result<MoveFi
         _ => RefusalKind::Refused,
     };
     Err(Refusal::new(kind, message))
+}
+
+/// How long a status question to a job's control socket may take.
+const QUERY_LIMIT: Duration = Duration::from_secs(2);
+
+async fn query<T: serde::de::DeserializeOwned>(sock: &Path, path: &str) -> Option<T> {
+    let (status, bytes) =
+        tokio::time::timeout(QUERY_LIMIT, request(sock, Method::GET, path, String::new())).await.ok()?.ok()?;
+    if status != 200 {
+        return None;
+    }
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// The job's move in flight (`GET /progress`), if one is; None too when
+/// the socket does not answer (the body is gone, or predates progress).
+pub async fn progress(sock: &Path) -> Option<MoveProgress> {
+    query::<Option<MoveProgress>>(sock, "/progress").await.flatten()
+}
+
+/// The remote site calls the body made (`GET /stats`).
+pub async fn site_stats(sock: &Path) -> Option<SiteStats> {
+    query(sock, "/stats").await
+}
+
+#[derive(Deserialize)]
+struct Movable {
+    movable: bool,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    why: Option<String>,
+}
+
+/// Asks the job whether it could move now (`GET /movable`), so that a move
+/// it would refuse at the stop starts no receiver and copies nothing. A
+/// job that cannot say (an older body) is let try.
+pub async fn movable(sock: &Path) -> Result<(), Refusal> {
+    match query::<Movable>(sock, "/movable").await {
+        Some(m) if !m.movable && m.kind.as_deref() == Some("unmovable") => {
+            Err(Refusal::new(RefusalKind::Unmovable, m.why.unwrap_or_else(|| "the job cannot move now".into())))
+        }
+        Some(m) if !m.movable => Err(Refusal::new(RefusalKind::Refused, m.why.unwrap_or_default())),
+        _ => Ok(()),
+    }
 }

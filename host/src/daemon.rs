@@ -165,6 +165,11 @@ impl Daemon {
             None => None,
         };
         let store = Store::open(&config.state_dir.join("jobs.db"))?;
+        let (mode, drain_since) = store.mode()?;
+        if mode != crate::api::HostMode::Normal {
+            info!(mode = mode.as_str(), "this host is {} (kept in its records)", mode.as_str());
+        }
+        let drain = crate::drain::Drain::new(mode, drain_since);
         let (tcp, udp) = bind_peer_port(config.listen).await?;
         let bound = tcp.local_addr().map_err(|err| Error::Bind { addr: config.listen, err })?;
         let advertise = match config.advertise {
@@ -176,10 +181,19 @@ impl Daemon {
         };
         let id = HostId { name: config.name.clone(), addr: advertise, incarnation: server::now_ms() };
 
+        let metrics = Arc::new(crate::metrics::Metrics::new());
         let (local_jobs, local_jobs_rx) = watch::channel(store.running_by_host()?);
         let (heard_tx, heard_rx) = tokio::sync::mpsc::channel(1024);
-        let (membership, membership_task) =
-            Membership::start(id.clone(), udp, config.join.clone(), config.timing.clone(), local_jobs_rx, heard_tx);
+        let (membership, membership_task) = Membership::start(
+            id.clone(),
+            udp,
+            config.join.clone(),
+            config.timing.clone(),
+            local_jobs_rx,
+            drain.watch(),
+            heard_tx,
+            metrics.clone(),
+        );
         let (balance, balance_inputs) = if config.balance.enabled {
             balance::Handle::channel()
         } else {
@@ -187,10 +201,13 @@ impl Daemon {
         };
         let bodies = Bodies::new(&config.state_dir, config.exe.clone(), advertise.ip())
             .map_err(|err| Error::StateDir { path: config.state_dir.join("bodies"), err })?;
+        bodies.cordoned.store(mode.closed(), std::sync::atomic::Ordering::SeqCst);
+        let bodies = Arc::new(bodies);
+        bodies.watch_recovered();
         let shared = Arc::new(Shared {
             name: config.name.clone(),
             id: id.clone(),
-            bodies: Arc::new(bodies),
+            bodies: bodies.clone(),
             state_dir: config.state_dir.clone(),
             api_sock: config.api_sock.clone(),
             exe: config.exe.clone(),
@@ -202,12 +219,22 @@ impl Daemon {
             balance,
             cpu_limit: cpu_limit.clone(),
             dirty_rates: Mutex::new(Default::default()),
+            metrics,
+            drain,
         });
         let lost = shared.reap("found at daemon start");
         let known = shared.store().jobs(false).map(|j| j.len()).unwrap_or(0);
         info!(running = known, lost, "job records read");
 
         let api = bind_api_sock(&config.api_sock)?;
+        let metrics_listener = match config.metrics {
+            Some(addr) => {
+                let l = TcpListener::bind(addr).await.map_err(|err| Error::Bind { addr, err })?;
+                let bound = l.local_addr().map_err(|err| Error::Bind { addr, err })?;
+                Some((l, bound))
+            }
+            None => None,
+        };
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
 
@@ -222,6 +249,10 @@ impl Daemon {
             }
         }));
         tasks.push(tokio::spawn(peer::serve(tcp, shared.clone(), stop_rx.clone())));
+        let metrics_addr = metrics_listener.as_ref().map(|(_, a)| a.to_string());
+        if let Some((l, _)) = metrics_listener {
+            tasks.push(tokio::spawn(crate::metrics::serve(l, shared.clone(), stop_rx.clone())));
+        }
         if config.balance.enabled {
             let capacity = crate::load::detect_capacity(config.cpus, config.speed);
             tasks.push(balance::spawn(
@@ -256,6 +287,7 @@ impl Daemon {
             advertise: advertise.to_string(),
             api_sock: config.api_sock.display().to_string(),
             pid: std::process::id(),
+            metrics: metrics_addr,
         };
         info!(name = %ready.name, listen = %ready.listen, advertise = %ready.advertise, api_sock = %ready.api_sock, "serving");
         Ok(Daemon { ready, shared, stop, tasks, membership_task, api_sock: config.api_sock, cpu_limit, _lock: lock })

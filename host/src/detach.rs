@@ -85,7 +85,20 @@ fn check(req: &DetachedJob) -> Result<(), ApiError> {
 /// Starts the detached job; returns its record.
 pub fn start(s: &Arc<Shared>, who: Owner, req: DetachedJob) -> Result<JobRecord, ApiError> {
     check(&req)?;
+    let mode = s.drain.mode();
+    if mode.closed() {
+        return Err(ApiError::new(
+            crate::api::ErrorKind::Refused,
+            format!(
+                "host {} is {}: it starts no new jobs (start it at another host, or `mosvm uncordon {}`)",
+                s.name,
+                mode.as_str(),
+                s.name
+            ),
+        ));
+    }
     let cwd = CString::new(req.cwd.as_bytes()).map_err(|e| internal("cwd", e))?;
+    let limits = caller_limits(&req.limits)?;
     let groups = groups_of(&who);
     let dir = logs_dir(&s.state_dir);
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(|e| internal("logs dir", e))?;
@@ -131,6 +144,13 @@ pub fn start(s: &Arc<Shared>, who: Owner, req: DetachedJob) -> Result<JobRecord,
     // buffers were made before the fork.
     unsafe {
         cmd.pre_exec(move || {
+            // The caller's limits, set while still privileged (raising a
+            // hard limit back to the caller's needs it).
+            for (resource, limit) in &limits {
+                if libc::setrlimit(*resource as _, limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             // Its own session: the daemon's terminal signals are not its.
             if libc::setsid() < 0
                 || libc::setgroups(groups.len(), groups.as_ptr()) != 0
@@ -214,4 +234,24 @@ pub fn logs(state_dir: &Path, job: &JobRecord, out: u64, err: u64) -> Result<Log
     let out = read_from(&po, out).map_err(|e| internal("reading the log", e))?;
     let err = read_from(&pe, err).map_err(|e| internal("reading the log", e))?;
     Ok(LogChunk { out, err, ended })
+}
+
+/// The caller's limits as `setrlimit` takes them, each clamped to this
+/// daemon's own hard limit: a request cannot give a job more than a
+/// deputy started by this daemon could have had anyway.
+fn caller_limits(asked: &[(u32, u64, u64)]) -> Result<Vec<(u32, libc::rlimit)>, ApiError> {
+    let mut out = Vec::with_capacity(asked.len());
+    for &(resource, cur, max) in asked {
+        if resource >= crate::api::RLIMITS || cur > max {
+            return Err(ApiError::new(ErrorKind::BadRequest, format!("bad resource limit {resource}: {cur} > {max}")));
+        }
+        let mut own = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: valid resource number and out pointer.
+        if unsafe { libc::getrlimit(resource as _, &mut own) } != 0 {
+            continue;
+        }
+        let max = max.min(own.rlim_max);
+        out.push((resource, libc::rlimit { rlim_cur: cur.min(max), rlim_max: max }));
+    }
+    Ok(out)
 }

@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use crate::api::HostMode;
 use crate::api::{HostState, HostView};
 use crate::wire::{self, BalanceEnvelope, Kind, Leave, Status};
 
@@ -149,13 +150,16 @@ impl Membership {
     /// HOST:PORT strings of hosts to announce to while no other host is
     /// known; `local_jobs` is this host's count of its jobs by the host
     /// their body runs on, kept current by the job side.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         id: HostId,
         socket: UdpSocket,
         join: Vec<String>,
         timing: Timing,
         local_jobs: watch::Receiver<Vec<(String, u32)>>,
+        mode: watch::Receiver<HostMode>,
         heard: mpsc::Sender<Heard>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> (Membership, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(64);
         let socket = Arc::new(socket);
@@ -171,6 +175,8 @@ impl Membership {
             join,
             timing,
             local_jobs,
+            mode,
+            metrics,
             statuses: HashMap::new(),
             left: HashSet::new(),
             seq: 0,
@@ -265,6 +271,9 @@ struct Task {
     join: Vec<String>,
     timing: Timing,
     local_jobs: watch::Receiver<Vec<(String, u32)>>,
+    /// This host's mode: told to every member at once when it changes.
+    mode: watch::Receiver<HostMode>,
+    metrics: Arc<crate::metrics::Metrics>,
     /// The latest status of each member, by its address.
     statuses: HashMap<SocketAddr, Reported>,
     /// Identities that said goodbye.
@@ -315,6 +324,7 @@ impl Task {
                     }
                     self.send_status().await;
                 }
+                Ok(()) = self.mode.changed() => self.send_status().await,
             }
             self.drain().await;
         }
@@ -338,6 +348,7 @@ impl Task {
             Ok(v) => v,
             Err(e) => return self.drops.note(from, "datagram", &e),
         };
+        let payload = &payload[..];
         match kind {
             Kind::Swim => {
                 if let Err(e) = self.foca.handle_data(payload, &mut self.runtime) {
@@ -439,7 +450,9 @@ impl Task {
         let mut running = self.local_jobs.borrow().clone();
         // Keep the datagram under the limit whatever the number of hosts.
         loop {
-            let s = Status { from: self.foca.identity().clone(), seq: self.seq, mem_available, mem_total, running };
+            let mode = *self.mode.borrow();
+            let s =
+                Status { from: self.foca.identity().clone(), seq: self.seq, mem_available, mem_total, running, mode };
             let len = postcard::to_allocvec(&s).map(|v| v.len()).unwrap_or(usize::MAX);
             if len <= wire::MAX_DATAGRAM_PAYLOAD || s.running.is_empty() {
                 return s;
@@ -484,6 +497,7 @@ impl Task {
                         debug!(host = %id.name, "host that left is down");
                     } else {
                         warn!(host = %id.name, addr = %id.addr, "host is down");
+                        self.metrics.host_failed();
                         let _ = self.heard.try_send(Heard::Down { id: id.clone(), left: false });
                     }
                     self.statuses.remove(&id.addr);
@@ -547,6 +561,7 @@ impl Task {
             mem_total: mem.map(|m| m.1),
             load: None,
             balancer: None,
+            mode: *self.mode.borrow(),
         }];
         let mut others: Vec<HostView> = self
             .foca
@@ -573,6 +588,7 @@ impl Task {
                     mem_total: reported.map(|r| r.status.mem_total),
                     load: None,
                     balancer: None,
+                    mode: reported.map(|r| r.status.mode).unwrap_or_default(),
                 }
             })
             .collect();

@@ -35,7 +35,7 @@ const PREPARE_LIMIT: Duration = Duration::from_secs(15);
 
 /// True if `from`, whose connection comes from `peer`, is an active member
 /// of this host's cluster at the address it claims.
-async fn is_member(s: &Shared, from: &HostId, peer: SocketAddr) -> bool {
+pub(crate) async fn is_member(s: &Shared, from: &HostId, peer: SocketAddr) -> bool {
     if peer.ip() != from.addr.ip() || from.name == s.name {
         return false;
     }
@@ -105,6 +105,7 @@ async fn move_here(s: &Shared, req: &MoveBody) -> Result<MoveFigures, Refusal> {
     if !body.control_sock.exists() {
         return Err(Refusal::new(RefusalKind::Busy, format!("the body of job {} is still arriving", req.job)));
     }
+    control::movable(&body.control_sock).await?;
     let dest = match &req.to {
         Target::Home => "home".to_string(),
         Target::Host { name, .. } if *name == s.name => {
@@ -115,10 +116,12 @@ async fn move_here(s: &Shared, req: &MoveBody) -> Result<MoveFigures, Refusal> {
         }
     };
     info!(body = %req.job, to = ?req.to, %dest, "moving a body on");
-    control::migrate(&body.control_sock, &dest, &req.opts).await
+    let f = control::migrate(&body.control_sock, &dest, &req.opts).await?;
+    s.metrics.moved_out(req.arrival.why.unwrap_or(MoveWhy::Operator));
+    Ok(f)
 }
 
-fn api_error(r: Refusal) -> ApiError {
+pub(crate) fn api_error(r: Refusal) -> ApiError {
     let kind = match r.kind {
         RefusalKind::NotFound => ErrorKind::NotFound,
         RefusalKind::Busy => ErrorKind::Busy,
@@ -135,7 +138,7 @@ fn api_error(r: Refusal) -> ApiError {
 
 /// A member named, or at the address, `to`: its name and peer address
 /// (None for this host).
-async fn resolve(s: &Shared, to: &str) -> Result<Option<(String, SocketAddr)>, ApiError> {
+pub(crate) async fn resolve(s: &Shared, to: &str) -> Result<Option<(String, SocketAddr)>, ApiError> {
     let hosts = s.membership.hosts().await.map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
     let found: Vec<_> = hosts
         .iter()
@@ -306,6 +309,7 @@ pub async fn move_job(
         left: order.left.clone(),
         dirty_rate: s.dirty_rates().get(&id).copied().unwrap_or(order.dirty_rate),
         resident_bytes: 0,
+        why: Some(order.why),
     };
     let opts = order.opts.clone();
     info!(job = id, from = %job.host, to = %to_name, why = order.why.as_str(), "moving");
@@ -313,11 +317,29 @@ pub async fn move_job(
     let moved: Result<MoveFigures, Refusal> = if job.host == s.name {
         // The body runs here, in its deputy: its own control socket.
         match (&job.control_sock, &target) {
+            // A detached job's deputy fills its record in as it starts.
+            (None, _) if job.detached && job.deputy_addr.is_none() => {
+                Err(Refusal::new(RefusalKind::Busy, format!("job {id} is still starting; try again")))
+            }
             (None, _) => Err(Refusal::new(RefusalKind::Refused, format!("job {id} has no control socket"))),
             (_, None) => Err(Refusal::new(RefusalKind::BadRequest, format!("job {id} is at home already"))),
+            // The deputy removes the socket as the job ends.
+            (Some(sock), Some(_)) if !std::path::Path::new(sock).exists() => {
+                Err(Refusal::new(RefusalKind::Ended, format!("job {id} is ending (its control socket is gone)")))
+            }
             (Some(sock), Some((name, addr))) => {
-                match prepare_at(s, name, *addr, &jref, job.mem_bytes, job.owner_uid, &arrival).await {
-                    Ok(dest) => control::migrate(std::path::Path::new(sock), &dest, &opts).await,
+                let ready = match control::movable(std::path::Path::new(sock)).await {
+                    Ok(()) => prepare_at(s, name, *addr, &jref, job.mem_bytes, job.owner_uid, &arrival).await,
+                    Err(r) => Err(r),
+                };
+                match ready {
+                    Ok(dest) => {
+                        let moved = control::migrate(std::path::Path::new(sock), &dest, &opts).await;
+                        if moved.is_ok() {
+                            s.metrics.moved_out(order.why);
+                        }
+                        moved
+                    }
                     Err(r) => Err(r),
                 }
             }
@@ -346,6 +368,7 @@ pub async fn move_job(
         }
     };
 
+    s.metrics.move_done(order.why, moved.as_ref().ok());
     let reason_words = order.reason.clone().unwrap_or_else(|| format!("{} asked", order.why.as_str()));
     let result = {
         let store = &mut *s.store();

@@ -1,6 +1,7 @@
 //! The TCP side of the peer port: framed, checksummed requests from other
-//! hosts (`wire`): `Ping`, and the bodies' `PrepareBody`, `MoveBody` and `BalanceMove`
-//! (see `moves`). A connection that sends anything malformed is closed;
+//! hosts (`wire`): `Ping`; the bodies' `PrepareBody`, `MoveBody` and
+//! `BalanceMove` (see `moves`); an operator's `HostOp`, `Overview` and
+//! `Progress` (see `ops`). A connection that sends anything malformed is closed;
 //! the listener never stops for it.
 
 use std::net::{IpAddr, SocketAddr};
@@ -15,8 +16,9 @@ use tracing::debug;
 
 use crate::membership::{Drops, HostId};
 use crate::moves;
+use crate::ops;
 use crate::server::Shared;
-use crate::wire::{self, BalanceMove, Kind, MoveBody, Ping, Pong, PrepareBody, WireError};
+use crate::wire::{self, BalanceMove, HostOp, Kind, MoveBody, Overview, Ping, Pong, PrepareBody, Progress, WireError};
 
 /// Connections served at once; more are closed on arrival.
 const MAX_CONNECTIONS: usize = 256;
@@ -87,6 +89,22 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>
                 let req: BalanceMove = wire::decode_msg(kind, &payload)?;
                 let reply = moves::on_balance_move(&shared, req, peer).await;
                 wire::write_frame(&mut stream, &wire::encode_msg(Kind::Moved, &reply)).await?;
+            }
+            Kind::HostOp => {
+                let req: HostOp = wire::decode_msg(kind, &payload)?;
+                let reply = ops::on_host_op(&shared, req, peer).await;
+                wire::write_frame(&mut stream, &wire::encode_msg(Kind::HostReport, &reply)).await?;
+            }
+            Kind::Overview => {
+                let req: Overview = wire::decode_msg(kind, &payload)?;
+                // A stranger gets the connection closed, not an answer.
+                let Some(reply) = ops::on_overview(&shared, req, peer).await else { return Ok(()) };
+                wire::write_frame(&mut stream, &wire::encode_msg(Kind::OverviewReply, &reply)).await?;
+            }
+            Kind::Progress => {
+                let req: Progress = wire::decode_msg(kind, &payload)?;
+                let reply = ops::on_progress(&shared, req, peer).await;
+                wire::write_frame(&mut stream, &wire::encode_msg(Kind::ProgressReply, &reply)).await?;
             }
             got => return Err(WireError::Unexpected { expected: Kind::Ping, got }),
         }

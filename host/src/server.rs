@@ -20,9 +20,9 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::api::{
-    ApiError, Cordon, DetachedJob, ErrorKind, Event, EventKind, HostView, JobDetail, JobState, JobView, LogChunk,
-    MigrateRequest, MigrateResult, NewEvent, NewJob, NewMove, SignalRequest, StateChange, EVENTS_DEFAULT, EVENTS_MAX,
-    PREFIX,
+    ApiError, ClusterView, Cordon, DetachedJob, DrainReport, ErrorKind, Event, EventKind, HostMode, HostView,
+    JobDetail, JobNotice, JobState, JobView, LogChunk, MigrateRequest, MigrateResult, MoveProgress, NewEvent, NewJob,
+    NewMove, SetMode, SignalRequest, StateChange, EVENTS_DEFAULT, EVENTS_MAX, PREFIX,
 };
 use crate::bodies::Bodies;
 use crate::client::WAIT_LIMIT;
@@ -106,6 +106,10 @@ pub struct Shared {
     pub dirty_rates: Mutex<std::collections::HashMap<u64, f64>>,
     /// The daemon's CPU budget, which the jobs registering here join.
     pub cpu_limit: Option<Arc<crate::cgroup::CpuLimit>>,
+    /// Counters and histograms for `--metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Cordoned or draining, and the drain's progress.
+    pub drain: crate::drain::Drain,
 }
 
 pub fn now_ms() -> u64 {
@@ -179,7 +183,7 @@ impl Shared {
 
     /// CPU time while it can be measured: the body has always run in its
     /// deputy process, at home.
-    fn cpu_ms(&self, j: &JobRecord) -> Option<u64> {
+    pub(crate) fn cpu_ms(&self, j: &JobRecord) -> Option<u64> {
         let pid = j.deputy_pid?;
         let measurable = j.state == JobState::Running && j.moves == 0 && j.host == j.home;
         (measurable && procfs::alive(pid, j.deputy_start)).then(|| procfs::cpu_ms(pid)).flatten()
@@ -245,12 +249,17 @@ pub fn router(state: AppState) -> Router {
         .route(&format!("{PREFIX}/jobs/{{id}}"), get(job_detail))
         .route(&format!("{PREFIX}/jobs/{{id}}/state"), put(set_state))
         .route(&format!("{PREFIX}/jobs/{{id}}/moves"), post(add_move))
+        .route(&format!("{PREFIX}/jobs/{{id}}/notice"), post(notice))
         .route(&format!("{PREFIX}/jobs/{{id}}/migrate"), post(migrate))
         .route(&format!("{PREFIX}/jobs/{{id}}/signal"), post(signal))
         .route(&format!("{PREFIX}/jobs/{{id}}/wait"), get(wait))
         .route(&format!("{PREFIX}/jobs/{{id}}/logs"), get(logs))
         .route(&format!("{PREFIX}/jobs/detached"), post(detached))
         .route(&format!("{PREFIX}/cordon"), put(cordon))
+        .route(&format!("{PREFIX}/hosts/{{name}}/mode"), put(set_mode))
+        .route(&format!("{PREFIX}/hosts/{{name}}/drain"), get(drain_report))
+        .route(&format!("{PREFIX}/cluster"), get(cluster))
+        .route(&format!("{PREFIX}/jobs/{{id}}/progress"), get(progress))
         .route(&format!("{PREFIX}/events"), get(events))
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
@@ -400,6 +409,31 @@ fn lost_event(home: &str, id: u64, host: String, reason: String) -> NewEvent {
     }
 }
 
+/// A deputy's notice about its job: logged and kept as an event.
+async fn notice(
+    State(s): State<AppState>,
+    ConnectInfo(c): ConnectInfo<Caller>,
+    id: Result<Path<u64>, PathRejection>,
+    b: Result<Json<JobNotice>, JsonRejection>,
+) -> ApiResult<JobView> {
+    let (who, id, n) = (caller(c)?, job_id(id)?, body(b)?);
+    if let JobNotice::UnsupportedSyscall { name: Some(name), .. } = &n {
+        if name.len() > 64 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(bad("a system call name is a C identifier"));
+        }
+    }
+    let rec = owned(&s.store(), id, &who)?;
+    warn!(job = id, "{n}");
+    s.event(NewEvent {
+        kind: EventKind::Notice,
+        job: Some(crate::wire::JobRef { home: s.name.clone(), id }.to_string()),
+        from: Some(rec.host.clone()),
+        to: None,
+        reason: n.to_string(),
+    });
+    Ok(Json(s.view(&rec, &who)))
+}
+
 async fn add_move(
     State(s): State<AppState>,
     ConnectInfo(c): ConnectInfo<Caller>,
@@ -534,6 +568,7 @@ async fn detached(
     Ok(Json(s.view(&rec, &who)))
 }
 
+/// The older form of `PUT /v1/hosts/{name}/mode` for this host.
 async fn cordon(
     State(s): State<AppState>,
     ConnectInfo(c): ConnectInfo<Caller>,
@@ -543,9 +578,47 @@ async fn cordon(
     if who.uid != 0 {
         return Err(ApiError::new(ErrorKind::PermissionDenied, "only root may cordon a host"));
     }
-    s.bodies.cordoned.store(req.cordoned, std::sync::atomic::Ordering::Relaxed);
-    info!(cordoned = req.cordoned, "cordon");
+    let mode = if req.cordoned { HostMode::Cordoned } else { HostMode::Normal };
+    crate::ops::apply_mode(&s, mode, "here").await.map_err(crate::moves::api_error)?;
     Ok(Json(req))
+}
+
+fn host_name(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    let name = p.map(|Path(n)| n).map_err(|e| bad(format!("host: {}", e.body_text())))?;
+    check_host("host", &name)?;
+    Ok(name)
+}
+
+async fn set_mode(
+    State(s): State<AppState>,
+    ConnectInfo(c): ConnectInfo<Caller>,
+    name: Result<Path<String>, PathRejection>,
+    b: Result<Json<SetMode>, JsonRejection>,
+) -> ApiResult<DrainReport> {
+    let (who, name, req) = (caller(c)?, host_name(name)?, body(b)?);
+    if who.uid != 0 {
+        let what = match req.mode {
+            HostMode::Normal => "reopen",
+            HostMode::Cordoned => "cordon",
+            HostMode::Draining => "drain",
+        };
+        return Err(ApiError::new(ErrorKind::PermissionDenied, format!("only root may {what} a host")));
+    }
+    Ok(Json(crate::ops::set_mode(&s, &name, req.mode).await?))
+}
+
+/// Anyone may ask (a report names jobs, never their argv or env).
+async fn drain_report(State(s): State<AppState>, name: Result<Path<String>, PathRejection>) -> ApiResult<DrainReport> {
+    let name = host_name(name)?;
+    Ok(Json(crate::ops::report(&s, &name).await?))
+}
+
+async fn cluster(State(s): State<AppState>) -> ApiResult<ClusterView> {
+    Ok(Json(crate::ops::cluster(&s).await?))
+}
+
+async fn progress(State(s): State<AppState>, id: Result<Path<u64>, PathRejection>) -> ApiResult<Option<MoveProgress>> {
+    Ok(Json(crate::ops::progress(&s, job_id(id)?).await?))
 }
 
 #[derive(Deserialize)]

@@ -8,7 +8,9 @@ use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use crate::api::{Event, EventKind, JobState, JobView, MoveView, MoveWhy, NewEvent, NewJob, NewMove, StateChange};
+use crate::api::{
+    Event, EventKind, HostMode, JobState, JobView, MoveView, MoveWhy, NewEvent, NewJob, NewMove, StateChange,
+};
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -83,6 +85,14 @@ CREATE TABLE events (
     from_host TEXT,
     to_host   TEXT,
     reason    TEXT    NOT NULL
+);
+"#,
+    r#"
+-- This host's own settings that outlive a restart: its mode (normal,
+-- cordoned, draining) and when a drain began.
+CREATE TABLE host (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
 );
 "#,
 ];
@@ -530,6 +540,32 @@ impl Store {
         Ok(v)
     }
 
+    /// This host's mode and, while draining, when the drain began.
+    pub fn mode(&self) -> Result<(HostMode, Option<u64>), StoreError> {
+        let get = |k: &str| -> Result<Option<String>, StoreError> {
+            Ok(self.conn.query_row("SELECT value FROM host WHERE key = ?1", [k], |r| r.get(0)).optional()?)
+        };
+        let mode = match get("mode")? {
+            Some(m) => HostMode::parse(&m).ok_or_else(|| StoreError::Corrupt(format!("host mode {m:?}")))?,
+            None => HostMode::Normal,
+        };
+        let since = get("drain_started_ms")?.and_then(|v| v.parse().ok());
+        Ok((mode, since.filter(|_| mode == HostMode::Draining)))
+    }
+
+    pub fn set_mode(&mut self, mode: HostMode, drain_started_ms: Option<u64>) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.execute("INSERT OR REPLACE INTO host (key, value) VALUES ('mode', ?1)", [mode.as_str()])?;
+        match drain_started_ms {
+            Some(t) => {
+                tx.execute("INSERT OR REPLACE INTO host (key, value) VALUES ('drain_started_ms', ?1)", [t.to_string()])?
+            }
+            None => tx.execute("DELETE FROM host WHERE key = 'drain_started_ms'", [])?,
+        };
+        tx.commit()?;
+        Ok(())
+    }
+
     /// How many of this home's jobs run (or are moving away from) each host.
     pub fn running_by_host(&self) -> Result<Vec<(String, u32)>, StoreError> {
         let mut stmt = self.conn.prepare(
@@ -721,6 +757,18 @@ mod tests {
         assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
         let j = s.jobs(true).unwrap();
         assert_eq!((j.len(), j[0].detached, j[0].stay), (1, false, false));
+    }
+
+    #[test]
+    fn the_host_mode_is_kept() {
+        let mut s = Store::open_in_memory().unwrap();
+        assert_eq!(s.mode().unwrap(), (HostMode::Normal, None));
+        s.set_mode(HostMode::Draining, Some(42)).unwrap();
+        assert_eq!(s.mode().unwrap(), (HostMode::Draining, Some(42)));
+        s.set_mode(HostMode::Cordoned, None).unwrap();
+        assert_eq!(s.mode().unwrap(), (HostMode::Cordoned, None));
+        s.conn.execute("UPDATE host SET value = 'sideways' WHERE key = 'mode'", []).unwrap();
+        assert!(matches!(s.mode(), Err(StoreError::Corrupt(_))));
     }
 
     #[test]

@@ -17,9 +17,10 @@ use crate::membership::HostId;
 
 pub const MAGIC: [u8; 2] = *b"MV";
 /// Bumped on any incompatible change of the framing or of a payload.
-pub const VERSION: u8 = 2;
-/// The oldest version this host still reads: version 1 differs only in
-/// that `PrepareBody` and `MoveBody` had no `arrival` (see `upgrade`).
+pub const VERSION: u8 = 3;
+/// The oldest version this host still reads: version 2 differs in that
+/// `Status` had no `mode` and `Arrival` no `why`; version 1 also in that
+/// `PrepareBody` and `MoveBody` had no `arrival` (see `upgrade`).
 pub const OLDEST_VERSION: u8 = 1;
 pub const HEADER_LEN: usize = 12;
 /// Largest SWIM payload (foca's `max_packet_size`): fits an Ethernet MTU.
@@ -54,6 +55,19 @@ pub enum Kind {
     Moved = 21,
     /// `BalanceMove`: a balancer asks a job's home to move the job's body.
     BalanceMove = 22,
+    /// `HostOp`: an operator, through another host, cordons, drains or
+    /// reopens this one, or asks where its drain stands.
+    HostOp = 23,
+    /// `HostOpReply`, the answer to `HostOp`.
+    HostReport = 24,
+    /// `Overview`: what jobs does this home have, what moved lately?
+    Overview = 25,
+    /// `OverviewReply`, the answer to `Overview`.
+    OverviewReply = 26,
+    /// `Progress`: where does the move of this job's body stand?
+    Progress = 27,
+    /// `ProgressReply`, the answer to `Progress`.
+    ProgressReply = 28,
 }
 
 impl Kind {
@@ -70,6 +84,12 @@ impl Kind {
             20 => Kind::MoveBody,
             21 => Kind::Moved,
             22 => Kind::BalanceMove,
+            23 => Kind::HostOp,
+            24 => Kind::HostReport,
+            25 => Kind::Overview,
+            26 => Kind::OverviewReply,
+            27 => Kind::Progress,
+            28 => Kind::ProgressReply,
             _ => return None,
         })
     }
@@ -151,8 +171,9 @@ fn verify(h: &[u8; HEADER_LEN], payload: &[u8]) -> Result<(), WireError> {
     Ok(())
 }
 
-/// A datagram holding exactly one frame.
-pub fn decode_datagram(buf: &[u8]) -> Result<(Kind, &[u8]), WireError> {
+/// A datagram holding exactly one frame (its payload upgraded to the
+/// current version).
+pub fn decode_datagram(buf: &[u8]) -> Result<(Kind, std::borrow::Cow<'_, [u8]>), WireError> {
     let Some(header) = buf.get(..HEADER_LEN) else {
         return Err(WireError::Truncated { have: buf.len(), need: HEADER_LEN });
     };
@@ -166,7 +187,12 @@ pub fn decode_datagram(buf: &[u8]) -> Result<(Kind, &[u8]), WireError> {
         return Err(WireError::Trailing(rest.len() - len));
     }
     verify(header, rest)?;
-    Ok((kind, rest))
+    if header[2] == VERSION {
+        return Ok((kind, std::borrow::Cow::Borrowed(rest)));
+    }
+    let mut owned = rest.to_vec();
+    upgrade(header[2], kind, &mut owned);
+    Ok((kind, std::borrow::Cow::Owned(owned)))
 }
 
 /// Decodes a postcard payload, refusing trailing bytes.
@@ -205,12 +231,33 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<(Kind,
 }
 
 /// Makes a payload of an older version read as the current one. Postcard
-/// lays a struct out as its fields in order, so a version-1 `PrepareBody`
-/// or `MoveBody` followed by an encoded `Arrival::default()` is the same
-/// message in version 2. (Datagram kinds did not change.)
+/// lays a struct out as its fields in order, and each change appended a
+/// field at the end: a version-1 `PrepareBody` or `MoveBody` followed by
+/// an encoded `Arrival::default()` is the same message now; a version-2
+/// one (or `BalanceMove`), whose `Arrival` lacks `why`, takes an encoded
+/// `None`; an older `Status` takes `HostMode::Normal`.
 fn upgrade(version: u8, kind: Kind, payload: &mut Vec<u8>) {
-    if version == 1 && matches!(kind, Kind::PrepareBody | Kind::MoveBody) {
-        payload.extend(postcard::to_allocvec(&Arrival::default()).unwrap_or_default());
+    let encoded = |v: &dyn erased::Encode| v.encode();
+    match (version, kind) {
+        (1, Kind::PrepareBody | Kind::MoveBody) => payload.extend(encoded(&Arrival::default())),
+        (2, Kind::PrepareBody | Kind::MoveBody | Kind::BalanceMove) => {
+            payload.extend(encoded(&Option::<crate::api::MoveWhy>::None))
+        }
+        (1 | 2, Kind::Status) => payload.extend(encoded(&crate::api::HostMode::Normal)),
+        _ => {}
+    }
+}
+
+mod erased {
+    /// Postcard bytes of a value of any type, behind a trait object.
+    pub trait Encode {
+        fn encode(&self) -> Vec<u8>;
+    }
+
+    impl<T: serde::Serialize> Encode for T {
+        fn encode(&self) -> Vec<u8> {
+            postcard::to_allocvec(self).unwrap_or_default()
+        }
     }
 }
 
@@ -231,6 +278,8 @@ pub struct Status {
     pub mem_total: u64,
     /// Jobs this host is home to, counted by the host their body runs on.
     pub running: Vec<(String, u32)>,
+    /// Whether it takes new jobs (version 3).
+    pub mode: crate::api::HostMode,
 }
 
 /// Sent to every active member before leaving the cluster, so they can
@@ -342,6 +391,8 @@ pub struct Arrival {
     /// Its resident memory when the move was decided, bytes (0: unknown);
     /// with the move's figures it gives the dirty rate.
     pub resident_bytes: u64,
+    /// What the move is for (version 3; None from older hosts).
+    pub why: Option<crate::api::MoveWhy>,
 }
 
 /// Asks a host to start a `mosvm receive` for one job's body.
@@ -417,6 +468,54 @@ pub struct BalanceEnvelope {
     pub msg: Vec<u8>,
 }
 
+/// What an operator asks of a host through another (`HostOp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Operation {
+    SetMode(crate::api::HostMode),
+    Report,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostOp {
+    pub from: HostId,
+    pub op: Operation,
+}
+
+/// The answer to `HostOp`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum HostOpReply {
+    Report(crate::api::DrainReport),
+    Refused(Refusal),
+}
+
+/// Asks a home for its running jobs and latest moves (`Overview`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Overview {
+    pub from: HostId,
+    /// How many of the latest moves to include.
+    pub moves: u32,
+}
+
+/// The answer to `Overview`: public fields only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OverviewReply {
+    pub jobs: Vec<crate::api::JobView>,
+    pub moves: Vec<crate::api::Event>,
+}
+
+/// Asks the host running a job's body how its move goes (`Progress`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    pub from: HostId,
+    pub job: JobRef,
+}
+
+/// The answer to `Progress`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProgressReply {
+    pub progress: Option<crate::api::MoveProgress>,
+}
+
 /// The answer to `MoveBody`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum MoveReply {
@@ -431,7 +530,8 @@ mod tests {
     #[test]
     fn round_trip_and_refusals() {
         let f = encode(Kind::Status, b"hello");
-        assert_eq!(decode_datagram(&f).unwrap(), (Kind::Status, &b"hello"[..]));
+        let (k, p) = decode_datagram(&f).unwrap();
+        assert_eq!((k, &*p), (Kind::Status, &b"hello"[..]));
         assert!(matches!(decode_datagram(&f[..f.len() - 1]), Err(WireError::Truncated { .. })));
         assert!(matches!(decode_datagram(&f[..5]), Err(WireError::Truncated { .. })));
         assert!(matches!(decode_datagram(b""), Err(WireError::Truncated { .. })));
@@ -489,15 +589,16 @@ mod tests {
                 left: vec![(42, 1.5)],
                 dirty_rate: 1e6,
                 resident_bytes: 1 << 20,
+                why: Some(crate::api::MoveWhy::Drain),
             },
         };
         let f = encode_msg(Kind::PrepareBody, &p);
         let (k, payload) = decode_datagram(&f).unwrap();
-        assert_eq!(decode_msg::<PrepareBody>(k, payload).unwrap(), p);
+        assert_eq!(decode_msg::<PrepareBody>(k, &payload).unwrap(), p);
         let r = PrepareReply::Refused(Refusal::new(RefusalKind::NoMemory, "no"));
         let f = encode_msg(Kind::BodyReady, &r);
         let (k, payload) = decode_datagram(&f).unwrap();
-        assert_eq!(decode_msg::<PrepareReply>(k, payload).unwrap(), r);
+        assert_eq!(decode_msg::<PrepareReply>(k, &payload).unwrap(), r);
         let m = MoveBody {
             from,
             job: JobRef { home: "a".into(), id: 7 },
@@ -545,11 +646,78 @@ mod tests {
         let (k, p) = read_frame(&mut r).await.unwrap().unwrap();
         let mv: MoveBody = decode_msg(k, &p).unwrap();
         assert_eq!((mv.to, mv.opts, mv.arrival), (Target::Home, opts, Arrival::default()));
-        // A version-1 status datagram reads as it is.
-        let st = Status { from, seq: 3, mem_available: 1, mem_total: 2, running: vec![("a".into(), 1)] };
-        let d = encode_version(1, Kind::Status, &postcard::to_allocvec(&st).unwrap());
-        let (k, p) = decode_datagram(&d).unwrap();
-        assert_eq!(decode_msg::<Status>(k, p).unwrap(), st);
+        // Version 2: an arrival without its why.
+        #[derive(Serialize)]
+        struct ArrivalV2 {
+            balanced: bool,
+            age_s: f64,
+            stay: bool,
+            left: Vec<(u64, f64)>,
+            dirty_rate: f64,
+            resident_bytes: u64,
+        }
+        #[derive(Serialize)]
+        struct BalanceMoveV2 {
+            from: HostId,
+            job: JobRef,
+            to: String,
+            why: crate::api::MoveWhy,
+            reason: String,
+            arrival: ArrivalV2,
+        }
+        let a2 = ArrivalV2 {
+            balanced: true,
+            age_s: 2.0,
+            stay: true,
+            left: vec![(9, 1.0)],
+            dirty_rate: 5.0,
+            resident_bytes: 7,
+        };
+        let bm = BalanceMoveV2 {
+            from: from.clone(),
+            job: job.clone(),
+            to: "c".into(),
+            why: crate::api::MoveWhy::Load,
+            reason: "r".into(),
+            arrival: a2,
+        };
+        let f = encode_version(2, Kind::BalanceMove, &postcard::to_allocvec(&bm).unwrap());
+        let (k, p) = read_frame(&mut &f[..]).await.unwrap().unwrap();
+        let bm: BalanceMove = decode_msg(k, &p).unwrap();
+        let want = Arrival {
+            balanced: true,
+            age_s: 2.0,
+            stay: true,
+            left: vec![(9, 1.0)],
+            dirty_rate: 5.0,
+            resident_bytes: 7,
+            why: None,
+        };
+        assert_eq!((bm.to.as_str(), bm.arrival), ("c", want));
+        // Older status datagrams read with the mode they had: normal.
+        #[derive(Serialize)]
+        struct StatusV2 {
+            from: HostId,
+            seq: u64,
+            mem_available: u64,
+            mem_total: u64,
+            running: Vec<(String, u32)>,
+        }
+        let old =
+            StatusV2 { from: from.clone(), seq: 3, mem_available: 1, mem_total: 2, running: vec![("a".into(), 1)] };
+        let st = Status {
+            from,
+            seq: 3,
+            mem_available: 1,
+            mem_total: 2,
+            running: vec![("a".into(), 1)],
+            mode: crate::api::HostMode::Normal,
+        };
+        for v in [1, 2] {
+            let d = encode_version(v, Kind::Status, &postcard::to_allocvec(&old).unwrap());
+            let (k, p) = decode_datagram(&d).unwrap();
+            assert_eq!(decode_msg::<Status>(k, &p).unwrap(), st, "a version-{v} status");
+        }
         // Versions this host does not know are refused.
         for v in [0, VERSION + 1] {
             let d = encode_version(v, Kind::Status, &postcard::to_allocvec(&st).unwrap());
@@ -563,7 +731,7 @@ mod tests {
         let f = encode_msg(Kind::Balance, &e);
         assert!(f.len() < MAX_DATAGRAM_PAYLOAD);
         let (k, payload) = decode_datagram(&f).unwrap();
-        assert_eq!((k, decode_msg::<BalanceEnvelope>(k, payload).unwrap()), (Kind::Balance, e));
+        assert_eq!((k, decode_msg::<BalanceEnvelope>(k, &payload).unwrap()), (Kind::Balance, e));
         let m = BalanceMove {
             from: HostId { name: "b".into(), addr: "127.0.0.3:7077".parse().unwrap(), incarnation: 1 },
             job: JobRef { home: "a".into(), id: 2 },

@@ -4,6 +4,8 @@
 //! - `PUT /migrate {"to": "HOST:PORT", "downtime_ms": 5}` moves the job
 //! - `PUT /snapshot {"to": "FILE"}` writes a snapshot, the job continues
 //! - `GET /status` describes the job
+//! - `GET /progress` the move in flight (`Option<MoveProgress>`: null when none)
+//! - `GET /stats` the remote site calls of a body away (`SiteStats`)
 
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -11,6 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use mosvm_host::api::{MovePhase, MoveProgress, SiteCallStats, SiteStats};
 use serde::Deserialize;
 use serde_json::json;
 use vmm::migration::{self, SendError, SendOptions};
@@ -136,6 +139,19 @@ fn serve(mut conn: UnixStream, handle: &VmHandle) {
             },
             Err(e) => (400, error_body(format!("bad request: {e}"))),
         },
+        ("GET", "/progress") => (200, serde_json::to_string(&progress(handle)).unwrap()),
+        ("GET", "/stats") => (200, serde_json::to_string(&site_stats(handle)).unwrap()),
+        // Whether the job could move now (it holds no socket, has no child).
+        ("GET", "/movable") => match handle.control.probe(vmm::site::Purpose::Move) {
+            Ok(()) => (200, json!({"movable": true}).to_string()),
+            Err(e) => {
+                let kind = match e {
+                    vmm::control::PauseError::Unmovable(_) => "unmovable",
+                    vmm::control::PauseError::Failed(_) => "failed",
+                };
+                (200, json!({"movable": false, "kind": kind, "why": e.to_string()}).to_string())
+            }
+        },
         ("GET", "/status") => (
             200,
             json!({
@@ -150,4 +166,40 @@ fn serve(mut conn: UnixStream, handle: &VmHandle) {
         _ => (404, error_body(format!("no such request: {} {}", req.method, req.path))),
     };
     let _ = http::write_response(&mut conn, status, &body);
+}
+
+/// The move in flight, as the daemon's API shows it.
+fn progress(handle: &VmHandle) -> Option<MoveProgress> {
+    let p = handle.progress.get()?;
+    Some(MoveProgress {
+        to: p.to,
+        phase: match p.phase {
+            migration::Phase::Connecting => MovePhase::Connecting,
+            migration::Phase::Copying => MovePhase::Copying,
+            migration::Phase::Stopped => MovePhase::Stopped,
+        },
+        round: p.round,
+        round_pages: p.round_pages,
+        round_sent: p.round_sent,
+        pages_sent: p.pages_sent,
+        bytes_sent: p.bytes_sent,
+        resident_pages: p.resident_pages,
+        elapsed_ms: p.elapsed.as_secs_f64() * 1e3,
+        rate_mbps: p.rate_mbps,
+    })
+}
+
+/// The remote site calls of this body (none at home).
+fn site_stats(handle: &VmHandle) -> SiteStats {
+    let calls = handle.site_calls.as_ref().map_or_else(Vec::new, |s| {
+        s.read()
+            .map(|k| SiteCallStats {
+                kind: k.kind.to_string(),
+                count: k.count,
+                seconds: k.seconds,
+                buckets: k.buckets.to_vec(),
+            })
+            .collect()
+    });
+    SiteStats { calls }
 }

@@ -39,6 +39,21 @@ pub enum Command {
     /// Print what this host's daemon decided and saw: moves and their
     /// reasons, refusals, hosts joining and failing.
     Events(crate::daemon::EventsArgs),
+    /// Take no new jobs on HOST (any host of the cluster): no arriving
+    /// bodies, no new detached jobs; what runs there stays.
+    Cordon(crate::ops::CordonArgs),
+    /// Open HOST again (ends a cordon or a drain).
+    Uncordon(crate::ops::CordonArgs),
+    /// Empty HOST for maintenance: cordon it and move every body running
+    /// there to other hosts, live; return once none is left.
+    Drain(crate::ops::DrainArgs),
+    /// A live view of the whole cluster: hosts, jobs, latest moves.
+    Top(crate::top::TopArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(crate::packaging::CompletionsArgs),
+    /// Write man pages for mosvm and its commands into a directory.
+    #[command(hide = true)]
+    Man(crate::packaging::ManArgs),
 }
 
 #[derive(Args, Debug)]
@@ -55,6 +70,9 @@ pub struct ReceiveArgs {
     /// Give up after the first failed attempt instead of waiting for another.
     #[arg(long)]
     pub once: bool,
+    /// Give up (exit 125) if no job has arrived within this many seconds.
+    #[arg(long, value_name = "SECS")]
+    pub wait: Option<u64>,
     /// Print one JSON line on stdout once listening:
     /// {"event":"listening","addr":"HOST:PORT","pid":N} (for a daemon that
     /// starts a receiver per arriving job).
@@ -125,7 +143,7 @@ pub struct RestoreArgs {
 #[derive(Args, Debug)]
 pub struct RunArgs {
     /// Guest memory, like 512M or 2G (a plain number means MiB).
-    #[arg(long, default_value = "256M", value_parser = parse_size)]
+    #[arg(long, default_value = "1G", value_parser = parse_size)]
     pub mem: u64,
     /// Set an environment variable for the job (repeatable).
     #[arg(long = "env", value_name = "K=V", value_parser = parse_env)]

@@ -73,7 +73,43 @@ pub fn migrate(args: MigrateArgs) -> i32 {
         "max_bandwidth_mbps": args.max_bandwidth,
         "verify": args.verify,
     });
-    report("migration", args.json, request(sock, "/migrate", &body), |v| move_summary(&args.to, v))
+    let sock2 = sock.clone();
+    let r = with_bar(!args.json, &args.to, move || request(&sock2, "/migrate", &body), || control_progress(sock));
+    report("migration", args.json, r, |v| move_summary(&args.to, v))
+}
+
+/// The move in flight at a job's control socket (`GET /progress`).
+fn control_progress(sock: &Path) -> Option<mosvm_host::api::MoveProgress> {
+    let mut s = UnixStream::connect(sock).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(2))).ok()?;
+    http::write_request(&mut s, "GET", "/progress", "").ok()?;
+    match http::read_response(&mut s).ok()? {
+        (200, body) => serde_json::from_slice::<Option<_>>(&body).ok().flatten(),
+        _ => None,
+    }
+}
+
+/// Runs `work` (a move) on a thread while a bar shows what `progress`
+/// says, when `show` (plain lines on stderr when it is not a terminal).
+fn with_bar<T: Send + 'static>(
+    show: bool,
+    to: &str,
+    work: impl FnOnce() -> T + Send + 'static,
+    progress: impl Fn() -> Option<mosvm_host::api::MoveProgress>,
+) -> T {
+    let worker = std::thread::spawn(work);
+    if show {
+        let mut bar = crate::progress::MoveBar::new(None, &format!("-> {to}"), crate::progress::terminal());
+        while !worker.is_finished() {
+            if let Some(p) = progress() {
+                bar.update(&p);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(150));
+        }
+        bar.finish();
+    }
+    // The worker returns a value; a panic there is a bug worth seeing.
+    worker.join().unwrap_or_else(|e| std::panic::resume_unwind(e))
 }
 
 /// `mosvm migrate JOB --to HOST`: through the job's home daemon, which
@@ -88,7 +124,14 @@ fn migrate_job(args: MigrateArgs) -> i32 {
         max_bandwidth_mbps: args.max_bandwidth,
         verify: args.verify,
     };
-    let r = BlockingClient::new(mosvm_host::socket_path(args.sock.as_deref())).and_then(|c| c.migrate(id, &req));
+    let sock = mosvm_host::socket_path(args.sock.as_deref());
+    let watcher = BlockingClient::new(sock.clone()).ok();
+    let r = with_bar(
+        !args.json,
+        &args.to,
+        move || BlockingClient::new(sock).and_then(|c| c.migrate(id, &req)),
+        || watcher.as_ref().and_then(|w| w.progress(id).ok().flatten()),
+    );
     match r {
         Ok(done) => {
             let v = serde_json::to_value(&done.figures).unwrap_or_default();

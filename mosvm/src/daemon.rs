@@ -9,6 +9,8 @@ use mosvm_host::api::{Event, HostView, JobDetail, JobState, JobView, MoveView, E
 use mosvm_host::config::BalancerSettings;
 use mosvm_host::{BlockingClient, Config, LogFormat, Settings};
 
+use crate::text::{ago, host_state, route, size, table, utc_ms};
+
 #[derive(Args, Debug)]
 pub struct HostArgs {
     /// This host's name in the cluster (default: the hostname).
@@ -31,10 +33,10 @@ pub struct HostArgs {
     #[arg(long, value_name = "ADDR:PORT,...", value_delimiter = ',')]
     pub join: Vec<String>,
     /// A TOML file with the same keys (name, listen, advertise, api_sock,
-    /// state_dir, join, log_format, cpus, speed, cpu_limit) and a
+    /// state_dir, join, log_format, cpus, speed, cpu_limit, metrics) and a
     /// [balancer] table of tunables (enabled, gossip_period, residency,
-    /// settle, hysteresis, cool_down, cost_weight, max_in_flight, tick);
-    /// flags win.
+    /// settle, hysteresis, cool_down, cost_weight, max_in_flight,
+    /// drain_in_flight, tick); flags win. contrib/mosvm.toml has them all.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// human or json.
@@ -55,6 +57,10 @@ pub struct HostArgs {
     /// Do not balance: jobs move only when an operator moves them.
     #[arg(long)]
     pub no_balance: bool,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (port 0 picks
+    /// one; the ready line says which).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -256,6 +262,7 @@ pub fn host(args: HostArgs) -> i32 {
         cpus: args.cpus,
         speed: args.speed,
         cpu_limit: args.cpu_limit,
+        metrics: args.metrics,
         balancer: BalancerSettings { enabled: args.no_balance.then_some(false), ..BalancerSettings::default() },
     };
     let config = match Config::resolve(flags, args.config.as_deref()) {
@@ -286,32 +293,6 @@ fn fail(e: mosvm_host::ClientError) -> i32 {
     1
 }
 
-/// Bytes as a short size: 512M, 1.5G.
-fn size(b: u64) -> String {
-    const UNITS: [(&str, u64); 4] = [("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)];
-    for (u, n) in UNITS {
-        if b >= n {
-            let v = b as f64 / n as f64;
-            return if v >= 10.0 || b & (n - 1) == 0 { format!("{v:.0}{u}") } else { format!("{v:.1}{u}") };
-        }
-    }
-    format!("{b}B")
-}
-
-/// Rows as columns, each as wide as its widest cell.
-fn table(rows: &[Vec<String>]) -> String {
-    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> =
-        (0..cols).map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0)).collect();
-    let mut out = String::new();
-    for r in rows {
-        let line: Vec<String> = r.iter().enumerate().map(|(i, s)| format!("{s:<w$}", w = widths[i])).collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
-}
-
 fn print_json<T: serde::Serialize>(v: &T) -> i32 {
     match serde_json::to_string(v) {
         Ok(s) => {
@@ -337,7 +318,8 @@ fn hosts_table(hosts: &[HostView]) -> String {
             Some(l) => (format!("{:.2}", l.load), format!("{:.2}", l.cpus)),
             None => ("-".into(), "-".into()),
         };
-        rows.push(vec![name, h.addr.clone(), h.state.as_str().into(), h.jobs.to_string(), load, cpus, mem]);
+        let state = host_state(h);
+        rows.push(vec![name, h.addr.clone(), state, h.jobs.to_string(), load, cpus, mem]);
     }
     table(&rows)
 }
@@ -357,15 +339,9 @@ pub fn hosts(args: HostsArgs) -> i32 {
     }
 }
 
-/// How long ago, shortly: 42s, 5m, 3h, 2d.
+/// How long ago: "42s ago".
 fn age(ms_then: u64, ms_now: u64) -> String {
-    let s = ms_now.saturating_sub(ms_then) / 1000;
-    match s {
-        0..=59 => format!("{s}s ago"),
-        60..=3599 => format!("{}m ago", s / 60),
-        3600..=86399 => format!("{}h ago", s / 3600),
-        _ => format!("{}d ago", s / 86400),
-    }
+    format!("{} ago", ago(ms_then, ms_now))
 }
 
 fn job_state(j: &JobView) -> String {
@@ -374,23 +350,6 @@ fn job_state(j: &JobView) -> String {
         (JobState::Exited, _, Some(st)) => format!("exited ({st})"),
         (s, _, _) => s.as_str().into(),
     }
-}
-
-/// A moment as `2026-12-01 23:40:12.345` (UTC).
-fn utc(ms: u64) -> String {
-    let (days, rem) = ((ms / 86_400_000) as i64, ms % 86_400_000);
-    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    let (h, mi, s, milli) = (rem / 3_600_000, rem / 60_000 % 60, rem / 1000 % 60, rem % 1000);
-    format!("{y:04}-{m:02}-{d:02} {h:02}:{mi:02}:{s:02}.{milli:03}")
 }
 
 /// A duration in milliseconds, shortly: 0.42 ms, 12.3 ms, 1.25 s.
@@ -443,7 +402,7 @@ fn moves_table(history: &[MoveView]) -> String {
     let mut rows = vec![["WHEN (UTC)", "FROM", "TO", "WHY", "TOTAL", "DOWNTIME", "REASON"].map(String::from).to_vec()];
     for m in history {
         rows.push(vec![
-            utc(m.at_ms),
+            utc_ms(m.at_ms),
             m.from.clone(),
             m.to.clone(),
             m.why.as_str().into(),
@@ -475,9 +434,9 @@ fn job_detail(d: &JobDetail, now_ms: u64) -> String {
     if j.stay {
         row("pinned", "yes (run --stay): the balancer never moves it".into());
     }
-    row("started", format!("{} UTC ({})", utc(j.started_ms), age(j.started_ms, now_ms)));
+    row("started", format!("{} UTC ({})", utc_ms(j.started_ms), age(j.started_ms, now_ms)));
     if let Some(end) = j.ended_ms {
-        row("ended", format!("{} UTC ({})", utc(end), age(end, now_ms)));
+        row("ended", format!("{} UTC ({})", utc_ms(end), age(end, now_ms)));
     }
     if let Some(ms) = j.cpu_ms {
         row("cpu", format!("{:.2}s", ms as f64 / 1000.0));
@@ -540,15 +499,6 @@ struct EventColumns {
 /// The longest event kind ("move_failed", "host_joined").
 const KIND_WIDTH: usize = 11;
 
-fn route(e: &Event) -> String {
-    match (&e.from, &e.to) {
-        (Some(f), Some(t)) => format!("{f} -> {t}"),
-        (Some(f), None) => format!("{f} ->"),
-        (None, Some(t)) => format!("-> {t}"),
-        (None, None) => "-".into(),
-    }
-}
-
 impl EventColumns {
     fn new() -> EventColumns {
         EventColumns { host: "HOST".len(), job: "JOB".len(), route: "MOVE".len() }
@@ -572,7 +522,7 @@ impl EventColumns {
 
     fn line(&mut self, e: &Event) -> String {
         self.fit(e);
-        self.row(&utc(e.at_ms), &e.host, e.kind.as_str(), e.job.as_deref().unwrap_or("-"), &route(e), &e.reason)
+        self.row(&utc_ms(e.at_ms), &e.host, e.kind.as_str(), e.job.as_deref().unwrap_or("-"), &route(e), &e.reason)
     }
 }
 
@@ -628,14 +578,6 @@ pub fn events(args: EventsArgs) -> i32 {
 mod tests {
     use super::*;
     use mosvm_host::api::{EventKind, MoveWhy};
-
-    #[test]
-    fn utc_times() {
-        assert_eq!(utc(0), "1970-01-01 00:00:00.000");
-        assert_eq!(utc(951_782_400_000 + 1), "2000-02-29 00:00:00.001");
-        assert_eq!(utc(1_796_168_412_345), "2026-12-01 23:40:12.345");
-        assert_eq!(utc(4_107_542_399_999), "2100-02-28 23:59:59.999");
-    }
 
     #[test]
     fn words_and_durations() {
@@ -725,10 +667,7 @@ mod tests {
     }
 
     #[test]
-    fn sizes_and_ages() {
-        assert_eq!(size(256 << 20), "256M");
-        assert_eq!(size(3 << 29), "1.5G");
-        assert_eq!(size(512), "512B");
+    fn ages() {
         assert_eq!(age(0, 5_000), "5s ago");
         assert_eq!(age(0, 7_200_000), "2h ago");
     }
@@ -741,11 +680,5 @@ mod tests {
         assert!(parse_signal("0").is_err());
         assert!(parse_signal("65").is_err());
         assert!(parse_signal("NOPE").is_err());
-    }
-
-    #[test]
-    fn table_aligns() {
-        let t = table(&[vec!["A".into(), "BB".into()], vec!["CCC".into(), "D".into()]]);
-        assert_eq!(t, "A    BB\nCCC  D\n");
     }
 }

@@ -42,6 +42,30 @@ pub fn own_control_socket() -> Result<PathBuf, String> {
     Ok(dir.join(format!("job-{}.sock", std::process::id())))
 }
 
+/// The job's notices (an unsupported system call...) go to its daemon,
+/// which logs them and keeps them as events: the operator reads them
+/// there, and the job's own output stays as it is natively.
+pub fn send_notices(sock: &Path, id: u64) {
+    // The client is made at the first notice: most jobs send none.
+    let sock = sock.to_path_buf();
+    let client: std::sync::Mutex<Option<BlockingClient>> = std::sync::Mutex::new(None);
+    vmm::notice::set_sink(std::sync::Arc::new(move |n: &vmm::notice::Notice| {
+        let n = match n {
+            vmm::notice::Notice::Unsupported { nr, name } => {
+                mosvm_host::api::JobNotice::UnsupportedSyscall { nr: *nr, name: name.map(str::to_string) }
+            }
+        };
+        let Ok(mut c) = client.lock() else { return };
+        if c.is_none() {
+            *c = BlockingClient::new(&sock).ok();
+        }
+        // Best effort: a daemon that is gone must not stop the job.
+        if let Some(c) = c.as_ref() {
+            let _ = c.notice(id, &n);
+        }
+    }));
+}
+
 /// A registered job; reports its end once.
 pub struct Registration {
     client: BlockingClient,
@@ -118,6 +142,7 @@ pub fn detach(args: &RunArgs) -> i32 {
             mem_bytes: args.mem,
             trace: args.trace,
             stay: args.stay,
+            limits: own_limits(),
         })
     })();
     let request = match request {
@@ -137,4 +162,15 @@ pub fn detach(args: &RunArgs) -> i32 {
             1
         }
     }
+}
+
+/// This process's resource limits, for a detached job to start with.
+fn own_limits() -> Vec<(u32, u64, u64)> {
+    (0..mosvm_host::api::RLIMITS)
+        .filter_map(|r| {
+            let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            // SAFETY: valid out pointer; an unknown resource fails cleanly.
+            (unsafe { libc::getrlimit(r as _, &mut l) } == 0).then_some((r, l.rlim_cur, l.rlim_max))
+        })
+        .collect()
 }

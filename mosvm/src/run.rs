@@ -87,6 +87,7 @@ pub fn run(args: RunArgs) -> i32 {
         env: job_env(&args.env),
         cwd: cwd.clone(),
         stdio: [0, 1, 2],
+        inherited: crate::inherited_fds(),
         allow_user_io: false,
         trace: args.trace,
         log: log(),
@@ -131,6 +132,15 @@ pub fn run(args: RunArgs) -> i32 {
             }
         },
     };
+    // The control socket listens before the daemon hears of the job: a
+    // registered job whose socket is missing is one that is ending.
+    let api = match api_sock.as_deref().map(|p| ApiServer::start(p, vm.handle())).transpose() {
+        Ok(api) => api,
+        Err(e) => {
+            eprintln!("mosvm: cannot serve the control socket {}: {e}", api_sock.as_deref().unwrap().display());
+            return EXIT_VMM_FAILURE;
+        }
+    };
     let registration = match &daemon {
         None => None,
         Some(sock) => {
@@ -148,6 +158,7 @@ pub fn run(args: RunArgs) -> i32 {
                     if args.trace {
                         eprintln!("mosvm: registered with {} as job {}", sock.display(), r.id());
                     }
+                    crate::register::send_notices(sock, r.id());
                     Some(r)
                 }
                 Err(e) => {
@@ -157,7 +168,7 @@ pub fn run(args: RunArgs) -> i32 {
             }
         }
     };
-    let status = foreground(vm, api_sock.as_deref(), home, Arc::default(), registration.as_ref());
+    let status = foreground(vm, api_sock.as_deref(), api, home, Arc::default(), registration.as_ref());
     if let Some(r) = &registration {
         r.exited(status);
     }
@@ -216,12 +227,16 @@ fn log_keeping_faults(last: Arc<Mutex<String>>) -> vmm::Log {
 fn foreground(
     mut vm: Vm,
     api_sock: Option<&Path>,
+    mut bound: Option<ApiServer>,
     home: Option<(Arc<Home>, mpsc::Receiver<Unstarted>)>,
     faults: Arc<Mutex<String>>,
     registration: Option<&crate::register::Registration>,
 ) -> i32 {
     loop {
-        let api = match api_sock.map(|p| ApiServer::start(p, vm.handle())).transpose() {
+        // The first round may come with its socket bound already; a body
+        // that came home binds it again.
+        let api = match bound.take().map(Ok).or_else(|| api_sock.map(|p| ApiServer::start(p, vm.handle()))).transpose()
+        {
             Ok(api) => api,
             Err(e) => {
                 eprintln!("mosvm: cannot serve the control socket {}: {e}", api_sock.unwrap().display());
@@ -291,6 +306,9 @@ fn foreground(
 
 /// `mosvm receive`: wait for a job, then run it in the foreground.
 pub fn receive(args: ReceiveArgs) -> i32 {
+    // A body's own stderr is its host's log (the daemon keeps it), never
+    // the job's stderr, which its deputy serves.
+    vmm::notice::set_sink(Arc::new(|n: &vmm::notice::Notice| eprintln!("mosvm: job notice: {n}")));
     let listener = match TcpListener::bind(&args.listen) {
         Ok(l) => l,
         Err(e) => {
@@ -303,10 +321,26 @@ pub fn receive(args: ReceiveArgs) -> i32 {
         println!("{}", serde_json::json!({"event": "listening", "addr": addr, "pid": std::process::id()}));
     }
     eprintln!("mosvm: waiting for a job on {addr}");
+    // A receiver nobody reaches ends by itself, even if the daemon that
+    // started it (and would have stopped it) is gone.
+    let arrived = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if let Some(secs) = args.wait {
+        let arrived = arrived.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(secs));
+            if !arrived.load(std::sync::atomic::Ordering::SeqCst) {
+                eprintln!("mosvm: no job arrived within {secs} s; giving up");
+                std::process::exit(EXIT_VMM_FAILURE);
+            }
+        });
+    }
     let opts = ReceiveOptions { mem_limit: args.mem_limit };
     loop {
         let (stream, peer) = match listener.accept() {
-            Ok(c) => c,
+            Ok(c) => {
+                arrived.store(true, std::sync::atomic::Ordering::SeqCst);
+                c
+            }
             Err(e) => {
                 eprintln!("mosvm: accept failed: {e}");
                 return EXIT_VMM_FAILURE;
@@ -322,7 +356,7 @@ pub fn receive(args: ReceiveArgs) -> i32 {
             prepared: None,
         };
         match migration::receive(stream, env, &opts) {
-            Ok((vm, _)) => return foreground(vm, args.api_sock.as_deref(), None, faults, None),
+            Ok((vm, _)) => return foreground(vm, args.api_sock.as_deref(), None, None, faults, None),
             Err(e) => {
                 eprintln!("mosvm: job from {peer} not received: {e}");
                 if args.once {
@@ -337,7 +371,7 @@ pub fn receive(args: ReceiveArgs) -> i32 {
 pub fn restore(args: RestoreArgs) -> i32 {
     let env = RestoreEnv { stdio: [0, 1, 2], log: log(), trace: args.trace, home: None, here: None, prepared: None };
     match migration::restore_file(&args.file, env) {
-        Ok((vm, _)) => foreground(vm, args.api_sock.as_deref(), None, Arc::default(), None),
+        Ok((vm, _)) => foreground(vm, args.api_sock.as_deref(), None, None, Arc::default(), None),
         Err(e) => {
             eprintln!("mosvm: cannot restore {}: {e}", args.file.display());
             EXIT_VMM_FAILURE

@@ -94,6 +94,9 @@ const ALLOWED: &[i64] = &[
     libc::SYS_rseq,
     libc::SYS_prctl,
     libc::SYS_sched_getaffinity,
+    // a move's thread raises its priority, and lowers it back
+    libc::SYS_getpriority,
+    libc::SYS_setpriority,
     libc::SYS_getrandom,
     libc::SYS_uname,
     libc::SYS_sysinfo,
@@ -169,6 +172,17 @@ pub fn confine_body() -> Result<(), ConfineError> {
             ),
             "making the root read-only",
         )?;
+        // A move onwards may still raise its own thread's priority
+        // (`migration::Boost`: nice -10, a limit of 20 - -10). Where root
+        // may not raise limits (no CAP_SYS_RESOURCE) the body goes without.
+        let mut nice = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        if libc::getrlimit(libc::RLIMIT_NICE, &mut nice) == 0 && nice.rlim_cur < 30 {
+            let want = libc::rlimit { rlim_cur: 30, rlim_max: nice.rlim_max.max(30) };
+            if libc::setrlimit(libc::RLIMIT_NICE, &want) != 0 && nice.rlim_max > nice.rlim_cur {
+                let some = libc::rlimit { rlim_cur: nice.rlim_max, rlim_max: nice.rlim_max };
+                libc::setrlimit(libc::RLIMIT_NICE, &some);
+            }
+        }
         // Give up root: supplementary groups, then gid, then uid.
         check(libc::setgroups(0, std::ptr::null()), "setgroups")?;
         check(libc::setresgid(BODY_ID, BODY_ID, BODY_ID), "setresgid")?;

@@ -23,6 +23,9 @@ pub enum Command {
     },
     /// Spend this percentage of the time stopped (auto-converge); 0 stops throttling.
     Throttle(u8),
+    /// Could the job be taken for `purpose` now? Answered at once; the
+    /// job goes on.
+    Probe { purpose: crate::site::Purpose, answer: mpsc::Sender<Result<(), PauseError>> },
 }
 
 /// Why a job could not be paused and taken.
@@ -97,6 +100,15 @@ impl Control {
     /// Claims the VM for one operation; None if another one holds it.
     pub fn try_begin(&self) -> Option<Busy<'_>> {
         self.busy.compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst).ok().map(|_| Busy(self))
+    }
+
+    /// Whether the job could be taken for `purpose` now (it holds no
+    /// socket, has no child): asked before a move copies any memory.
+    pub fn probe(&self, purpose: crate::site::Purpose) -> Result<(), PauseError> {
+        let (tx, rx) = mpsc::channel();
+        self.send(Command::Probe { purpose, answer: tx })
+            .map_err(|_| PauseError::Failed("the job has ended".into()))?;
+        rx.recv().unwrap_or_else(|_| Err(PauseError::Failed("the job ended before it could answer".into())))
     }
 
     /// Pauses the VM and returns its state and when its vCPU stopped; the

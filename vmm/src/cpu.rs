@@ -235,16 +235,44 @@ pub fn initial_xcrs(features: &CpuFeatures) -> kvm_xcrs {
     xcrs
 }
 
-/// The CPUID a job sees: what KVM supports, as one CPU.
+/// The CPUID a job sees: what KVM supports, with the topology of a
+/// machine with one CPU (what nproc, /proc/cpuinfo and
+/// /sys/devices/system/cpu tell the job too).
 pub fn job_cpuid(mut cpuid: CpuId) -> CpuId {
     for e in cpuid.as_mut_slice() {
-        if e.function == 1 {
-            // One logical processor, APIC ID 0.
+        one_cpu_topology(e);
+    }
+    cpuid
+}
+
+fn one_cpu_topology(e: &mut kvm_bindings::kvm_cpuid_entry2) {
+    match e.function {
+        // One logical processor, initial APIC ID 0.
+        1 => {
             e.ebx &= 0x0000_ffff;
             e.ebx |= 1 << 16;
         }
+        // Deterministic cache parameters: one thread shares each cache,
+        // one core in the package.
+        4 => e.eax &= 0x3fff,
+        // Extended topology (Intel's and the v2 leaf): one logical
+        // processor at each level, x2APIC ID 0. Level type 0 (past the
+        // last level) stays all zero but for the subleaf number.
+        0xb | 0x1f => {
+            if (e.ecx >> 8) & 0xff != 0 {
+                e.ebx = (e.ebx & !0xffff) | 1;
+            }
+            e.edx = 0;
+        }
+        // AMD: one core (NC = 0), one thread per core, node 0.
+        0x8000_0008 => e.ecx &= !0xff,
+        0x8000_001e => {
+            e.eax = 0;
+            e.ebx &= !0xff_ff;
+            e.ecx &= !0xff;
+        }
+        _ => {}
     }
-    cpuid
 }
 
 #[cfg(test)]
@@ -259,6 +287,42 @@ mod tests {
         assert_eq!((lo >> 56) & 0xff, 0x9a);
         assert_eq!(hi, 0x1234_5678);
         assert_eq!((lo >> 40) & 0xff, 0x89);
+    }
+
+    #[test]
+    fn cpuid_describes_one_cpu() {
+        use kvm_bindings::kvm_cpuid_entry2;
+        let entry = |function, index, eax, ebx, ecx, edx| kvm_cpuid_entry2 {
+            function,
+            index,
+            eax,
+            ebx,
+            ecx,
+            edx,
+            ..Default::default()
+        };
+        // A 2-thread, 8-core host as KVM reports it.
+        let mut leaves = [
+            entry(1, 0, 0xa20f10, 0x0310_0800, 0, 0x178b_fbff),
+            entry(4, 0, 0x1c00_4121, 0x01c0_003f, 0x3f, 0),
+            entry(0xb, 0, 1, 2, 0x100, 3),
+            entry(0xb, 1, 4, 16, 0x201, 3),
+            entry(0xb, 2, 0, 0, 2, 3),
+            entry(0x8000_0008, 0, 0x3030, 0, 0x400f, 0),
+            entry(0x8000_001e, 0, 3, 0x0101, 0x0300, 0),
+        ];
+        for e in leaves.iter_mut() {
+            one_cpu_topology(e);
+        }
+        assert_eq!(leaves[0].ebx, 0x0001_0800, "leaf 1: one logical processor, APIC ID 0");
+        assert_eq!(leaves[0].edx, 0x178b_fbff, "features untouched");
+        assert_eq!(leaves[1].eax, 0x0121, "leaf 4: nothing shared");
+        assert_eq!(leaves[1].ebx, 0x01c0_003f, "cache geometry untouched");
+        assert_eq!((leaves[2].ebx, leaves[2].edx, leaves[2].ecx), (1, 0, 0x100));
+        assert_eq!((leaves[3].ebx, leaves[3].edx, leaves[3].ecx), (1, 0, 0x201));
+        assert_eq!((leaves[4].ebx, leaves[4].ecx), (0, 2), "the last level stays invalid");
+        assert_eq!(leaves[5].ecx, 0x4000);
+        assert_eq!((leaves[6].eax, leaves[6].ebx, leaves[6].ecx), (0, 0, 0x300), "AMD: node 0, one thread per core");
     }
 
     #[test]

@@ -11,10 +11,10 @@ use kvm_bindings::kvm_regs;
 use kvm_ioctls::VcpuFd;
 
 use crate::cpu::{self, CpuFeatures};
-use crate::elf::Program;
+use crate::elf::{ElfFile, Program};
 use crate::job::Ids;
 use crate::memory::GuestRam;
-use crate::mm::AddressSpace;
+use crate::mm::{AddressSpace, VmaKind};
 use crate::paging;
 use crate::stack::{self, AuxInfo};
 use crate::vm::{Vm, VmError};
@@ -44,12 +44,37 @@ pub struct Image {
     pub end: u64,
 }
 
-/// Writes the machine tables, `program` and its initial stack into `ram`,
-/// which must read as zeros.
-pub fn load(ram: &GuestRam, program: &Program, bytes: &[u8], start: &Start) -> Result<Image, VmError> {
+/// An ELF to load: what it is and where its bytes are.
+#[derive(Clone, Copy)]
+pub struct Elf<'a> {
+    pub program: &'a Program,
+    pub file: &'a dyn ElfFile,
+}
+
+fn prot_of(r: &paging::ImageRange) -> u32 {
+    (libc::PROT_READ
+        | if r.perms.write { libc::PROT_WRITE } else { 0 }
+        | if r.perms.exec { libc::PROT_EXEC } else { 0 }) as u32
+}
+
+/// Writes the machine tables, `program` (with its dynamic loader
+/// `interp`, if it has one) and its initial stack into `ram`, which must
+/// read as zeros. With a loader, the job starts at the loader's entry, and
+/// the auxiliary vector tells the loader where the program is (AT_PHDR,
+/// AT_ENTRY) and where it is itself (AT_BASE), as Linux does.
+pub fn load(ram: &GuestRam, program: Elf, interp: Option<Elf>, start: &Start) -> Result<Image, VmError> {
     cpu::write_machine_tables(ram, start.extra_ports)?;
-    let loaded = program.load(ram, bytes)?;
-    let cr3 = paging::build(ram, &loaded.ranges)?;
+    let (base, ibase) = program.program.place(interp.map(|i| i.program), ram.size())?;
+    let loaded = program.program.load(ram, program.file, base)?;
+    let iloaded = match (interp, ibase) {
+        (Some(i), Some(ibase)) => Some(i.program.load(ram, i.file, ibase)?),
+        _ => None,
+    };
+    let mut ranges = loaded.ranges.clone();
+    if let Some(l) = &iloaded {
+        ranges.extend_from_slice(&l.ranges);
+    }
+    let cr3 = paging::build(ram, &ranges)?;
     let layout = *ram.user_layout();
     let mut random = [0u8; 16];
     // SAFETY: random is a valid 16-byte buffer.
@@ -59,6 +84,7 @@ pub fn load(ram: &GuestRam, program: &Program, bytes: &[u8], start: &Start) -> R
         phdr: loaded.phdr,
         phnum: loaded.phnum,
         entry: loaded.entry,
+        base: iloaded.as_ref().map_or(0, |l| l.base),
         uid: start.ids.uid,
         euid: start.ids.euid,
         gid: start.ids.gid,
@@ -69,22 +95,18 @@ pub fn load(ram: &GuestRam, program: &Program, bytes: &[u8], start: &Start) -> R
         random,
     };
     let sp = stack::build(ram, layout.mem_end, layout.stack_limit, start.argv, start.env, start.execfn, &aux)?;
-    let image: Vec<(u64, u64, u32)> = loaded
-        .ranges
-        .iter()
-        .map(|r| {
-            let prot = libc::PROT_READ
-                | if r.perms.write { libc::PROT_WRITE } else { 0 }
-                | if r.perms.exec { libc::PROT_EXEC } else { 0 };
-            (r.start, r.end, prot as u32)
-        })
-        .collect();
-    Ok(Image {
-        user: kvm_regs { rip: loaded.entry, rsp: sp, rflags: USER_RFLAGS, ..Default::default() },
-        cr3,
-        mm: AddressSpace::new(layout, &image, loaded.end),
-        end: loaded.end,
-    })
+    let image: Vec<(u64, u64, u32)> = loaded.ranges.iter().map(|r| (r.start, r.end, prot_of(r))).collect();
+    // The break starts at the page after the program, as on Linux.
+    let brk = crate::layout::page_ceil(loaded.end);
+    let mut mm = AddressSpace::new(layout, &image, brk);
+    if let Some(l) = &iloaded {
+        // The loader's pages are a file mapping of the job's, as on Linux.
+        for r in &l.ranges {
+            mm.add(r.start, r.end, prot_of(r), VmaKind::File);
+        }
+    }
+    let entry = iloaded.as_ref().map_or(loaded.entry, |l| l.entry);
+    Ok(Image { user: kvm_regs { rip: entry, rsp: sp, rflags: USER_RFLAGS, ..Default::default() }, cr3, mm, end: brk })
 }
 
 /// Sets the vCPU's special registers, MSRs and XCR0 for a program whose
@@ -108,6 +130,8 @@ pub struct ExecRequest {
     pub path: PathBuf,
     pub bytes: Vec<u8>,
     pub program: Program,
+    /// Its dynamic loader and the loader's bytes, if it has one.
+    pub interp: Option<(Program, Vec<u8>)>,
     pub argv: Vec<Vec<u8>>,
     pub env: Vec<Vec<u8>>,
     /// The file name the caller passed.
@@ -137,7 +161,9 @@ impl Vm {
             features: &self.job.features,
             extra_ports,
         };
-        let image = load(&ram, &req.program, &req.bytes, &start)?;
+        let program = Elf { program: &req.program, file: &req.bytes };
+        let interp = req.interp.as_ref().map(|(p, b)| Elf { program: p, file: b as &dyn ElfFile });
+        let image = load(&ram, program, interp, &start)?;
         reset_cpu(self.vcpu.fd(), image.cr3, &self.job.features)?;
         self.vcpu.reset_fpu().map_err(crate::vm::kvm_err("KVM_SET_XSAVE"))?;
         self.job.exec(image.mm, image.end, req);

@@ -191,6 +191,8 @@ impl Job {
     /// the job's pending set.
     pub fn collect_events(&mut self) {
         collect_events(&mut self.signals, &mut self.timers, &self.clock);
+        // signalfds poll readable while a signal in their mask is pending.
+        self.sync_signalfds();
     }
 
     /// After a host EINTR: must the current call return to the vCPU loop
@@ -266,6 +268,14 @@ pub struct RestoreEnv {
 
 impl Job {
     /// The job's tables as data (fails if an open file cannot be carried).
+    /// What `capture` would refuse for `purpose`, without capturing.
+    pub fn check_movable(&self, purpose: crate::site::Purpose) -> Result<(), crate::site::SiteError> {
+        if let Some(pid) = self.children.pids().next() {
+            return Err(crate::site::SiteError::Children(pid));
+        }
+        self.site.check_movable(purpose)
+    }
+
     pub fn capture(&self, purpose: crate::site::Purpose) -> Result<crate::state::JobState, crate::site::SiteError> {
         use crate::state::*;
         if let Some(pid) = self.children.pids().next() {
@@ -399,6 +409,9 @@ impl Job {
             self.clock.cputime_offset = cpu - self.clock.cputime();
         }
         self.timers.rearm(self.clock.host_offset());
+        // A body back home: the host process takes up the group and
+        // session the job made while away (and the site its fd limit).
+        self.sync_with_host();
     }
 }
 
@@ -415,6 +428,8 @@ impl Job {
         self.mm = mm;
         self.image_end = image_end;
         self.clock.publish(&self.ram);
+        // The new memory's vvar page gets the job's utsname back.
+        self.keep_uname();
         self.threads.parked.clear();
         self.threads.yield_now = false;
         self.tid = self.ids.pid;
@@ -497,7 +512,11 @@ impl Job {
         rec[..4].copy_from_slice(&fd.to_le_bytes());
         rec[4..6].copy_from_slice(&events.to_le_bytes());
         if self.site.poll(&mut rec, 0)? == 0 {
-            return Err(self.park(crate::thread::Wait::Fd { fd, events }));
+            // A non-blocking descriptor answers EAGAIN instead.
+            let nonblock = self.site.fcntl(fd, libc::F_GETFL, 0).is_ok_and(|f| f & libc::O_NONBLOCK as u64 != 0);
+            if !nonblock {
+                return Err(self.park(crate::thread::Wait::Fd { fd, events }));
+            }
         }
         Ok(())
     }

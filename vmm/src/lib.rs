@@ -19,6 +19,7 @@ pub mod layout;
 pub mod memory;
 pub mod migration;
 pub mod mm;
+pub mod notice;
 pub mod paging;
 pub mod procfs;
 pub mod signal;

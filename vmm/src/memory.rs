@@ -6,7 +6,10 @@
 //! the job's part of RAM and fail with EFAULT; nothing the job passes can make
 //! the VMM touch memory outside the guest.
 
+use std::collections::BTreeMap;
 use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use thiserror::Error;
 use vm_memory::bitmap::{AtomicBitmap, Bitmap};
@@ -16,6 +19,58 @@ use vm_memory::{GuestAddress, GuestMemoryBackend as _, GuestMemoryMmap, GuestReg
 use crate::layout::{page_ceil, page_floor, UserLayout, PAGE_SIZE};
 
 pub type GuestMemory = GuestMemoryMmap<AtomicBitmap>;
+
+/// Guest RAM mappings of this process that hold file pages (host start,
+/// end), for the SIGBUS handler: a file page past the end of a file that
+/// was cut short after it was mapped raises SIGBUS when the VMM reads it.
+const FILE_RAM_SLOTS: usize = 16;
+static FILE_RAM: [(AtomicUsize, AtomicUsize); FILE_RAM_SLOTS] =
+    [const { (AtomicUsize::new(0), AtomicUsize::new(0)) }; FILE_RAM_SLOTS];
+static SIGBUS_HANDLER: std::sync::Once = std::sync::Once::new();
+
+/// A VMM read of a file page that no longer exists (its file was
+/// truncated) finds a zero page there instead of killing the VMM; any
+/// other SIGBUS keeps its default action.
+extern "C" fn on_sigbus(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
+    let addr = unsafe { (*info).si_addr() } as usize;
+    let ours = FILE_RAM.iter().any(|(s, e)| {
+        let (s, e) = (s.load(Ordering::Acquire), e.load(Ordering::Acquire));
+        s != 0 && (s..e).contains(&addr)
+    });
+    let page = addr & !(PAGE_SIZE as usize - 1);
+    // SAFETY: mmap and sigaction are async-signal-safe; the page is inside
+    // guest RAM, which is ours, and replaced in place.
+    unsafe {
+        if ours
+            && libc::mmap(
+                page as *mut libc::c_void,
+                PAGE_SIZE as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED | libc::MAP_NORESERVE,
+                -1,
+                0,
+            ) != libc::MAP_FAILED
+        {
+            return;
+        }
+        // Not ours: the fault comes back with the default action.
+        libc::signal(libc::SIGBUS, libc::SIG_DFL);
+    }
+}
+
+fn install_sigbus_handler() {
+    SIGBUS_HANDLER.call_once(|| {
+        // SAFETY: a zeroed sigaction with a handler of the SA_SIGINFO kind.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_sigbus as *const () as usize;
+            sa.sa_flags = libc::SA_SIGINFO | libc::SA_NODEFER;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(libc::SIGBUS, &sa, std::ptr::null_mut());
+        }
+    });
+}
 
 #[derive(Debug, Error)]
 pub enum MemoryError {
@@ -34,6 +89,14 @@ pub struct GuestRam {
     host: *mut u8,
     size: u64,
     user: UserLayout,
+    /// Ranges mapped from host files (start -> end): their pages are the
+    /// file's until written, and would read the file again after
+    /// MADV_DONTNEED, so `discard` maps fresh anonymous memory over them.
+    file_maps: Mutex<BTreeMap<u64, u64>>,
+    has_file_maps: AtomicBool,
+    /// The part of `file_maps` mapped shared and writable: the job's
+    /// writes there reach a host file, which a copy elsewhere could not.
+    shared_maps: Mutex<BTreeMap<u64, u64>>,
 }
 
 // SAFETY: `host` points into the mapping owned by `mem`, which lives as long
@@ -55,7 +118,15 @@ impl GuestRam {
         let host = region.as_ptr();
         let region = GuestRegionMmap::new(region, GuestAddress(0)).expect("region at 0 cannot overflow");
         let mem = GuestMemoryMmap::from_regions(vec![region]).expect("a single region is valid");
-        Ok(GuestRam { mem, host, size, user: UserLayout::new(size) })
+        Ok(GuestRam {
+            mem,
+            host,
+            size,
+            user: UserLayout::new(size),
+            file_maps: Mutex::new(BTreeMap::new()),
+            has_file_maps: AtomicBool::new(false),
+            shared_maps: Mutex::new(BTreeMap::new()),
+        })
     }
 
     pub fn size(&self) -> u64 {
@@ -199,18 +270,165 @@ impl GuestRam {
     }
 
     /// A NUL-terminated string of at most `max` bytes (without the NUL).
-    /// `Ok(None)` if no NUL was found within `max` bytes.
+    /// `Ok(None)` if no NUL was found within `max` bytes. The string is
+    /// read page by page up to its NUL, as Linux does: a string at the end
+    /// of the job's memory is fine as long as its NUL is inside.
     pub fn user_cstr(&self, addr: u64, max: usize) -> Result<Option<&[u8]>, Efault> {
-        if addr < crate::layout::USER_BASE || addr >= self.user.mem_end {
-            return Err(Efault);
+        let mut at = addr;
+        let limit = addr.saturating_add(max as u64 + 1);
+        while at < limit {
+            let chunk = (page_floor(at) + PAGE_SIZE).min(limit) - at;
+            let bytes = self.user(at, chunk)?;
+            if let Some(n) = bytes.iter().position(|&b| b == 0) {
+                let len = at - addr + n as u64;
+                return Ok(Some(self.user(addr, len)?));
+            }
+            at += chunk;
         }
-        let avail = (self.user.mem_end - addr).min(max as u64 + 1);
-        let bytes = self.user(addr, avail)?;
-        match bytes.iter().position(|&b| b == 0) {
-            Some(n) => Ok(Some(&bytes[..n])),
-            None if avail <= max as u64 => Err(Efault), // ran off the end of RAM
-            None => Ok(None),
+        Ok(None)
+    }
+
+    /// Maps `len` bytes of `file` from `offset` (both page aligned)
+    /// privately at `[gpa, gpa + len)`: the guest reads the file's pages
+    /// without a copy, and its writes stay its own (copy on write). KVM
+    /// follows the change of the host mapping (its MMU notifier).
+    pub fn map_file(&self, gpa: u64, len: u64, fd: std::os::fd::RawFd, offset: u64) -> std::io::Result<()> {
+        self.map_fd(gpa, len, fd, offset, false)
+    }
+
+    /// As `map_file`, but shared: the job's writes reach the file, and
+    /// every process mapping it (a forked copy of the job too) sees them.
+    pub fn map_file_shared(&self, gpa: u64, len: u64, fd: std::os::fd::RawFd, offset: u64) -> std::io::Result<()> {
+        self.map_fd(gpa, len, fd, offset, true)?;
+        let mut shared = self.shared_maps.lock().unwrap_or_else(|e| e.into_inner());
+        range_remove(&mut shared, gpa, gpa + page_ceil(len));
+        shared.insert(gpa, gpa + page_ceil(len));
+        Ok(())
+    }
+
+    /// Shared anonymous memory at `[gpa, gpa + len)`: zero pages that a
+    /// forked copy of the job shares (a memory file mapped shared). It
+    /// moves as memory: without other processes, shared is private.
+    pub fn map_shared_anonymous(&self, gpa: u64, len: u64) -> std::io::Result<()> {
+        // SAFETY: a valid name; the result is checked.
+        let fd = unsafe { libc::memfd_create(c"mosvm-shared".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
         }
+        // SAFETY: a fresh descriptor we own.
+        let file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        file.set_len(page_ceil(len))?;
+        self.map_fd(gpa, len, fd, 0, true)
+    }
+
+    /// Does the job map a host file shared and writable?
+    pub fn has_shared_file_maps(&self) -> bool {
+        self.has_file_maps() && !self.shared_maps.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+    }
+
+    fn map_fd(&self, gpa: u64, len: u64, fd: std::os::fd::RawFd, offset: u64, shared: bool) -> std::io::Result<()> {
+        if !gpa.is_multiple_of(PAGE_SIZE) || !offset.is_multiple_of(PAGE_SIZE) || len == 0 || !self.in_ram(gpa, len) {
+            return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
+        }
+        let len = page_ceil(len);
+        if !self.in_ram(gpa, len) {
+            return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
+        }
+        let mut maps = self.file_maps.lock().unwrap_or_else(|e| e.into_inner());
+        // SAFETY: a page-aligned range inside our own mapping, replaced in
+        // place (MAP_FIXED); nothing borrows guest memory across this call.
+        let p = unsafe {
+            libc::mmap(
+                self.host.add(gpa as usize).cast(),
+                len as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                if shared { libc::MAP_SHARED } else { libc::MAP_PRIVATE } | libc::MAP_FIXED | libc::MAP_NORESERVE,
+                fd,
+                offset as libc::off_t,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            let e = std::io::Error::last_os_error();
+            // A failed MAP_FIXED may have unmapped the range: make it RAM again.
+            let _ = self.anonymous(gpa, len);
+            return Err(e);
+        }
+        range_remove(&mut maps, gpa, gpa + len);
+        maps.insert(gpa, gpa + len);
+        range_remove(&mut self.shared_maps.lock().unwrap_or_else(|e| e.into_inner()), gpa, gpa + len);
+        if !self.has_file_maps.swap(true, Ordering::AcqRel) {
+            self.register_file_ram();
+        }
+        drop(maps);
+        self.mark_dirty(gpa, len);
+        Ok(())
+    }
+
+    /// Tells the SIGBUS handler about this RAM (once it holds file pages).
+    fn register_file_ram(&self) {
+        install_sigbus_handler();
+        let (start, end) = (self.host as usize, self.host as usize + self.size as usize);
+        if FILE_RAM.iter().any(|(s, _)| s.load(Ordering::Acquire) == start) {
+            return;
+        }
+        for (s, e) in FILE_RAM.iter() {
+            // A slot is claimed by its start; its end (0 while free) follows.
+            if s.compare_exchange(0, start, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                e.store(end, Ordering::Release);
+                return;
+            }
+        }
+    }
+
+    /// Does any of this RAM hold pages mapped from a host file?
+    pub fn has_file_maps(&self) -> bool {
+        self.has_file_maps.load(Ordering::Acquire)
+    }
+
+    /// Fresh anonymous zero pages over `[gpa, gpa + len)` (page aligned).
+    fn anonymous(&self, gpa: u64, len: u64) -> std::io::Result<()> {
+        // SAFETY: as in `map_file`: our own mapping, replaced in place.
+        let p = unsafe {
+            libc::mmap(
+                self.host.add(gpa as usize).cast(),
+                len as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Turns the file-mapped pages in `[start, end)` (page aligned) back
+    /// into anonymous zero pages. Returns false if some could not be.
+    fn unmap_files(&self, start: u64, end: u64) -> bool {
+        if !self.has_file_maps.load(Ordering::Acquire) {
+            return true;
+        }
+        let mut maps = self.file_maps.lock().unwrap_or_else(|e| e.into_inner());
+        let hits: Vec<(u64, u64)> = maps
+            .range(..end)
+            .rev()
+            .take_while(|(_, &e)| e > start)
+            .map(|(&s, &e)| (s.max(start), e.min(end)))
+            .collect();
+        let mut ok = true;
+        for &(s, e) in &hits {
+            ok &= self.anonymous(s, e - s).is_ok();
+        }
+        if ok {
+            range_remove(&mut maps, start, end);
+            range_remove(&mut self.shared_maps.lock().unwrap_or_else(|e| e.into_inner()), start, end);
+        }
+        if maps.is_empty() {
+            self.has_file_maps.store(false, Ordering::Release);
+        }
+        ok
     }
 
     /// Gives `[addr, addr + len)` back to the host and makes it read as
@@ -222,6 +440,8 @@ impl GuestRam {
         let end = addr + len;
         let (inner_start, inner_end) = (page_ceil(addr), page_floor(end));
         if inner_start < inner_end {
+            // File pages would be read back from the file by DONTNEED.
+            let anon = self.unmap_files(inner_start, inner_end);
             // SAFETY: a page-aligned range inside our private anonymous
             // mapping; DONTNEED only drops its contents.
             let rc = unsafe {
@@ -231,7 +451,7 @@ impl GuestRam {
                     libc::MADV_DONTNEED,
                 )
             };
-            if rc != 0 {
+            if rc != 0 || !anon {
                 // Cannot happen for a valid anonymous range; fall back to writing zeros.
                 self.slice_mut(inner_start, inner_end - inner_start)?.fill(0);
             }
@@ -246,6 +466,38 @@ impl GuestRam {
             self.slice_mut(addr, len)?.fill(0);
         }
         Ok(())
+    }
+
+    /// Bytes of guest RAM mapped from host files.
+    pub fn file_mapped_bytes(&self) -> u64 {
+        let maps = self.file_maps.lock().unwrap_or_else(|e| e.into_inner());
+        maps.iter().map(|(s, e)| e - s).sum()
+    }
+}
+
+/// Removes `[start, end)` from a set of disjoint ranges, splitting those it cuts.
+fn range_remove(maps: &mut BTreeMap<u64, u64>, start: u64, end: u64) {
+    let cut: Vec<(u64, u64)> = maps.range(..end).rev().take_while(|(_, &e)| e > start).map(|(&s, &e)| (s, e)).collect();
+    for (s, e) in cut {
+        maps.remove(&s);
+        if s < start {
+            maps.insert(s, start);
+        }
+        if e > end {
+            maps.insert(end, e);
+        }
+    }
+}
+
+impl Drop for GuestRam {
+    fn drop(&mut self) {
+        let start = self.host as usize;
+        for (s, e) in FILE_RAM.iter() {
+            if s.load(Ordering::Acquire) == start {
+                e.store(0, Ordering::Release);
+                s.store(0, Ordering::Release);
+            }
+        }
     }
 }
 
@@ -264,6 +516,16 @@ impl GuestRam {
         for (i, &v) in vec.iter().enumerate() {
             if v & 1 != 0 {
                 bits[i / 64] |= 1 << (i % 64);
+            }
+        }
+        // A file-mapped page holds the file's bytes even when mincore says
+        // it is not in the page cache now.
+        if self.has_file_maps.load(Ordering::Acquire) {
+            let maps = self.file_maps.lock().unwrap_or_else(|e| e.into_inner());
+            for (&s, &e) in maps.iter() {
+                for i in (s / PAGE_SIZE) as usize..(e / PAGE_SIZE) as usize {
+                    bits[i / 64] |= 1 << (i % 64);
+                }
             }
         }
         Ok(bits)
@@ -315,6 +577,7 @@ impl Drop for DirtyGuard<'_> {
 mod tests {
     use super::*;
     use crate::layout::USER_BASE;
+    use std::os::fd::AsRawFd;
 
     #[test]
     fn user_pointer_checks() {
@@ -338,6 +601,66 @@ mod tests {
         let end = 32 << 20;
         ram.write_user(end - 2, b"ab").unwrap();
         assert_eq!(ram.user_cstr(end - 2, 100), Err(Efault));
+    }
+
+    #[test]
+    fn cstr_at_the_end_of_a_mapping() {
+        let ram = GuestRam::new(32 << 20).unwrap();
+        let guard = ram.user_layout().guard;
+        // A string ending right at the last byte before the stack guard:
+        // reading a maximal window at once would run into the guard.
+        ram.write_user(guard - 4, b"abc\0").unwrap();
+        assert_eq!(ram.user_cstr(guard - 4, 4096).unwrap(), Some(&b"abc"[..]));
+        ram.write_user(guard - 3, b"abc").unwrap();
+        assert_eq!(ram.user_cstr(guard - 3, 4096), Err(Efault));
+        // Across a page boundary.
+        let at = USER_BASE + PAGE_SIZE - 2;
+        ram.write_user(at, b"xyz\0").unwrap();
+        assert_eq!(ram.user_cstr(at, 4096).unwrap(), Some(&b"xyz"[..]));
+        assert_eq!(ram.user_cstr(at, 2).unwrap(), None);
+    }
+
+    #[test]
+    fn file_maps_copy_on_write_count_as_resident_and_discard_to_zeros() {
+        use std::io::Write as _;
+        let path = std::env::temp_dir().join(format!("mosvm-memory-test-{}", std::process::id()));
+        let content: Vec<u8> = (0..5 * PAGE_SIZE as usize).map(|i| (i % 253) as u8 + 1).collect();
+        std::fs::File::create(&path).unwrap().write_all(&content).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let ram = GuestRam::new(32 << 20).unwrap();
+        let at = USER_BASE + 16 * PAGE_SIZE;
+        // Pages 1..4 of the file.
+        ram.map_file(at, 3 * PAGE_SIZE, file.as_raw_fd(), PAGE_SIZE).unwrap();
+        assert_eq!(ram.user(at, 3 * PAGE_SIZE).unwrap(), &content[PAGE_SIZE as usize..4 * PAGE_SIZE as usize]);
+        assert_eq!(ram.file_mapped_bytes(), 3 * PAGE_SIZE);
+        // Every mapped page counts, touched or not.
+        let bits = ram.resident_pages().unwrap();
+        for p in 0..3 {
+            let i = ((at / PAGE_SIZE) + p) as usize;
+            assert_ne!(bits[i / 64] & (1 << (i % 64)), 0, "page {p}");
+        }
+        // Writes stay in guest memory.
+        ram.write_user(at, &[0; 8]).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), content);
+        // A discard of the middle page reads zeros (not the file again), the
+        // others keep their bytes.
+        ram.discard(at + PAGE_SIZE, PAGE_SIZE).unwrap();
+        assert!(ram.user(at + PAGE_SIZE, PAGE_SIZE).unwrap().iter().all(|&b| b == 0));
+        assert_eq!(ram.user(at + 8, 8).unwrap(), &content[PAGE_SIZE as usize + 8..PAGE_SIZE as usize + 16]);
+        let last = ram.user(at + 2 * PAGE_SIZE, PAGE_SIZE).unwrap();
+        assert_eq!(last, &content[3 * PAGE_SIZE as usize..4 * PAGE_SIZE as usize]);
+        assert_eq!(ram.file_mapped_bytes(), 2 * PAGE_SIZE);
+        // The file cut short under the mapping: the VMM reads zeros where
+        // it would take SIGBUS.
+        std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(0).unwrap();
+        assert!(ram.user(at + 2 * PAGE_SIZE, PAGE_SIZE).unwrap().iter().all(|&b| b == 0));
+        ram.discard(0, ram.size()).unwrap();
+        assert_eq!(ram.file_mapped_bytes(), 0);
+        assert!(ram.user(at, 3 * PAGE_SIZE).unwrap().iter().all(|&b| b == 0));
+        // Nothing out of range or unaligned.
+        assert!(ram.map_file(at + 1, PAGE_SIZE, file.as_raw_fd(), 0).is_err());
+        assert!(ram.map_file(ram.size() - PAGE_SIZE, 2 * PAGE_SIZE, file.as_raw_fd(), 0).is_err());
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]

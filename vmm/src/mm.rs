@@ -48,6 +48,12 @@ impl AddressSpace {
         mm
     }
 
+    /// Records a mapping of fresh memory (a loaded ELF's), without
+    /// touching guest memory.
+    pub fn add(&mut self, start: u64, end: u64, prot: u32, kind: VmaKind) {
+        self.insert(start, end, prot, kind);
+    }
+
     pub fn layout(&self) -> &UserLayout {
         &self.layout
     }

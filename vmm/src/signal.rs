@@ -166,6 +166,31 @@ pub struct SigInfo {
 }
 
 impl SigInfo {
+    /// This signal as a signalfd read returns it (struct signalfd_siginfo).
+    pub fn to_signalfd(self, sig: u32, pid: u32, uid: u32) -> [u8; 128] {
+        let mut b = [0; 128];
+        fn put32(b: &mut [u8], at: usize, v: u32) {
+            b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+        }
+        put32(&mut b, 0, sig);
+        put32(&mut b, 8, self.code as u32);
+        if self.code == crate::timers::SI_TIMER {
+            // ssi_tid (the timer), ssi_overrun, ssi_int / ssi_ptr
+            put32(&mut b, 24, self.addr as u32);
+            put32(&mut b, 44, self.value as u32);
+            b[48..56].copy_from_slice(&self.value.to_le_bytes());
+        } else if self.code <= 0 {
+            put32(&mut b, 12, pid);
+            put32(&mut b, 16, uid);
+            put32(&mut b, 44, self.value as u32);
+            b[48..56].copy_from_slice(&self.value.to_le_bytes());
+        } else if self.code != SI_KERNEL {
+            b[72..80].copy_from_slice(&self.addr.to_le_bytes());
+            put32(&mut b, 36, self.trapno as u32);
+        }
+        b
+    }
+
     pub fn to_bytes(self, sig: u32, pid: u32, uid: u32) -> [u8; 128] {
         let mut b = [0; 128];
         b[0..4].copy_from_slice(&(sig as i32).to_le_bytes());
@@ -205,6 +230,11 @@ pub struct Signals {
     /// whichever thread does not block them.
     pub shared: u64,
     pub shared_info: [SigInfo; NSIG + 1],
+    /// The site may hold signalfds (true until it says it has none: a
+    /// restored job asks once).
+    pub signalfds: bool,
+    /// The pending set the site's signalfds were last told of.
+    pub signalfd_sent: Option<u64>,
 }
 
 impl Default for Signals {
@@ -217,6 +247,8 @@ impl Default for Signals {
             altstack: AltStack { flags: SS_DISABLE, ..Default::default() },
             shared: 0,
             shared_info: [SigInfo::default(); NSIG + 1],
+            signalfds: true,
+            signalfd_sent: None,
         }
     }
 }
@@ -277,6 +309,13 @@ impl Signals {
             self.shared &= !bit(sig);
             std::mem::take(&mut self.shared_info[sig as usize])
         }
+    }
+
+    /// Takes the next pending signal in `mask` (the running thread's own
+    /// first, then the process's), as a signalfd read does.
+    pub fn take_in(&mut self, mask: u64) -> Option<(u32, SigInfo)> {
+        let sig = pick(self.pending & mask).or_else(|| pick(self.shared & mask))?;
+        Some((sig, self.take(sig)))
     }
 
     /// Would a signal cut short a wait of a thread with this mask and

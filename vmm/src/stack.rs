@@ -32,6 +32,8 @@ pub struct AuxInfo {
     pub phdr: u64,
     pub phnum: u64,
     pub entry: u64,
+    /// Where the dynamic loader is (0 without one).
+    pub base: u64,
     pub uid: u32,
     pub euid: u32,
     pub gid: u32,
@@ -100,7 +102,7 @@ pub fn build(
         (AT_PHDR, aux.phdr),
         (AT_PHENT, 56),
         (AT_PHNUM, aux.phnum),
-        (AT_BASE, 0),
+        (AT_BASE, aux.base),
         (AT_FLAGS, 0),
         (AT_ENTRY, aux.entry),
         (AT_UID, aux.uid as u64),
@@ -148,6 +150,7 @@ mod tests {
             phdr: 0x400040,
             phnum: 7,
             entry: 0x401000,
+            base: 0x7f00000,
             uid: 1,
             euid: 2,
             gid: 3,
@@ -178,6 +181,8 @@ mod tests {
         }
         assert_eq!(found[&AT_PHDR], 0x400040);
         assert_eq!(found[&AT_ENTRY], 0x401000);
+        assert_eq!(found[&AT_BASE], 0x7f00000);
+        assert_eq!(found[&AT_SECURE], 0);
         assert_eq!(found[&AT_PAGESZ], 4096);
         assert_eq!(found[&AT_EGID], 4);
         assert_eq!(cstr_at(&ram, found[&AT_EXECFN]), b"/bin/prog");
@@ -202,6 +207,7 @@ mod tests {
                     phdr: 0,
                     phnum: 0,
                     entry: 0,
+                    base: 0,
                     uid: 0,
                     euid: 0,
                     gid: 0,

@@ -106,6 +106,22 @@ impl Threads {
         self.parked.iter().filter(|p| p.state.wait.is_none()).count()
     }
 
+    /// The earliest time a parked thread's wait ends by itself (a futex
+    /// or sleep deadline; not a poll's next look, which is no deadline of
+    /// the thread's and comes often). A running thread that makes
+    /// no system call (a spin loop) is interrupted then, or the waiter
+    /// would never run: Go's sysmon, which preempts such a goroutine, is
+    /// one.
+    pub fn next_deadline(&self) -> Option<i64> {
+        self.parked
+            .iter()
+            .filter_map(|p| match p.state.wait {
+                Some((Wait::Futex { deadline, .. } | Wait::Sleep { deadline, .. }, _)) => deadline,
+                _ => None,
+            })
+            .min()
+    }
+
     pub fn find(&mut self, tid: u32) -> Option<&mut Parked> {
         self.parked.iter_mut().find(|p| p.state.tid == tid)
     }

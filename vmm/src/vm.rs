@@ -18,7 +18,7 @@ use agent::{BENCH_PORT, FAULT_PORT, SYSCALL_PORT};
 use crate::clock::Clock;
 use crate::control::{Command, Control, ControlRx, Verdict};
 use crate::cpu::{self, CpuFeatures};
-use crate::elf::{ElfError, Program};
+use crate::elf::{ElfError, HostFile, Program};
 use crate::errno::Errno;
 use crate::exec;
 use crate::job::{Ids, Job, JobExit, JobStats, Log, RestoreEnv};
@@ -127,6 +127,10 @@ pub struct VmConfig {
     pub env: Vec<OsString>,
     pub cwd: PathBuf,
     pub stdio: [RawFd; 3],
+    /// Descriptors above 2 the caller passed (`prog 3<file`): job fd and
+    /// host descriptor. The site takes them over (keeps a duplicate and
+    /// closes the original), so the job closing one is a real close.
+    pub inherited: Vec<(i32, RawFd)>,
     /// Lets the job write the benchmark port; only for the exit benchmark.
     pub allow_user_io: bool,
     pub log: Log,
@@ -175,6 +179,8 @@ pub struct Vm {
     pub(crate) forked: bool,
     /// Bare exits taken on the benchmark port.
     pub bench_exits: u64,
+    /// The move in flight, for every handle.
+    pub(crate) progress: Arc<crate::migration::Progress>,
 }
 
 /// A VM that has not run yet, to hand to the thread that will run it (a
@@ -193,6 +199,10 @@ pub struct VmHandle {
     pub vm_fd: Arc<VmFd>,
     pub control: Arc<Control>,
     pub info: Arc<JobInfo>,
+    /// The move in flight, if one is (`progress.get()`).
+    pub progress: Arc<crate::migration::Progress>,
+    /// The remote site calls of a body away from home; None at home.
+    pub site_calls: Option<Arc<crate::site::CallStats>>,
 }
 
 /// Facts about a job that do not change while it runs.
@@ -262,9 +272,23 @@ impl Vm {
             return Err(VmError::MemSize(config.mem_size >> 20));
         }
         let mem_size = config.mem_size.div_ceil(LARGE_PAGE_SIZE) * LARGE_PAGE_SIZE;
-        let bytes = std::fs::read(&config.program)
-            .map_err(|source| VmError::Read { path: config.program.display().to_string(), source })?;
-        let program = Program::parse(&config.program, &bytes)?;
+        let read_err = |path: &std::path::Path| {
+            let path = path.display().to_string();
+            move |source| VmError::Read { path, source }
+        };
+        let file = HostFile::open(&config.program).map_err(read_err(&config.program))?;
+        let program = Program::parse(&config.program, &file)?;
+        // The dynamic loader comes from this (the home) host, as on Linux
+        // from the file system of the exec.
+        let interp = match program.interp() {
+            Some(name) => {
+                let path = PathBuf::from(std::ffi::OsStr::from_bytes(name));
+                let ifile = HostFile::open(&path).map_err(read_err(&path))?;
+                let iprog = Program::parse(&path, &ifile)?;
+                Some((iprog, ifile))
+            }
+            None => None,
+        };
 
         let ram = GuestRam::new(mem_size)?;
         let (kvm, vm, vcpu_fd) = create_machine(&ram)?;
@@ -277,7 +301,14 @@ impl Vm {
         let env: Vec<&[u8]> = config.env.iter().map(|a| a.as_bytes()).collect();
         let execfn = config.argv.first().map_or(config.program.as_os_str().as_bytes(), |a| a.as_bytes());
         let start = exec::Start { argv: &argv, env: &env, execfn, ids: &ids, features: &features, extra_ports };
-        let image = exec::load(&ram, &program, &bytes, &start)?;
+        let image = exec::load(
+            &ram,
+            exec::Elf { program: &program, file: &file },
+            interp.as_ref().map(|(p, f)| exec::Elf { program: p, file: f }),
+            &start,
+        )?;
+        drop(file);
+        drop(interp);
 
         let cpuid = cpu::job_cpuid(cpuid);
         vcpu_fd.set_cpuid2(&cpuid).map_err(kvm_err("KVM_SET_CPUID2"))?;
@@ -291,6 +322,7 @@ impl Vm {
         let site = Site::local(
             LocalSite::new(SiteConfig {
                 stdio: config.stdio,
+                inherited: config.inherited.clone(),
                 cwd: config.cwd.clone(),
                 exe: exe.clone(),
                 umask: None,
@@ -348,6 +380,7 @@ impl Vm {
             allow_user_io: config.allow_user_io,
             forked: false,
             bench_exits: 0,
+            progress: Default::default(),
         };
         this.resume_user(&user)?;
         Ok(this)
@@ -389,6 +422,7 @@ impl Vm {
             allow_user_io: false,
             forked: false,
             bench_exits: 0,
+            progress: Default::default(),
         })
     }
 
@@ -398,12 +432,24 @@ impl Vm {
     fn capture(&mut self, purpose: Purpose) -> Result<VmState, crate::control::PauseError> {
         use crate::control::PauseError;
         use crate::site::SiteError;
+        self.shared_files_stay()?;
         let vcpu = self.vcpu.capture(&self.cpuid).map_err(|e| PauseError::Failed(e.to_string()))?;
         let job = self.job.capture(purpose).map_err(|e| match e {
             SiteError::Unmovable { .. } | SiteError::Children(_) => PauseError::Unmovable(e.to_string()),
             e => PauseError::Failed(e.to_string()),
         })?;
         Ok(VmState { version: STATE_VERSION, mem_size: self.job.ram.size(), vcpu, job })
+    }
+
+    /// A job whose memory maps a host file shared and writable cannot be
+    /// copied: its writes must keep reaching that file.
+    fn shared_files_stay(&self) -> Result<(), crate::control::PauseError> {
+        if self.job.ram.has_shared_file_maps() {
+            return Err(crate::control::PauseError::Unmovable(
+                "the job maps a file shared and writable (MAP_SHARED); it cannot move while it does".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// A handle for other threads: memory, dirty logging and control.
@@ -419,6 +465,8 @@ impl Vm {
                 home: self.job.site.home_addr(),
                 next_link: self.job.site.next_link(),
             }),
+            progress: self.progress.clone(),
+            site_calls: self.job.site.call_stats(),
         }
     }
 
@@ -451,6 +499,17 @@ impl Vm {
         while let Ok(cmd) = self.control_rx.rx.try_recv() {
             match cmd {
                 Command::Throttle(p) => self.throttle = p.min(99),
+                Command::Probe { purpose, answer } => {
+                    let r = self.shared_files_stay().and_then(|()| {
+                        self.job.check_movable(purpose).map_err(|e| match e {
+                            crate::site::SiteError::Unmovable { .. } | crate::site::SiteError::Children(_) => {
+                                crate::control::PauseError::Unmovable(e.to_string())
+                            }
+                            e => crate::control::PauseError::Failed(e.to_string()),
+                        })
+                    });
+                    let _ = answer.send(r);
+                }
                 Command::Pause { state, verdict, purpose } => {
                     // No write may be in flight when another body takes over.
                     self.job.site.flush();
@@ -587,6 +646,13 @@ impl Vm {
                         Cur::Runs(regs)
                     }
                 }
+                Exit::Other(code) if code == 0x8000_0000 | libc::EFAULT as u32 && self.job.ram.has_file_maps() => {
+                    // KVM found no page behind a file-mapped one: its file
+                    // was cut short under the job. Linux sends SIGBUS for
+                    // such an access; the job ends by it.
+                    (self.job.log)("job killed by SIGBUS (a file its memory maps was truncated)");
+                    return Ok(Outcome::Exited(JobExit::Signaled(signal::SIGBUS)));
+                }
                 Exit::Shutdown => {
                     let regs = self.vcpu.regs_now();
                     return Err(VmError::Machine(format!("the guest shut down (triple fault) at rip {:#x}", regs.rip)));
@@ -641,9 +707,11 @@ impl Vm {
                         return Ok(Some(Outcome::Exited(e)));
                     }
                     self.resume_user(&user)?;
-                    // Others waiting to run: come back when this slice ends.
-                    let preempt = (self.job.threads.runnable() > 0)
+                    // Others waiting to run: come back when this slice ends;
+                    // others waiting for a time: when it comes.
+                    let slice_end = (self.job.threads.runnable() > 0)
                         .then_some(self.job.threads.slice_start + crate::thread::SLICE_NS);
+                    let preempt = slice_end.into_iter().chain(self.job.threads.next_deadline()).min();
                     if self.job.timers.preempt != preempt {
                         self.job.timers.preempt = preempt;
                         self.job.timers.rearm(self.job.clock.host_offset());

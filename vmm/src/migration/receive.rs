@@ -201,6 +201,8 @@ pub fn receive(
     opts: &ReceiveOptions,
 ) -> Result<(Vm, ReceiveStats), ReceiveError> {
     let start = Instant::now();
+    // Until the job runs: this thread then becomes its vCPU's.
+    let _boost = super::Boost::start();
     // The body's deputy names this host by the address it was reached at.
     env.here = stream.local_addr().ok();
     let _ = stream.set_nodelay(true);

@@ -3,8 +3,8 @@
 
 use std::io::{self, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -122,6 +122,127 @@ fn wire_in(phase: &'static str) -> impl Fn(WireError) -> SendError {
     }
 }
 
+/// Where a move stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Connecting, waiting for the destination to accept.
+    Connecting,
+    /// Copying memory while the job runs.
+    Copying,
+    /// The job is stopped: the last pages and the state are going.
+    Stopped,
+}
+
+/// A move in flight as `Progress::get` reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProgressView {
+    pub to: String,
+    pub phase: Phase,
+    /// The round under way, from 1 (the first carries resident memory).
+    pub round: u32,
+    /// Pages to go through in this round, and how many it has so far.
+    pub round_pages: u64,
+    pub round_sent: u64,
+    /// Pages and bytes on the wire since the move began.
+    pub pages_sent: u64,
+    pub bytes_sent: u64,
+    pub resident_pages: u64,
+    pub elapsed: Duration,
+    /// Bytes per second over the move so far, in MB/s.
+    pub rate_mbps: f64,
+}
+
+/// The live record of a move, shared by every clone of a `VmHandle`:
+/// `migrate` writes it (the page loop every `PROGRESS_PAGES`), any thread
+/// reads it. Plain atomics: a reader may see fields of slightly different
+/// instants, never a torn number.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// 0: no move; else `Phase` + 1.
+    phase: AtomicU8,
+    round: AtomicU32,
+    round_pages: AtomicU64,
+    round_sent: AtomicU64,
+    pages_sent: AtomicU64,
+    bytes_sent: AtomicU64,
+    resident_pages: AtomicU64,
+    /// When the move began and where to; None when no move is in flight.
+    began: Mutex<Option<(Instant, String)>>,
+}
+
+/// Pages between two updates of the record from the page loop (1 MiB).
+const PROGRESS_PAGES: u32 = 256;
+
+impl Progress {
+    /// The move in flight, if one is.
+    pub fn get(&self) -> Option<ProgressView> {
+        let phase = match self.phase.load(Ordering::Acquire) {
+            1 => Phase::Connecting,
+            2 => Phase::Copying,
+            3 => Phase::Stopped,
+            _ => return None,
+        };
+        let (elapsed, to) = {
+            let began = self.began.lock().unwrap_or_else(|e| e.into_inner());
+            let (t, to) = began.as_ref()?;
+            (t.elapsed(), to.clone())
+        };
+        let round_pages = self.round_pages.load(Ordering::Relaxed);
+        let bytes_sent = self.bytes_sent.load(Ordering::Relaxed);
+        Some(ProgressView {
+            to,
+            phase,
+            round: self.round.load(Ordering::Relaxed),
+            round_pages,
+            round_sent: self.round_sent.load(Ordering::Relaxed).min(round_pages),
+            pages_sent: self.pages_sent.load(Ordering::Relaxed),
+            bytes_sent,
+            resident_pages: self.resident_pages.load(Ordering::Relaxed),
+            elapsed,
+            rate_mbps: bytes_sent as f64 / elapsed.as_secs_f64().max(1e-9) / 1e6,
+        })
+    }
+
+    /// A move to `to` begins; it reads "no move" again once the guard goes.
+    fn begin(&self, to: &str) -> Moving<'_> {
+        *self.began.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), to.to_string()));
+        for a in [&self.round_pages, &self.round_sent, &self.pages_sent, &self.bytes_sent, &self.resident_pages] {
+            a.store(0, Ordering::Relaxed);
+        }
+        self.round.store(0, Ordering::Relaxed);
+        self.phase.store(Phase::Connecting as u8 + 1, Ordering::Release);
+        Moving(self)
+    }
+
+    fn set_phase(&self, phase: Phase) {
+        self.phase.store(phase as u8 + 1, Ordering::Release);
+    }
+
+    /// Round `round` (from 1) goes through `pages` pages.
+    fn round(&self, round: u32, pages: u64) {
+        self.round_sent.store(0, Ordering::Relaxed);
+        self.round_pages.store(pages, Ordering::Relaxed);
+        self.round.store(round, Ordering::Relaxed);
+    }
+
+    fn sent(&self, round_sent: u64, pw: &PageWriter) {
+        self.round_sent.store(round_sent, Ordering::Relaxed);
+        self.pages_sent.store(pw.pages_sent, Ordering::Relaxed);
+        self.bytes_sent.store(pw.bytes_sent, Ordering::Relaxed);
+    }
+}
+
+/// A move in flight: dropping it (the move ended, either way) clears the
+/// record.
+struct Moving<'a>(&'a Progress);
+
+impl Drop for Moving<'_> {
+    fn drop(&mut self) {
+        self.0.phase.store(0, Ordering::Release);
+        *self.0.began.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
 /// Kicks the vCPU every THROTTLE_PERIOD while alive, so a throttle set on
 /// it takes effect even if the job makes no system calls.
 struct Kicker {
@@ -180,6 +301,10 @@ fn hello(handle: &VmHandle, resident: &[u64]) -> Vec<u8> {
 /// released (its `run` returns `Outcome::Moved`); on failure it keeps running.
 pub fn migrate(handle: &VmHandle, to: &str, opts: &SendOptions) -> Result<SendStats, SendError> {
     let _busy = handle.control.try_begin().ok_or(SendError::Busy)?;
+    // A job that cannot go says so before any memory is copied.
+    handle.control.probe(Purpose::Move).map_err(SendError::Pause)?;
+    let _moving = handle.progress.begin(to);
+    let _boost = super::Boost::start();
     let start = Instant::now();
     let addr = to.to_socket_addrs().ok().and_then(|mut a| a.next()).ok_or_else(|| SendError::Resolve(to.into()))?;
     let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
@@ -197,6 +322,7 @@ pub fn migrate(handle: &VmHandle, to: &str, opts: &SendOptions) -> Result<SendSt
         wire::write_header(w, wire::KIND_LIVE).map_err(io_in("sending the header"))?;
         wire::write_record(w, wire::TAG_HELLO, &hello(handle, &resident)).map_err(io_in("sending the header"))?;
         reader.expect(wire::TAG_ACCEPT, "ACCEPT").map_err(wire_in("waiting for the destination to accept"))?;
+        handle.progress.resident_pages.store(dirty::count(&resident), Ordering::Relaxed);
         Ok(resident)
     };
     let result = handshake(&mut w, &mut reader)
@@ -251,6 +377,7 @@ fn refusal(reader: &mut RecordReader<TcpStream>) -> Option<String> {
 
 /// Sends the pages in `bits`, watching for a refusal; a write that fails
 /// because the receiver gave up reports the receiver's reason.
+#[allow(clippy::too_many_arguments)]
 fn send_pages(
     w: &mut TcpStream,
     reader: &mut RecordReader<TcpStream>,
@@ -259,12 +386,16 @@ fn send_pages(
     bits: &[u64],
     send_zeros: bool,
     phase: &'static str,
+    progress: &Progress,
 ) -> Result<(), SendError> {
     let mut n = 0u32;
     let mut refused = None;
     let r = dirty::for_each_page(bits, |gpa| {
         pw.push(w, ram, gpa, send_zeros)?;
         n += 1;
+        if n.is_multiple_of(PROGRESS_PAGES) {
+            progress.sent(n as u64, pw);
+        }
         if n.is_multiple_of(8192) {
             if let Some(why) = refusal(reader) {
                 refused = Some(why);
@@ -274,6 +405,7 @@ fn send_pages(
         Ok(())
     })
     .and_then(|_| pw.flush(w));
+    progress.sent(n as u64, pw);
     match (r, refused) {
         (_, Some(why)) => Err(SendError::Refused(why)),
         (Ok(()), None) => Ok(()),
@@ -311,9 +443,13 @@ fn precopy(
 
     let mut sending = Duration::ZERO;
 
+    let progress = &*handle.progress;
+
     // Round 0: every page the host has backed; the rest is zeros already.
     let t = Instant::now();
-    send_pages(w, reader, &mut pw, ram, &resident, false, "sending memory")?;
+    progress.round(1, dirty::count(&resident));
+    progress.set_phase(Phase::Copying);
+    send_pages(w, reader, &mut pw, ram, &resident, false, "sending memory", progress)?;
     sync(w, reader)?;
     sending += t.elapsed();
     // Pages the host never backed are zeros skipped without reading them.
@@ -349,7 +485,8 @@ fn precopy(
         }
         prev = n;
         let t = Instant::now();
-        send_pages(w, reader, &mut pw, ram, bits, true, "sending memory")?;
+        progress.round(rounds + 1, n);
+        send_pages(w, reader, &mut pw, ram, bits, true, "sending memory", progress)?;
         sync(w, reader)?;
         sending += t.elapsed();
         rounds += 1;
@@ -370,7 +507,9 @@ fn precopy(
     for (b, d) in bits.iter_mut().zip(dirty.collect().map_err(io_in("reading the dirty log"))?) {
         *b |= d;
     }
-    send_pages(w, reader, &mut pw, ram, &bits, true, "sending the last pages")?;
+    progress.set_phase(Phase::Stopped);
+    progress.round(rounds + 1, dirty::count(&bits));
+    send_pages(w, reader, &mut pw, ram, &bits, true, "sending the last pages", progress)?;
 
     let final_pages = pw.pages_sent - before;
     if opts.verify {
@@ -384,6 +523,7 @@ fn precopy(
     wire::write_record(w, wire::TAG_END, &[]).map_err(io_in("sending the state"))?;
     w.flush().map_err(io_in("sending the state"))?;
     let sent = stopped.elapsed();
+    progress.bytes_sent.store(pw.bytes_sent + state_bytes.len() as u64, Ordering::Relaxed);
 
     reader.inner.set_read_timeout(Some(opts.ack_timeout)).map_err(io_in("waiting for the acknowledgement"))?;
     match reader.expect(wire::TAG_ACK, "ACK") {

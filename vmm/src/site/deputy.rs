@@ -192,11 +192,11 @@ impl Home {
             eprintln!("mosvm: deputy: refused a link from {:?}: {why}", conn.peer_addr().ok());
             welcome(conn, &Welcome::Refused { kind, why });
         };
-        if hello.version != proto::VERSION {
+        if !(proto::MIN_VERSION..=proto::VERSION).contains(&hello.version) {
             return refuse(
                 &mut conn,
                 RefusalKind::Protocol,
-                format!("link version {} is not {}", hello.version, proto::VERSION),
+                format!("link version {} is not one of {}..={}", hello.version, proto::MIN_VERSION, proto::VERSION),
             );
         }
         if !same_token(&hello.token, &self.token) {
@@ -595,5 +595,57 @@ fn execute(site: &mut LocalSite, call: &Call, data: &mut Vec<u8>) -> Result<(i64
             v(r)
         }
         Call::Exit { .. } => Ok((0, 0)),
+        Call::CloseRange { first, last, cloexec } => v(site.close_range(first, last, cloexec)),
+        Call::SetFdLimit { limit } => {
+            site.set_fd_limit(limit);
+            Ok((0, 0))
+        }
+        Call::EpollCreate { cloexec } => v(site.epoll_create(cloexec)),
+        Call::EpollCtl { epfd, op, fd, event } => v(site.epoll_ctl(epfd, op, fd, &fixed(event)?)),
+        Call::EpollWait { epfd, max, timeout_ms } => {
+            let n = (max as usize).min(proto::IO_CHUNK / super::EPOLL_EVENT_SIZE);
+            data.resize(n * super::EPOLL_EVENT_SIZE, 0);
+            let r = site.epoll_wait(epfd, data, timeout_ms);
+            data.truncate(*r.as_ref().unwrap_or(&0) as usize * super::EPOLL_EVENT_SIZE);
+            v(r)
+        }
+        Call::Eventfd { initval, flags } => v(site.eventfd(initval, flags)),
+        Call::TimerfdCreate { clock, flags } => v(site.timerfd_create(clock, flags)),
+        Call::TimerfdSettime { fd, flags, new, now } => {
+            let mut old = [0u8; 32];
+            let r = site.timerfd_settime(fd, flags, &fixed(new)?, now, &mut old);
+            data.extend_from_slice(&old);
+            v(r)
+        }
+        Call::TimerfdGettime { fd } => {
+            let mut cur = [0u8; 32];
+            let r = site.timerfd_gettime(fd, &mut cur);
+            data.extend_from_slice(&cur);
+            v(r)
+        }
+        Call::Signalfd { fd, mask, flags } => v(site.signalfd(fd, mask, flags)),
+        Call::SignalfdGet { fd } => site.signalfd_get(fd).map(|(mask, nonblock)| (nonblock as i64, mask as i64)),
+        Call::SignalsPending { pending } => v(site.signals_pending(pending)),
+        Call::Mknodat { dirfd, path, mode, dev } => v(site.mknodat(dirfd, path, mode, dev)),
+        Call::Fadvise { fd, offset, len, advice } => v(site.fadvise(fd, offset, len, advice)),
+        Call::Readahead { fd, offset, count } => v(site.readahead(fd, offset, count)),
+        Call::OpenNowait { dirfd, path, flags, mode } => v(site.open_nowait(dirfd, path, flags, mode)),
+        Call::Getxattr { fd, path, follow, name, size } => {
+            data.resize((size as usize).min(super::XATTR_SIZE_MAX), 0);
+            let r = site.getxattr(fd, path, follow, name, data);
+            // A size query (empty buffer) answers a length, not bytes.
+            data.truncate(if size == 0 { 0 } else { *r.as_ref().unwrap_or(&0) as usize });
+            v(r)
+        }
+        Call::Listxattr { fd, path, follow, size } => {
+            data.resize((size as usize).min(super::XATTR_SIZE_MAX), 0);
+            let r = site.listxattr(fd, path, follow, data);
+            data.truncate(if size == 0 { 0 } else { *r.as_ref().unwrap_or(&0) as usize });
+            v(r)
+        }
+        Call::Setxattr { fd, path, follow, name, value, flags } => {
+            v(site.setxattr(fd, path, follow, name, value, flags))
+        }
+        Call::Removexattr { fd, path, follow, name } => v(site.removexattr(fd, path, follow, name)),
     }
 }

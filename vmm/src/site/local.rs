@@ -15,8 +15,11 @@ use super::resolve::{resolve, resolve_nofollow, Resolved};
 use super::SiteOps;
 use crate::errno::{host, Errno, SysResult};
 
-/// The most file descriptors a job may have open (RLIMIT_NOFILE).
+/// The RLIMIT_NOFILE a job gets where the serving process's own cannot be
+/// read (the table itself grows as needed, up to `NR_OPEN`).
 pub const MAX_FDS: usize = 1024;
+/// The highest descriptor limit a site takes (Linux's default fs.nr_open).
+pub const NR_OPEN: u64 = 1 << 20;
 
 /// Where a descriptor's open file came from; decides how it is carried
 /// to another host.
@@ -32,6 +35,29 @@ pub(super) enum Origin {
     Memory,
     /// A socket the job made.
     Socket,
+    /// One end of a Unix socket pair the job made (runtimes' self-pipes):
+    /// its home serves it to a body away (read, write, poll, epoll), so it
+    /// does not keep the job from moving. Socket calls on it (sendmsg,
+    /// recvmsg, shutdown...) are served only at home.
+    SocketPair,
+    /// A descriptor above 2 the caller passed: like `Opened`, but its
+    /// open file is shared with the caller, so it is never read ahead.
+    Inherited,
+    /// An epoll instance (a host epoll whose interest list holds the host
+    /// descriptors behind job descriptors).
+    Epoll,
+    /// An eventfd (a host one).
+    EventFd,
+    /// A timerfd (a host one); `FdEntry::aux` is its clock.
+    TimerFd,
+    /// A signalfd: a host eventfd, readable while a signal in its mask
+    /// (`FdEntry::aux`) is pending for the job. The signals live in the
+    /// body, which reads them itself (see `SIGNALFD_READ`).
+    SignalFd,
+    /// The job's /proc/self/fd (or fdinfo with `true`) directory: a host
+    /// descriptor of this process's own, for fstat; its listing is the
+    /// job's descriptor table (`FdEntry::aux` is the position).
+    FdDir(bool),
 }
 
 pub(super) struct FdEntry {
@@ -40,6 +66,9 @@ pub(super) struct FdEntry {
     pub(super) origin: Origin,
     /// Identity of the open file description: dups share it (and offsets).
     pub(super) desc: u64,
+    /// Per kind (see `Origin`): a signalfd's mask, a timerfd's clock, a
+    /// directory listing's position.
+    pub(super) aux: u64,
 }
 
 pub struct LocalSite {
@@ -50,12 +79,40 @@ pub struct LocalSite {
     pub(super) exe: PathBuf,
     pub(super) umask: u32,
     pub(super) pid: u32,
+    /// RLIMIT_NOFILE: descriptors are numbered below it.
+    pub(super) fd_limit: u64,
+    /// FIFO opens going on in helper threads (`open_nowait`).
+    pub(super) pending: Vec<super::events::PendingOpen>,
+}
+
+/// The serving process's soft RLIMIT_NOFILE (the caller's, for a job's
+/// deputy), which a new site gives its job. The process's own soft limit
+/// is raised to its hard one, so that the VMM's descriptors (and the
+/// host's duplicates of the job's) do not eat into the job's.
+pub(super) fn process_fd_limit() -> u64 {
+    let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: valid out pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) } != 0 {
+        return MAX_FDS as u64;
+    }
+    let soft = l.rlim_cur;
+    if l.rlim_cur < l.rlim_max {
+        let raised = libc::rlimit { rlim_cur: l.rlim_max, rlim_max: l.rlim_max };
+        // SAFETY: valid pointer; failing leaves the limit as it was.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) };
+    }
+    soft.min(NR_OPEN)
 }
 
 /// Options for `LocalSite::new`.
 pub struct SiteConfig {
     /// Host descriptors for the job's stdin, stdout and stderr.
     pub stdio: [RawFd; 3],
+    /// Descriptors above 2 the caller passed: job fd and host descriptor.
+    /// The site takes them over: it keeps a duplicate apart from the VMM's
+    /// own descriptors and closes these, so that the job closing one
+    /// closes it (a pipe's reader sees the end).
+    pub inherited: Vec<(i32, RawFd)>,
     /// Working directory (absolute).
     pub cwd: PathBuf,
     /// The program, as /proc/self/exe shows it.
@@ -104,6 +161,8 @@ impl LocalSite {
             exe: config.exe,
             umask: config.umask.unwrap_or(process_mask as u32),
             pid: config.pid,
+            fd_limit: process_fd_limit(),
+            pending: Vec::new(),
         };
         for (i, fd) in config.stdio.iter().enumerate() {
             // Keep the job's descriptors apart from the VMM's own: the job
@@ -111,6 +170,31 @@ impl LocalSite {
             if let Ok(host) = dup_cloexec(*fd, 3) {
                 let desc = site.new_desc();
                 site.install_at(i, host, false, Origin::Stdio(i as u8), desc);
+            }
+        }
+        // Several job descriptors for one host descriptor share its open file.
+        let mut descs: Vec<(RawFd, u64)> = Vec::new();
+        for &(job_fd, fd) in &config.inherited {
+            let Ok(slot) = usize::try_from(job_fd) else { continue };
+            if slot < 3 || slot as u64 >= NR_OPEN || site.entry(job_fd).is_ok() {
+                continue;
+            }
+            let desc = match descs.iter().find(|(h, _)| *h == fd) {
+                Some(&(_, d)) => d,
+                None => {
+                    let d = site.new_desc();
+                    descs.push((fd, d));
+                    d
+                }
+            };
+            if let Ok(host) = dup_cloexec(fd, 3) {
+                site.install_at(slot, host, false, Origin::Inherited, desc);
+            }
+        }
+        for (fd, _) in descs {
+            if fd > 2 {
+                // SAFETY: the caller handed this descriptor over to the site.
+                unsafe { libc::close(fd) };
             }
         }
         Ok(site)
@@ -125,19 +209,38 @@ impl LocalSite {
         if self.fds.len() <= fd {
             self.fds.resize_with(fd + 1, || None);
         }
-        self.fds[fd] = Some(FdEntry { host, cloexec, origin, desc });
+        self.fds[fd] = Some(FdEntry { host, cloexec, origin, desc, aux: 0 });
+    }
+
+    /// The lowest free descriptor >= `min` under the limit (EMFILE).
+    fn free_slot(&self, min: usize) -> Result<usize, Errno> {
+        let free = self.fds.iter().enumerate().skip(min).find(|(_, e)| e.is_none()).map(|(i, _)| i);
+        let slot = free.unwrap_or(self.fds.len().max(min));
+        if slot as u64 >= self.fd_limit {
+            return Err(Errno::EMFILE);
+        }
+        Ok(slot)
     }
 
     /// Installs a newly opened file at the lowest free descriptor >= `min`.
     pub(super) fn install(&mut self, host: OwnedFd, cloexec: bool, min: usize, origin: Origin) -> SysResult {
-        let slot = (min..MAX_FDS).find(|&i| self.fds.get(i).is_none_or(|e| e.is_none())).ok_or(Errno::EMFILE)?;
+        let slot = self.free_slot(min)?;
         let desc = self.new_desc();
         self.install_at(slot, host, cloexec, origin, desc);
         Ok(slot as u64)
     }
 
-    fn entry(&self, fd: i32) -> Result<&FdEntry, Errno> {
+    pub(super) fn entry(&self, fd: i32) -> Result<&FdEntry, Errno> {
         usize::try_from(fd).ok().and_then(|i| self.fds.get(i)).and_then(|e| e.as_ref()).ok_or(Errno::EBADF)
+    }
+
+    pub(super) fn entry_mut(&mut self, fd: i32) -> Result<&mut FdEntry, Errno> {
+        usize::try_from(fd).ok().and_then(|i| self.fds.get_mut(i)).and_then(|e| e.as_mut()).ok_or(Errno::EBADF)
+    }
+
+    /// The job's RLIMIT_NOFILE as the site applies it.
+    pub fn fd_limit(&self) -> u64 {
+        self.fd_limit
     }
 
     /// The host descriptor behind job descriptor `fd`.
@@ -156,7 +259,13 @@ impl LocalSite {
     /// ways a program must see at once: regular files, and pipes and
     /// terminals in blocking mode.
     pub fn writes_may_go_behind(&self, fd: i32) -> bool {
-        let Ok(h) = self.host_fd(fd) else { return false };
+        let Ok(e) = self.entry(fd) else { return false };
+        // An eventfd's or timerfd's writes are wake-ups and settings: they
+        // must take effect (and fail) in order with the job's other calls.
+        if !matches!(e.origin, Origin::Opened | Origin::Inherited | Origin::Pipe | Origin::Stdio(_)) {
+            return false;
+        }
+        let h = e.host.as_raw_fd();
         // SAFETY: fcntl/fstat on a descriptor we own, into a local.
         // SAFETY: a zeroed stat is a valid out buffer.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
@@ -201,8 +310,18 @@ impl LocalSite {
         r == 0 && fl >= 0 && fl & libc::O_ACCMODE == libc::O_RDONLY && st.st_mode & libc::S_IFMT == libc::S_IFREG
     }
 
+    /// The host descriptor behind `fd` for a write: a signalfd takes none.
+    #[inline]
+    fn writable_fd(&self, fd: i32) -> Result<RawFd, Errno> {
+        let e = self.entry(fd)?;
+        if e.origin == Origin::SignalFd {
+            return Err(Errno::EINVAL);
+        }
+        Ok(e.host.as_raw_fd())
+    }
+
     /// A directory descriptor for *at calls (AT_FDCWD is the job's cwd).
-    fn dir_fd(&self, dirfd: i32) -> Result<RawFd, Errno> {
+    pub(super) fn dir_fd(&self, dirfd: i32) -> Result<RawFd, Errno> {
         if dirfd == libc::AT_FDCWD {
             Ok(self.cwd.as_raw_fd())
         } else {
@@ -213,6 +332,10 @@ impl LocalSite {
     /// The absolute path of the directory a relative path under `dirfd`
     /// starts from, read from the descriptor (a renamed directory moves).
     fn dir_path(&self, dirfd: i32) -> Result<Vec<u8>, Errno> {
+        if let Some(Origin::FdDir(info)) = self.entry(dirfd).ok().map(|e| e.origin) {
+            // The job's listing, whatever this process's pid is.
+            return Ok(format!("/proc/{}/{}", self.pid, if info { "fdinfo" } else { "fd" }).into_bytes());
+        }
         let link = format!("/proc/self/fd/{}", self.dir_fd(dirfd)?);
         std::fs::read_link(link).map(|p| p.into_os_string().into_encoded_bytes()).map_err(|_| Errno::ENOENT)
     }
@@ -222,12 +345,25 @@ impl LocalSite {
     /// spelling, a path into the VMM's own /proc entry never reaches it:
     /// the job's program, descriptors and a few harmless entries are
     /// translated, the rest refused.
-    fn hpath(&self, dirfd: i32, path: &[u8], follow: bool) -> Result<CString, Errno> {
+    pub(super) fn hpath(&self, dirfd: i32, path: &[u8], follow: bool) -> Result<CString, Errno> {
         if path.is_empty() {
             return cstring(path);
         }
+        let r = self.resolve_at(dirfd, path, follow)?;
+        self.host_path(path, r)
+    }
+
+    /// What a job path under `dirfd` names (see `resolve`).
+    fn resolve_at(&self, dirfd: i32, path: &[u8], follow: bool) -> Result<Resolved, Errno> {
+        if path.is_empty() {
+            return Ok(Resolved::Host);
+        }
         let base = if path.starts_with(b"/") { Vec::new() } else { self.dir_path(dirfd)? };
-        let r = if follow { resolve(path, &base, self.pid) } else { resolve_nofollow(path, &base, self.pid) };
+        Ok(if follow { resolve(path, &base, self.pid) } else { resolve_nofollow(path, &base, self.pid) })
+    }
+
+    /// The host path for `path`, resolved as `r`.
+    fn host_path(&self, path: &[u8], r: Resolved) -> Result<CString, Errno> {
         match r {
             Resolved::Host => cstring(path),
             Resolved::Denied(e) => Err(Errno(e)),
@@ -240,6 +376,11 @@ impl LocalSite {
         if rest == b"exe" {
             // The job's program, not the VMM's.
             return cstring(self.exe.as_os_str().as_encoded_bytes());
+        }
+        if rest == b"fd" || rest == b"fdinfo" {
+            // The directories themselves (stat, access, chdir); opening
+            // one lists the job's table instead (`open_fd_dir`).
+            return cstring(if rest == b"fd" { b"/proc/self/fd" } else { b"/proc/self/fdinfo" });
         }
         for dir in [&b"fd/"[..], b"fdinfo/"] {
             if let Some(n) = rest.strip_prefix(dir) {
@@ -263,7 +404,7 @@ impl LocalSite {
 
     /// After an open: a descriptor that still ended up in the VMM's /proc
     /// entry (a symlink swapped in meanwhile) is refused.
-    fn opened_outside_vmm(fd: RawFd) -> bool {
+    pub(super) fn opened_outside_vmm(fd: RawFd) -> bool {
         let link = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap_or_default();
         // SAFETY: getpid has no preconditions.
         let own = format!("/proc/{}", unsafe { libc::getpid() });
@@ -297,10 +438,19 @@ impl SiteOps for LocalSite {
     // ---- descriptors ----
 
     fn openat(&mut self, dirfd: i32, path: &[u8], flags: i32, mode: u32) -> SysResult {
+        if let Some(i) = self.pending_open(dirfd, path, flags, mode) {
+            return self.wait_pending(i, flags);
+        }
         let dir = self.dir_fd(dirfd)?;
         let nofollow =
             flags & libc::O_NOFOLLOW != 0 || flags & (libc::O_CREAT | libc::O_EXCL) == libc::O_CREAT | libc::O_EXCL;
-        let p = self.hpath(dirfd, path, !nofollow)?;
+        let r = self.resolve_at(dirfd, path, !nofollow)?;
+        if let Resolved::ProcSelf(rest) = &r {
+            if rest == b"fd" || rest == b"fdinfo" {
+                return self.open_fd_dir(rest == b"fdinfo", flags);
+            }
+        }
+        let p = if path.is_empty() { cstring(path)? } else { self.host_path(path, r)? };
         let creates = flags & libc::O_CREAT != 0 || flags & libc::O_TMPFILE == libc::O_TMPFILE;
         let mode = if creates { mode & !self.umask & 0o7777 } else { 0 };
         // SAFETY: valid descriptor and C string.
@@ -312,6 +462,10 @@ impl SiteOps for LocalSite {
             return Err(Errno::EACCES);
         }
         self.install(owned, flags & libc::O_CLOEXEC != 0, 0, Origin::Opened)
+    }
+
+    fn open_nowait(&mut self, dirfd: i32, path: &[u8], flags: i32, mode: u32) -> SysResult {
+        self.open_nowait_here(dirfd, path, flags, mode)
     }
 
     /// Opens an in-memory file holding `content` (generated /proc files).
@@ -344,29 +498,50 @@ impl SiteOps for LocalSite {
         Ok(0)
     }
 
+    fn close_range(&mut self, first: u32, last: u32, cloexec: bool) -> SysResult {
+        let end = (last as usize).min(self.fds.len().saturating_sub(1));
+        for slot in self.fds.iter_mut().take(end + 1).skip(first as usize) {
+            if cloexec {
+                if let Some(e) = slot {
+                    e.cloexec = true;
+                }
+            } else {
+                *slot = None;
+            }
+        }
+        Ok(0)
+    }
+
+    fn set_fd_limit(&mut self, limit: u64) {
+        self.fd_limit = limit.min(NR_OPEN);
+    }
+
     fn dup(&mut self, fd: i32, min: i32, cloexec: bool) -> SysResult {
-        if min < 0 || min as usize >= MAX_FDS {
+        if min < 0 || min as u64 >= self.fd_limit {
             return Err(Errno::EINVAL);
         }
-        let (origin, desc) = (self.entry(fd)?.origin, self.entry(fd)?.desc);
-        let host = dup_cloexec(self.host_fd(fd)?, 3)?;
-        let slot =
-            (min as usize..MAX_FDS).find(|&i| self.fds.get(i).is_none_or(|e| e.is_none())).ok_or(Errno::EMFILE)?;
+        let e = self.entry(fd)?;
+        let (origin, desc, aux) = (e.origin, e.desc, e.aux);
+        let host = dup_cloexec(e.host.as_raw_fd(), 3)?;
+        let slot = self.free_slot(min as usize)?;
         self.install_at(slot, host, cloexec, origin, desc);
+        self.fds[slot].as_mut().unwrap().aux = aux;
         Ok(slot as u64)
     }
 
     fn dup3(&mut self, old: i32, new: i32, cloexec: bool) -> SysResult {
         let host_old = self.host_fd(old)?;
-        if new < 0 || new as usize >= MAX_FDS {
+        if new < 0 || new as u64 >= self.fd_limit {
             return Err(Errno::EBADF);
         }
         if old == new {
             return Ok(new as u64);
         }
-        let (origin, desc) = (self.entry(old)?.origin, self.entry(old)?.desc);
+        let e = self.entry(old)?;
+        let (origin, desc, aux) = (e.origin, e.desc, e.aux);
         let host = dup_cloexec(host_old, 3)?;
         self.install_at(new as usize, host, cloexec, origin, desc);
+        self.fds[new as usize].as_mut().unwrap().aux = aux;
         Ok(new as u64)
     }
 
@@ -415,13 +590,17 @@ impl SiteOps for LocalSite {
     // ---- data ----
 
     fn read(&mut self, fd: i32, buf: &mut [u8]) -> SysResult {
-        let h = self.host_fd(fd)?;
+        let e = self.entry(fd)?;
+        if e.origin == Origin::SignalFd {
+            return Err(super::SIGNALFD_READ);
+        }
+        let h = e.host.as_raw_fd();
         // SAFETY: buf is valid for its length.
         host(unsafe { libc::read(h, buf.as_mut_ptr().cast(), buf.len()) } as i64)
     }
 
     fn write(&mut self, fd: i32, buf: &[u8]) -> SysResult {
-        let h = self.host_fd(fd)?;
+        let h = self.writable_fd(fd)?;
         // SAFETY: buf is valid for its length.
         host(unsafe { libc::write(h, buf.as_ptr().cast(), buf.len()) } as i64)
     }
@@ -440,7 +619,11 @@ impl SiteOps for LocalSite {
 
     /// readv/preadv (offset -1: at the file position).
     fn readv(&mut self, fd: i32, bufs: &mut [IoSliceMut<'_>], offset: i64) -> SysResult {
-        let h = self.host_fd(fd)?;
+        let e = self.entry(fd)?;
+        if e.origin == Origin::SignalFd && offset < 0 {
+            return Err(super::SIGNALFD_READ);
+        }
+        let h = e.host.as_raw_fd();
         let n = bufs.len().min(libc::c_int::MAX as usize) as libc::c_int;
         // SAFETY: IoSliceMut is ABI-compatible with struct iovec.
         host(unsafe {
@@ -453,7 +636,7 @@ impl SiteOps for LocalSite {
     }
 
     fn writev(&mut self, fd: i32, bufs: &[IoSlice<'_>], offset: i64) -> SysResult {
-        let h = self.host_fd(fd)?;
+        let h = self.writable_fd(fd)?;
         let n = bufs.len().min(libc::c_int::MAX as usize) as libc::c_int;
         // SAFETY: IoSlice is ABI-compatible with struct iovec.
         host(unsafe {
@@ -466,13 +649,19 @@ impl SiteOps for LocalSite {
     }
 
     fn lseek(&mut self, fd: i32, offset: i64, whence: i32) -> SysResult {
-        let h = self.host_fd(fd)?;
+        let (h, origin) = self.entry(fd).map(|e| (e.host.as_raw_fd(), e.origin))?;
+        if let Origin::FdDir(_) = origin {
+            return self.fd_dir_seek(fd, offset, whence);
+        }
         // SAFETY: plain integer arguments.
         host(unsafe { libc::lseek(h, offset, whence) })
     }
 
     fn getdents64(&mut self, fd: i32, buf: &mut [u8]) -> SysResult {
-        let h = self.host_fd(fd)?;
+        let (h, origin) = self.entry(fd).map(|e| (e.host.as_raw_fd(), e.origin))?;
+        if let Origin::FdDir(info) = origin {
+            return self.fd_dir_entries(fd, info, buf);
+        }
         // SAFETY: buf is valid for its length; the record format is the same
         // for the job and the host.
         host(unsafe { libc::syscall(libc::SYS_getdents64, h, buf.as_mut_ptr(), buf.len()) })
@@ -546,7 +735,104 @@ impl SiteOps for LocalSite {
         Ok(ready)
     }
 
+    // ---- event descriptors ----
+
+    fn epoll_create(&mut self, cloexec: bool) -> SysResult {
+        self.epoll_create_here(cloexec)
+    }
+
+    fn epoll_ctl(&mut self, epfd: i32, op: i32, fd: i32, event: &[u8; super::EPOLL_EVENT_SIZE]) -> SysResult {
+        self.epoll_ctl_here(epfd, op, fd, event)
+    }
+
+    fn epoll_wait(&mut self, epfd: i32, events: &mut [u8], timeout_ms: i32) -> SysResult {
+        self.epoll_wait_here(epfd, events, timeout_ms)
+    }
+
+    fn eventfd(&mut self, initval: u32, flags: i32) -> SysResult {
+        self.eventfd_here(initval, flags)
+    }
+
+    fn timerfd_create(&mut self, clock: i32, flags: i32) -> SysResult {
+        self.timerfd_create_here(clock, flags)
+    }
+
+    fn timerfd_settime(&mut self, fd: i32, flags: i32, new: &[u8; 32], now: i64, old: &mut [u8; 32]) -> SysResult {
+        self.timerfd_settime_here(fd, flags, new, now, old)
+    }
+
+    fn timerfd_gettime(&mut self, fd: i32, cur: &mut [u8; 32]) -> SysResult {
+        self.timerfd_gettime_here(fd, cur)
+    }
+
+    fn signalfd(&mut self, fd: i32, mask: u64, flags: i32) -> SysResult {
+        self.signalfd_here(fd, mask, flags)
+    }
+
+    fn signalfd_get(&mut self, fd: i32) -> Result<(u64, bool), Errno> {
+        self.signalfd_get_here(fd)
+    }
+
+    fn signals_pending(&mut self, pending: u64) -> SysResult {
+        self.signals_pending_here(pending)
+    }
+
     // ---- names ----
+
+    fn mknodat(&mut self, dirfd: i32, path: &[u8], mode: u32, dev: u64) -> SysResult {
+        self.mknodat_here(dirfd, path, mode, dev)
+    }
+
+    fn fadvise(&mut self, fd: i32, offset: i64, len: i64, advice: i32) -> SysResult {
+        self.fadvise_here(fd, offset, len, advice)
+    }
+
+    fn readahead(&mut self, fd: i32, offset: i64, count: u64) -> SysResult {
+        self.readahead_here(fd, offset, count)
+    }
+
+    fn getxattr(&mut self, fd: i32, path: &[u8], follow: bool, name: &[u8], out: &mut [u8]) -> SysResult {
+        let name = cstring(name)?;
+        let (buf, len) = xattr_buf(out);
+        // SAFETY: valid C strings; buf is valid for len bytes (or null with 0).
+        host(match self.xattr_target(fd, path, follow)? {
+            XattrTarget::Fd(h) => unsafe { libc::fgetxattr(h, name.as_ptr(), buf, len) },
+            XattrTarget::Path(p) if follow => unsafe { libc::getxattr(p.as_ptr(), name.as_ptr(), buf, len) },
+            XattrTarget::Path(p) => unsafe { libc::lgetxattr(p.as_ptr(), name.as_ptr(), buf, len) },
+        } as i64)
+    }
+
+    fn listxattr(&mut self, fd: i32, path: &[u8], follow: bool, out: &mut [u8]) -> SysResult {
+        let (buf, len) = xattr_buf(out);
+        let buf = buf.cast::<libc::c_char>();
+        // SAFETY: valid C strings; buf is valid for len bytes (or null with 0).
+        host(match self.xattr_target(fd, path, follow)? {
+            XattrTarget::Fd(h) => unsafe { libc::flistxattr(h, buf, len) },
+            XattrTarget::Path(p) if follow => unsafe { libc::listxattr(p.as_ptr(), buf, len) },
+            XattrTarget::Path(p) => unsafe { libc::llistxattr(p.as_ptr(), buf, len) },
+        } as i64)
+    }
+
+    fn setxattr(&mut self, fd: i32, path: &[u8], follow: bool, name: &[u8], value: &[u8], flags: i32) -> SysResult {
+        let name = cstring(name)?;
+        let (v, n) = (value.as_ptr().cast(), value.len());
+        // SAFETY: valid C strings; value is valid for its length.
+        host(match self.xattr_target(fd, path, follow)? {
+            XattrTarget::Fd(h) => unsafe { libc::fsetxattr(h, name.as_ptr(), v, n, flags) },
+            XattrTarget::Path(p) if follow => unsafe { libc::setxattr(p.as_ptr(), name.as_ptr(), v, n, flags) },
+            XattrTarget::Path(p) => unsafe { libc::lsetxattr(p.as_ptr(), name.as_ptr(), v, n, flags) },
+        } as i64)
+    }
+
+    fn removexattr(&mut self, fd: i32, path: &[u8], follow: bool, name: &[u8]) -> SysResult {
+        let name = cstring(name)?;
+        // SAFETY: valid C strings.
+        host(match self.xattr_target(fd, path, follow)? {
+            XattrTarget::Fd(h) => unsafe { libc::fremovexattr(h, name.as_ptr()) },
+            XattrTarget::Path(p) if follow => unsafe { libc::removexattr(p.as_ptr(), name.as_ptr()) },
+            XattrTarget::Path(p) => unsafe { libc::lremovexattr(p.as_ptr(), name.as_ptr()) },
+        } as i64)
+    }
 
     fn fstatat(&mut self, dirfd: i32, path: &[u8], flags: i32, out: &mut [u8; 144]) -> SysResult {
         let p = self.hpath(dirfd, path, flags & libc::AT_SYMLINK_NOFOLLOW == 0)?;
@@ -618,10 +904,18 @@ impl SiteOps for LocalSite {
 
     fn readlinkat(&mut self, dirfd: i32, path: &[u8], buf: &mut [u8]) -> SysResult {
         let base = if path.starts_with(b"/") { Vec::new() } else { self.dir_path(dirfd)? };
-        if resolve_nofollow(path, &base, self.pid) == Resolved::ProcSelf(b"exe".to_vec()) {
-            let exe = self.exe.as_os_str().as_encoded_bytes();
-            let n = exe.len().min(buf.len());
-            buf[..n].copy_from_slice(&exe[..n]);
+        let r = resolve_nofollow(path, &base, self.pid);
+        let text = match &r {
+            Resolved::ProcSelf(rest) if rest == b"exe" => Some(self.exe.as_os_str().as_encoded_bytes()),
+            Resolved::ProcSelf(rest) => rest
+                .strip_prefix(b"fd/")
+                .and_then(|n| std::str::from_utf8(n).ok()?.parse::<i32>().ok())
+                .and_then(|fd| self.fd_link_text(fd)),
+            _ => None,
+        };
+        if let Some(text) = text {
+            let n = text.len().min(buf.len());
+            buf[..n].copy_from_slice(&text[..n]);
             return Ok(n as u64);
         }
         let p = self.hpath(dirfd, path, false)?;
@@ -795,5 +1089,42 @@ impl SiteOps for LocalSite {
             host(unsafe { libc::openat(h, dot.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) } as i64)?;
         // SAFETY: fresh descriptor.
         self.set_cwd(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+    }
+}
+
+/// The file an extended-attribute call is about, as the host calls take it.
+enum XattrTarget {
+    Fd(RawFd),
+    Path(CString),
+}
+
+/// `out` as the host's xattr calls take it: an empty buffer asks for the
+/// size (a null pointer and 0), never more than XATTR_SIZE_MAX.
+fn xattr_buf(out: &mut [u8]) -> (*mut libc::c_void, usize) {
+    if out.is_empty() {
+        (std::ptr::null_mut(), 0)
+    } else {
+        (out.as_mut_ptr().cast(), out.len().min(super::XATTR_SIZE_MAX))
+    }
+}
+
+impl LocalSite {
+    /// The host's *xattr calls have no *at form: a relative path is
+    /// reached through the working directory's descriptor.
+    fn xattr_target(&self, fd: i32, path: &[u8], follow: bool) -> Result<XattrTarget, Errno> {
+        if path.is_empty() {
+            return if fd == libc::AT_FDCWD {
+                Err(Errno(libc::ENOENT))
+            } else {
+                Ok(XattrTarget::Fd(self.host_fd(fd)?))
+            };
+        }
+        let p = self.hpath(libc::AT_FDCWD, path, follow)?;
+        if p.as_bytes().first() == Some(&b'/') {
+            return Ok(XattrTarget::Path(p));
+        }
+        let mut full = format!("/proc/self/fd/{}/", self.dir_fd(libc::AT_FDCWD)?).into_bytes();
+        full.extend_from_slice(p.as_bytes());
+        Ok(XattrTarget::Path(cstring(&full)?))
     }
 }

@@ -19,25 +19,49 @@ use std::sync::Arc;
 use crate::errno::{Errno, SysResult};
 
 pub mod deputy;
+mod events;
 mod local;
 pub mod net;
 mod persist;
 pub mod proto;
 mod remote;
 pub mod resolve;
+pub mod stats;
 #[cfg(test)]
 mod tests;
 
 pub use deputy::{Home, Served};
-pub use local::{LocalSite, SiteConfig, MAX_FDS};
+pub use local::{LocalSite, SiteConfig, MAX_FDS, NR_OPEN};
+
+/// Internal (never seen by a job): `read` of a signalfd. The signals are
+/// the body's, so the body serves the read itself (`SiteOps::signalfd_get`
+/// says what the descriptor takes).
+pub const SIGNALFD_READ: Errno = Errno(4090);
+
+/// Internal (never seen by a job): `open_nowait` of a FIFO goes on at the
+/// site; the body asks again later with the same arguments.
+pub const OPEN_PENDING: Errno = Errno(4091);
+
+/// struct epoll_event (x86-64: packed, 12 bytes).
+pub const EPOLL_EVENT_SIZE: usize = 12;
 pub use persist::{FdState, FileState, SiteError, SiteState};
 pub use remote::{Prepared, RemoteSite};
+pub use stats::CallStats;
+
+/// The largest extended attribute value or name list (Linux's
+/// XATTR_SIZE_MAX): larger buffers are used only this far.
+pub const XATTR_SIZE_MAX: usize = 65536;
 
 /// The site-dependent calls. Results are Linux's: a value, or an errno
 /// (EINTR when a signal or a kick cut a blocking call short).
 pub trait SiteOps: Send {
     // ---- descriptors ----
     fn openat(&mut self, dirfd: i32, path: &[u8], flags: i32, mode: u32) -> SysResult;
+    /// openat for a job with other threads to run: an open that would
+    /// wait (a FIFO without its other end) goes on at the site and
+    /// answers `OPEN_PENDING` until it is done, when the same call gets
+    /// its result.
+    fn open_nowait(&mut self, dirfd: i32, path: &[u8], flags: i32, mode: u32) -> SysResult;
     /// Opens an in-memory file holding `content` (generated /proc files).
     fn open_bytes(&mut self, content: &[u8], flags: i32) -> SysResult;
     fn current_umask(&self) -> u32;
@@ -52,6 +76,36 @@ pub trait SiteOps: Send {
     fn check_fd(&mut self, fd: i32) -> Result<(), Errno> {
         self.fcntl(fd, libc::F_GETFD, 0).map(|_| ())
     }
+    /// close_range(2) over the open descriptors in `first..=last` (or
+    /// marks them close-on-exec).
+    fn close_range(&mut self, first: u32, last: u32, cloexec: bool) -> SysResult;
+    /// RLIMIT_NOFILE: new descriptors are numbered below `limit` (EMFILE;
+    /// F_DUPFD at or above it EINVAL, dup2 EBADF); open ones stay.
+    fn set_fd_limit(&mut self, limit: u64);
+
+    // ---- event descriptors ----
+    fn epoll_create(&mut self, cloexec: bool) -> SysResult;
+    /// `event` is a struct epoll_event (ignored for EPOLL_CTL_DEL); its
+    /// data comes back from `epoll_wait` as the job gave it.
+    fn epoll_ctl(&mut self, epfd: i32, op: i32, fd: i32, event: &[u8; EPOLL_EVENT_SIZE]) -> SysResult;
+    /// Fills `events` with up to `events.len() / 12` ready events (timeout
+    /// in ms, -1: none); returns how many.
+    fn epoll_wait(&mut self, epfd: i32, events: &mut [u8], timeout_ms: i32) -> SysResult;
+    fn eventfd(&mut self, initval: u32, flags: i32) -> SysResult;
+    fn timerfd_create(&mut self, clock: i32, flags: i32) -> SysResult;
+    /// `new` and `old` are struct itimerspec. An absolute time on a
+    /// monotonic clock is the job's: `now` is the job's monotonic time, as
+    /// the site's host's clock is another.
+    fn timerfd_settime(&mut self, fd: i32, flags: i32, new: &[u8; 32], now: i64, old: &mut [u8; 32]) -> SysResult;
+    fn timerfd_gettime(&mut self, fd: i32, cur: &mut [u8; 32]) -> SysResult;
+    /// A new signalfd (`fd` -1) or a new mask for one.
+    fn signalfd(&mut self, fd: i32, mask: u64, flags: i32) -> SysResult;
+    /// A signalfd's mask, and whether it is non-blocking (EINVAL if `fd`
+    /// is not a signalfd).
+    fn signalfd_get(&mut self, fd: i32) -> Result<(u64, bool), Errno>;
+    /// The signals pending for the job are now `pending`: signalfds whose
+    /// mask meets it poll readable. Returns how many signalfds there are.
+    fn signals_pending(&mut self, pending: u64) -> SysResult;
 
     // ---- data ----
     fn read(&mut self, fd: i32, buf: &mut [u8]) -> SysResult;
@@ -93,6 +147,22 @@ pub trait SiteOps: Send {
     fn truncate(&mut self, path: &[u8], len: i64) -> SysResult;
     fn umask(&mut self, mask: u32) -> u32;
     fn statfs(&mut self, path: &[u8], out: &mut [u8; 120]) -> SysResult;
+    /// mknodat: FIFOs, regular files and sockets; devices EPERM (the job
+    /// is an unprivileged user).
+    fn mknodat(&mut self, dirfd: i32, path: &[u8], mode: u32, dev: u64) -> SysResult;
+    /// posix_fadvise (the errno, where Linux's fadvise64 gives one).
+    fn fadvise(&mut self, fd: i32, offset: i64, len: i64, advice: i32) -> SysResult;
+    fn readahead(&mut self, fd: i32, offset: i64, count: u64) -> SysResult;
+
+    // ---- extended attributes ----
+    // The file is `path` (relative to the working directory; `follow`:
+    // through a final symlink) or, with an empty path, descriptor `fd`.
+    /// getxattr: the value into `out`; an empty `out` asks for its size.
+    fn getxattr(&mut self, fd: i32, path: &[u8], follow: bool, name: &[u8], out: &mut [u8]) -> SysResult;
+    /// listxattr: the NUL-separated names into `out` (empty: the size).
+    fn listxattr(&mut self, fd: i32, path: &[u8], follow: bool, out: &mut [u8]) -> SysResult;
+    fn setxattr(&mut self, fd: i32, path: &[u8], follow: bool, name: &[u8], value: &[u8], flags: i32) -> SysResult;
+    fn removexattr(&mut self, fd: i32, path: &[u8], follow: bool, name: &[u8]) -> SysResult;
 
     // ---- execve ----
     /// The program execve names: `path` under `dirfd` (with AT_EMPTY_PATH
@@ -178,6 +248,14 @@ impl Site {
         matches!(self, Site::Remote(_))
     }
 
+    /// The statistics of the calls sent to the deputy (a body away).
+    pub fn call_stats(&self) -> Option<Arc<CallStats>> {
+        match self {
+            Site::Local { .. } => None,
+            Site::Remote(r) => Some(r.call_stats()),
+        }
+    }
+
     /// The host descriptor behind job descriptor `fd`, where the site is
     /// served in this process.
     pub fn host_fd(&self, fd: i32) -> Option<RawFd> {
@@ -204,6 +282,18 @@ impl Site {
                 l.generation += 1;
                 Some(l)
             }
+        }
+    }
+
+    /// What `capture` would refuse for `purpose` (it has no effects).
+    pub fn check_movable(&self, purpose: Purpose) -> Result<(), SiteError> {
+        match (self, purpose) {
+            (Site::Local { site, home: Some(_) }, Purpose::Move) => site.check_movable(),
+            (Site::Local { .. }, _) | (Site::Remote(_), Purpose::Move) => Ok(()),
+            (Site::Remote(_), Purpose::Copy) => Err(SiteError::Unmovable {
+                fd: -1,
+                what: "a job away from home cannot be copied (its files are served by its home)".into(),
+            }),
         }
     }
 

@@ -41,9 +41,13 @@ fn each_rights(control: &mut [u8], mut f: impl FnMut(&mut [u8]) -> Result<(), Er
 
 impl LocalSite {
     fn own(&mut self, fd: RawFd, cloexec: bool) -> SysResult {
+        self.own_as(fd, cloexec, Origin::Socket)
+    }
+
+    fn own_as(&mut self, fd: RawFd, cloexec: bool, origin: Origin) -> SysResult {
         // SAFETY: a fresh descriptor the host just gave us.
         let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-        self.install(owned, cloexec, 0, Origin::Socket)
+        self.install(owned, cloexec, 0, origin)
     }
 
     pub fn socket(&mut self, domain: i32, ty: i32, protocol: i32) -> SysResult {
@@ -57,8 +61,11 @@ impl LocalSite {
         // SAFETY: sv has room for two descriptors.
         host(unsafe { libc::socketpair(domain, ty | libc::SOCK_CLOEXEC, protocol, sv.as_mut_ptr()) } as i64)?;
         let cloexec = ty & libc::SOCK_CLOEXEC != 0;
-        let a = self.own(sv[0], cloexec)?;
-        match self.own(sv[1], cloexec) {
+        // A Unix pair connects the job to itself: no peer elsewhere sees
+        // where its body runs.
+        let origin = if domain == libc::AF_UNIX { Origin::SocketPair } else { Origin::Socket };
+        let a = self.own_as(sv[0], cloexec, origin)?;
+        match self.own_as(sv[1], cloexec, origin) {
             Ok(b) => Ok((a, b)),
             Err(e) => {
                 self.close(a as i32)?;

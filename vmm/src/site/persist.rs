@@ -122,7 +122,8 @@ impl LocalSite {
             let mut st: libc::stat = unsafe { std::mem::zeroed() };
             // SAFETY: fstat on a descriptor we own into a local.
             unsafe { libc::fstat(e.host.as_raw_fd(), &mut st) };
-            if e.origin == Origin::Socket || st.st_mode & libc::S_IFMT == libc::S_IFSOCK {
+            let pair = e.origin == Origin::SocketPair;
+            if e.origin == Origin::Socket || (st.st_mode & libc::S_IFMT == libc::S_IFSOCK && !pair) {
                 return Err(SiteError::Unmovable { fd: fd as i32, what: "it is a socket".into() });
             }
         }
@@ -167,8 +168,20 @@ impl LocalSite {
                         if read_end { peek_pipe(h).map_err(|err| unmovable(err.to_string()))? } else { Vec::new() };
                     FileState::Pipe { inode: st.st_ino, read_end, flags, data }
                 }
-                Origin::Socket => return Err(unmovable("it is a socket".into())),
-                Origin::Opened => {
+                Origin::Socket | Origin::SocketPair => return Err(unmovable("it is a socket".into())),
+                Origin::Epoll | Origin::EventFd | Origin::TimerFd | Origin::SignalFd | Origin::FdDir(_) => {
+                    let what = match e.origin {
+                        Origin::Epoll => "an epoll instance",
+                        Origin::EventFd => "an eventfd",
+                        Origin::TimerFd => "a timerfd",
+                        Origin::SignalFd => "a signalfd",
+                        _ => "a /proc/self/fd listing",
+                    };
+                    return Err(unmovable(format!(
+                        "it is {what}, which only a live move (its home keeps serving it) can take along"
+                    )));
+                }
+                Origin::Opened | Origin::Inherited => {
                     if st.st_mode & libc::S_IFMT == libc::S_IFSOCK {
                         return Err(unmovable("it is a socket".into()));
                     }
@@ -216,6 +229,8 @@ impl LocalSite {
             exe: state.exe.clone(),
             umask: state.umask,
             pid: state.pid,
+            fd_limit: super::local::process_fd_limit(),
+            pending: Vec::new(),
         };
         let mut opened: std::collections::HashMap<u64, (RawFd, Origin)> = std::collections::HashMap::new();
         // Pipes are recreated once per inode: (read end, write end).

@@ -6,10 +6,10 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::proto::{self, Call, Event, Hello, LinkKind, Reply, Welcome, IO_CHUNK};
-use super::{HomeLink, SiteOps, SiteState};
+use super::{CallStats, HomeLink, SiteOps, SiteState};
 use crate::errno::{Errno, SysResult};
 
 /// One connection's framing buffers, reused call after call.
@@ -22,12 +22,18 @@ struct Calls {
     /// The events connection, for asking the deputy to cut a call short.
     events: TcpStream,
     lost: Arc<AtomicBool>,
-    /// Writes sent behind (their replies not read yet), by descriptor.
-    behind: std::collections::VecDeque<i32>,
+    /// Writes sent behind (their replies not read yet): descriptor and
+    /// when it was sent.
+    behind: std::collections::VecDeque<(i32, Instant)>,
     /// A write sent behind that failed: its error is the answer to the
     /// next write, fsync or close of that descriptor.
     deferred: Option<(i32, Errno)>,
+    /// Calls by kind and how long their answers took.
+    stats: Arc<CallStats>,
 }
+
+/// `Call::Write`'s kind, for the writes sent behind.
+const WRITE_KIND: usize = Call::Write { fd: 0, data: &[], offset: 0 }.kind();
 
 /// How many writes may be in flight unanswered (write-behind).
 const MAX_BEHIND: usize = 64;
@@ -148,10 +154,11 @@ impl Calls {
     /// Makes one call; the reply's value, second value and data. A link
     /// that fails stops the body (EIO to the call meanwhile).
     fn call(&mut self, c: &Call) -> Result<(i64, i64, &[u8]), Errno> {
+        let t = Instant::now();
         self.send(c)?;
         // The answers to the writes sent behind come first.
         self.flush();
-        self.reply()
+        self.reply(c.kind(), t)
     }
 
     fn send(&mut self, c: &Call) -> Result<(), Errno> {
@@ -168,8 +175,9 @@ impl Calls {
 
     /// Sends a write without waiting for its answer (see `deferred`).
     fn send_behind(&mut self, fd: i32, c: &Call) -> Result<(), Errno> {
+        let t = Instant::now();
         self.send(c)?;
-        self.behind.push_back(fd);
+        self.behind.push_back((fd, t));
         if self.behind.len() >= MAX_BEHIND {
             self.flush();
         }
@@ -178,8 +186,8 @@ impl Calls {
 
     /// Reads the answers to every write sent behind.
     fn flush(&mut self) {
-        while let Some(fd) = self.behind.pop_front() {
-            if let Err(e) = self.reply() {
+        while let Some((fd, t)) = self.behind.pop_front() {
+            if let Err(e) = self.reply(WRITE_KIND, t) {
                 self.deferred.get_or_insert((fd, e));
             }
         }
@@ -196,12 +204,15 @@ impl Calls {
         }
     }
 
-    /// Reads the next answer.
-    fn reply(&mut self) -> Result<(i64, i64, &[u8]), Errno> {
+    /// Reads the next answer, to a call of `kind` sent at `sent`.
+    fn reply(&mut self, kind: usize, sent: Instant) -> Result<(i64, i64, &[u8]), Errno> {
         let mut asked = false;
         loop {
             match read_frame_interruptible(&mut self.stream, &mut self.rx) {
-                Ok(()) => break,
+                Ok(()) => {
+                    self.stats.record(kind, sent.elapsed());
+                    break;
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
                     // A kick or a signal here: the deputy cuts the call short
                     // if it blocks, and the answer (maybe EINTR) still comes.
@@ -313,6 +324,7 @@ impl RemoteSite {
                 lost,
                 behind: Default::default(),
                 deferred: None,
+                stats: Default::default(),
             },
             known: Vec::new(),
             files: Vec::new(),
@@ -328,6 +340,10 @@ impl RemoteSite {
 
     pub fn link(&self) -> &HomeLink {
         &self.link
+    }
+
+    pub fn call_stats(&self) -> Arc<CallStats> {
+        self.calls.stats.clone()
     }
 
     pub fn is_lost(&self) -> bool {
@@ -399,7 +415,7 @@ impl RemoteSite {
     /// (its lowest bit) and which file it names (the rest).
     fn learn(&mut self, fd: i32, bit: u8, aux: i64) {
         let Ok(i) = usize::try_from(fd) else { return };
-        if i >= super::MAX_FDS {
+        if i as u64 >= super::NR_OPEN {
             return;
         }
         if self.known.len() <= i {
@@ -526,6 +542,12 @@ impl SiteOps for RemoteSite {
         Ok(fd)
     }
 
+    fn open_nowait(&mut self, dirfd: i32, path: &[u8], flags: i32, mode: u32) -> SysResult {
+        let fd = self.calls.value(&Call::OpenNowait { dirfd, path, flags, mode })?;
+        self.forget(fd as i64);
+        Ok(fd)
+    }
+
     fn open_bytes(&mut self, content: &[u8], flags: i32) -> SysResult {
         let fd = self.calls.value(&Call::OpenBytes { content, flags })?;
         self.forget(fd as i64);
@@ -534,6 +556,106 @@ impl SiteOps for RemoteSite {
 
     fn current_umask(&self) -> u32 {
         self.umask
+    }
+
+    fn close_range(&mut self, first: u32, last: u32, cloexec: bool) -> SysResult {
+        let fd = self.ahead.fd;
+        if fd >= 0 && (first..=last).contains(&(fd as u32)) {
+            self.give_back(fd);
+        }
+        if !cloexec {
+            let end = (last as usize).min(self.known.len().saturating_sub(1));
+            for i in first as usize..=end {
+                self.forget(i as i64);
+            }
+        }
+        self.calls.value(&Call::CloseRange { first, last, cloexec })
+    }
+
+    fn set_fd_limit(&mut self, limit: u64) {
+        let _ = self.calls.value(&Call::SetFdLimit { limit });
+    }
+
+    fn epoll_create(&mut self, cloexec: bool) -> SysResult {
+        let fd = self.calls.value(&Call::EpollCreate { cloexec })?;
+        self.forget(fd as i64);
+        Ok(fd)
+    }
+
+    fn epoll_ctl(&mut self, epfd: i32, op: i32, fd: i32, event: &[u8; super::EPOLL_EVENT_SIZE]) -> SysResult {
+        self.calls.value(&Call::EpollCtl { epfd, op, fd, event: &event[..] })
+    }
+
+    fn epoll_wait(&mut self, epfd: i32, events: &mut [u8], timeout_ms: i32) -> SysResult {
+        let max = (events.len() / super::EPOLL_EVENT_SIZE).min(IO_CHUNK / super::EPOLL_EVENT_SIZE) as u32;
+        self.calls.copy_out(&Call::EpollWait { epfd, max, timeout_ms }, events)
+    }
+
+    fn eventfd(&mut self, initval: u32, flags: i32) -> SysResult {
+        let fd = self.calls.value(&Call::Eventfd { initval, flags })?;
+        self.forget(fd as i64);
+        Ok(fd)
+    }
+
+    fn timerfd_create(&mut self, clock: i32, flags: i32) -> SysResult {
+        let fd = self.calls.value(&Call::TimerfdCreate { clock, flags })?;
+        self.forget(fd as i64);
+        Ok(fd)
+    }
+
+    fn timerfd_settime(&mut self, fd: i32, flags: i32, new: &[u8; 32], now: i64, old: &mut [u8; 32]) -> SysResult {
+        self.calls.copy_out(&Call::TimerfdSettime { fd, flags, new: &new[..], now }, old)
+    }
+
+    fn timerfd_gettime(&mut self, fd: i32, cur: &mut [u8; 32]) -> SysResult {
+        self.calls.copy_out(&Call::TimerfdGettime { fd }, cur)
+    }
+
+    fn signalfd(&mut self, fd: i32, mask: u64, flags: i32) -> SysResult {
+        let n = self.calls.value(&Call::Signalfd { fd, mask, flags })?;
+        if fd == -1 {
+            self.forget(n as i64);
+        }
+        Ok(n)
+    }
+
+    fn signalfd_get(&mut self, fd: i32) -> Result<(u64, bool), Errno> {
+        let (nonblock, mask, _) = self.calls.call(&Call::SignalfdGet { fd })?;
+        Ok((mask as u64, nonblock != 0))
+    }
+
+    fn signals_pending(&mut self, pending: u64) -> SysResult {
+        self.calls.value(&Call::SignalsPending { pending })
+    }
+
+    fn mknodat(&mut self, dirfd: i32, path: &[u8], mode: u32, dev: u64) -> SysResult {
+        self.calls.value(&Call::Mknodat { dirfd, path, mode, dev })
+    }
+
+    fn fadvise(&mut self, fd: i32, offset: i64, len: i64, advice: i32) -> SysResult {
+        self.calls.value(&Call::Fadvise { fd, offset, len, advice })
+    }
+
+    fn readahead(&mut self, fd: i32, offset: i64, count: u64) -> SysResult {
+        self.calls.value(&Call::Readahead { fd, offset, count })
+    }
+
+    fn getxattr(&mut self, fd: i32, path: &[u8], follow: bool, name: &[u8], out: &mut [u8]) -> SysResult {
+        let size = out.len().min(super::XATTR_SIZE_MAX) as u32;
+        self.calls.copy_out(&Call::Getxattr { fd, path, follow, name, size }, out)
+    }
+
+    fn listxattr(&mut self, fd: i32, path: &[u8], follow: bool, out: &mut [u8]) -> SysResult {
+        let size = out.len().min(super::XATTR_SIZE_MAX) as u32;
+        self.calls.copy_out(&Call::Listxattr { fd, path, follow, size }, out)
+    }
+
+    fn setxattr(&mut self, fd: i32, path: &[u8], follow: bool, name: &[u8], value: &[u8], flags: i32) -> SysResult {
+        self.calls.value(&Call::Setxattr { fd, path, follow, name, value, flags })
+    }
+
+    fn removexattr(&mut self, fd: i32, path: &[u8], follow: bool, name: &[u8]) -> SysResult {
+        self.calls.value(&Call::Removexattr { fd, path, follow, name })
     }
 
     fn close(&mut self, fd: i32) -> SysResult {

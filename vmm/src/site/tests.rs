@@ -18,6 +18,7 @@ fn scratch(name: &str) -> PathBuf {
 
 fn local(dir: &Path) -> LocalSite {
     LocalSite::new(SiteConfig {
+        inherited: Vec::new(),
         stdio: [0, 1, 2],
         cwd: dir.to_path_buf(),
         exe: PathBuf::from("/bin/true"),
@@ -167,6 +168,239 @@ fn conformance(site: &mut dyn SiteOps, dir: &Path) {
     for x in [fd, f, dfd] {
         site.close(x).unwrap();
     }
+    events(site);
+    table(site, dir);
+    xattrs(site, dir);
+}
+
+fn event(events: u32, data: u64) -> [u8; EPOLL_EVENT_SIZE] {
+    let mut e = [0u8; EPOLL_EVENT_SIZE];
+    e[..4].copy_from_slice(&events.to_le_bytes());
+    e[4..].copy_from_slice(&data.to_le_bytes());
+    e
+}
+
+fn itimerspec(interval_ns: i64, value_ns: i64) -> [u8; 32] {
+    let mut b = [0u8; 32];
+    for (i, ns) in [interval_ns, value_ns].into_iter().enumerate() {
+        b[i * 16..i * 16 + 8].copy_from_slice(&(ns / 1_000_000_000).to_le_bytes());
+        b[i * 16 + 8..i * 16 + 16].copy_from_slice(&(ns % 1_000_000_000).to_le_bytes());
+    }
+    b
+}
+
+/// Event descriptors: epoll over the site's descriptors, eventfd, timerfd, signalfd.
+fn events(site: &mut dyn SiteOps) {
+    let ep = site.epoll_create(true).unwrap() as i32;
+    assert_eq!(site.fcntl(ep, libc::F_GETFD, 0).unwrap(), libc::FD_CLOEXEC as u64);
+    let (r, w) = site.pipe2(0).unwrap();
+    let (r, w) = (r as i32, w as i32);
+    let ev = site.eventfd(0, libc::EFD_NONBLOCK).unwrap() as i32;
+    const IN: u32 = libc::EPOLLIN as u32;
+    site.epoll_ctl(ep, libc::EPOLL_CTL_ADD, r, &event(IN, u64::MAX - 1)).unwrap();
+    site.epoll_ctl(ep, libc::EPOLL_CTL_ADD, ev, &event(IN, 7)).unwrap();
+    assert_eq!(site.epoll_ctl(ep, libc::EPOLL_CTL_ADD, r, &event(IN, 0)), Err(Errno::EEXIST));
+    assert_eq!(site.epoll_ctl(ep, libc::EPOLL_CTL_ADD, 999, &event(IN, 0)), Err(Errno::EBADF));
+    assert_eq!(site.epoll_ctl(ep, libc::EPOLL_CTL_ADD, ep, &event(IN, 0)), Err(Errno::EINVAL));
+    assert_eq!(site.epoll_ctl(r, libc::EPOLL_CTL_ADD, ev, &event(IN, 0)), Err(Errno::EINVAL));
+    let mut out = [0u8; 4 * EPOLL_EVENT_SIZE];
+    assert_eq!(site.epoll_wait(ep, &mut out, 0).unwrap(), 0);
+    assert_eq!(site.epoll_wait(r, &mut out, 0), Err(Errno::EINVAL));
+    assert_eq!(site.epoll_wait(ep, &mut out[..5], 0), Err(Errno::EINVAL));
+    site.write(w, b"x").unwrap();
+    assert_eq!(site.write(ev, &3u64.to_le_bytes()).unwrap(), 8);
+    assert_eq!(site.epoll_wait(ep, &mut out, 1000).unwrap(), 2);
+    let mut datas: Vec<u64> =
+        out.chunks_exact(EPOLL_EVENT_SIZE).take(2).map(|e| u64::from_le_bytes(e[4..].try_into().unwrap())).collect();
+    datas.sort();
+    assert_eq!(datas, [7, u64::MAX - 1], "epoll data comes back as given");
+    // An epoll descriptor polls readable while events are ready.
+    let mut rec = [0u8; 8];
+    rec[..4].copy_from_slice(&ep.to_le_bytes());
+    rec[4..6].copy_from_slice(&libc::POLLIN.to_le_bytes());
+    assert_eq!(site.poll(&mut rec, 0).unwrap(), 1);
+    let mut v = [0u8; 8];
+    assert_eq!(site.read(ev, &mut v).unwrap(), 8);
+    assert_eq!(u64::from_le_bytes(v), 3);
+    assert_eq!(site.read(ev, &mut v), Err(Errno::EAGAIN));
+    // The last close of the pipe's read end takes it out of the interest list.
+    site.close(r).unwrap();
+    assert_eq!(site.epoll_wait(ep, &mut out, 0).unwrap(), 0);
+    site.close(w).unwrap();
+    assert_eq!(site.eventfd(0, 0x4000_0000), Err(Errno::EINVAL));
+
+    // timerfd: relative and absolute (on the job's clock, whatever the host's).
+    let t = site.timerfd_create(libc::CLOCK_MONOTONIC, 0).unwrap() as i32;
+    assert_eq!(site.timerfd_create(77, 0), Err(Errno::EINVAL));
+    let mut old = [0u8; 32];
+    site.timerfd_settime(t, 0, &itimerspec(0, 20_000_000), 0, &mut old).unwrap();
+    let mut cur = [0u8; 32];
+    site.timerfd_gettime(t, &mut cur).unwrap();
+    assert!(cur[16..].iter().any(|&b| b != 0), "armed");
+    site.epoll_ctl(ep, libc::EPOLL_CTL_ADD, t, &event(IN, 9)).unwrap();
+    assert_eq!(site.epoll_wait(ep, &mut out, 2000).unwrap(), 1);
+    assert_eq!(site.read(t, &mut v).unwrap(), 8);
+    assert_eq!(u64::from_le_bytes(v), 1);
+    // The job's clock reads 1000 s; 1000.02 s is 20 ms from now.
+    let start = std::time::Instant::now();
+    site.timerfd_settime(t, libc::TFD_TIMER_ABSTIME, &itimerspec(0, 1_000_020_000_000), 1_000_000_000_000, &mut old)
+        .unwrap();
+    assert_eq!(site.read(t, &mut v).unwrap(), 8);
+    let took = start.elapsed();
+    assert!(took >= std::time::Duration::from_millis(15) && took < std::time::Duration::from_secs(2), "{took:?}");
+    assert_eq!(site.timerfd_settime(ev, 0, &itimerspec(0, 0), 0, &mut old), Err(Errno::EINVAL));
+    site.close(t).unwrap();
+
+    // signalfd: readable while a signal of its mask is pending; read by the body.
+    let usr1 = 1u64 << (libc::SIGUSR1 - 1);
+    let sfd = site.signalfd(-1, usr1, libc::SFD_NONBLOCK).unwrap() as i32;
+    assert_eq!(site.signalfd_get(sfd).unwrap(), (usr1, true));
+    assert_eq!(site.signalfd_get(ev), Err(Errno::EINVAL));
+    assert_eq!(site.signalfd(ev, usr1, 0), Err(Errno::EINVAL));
+    assert_eq!(site.read(sfd, &mut v), Err(SIGNALFD_READ));
+    assert_eq!(site.write(sfd, &v), Err(Errno::EINVAL));
+    site.epoll_ctl(ep, libc::EPOLL_CTL_ADD, sfd, &event(IN, 11)).unwrap();
+    assert_eq!(site.signals_pending(1 << (libc::SIGUSR2 - 1)).unwrap(), 1);
+    assert_eq!(site.epoll_wait(ep, &mut out, 0).unwrap(), 0);
+    assert_eq!(site.signals_pending(usr1).unwrap(), 1);
+    assert_eq!(site.epoll_wait(ep, &mut out, 0).unwrap(), 1);
+    assert_eq!(u64::from_le_bytes(out[4..12].try_into().unwrap()), 11);
+    // A new mask applies to every descriptor of that signalfd.
+    let sdup = site.dup(sfd, 0, false).unwrap() as i32;
+    site.signalfd(sdup, 1 << 63, 0).unwrap();
+    assert_eq!(site.signalfd_get(sfd).unwrap().0, 1 << 63);
+    site.signals_pending(0).unwrap();
+    assert_eq!(site.epoll_wait(ep, &mut out, 0).unwrap(), 0);
+    for x in [sfd, sdup, ev, ep] {
+        site.close(x).unwrap();
+    }
+    assert_eq!(site.signals_pending(usr1).unwrap(), 0);
+}
+
+/// The descriptor table: its limit, close_range, the job's /proc/self/fd,
+/// mknodat and fadvise.
+fn table(site: &mut dyn SiteOps, dir: &Path) {
+    // The limit: allocation stays below it, whatever the host's.
+    site.set_fd_limit(40);
+    assert_eq!(site.dup3(0, 40, false), Err(Errno::EBADF));
+    assert_eq!(site.dup(0, 40, false), Err(Errno::EINVAL));
+    let mut got = Vec::new();
+    loop {
+        match site.dup(0, 0, false) {
+            Ok(fd) => got.push(fd as i32),
+            Err(e) => {
+                assert_eq!(e, Errno::EMFILE);
+                break;
+            }
+        }
+    }
+    assert_eq!(got.last(), Some(&39));
+    site.set_fd_limit(5000);
+    assert_eq!(site.dup3(0, 4000, false).unwrap(), 4000);
+    assert_eq!(site.dup(0, 4500, true).unwrap(), 4500);
+    site.close_range(3, u32::MAX, true).unwrap();
+    assert_eq!(site.fcntl(4000, libc::F_GETFD, 0).unwrap(), libc::FD_CLOEXEC as u64);
+    site.close_range(3, u32::MAX, false).unwrap();
+    assert_eq!(site.check_fd(4000), Err(Errno::EBADF));
+    assert_eq!(site.check_fd(got[0]), Err(Errno::EBADF));
+    assert!(site.check_fd(2).is_ok());
+
+    // /proc/self/fd lists the job's descriptors, not this process's.
+    let f = site.openat(libc::AT_FDCWD, b"/dev/null", libc::O_RDONLY, 0).unwrap() as i32;
+    site.dup3(f, 77, false).unwrap();
+    let d = site.openat(libc::AT_FDCWD, b"/proc/self/fd", libc::O_RDONLY | libc::O_DIRECTORY, 0).unwrap() as i32;
+    let mut names = Vec::new();
+    let mut buf = [0u8; 64];
+    loop {
+        let n = site.getdents64(d, &mut buf).unwrap() as usize;
+        if n == 0 {
+            break;
+        }
+        let mut at = 0;
+        while at < n {
+            let len = u16::from_le_bytes(buf[at + 16..at + 18].try_into().unwrap()) as usize;
+            let name = &buf[at + 19..at + len];
+            names.push(String::from_utf8_lossy(&name[..name.iter().position(|&b| b == 0).unwrap()]).into_owned());
+            at += len;
+        }
+    }
+    let want: Vec<String> =
+        [".", "..", "0", "1", "2"].iter().map(|s| s.to_string()).chain([f, d, 77].map(|n| n.to_string())).collect();
+    assert_eq!(names, want);
+    assert_eq!(site.lseek(d, 0, libc::SEEK_SET).unwrap(), 0);
+    assert!(site.getdents64(d, &mut buf).unwrap() > 0, "rewound");
+    let mut link = [0u8; 64];
+    let p = format!("/proc/self/fd/{f}");
+    let n = site.readlinkat(libc::AT_FDCWD, p.as_bytes(), &mut link).unwrap() as usize;
+    assert_eq!(&link[..n], b"/dev/null");
+    let n = site.readlinkat(d, b"77", &mut link).unwrap() as usize;
+    assert_eq!(&link[..n], b"/dev/null", "relative to the listing's descriptor");
+    assert_eq!(site.openat(libc::AT_FDCWD, b"/proc/self/fd", libc::O_WRONLY, 0), Err(Errno(libc::EISDIR)));
+    assert_eq!(site.openat(libc::AT_FDCWD, b"/proc/self/fd/1234", libc::O_RDONLY, 0), Err(Errno::ENOENT));
+    for x in [f, d, 77] {
+        site.close(x).unwrap();
+    }
+
+    // mknodat: FIFOs and files, not devices.
+    site.mknodat(libc::AT_FDCWD, b"fifo", libc::S_IFIFO | 0o666, 0).unwrap();
+    site.mknodat(libc::AT_FDCWD, b"plain", 0o666, 0).unwrap();
+    assert_eq!(site.mknodat(libc::AT_FDCWD, b"fifo", libc::S_IFIFO | 0o666, 0), Err(Errno::EEXIST));
+    assert_eq!(site.mknodat(libc::AT_FDCWD, b"dev", libc::S_IFCHR | 0o600, 0x103), Err(Errno::EPERM));
+    assert_eq!(site.mknodat(libc::AT_FDCWD, b"no/dev", libc::S_IFBLK | 0o600, 0), Err(Errno::ENOENT));
+    assert_eq!(site.mknodat(libc::AT_FDCWD, b"bad", 0o170000, 0), Err(Errno::EINVAL));
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::metadata(dir.join("fifo")).unwrap().file_type().is_fifo());
+    let m = std::fs::metadata(dir.join("plain")).unwrap();
+    assert!(m.is_file());
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(m.permissions().mode() & 0o777, 0o600, "the umask (077 by now) applies");
+    // A FIFO opened without blocking; fadvise on it is ESPIPE.
+    let fr = site.openat(libc::AT_FDCWD, b"fifo", libc::O_RDONLY | libc::O_NONBLOCK, 0).unwrap() as i32;
+    assert_eq!(site.fadvise(fr, 0, 0, libc::POSIX_FADV_NORMAL), Err(Errno::ESPIPE));
+    let pf = site.openat(libc::AT_FDCWD, b"plain", libc::O_RDONLY, 0).unwrap() as i32;
+    site.fadvise(pf, 0, 0, libc::POSIX_FADV_SEQUENTIAL).unwrap();
+    assert_eq!(site.fadvise(pf, 0, 0, 99), Err(Errno::EINVAL));
+    assert_eq!(site.fadvise(999, 0, 0, 0), Err(Errno::EBADF));
+    site.readahead(pf, 0, 4096).unwrap();
+    for x in [fr, pf] {
+        site.close(x).unwrap();
+    }
+}
+
+/// Extended attributes, by path (with and without following a symlink)
+/// and by descriptor, with Linux's errors.
+fn xattrs(site: &mut dyn SiteOps, dir: &Path) {
+    std::fs::write(dir.join("x.txt"), b"x").unwrap();
+    std::os::unix::fs::symlink("x.txt", dir.join("x.link")).unwrap();
+    assert_eq!(site.setxattr(libc::AT_FDCWD, b"x.txt", true, b"user.colour", b"blue", 0).unwrap(), 0);
+    // A size query, then the value; too small a buffer is ERANGE.
+    assert_eq!(site.getxattr(libc::AT_FDCWD, b"x.link", true, b"user.colour", &mut []).unwrap(), 4);
+    let mut v = [0u8; 16];
+    assert_eq!(site.getxattr(libc::AT_FDCWD, b"x.txt", true, b"user.colour", &mut v).unwrap(), 4);
+    assert_eq!(&v[..4], b"blue");
+    assert_eq!(site.getxattr(libc::AT_FDCWD, b"x.txt", true, b"user.colour", &mut v[..2]), Err(Errno(libc::ERANGE)));
+    // Not through the symlink: the link itself has none.
+    assert_eq!(site.getxattr(libc::AT_FDCWD, b"x.link", false, b"user.colour", &mut v), Err(Errno(libc::ENODATA)));
+    assert_eq!(site.setxattr(libc::AT_FDCWD, b"x.txt", true, b"user.colour", b"red", 1), Err(Errno(libc::EEXIST)));
+    let fd = site.openat(libc::AT_FDCWD, b"x.txt", libc::O_RDONLY, 0).unwrap() as i32;
+    assert_eq!(site.setxattr(fd, b"", true, b"user.size", b"1", 0).unwrap(), 0);
+    let mut names = [0u8; 64];
+    let n = site.listxattr(fd, b"", true, &mut names).unwrap() as usize;
+    let mut got: Vec<&[u8]> = names[..n].split(|&b| b == 0).filter(|s| !s.is_empty()).collect();
+    got.sort();
+    assert_eq!(got, [&b"user.colour"[..], b"user.size"]);
+    assert_eq!(site.listxattr(libc::AT_FDCWD, b"x.txt", true, &mut []).unwrap() as usize, n);
+    assert_eq!(site.removexattr(fd, b"", true, b"user.size").unwrap(), 0);
+    assert_eq!(site.removexattr(libc::AT_FDCWD, b"x.txt", true, b"user.size"), Err(Errno(libc::ENODATA)));
+    assert_eq!(site.getxattr(libc::AT_FDCWD, b"nothing", true, b"user.colour", &mut v), Err(Errno::ENOENT));
+    assert_eq!(site.getxattr(99, b"", true, b"user.colour", &mut v), Err(Errno::EBADF));
+    site.close(fd).unwrap();
+    // The attribute is on the file at home.
+    let mut host = [0u8; 8];
+    let path = std::ffi::CString::new(dir.join("x.txt").as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: valid C strings and buffer.
+    let n = unsafe { libc::getxattr(path.as_ptr(), c"user.colour".as_ptr(), host.as_mut_ptr().cast(), 8) };
+    assert_eq!(&host[..n as usize], b"blue");
 }
 
 #[test]
@@ -212,6 +446,14 @@ fn the_remote_site_conforms() {
     let (home, served) = deputy(&dir);
     let mut r = body(&home, 1).unwrap();
     conformance(&mut r, &dir);
+    // Every call was counted by kind, each landing in one latency bucket.
+    let stats: Vec<_> = r.call_stats().read().collect();
+    let openat = stats.iter().find(|k| k.kind == "openat").expect("openat counted");
+    assert!(openat.count > 0 && openat.seconds > 0.0, "{openat:?}");
+    for k in &stats {
+        assert!(k.buckets.windows(2).all(|w| w[0].1 <= w[1].1) && k.buckets[10].1 <= k.count, "{k:?}");
+    }
+    assert!(stats.iter().any(|k| k.kind == "write"), "{stats:?}");
     r.report_exit(7, "the end");
     match served.join().unwrap() {
         Served::Exited { status, message } => assert_eq!((status, message.as_str()), (7, "the end")),
@@ -304,4 +546,76 @@ fn a_lost_acknowledgement_never_leaves_two_bodies() {
     link.generation -= 1;
     assert!(RemoteSite::prepare(link, None).is_err());
     let _ = crate::signal::take_host_signals();
+}
+
+/// Descriptors above 2 the caller passed keep their numbers and belong to
+/// the job alone: its closing one ends a pipe for the reader.
+#[test]
+fn inherited_descriptors_are_the_jobs() {
+    let dir = scratch("inherited");
+    let mut p = [0; 2];
+    // SAFETY: p has room for two descriptors.
+    assert_eq!(unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    let mut site = LocalSite::new(SiteConfig {
+        inherited: vec![(7, p[1]), (9, p[1])],
+        stdio: [0, 1, 2],
+        cwd: dir.clone(),
+        exe: PathBuf::from("/bin/true"),
+        umask: Some(0o022),
+        pid: std::process::id(),
+    })
+    .unwrap();
+    // SAFETY: F_GETFD on a number: the original was taken over and closed.
+    assert_eq!(unsafe { libc::fcntl(p[1], libc::F_GETFD) }, -1, "the site closes what it takes over");
+    assert_eq!(site.write(7, b"seven").unwrap(), 5);
+    assert_eq!(site.fcntl(9, libc::F_GETFD, 0).unwrap(), 0);
+    assert!(site.check_fd(8).is_err());
+    site.close(7).unwrap();
+    site.close(9).unwrap();
+    let mut buf = [0u8; 16];
+    // SAFETY: reading into a local buffer from our read end.
+    let n = unsafe { libc::read(p[0], buf.as_mut_ptr().cast(), 16) };
+    assert_eq!(&buf[..n as usize], b"seven");
+    // SAFETY: as above; the writer is gone, so this is the end.
+    assert_eq!(unsafe { libc::read(p[0], buf.as_mut_ptr().cast(), 16) }, 0);
+    // SAFETY: our read end.
+    unsafe { libc::close(p[0]) };
+    // The limit is the process's soft RLIMIT_NOFILE.
+    let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: valid out pointer.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) };
+    assert!(site.fd_limit() <= l.rlim_cur.min(NR_OPEN) && site.fd_limit() >= 3);
+}
+
+/// A link opened with `version` (raw, as a body of that release would).
+fn welcome_for(home: &Home, version: u32) -> proto::Welcome {
+    let link = home.next_link();
+    let s = TcpStream::connect(link.home).unwrap();
+    let hello = proto::Hello {
+        version,
+        token: link.token,
+        generation: link.generation,
+        kind: proto::LinkKind::Calls,
+        body: "old-body".into(),
+    };
+    proto::write_hello(&mut &s, &hello).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let mut buf = Vec::new();
+    proto::read_frame(&mut &s, &mut buf).unwrap();
+    proto::decode(&buf).unwrap()
+}
+
+#[test]
+fn the_deputy_takes_bodies_of_the_previous_link_version() {
+    let dir = scratch("versions");
+    let (home, _served) = deputy(&dir);
+    for v in proto::MIN_VERSION..=proto::VERSION {
+        assert_eq!(welcome_for(&home, v), proto::Welcome::Accepted, "version {v}");
+    }
+    for v in [0, proto::VERSION + 1] {
+        match welcome_for(&home, v) {
+            proto::Welcome::Refused { kind: proto::RefusalKind::Protocol, .. } => {}
+            other => panic!("version {v}: {other:?}"),
+        }
+    }
 }

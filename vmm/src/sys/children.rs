@@ -141,3 +141,65 @@ impl Job {
         Ok(0)
     }
 }
+
+/// The process group of host process `pid`, from /proc/PID/stat (field 5,
+/// after the command name in parentheses, which may hold anything).
+fn host_pgrp(pid: &str) -> Option<u32> {
+    let mut buf = [0u8; 512];
+    let n = {
+        use std::io::Read;
+        let mut f = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?;
+        f.read(&mut buf).ok()?
+    };
+    let stat = &buf[..n];
+    let after = &stat[stat.iter().rposition(|&b| b == b')')? + 1..];
+    // " S ppid pgrp ..."
+    let field = after.split(|&b| b == b' ').filter(|f| !f.is_empty()).nth(2)?;
+    std::str::from_utf8(field).ok()?.parse().ok()
+}
+
+impl Job {
+    /// kill(0, sig) and kill(-pgid, sig): signals the other processes of
+    /// process group `pgid` (None: the caller's own) and says whether this process is in it (the
+    /// caller signals itself the job's way). At home the group is the
+    /// host's (`sys_setpgid` keeps the two the same), so it reaches every
+    /// process in it the caller may signal, the job's children and
+    /// grandchildren included, as on Linux. Away from home the job has no
+    /// other processes. The result is ESRCH if nobody is in the group,
+    /// EPERM if nobody in it could be signalled.
+    pub(super) fn signal_group(&mut self, pgid: Option<u32>, sig: u32) -> (bool, SysResult) {
+        // SAFETY: getpid has no preconditions.
+        let me = unsafe { libc::getpid() };
+        if self.ids.pid != me as u32 {
+            return (pgid.is_none_or(|g| g == self.ids.pgid), Err(Errno::ESRCH));
+        }
+        // SAFETY: no arguments.
+        self.ids.pgid = unsafe { libc::getpgrp() } as u32;
+        let pgid = pgid.unwrap_or(self.ids.pgid);
+        let member = self.ids.pgid == pgid;
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return (member, Err(Errno::ESRCH));
+        };
+        let mut result = Err(Errno::ESRCH);
+        for entry in dir.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let Ok(pid) = name.parse::<i32>() else { continue };
+            if pid == me || host_pgrp(name) != Some(pgid) {
+                continue;
+            }
+            // SAFETY: kill with plain integer arguments.
+            match host(unsafe { libc::kill(pid, sig as i32) } as i64) {
+                Ok(_) => result = Ok(0),
+                // Gone meanwhile: as if it had not been there.
+                Err(Errno::ESRCH) => {}
+                Err(e) => {
+                    if result.is_err() {
+                        result = Err(e);
+                    }
+                }
+            }
+        }
+        (member, result)
+    }
+}

@@ -12,6 +12,8 @@ use crate::job::Job;
 
 /// Interpreters a script may chain through (Linux allows 4 levels).
 const MAX_INTERP_DEPTH: usize = 4;
+/// An ELF interpreter that is no usable ELF (Linux's answer then).
+const ELIBBAD: Errno = Errno(libc::ELIBBAD);
 /// How much of a script's first line Linux reads for `#!`.
 const SHEBANG_MAX: usize = 256;
 
@@ -62,6 +64,21 @@ impl Job {
         }
     }
 
+    /// An ELF's dynamic loader, read through the job's site (from home
+    /// after a move), with the errors Linux's execve gives: the loader's
+    /// open errors (ENOENT when it is missing), ELIBBAD when it is no
+    /// usable ELF.
+    fn read_interp(&mut self, name: &[u8]) -> Result<(Program, Vec<u8>), Errno> {
+        let (bytes, path) = self.site.read_program(libc::AT_FDCWD, name, 0, self.ram.size())?;
+        match Program::parse(&path, &bytes) {
+            Ok(p) => Ok((p, bytes)),
+            Err(e) => {
+                (self.log)(&format!("execve: {e}"));
+                Err(ELIBBAD)
+            }
+        }
+    }
+
     pub(super) fn sys_execve(
         &mut self,
         dirfd: i32,
@@ -99,19 +116,28 @@ impl Job {
             }
             let program = match Program::parse(&host_path, &bytes) {
                 Ok(p) => p,
-                Err(e @ ElfError::Dynamic { .. }) => {
-                    // What Linux says when an ELF's interpreter cannot be
-                    // loaded; the log says why.
-                    (self.log)(&format!("execve: {e}"));
-                    return Err(Errno::ENOENT);
-                }
                 Err(_) => return Err(Errno::ENOEXEC),
             };
-            if let Err(e) = program.fits(self.ram.size()) {
+            let interp = match program.interp() {
+                Some(name) => Some(self.read_interp(name)?),
+                None => None,
+            };
+            if let Err(e) = program.place(interp.as_ref().map(|(p, _)| p), self.ram.size()) {
                 (self.log)(&format!("execve: {e}"));
-                return Err(Errno::ENOMEM);
+                return Err(match e {
+                    ElfError::OutOfRange { .. } => Errno::ENOMEM,
+                    _ => ELIBBAD,
+                });
             }
-            return Ok(Box::new(ExecRequest { path: host_path, bytes, program, argv: args, env, execfn: filename }));
+            return Ok(Box::new(ExecRequest {
+                path: host_path,
+                bytes,
+                program,
+                interp,
+                argv: args,
+                env,
+                execfn: filename,
+            }));
         }
         Err(Errno::ELOOP)
     }

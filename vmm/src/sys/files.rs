@@ -63,6 +63,9 @@ impl Job {
             let mut buf = self.ram.user_mut(addr, len)?;
             let r = if offset < 0 { self.site.read(fd, &mut buf) } else { self.site.pread(fd, &mut buf, offset) };
             buf.commit(*r.as_ref().unwrap_or(&0) as usize);
+            if r == Err(crate::site::SIGNALFD_READ) {
+                return self.read_signalfd(fd, addr, len);
+            }
             if let Some(r) = self.retry(r) {
                 return r;
             }
@@ -111,6 +114,12 @@ impl Job {
             let mut slices: Vec<IoSliceMut> = guards.iter_mut().map(|g| IoSliceMut::new(g)).collect();
             let r = self.site.readv(fd, &mut slices, offset);
             drop(slices);
+            if r == Err(crate::site::SIGNALFD_READ) {
+                drop(guards);
+                // Into the first buffer (the job's records never straddle two).
+                let (base, len) = vecs.iter().copied().find(|v| v.1 > 0).unwrap_or((0, 0));
+                return self.read_signalfd(fd, base, len);
+            }
             // Mark only what was filled.
             let mut left = *r.as_ref().unwrap_or(&0) as usize;
             for g in guards {
@@ -144,6 +153,19 @@ impl Job {
         if let Some(content) = crate::procfs::self_path(p, self.ids.pid).and_then(|name| self.proc_self_file(name)) {
             return self.site.open_bytes(&content, flags);
         }
+        if let Some(content) = self.system_file(p) {
+            return self.site.open_bytes(&content, flags);
+        }
+        if self.has_threads() {
+            // A FIFO waiting for its other end must not hold up the others.
+            return match self.site.open_nowait(dirfd, p, flags, mode) {
+                Err(crate::site::OPEN_PENDING) => {
+                    let at = self.clock.monotonic() + crate::thread::POLL_RECHECK_NS;
+                    Err(self.park(crate::thread::Wait::Retry { at }))
+                }
+                r => r,
+            };
+        }
         loop {
             let r = self.site.openat(dirfd, p, flags, mode);
             if let Some(r) = self.retry(r) {
@@ -156,15 +178,8 @@ impl Job {
         if first > last || flags & !(libc::CLOSE_RANGE_CLOEXEC | libc::CLOSE_RANGE_UNSHARE) != 0 {
             return Err(Errno::EINVAL);
         }
-        let last = last.min(crate::site::MAX_FDS as u32 - 1);
-        for fd in first..=last {
-            if flags & libc::CLOSE_RANGE_CLOEXEC != 0 {
-                let _ = self.site.fcntl(fd as i32, libc::F_SETFD, libc::FD_CLOEXEC as u64);
-            } else {
-                let _ = self.site.close(fd as i32);
-            }
-        }
-        Ok(0)
+        // One call for the whole range: the site knows which are open.
+        self.site.close_range(first, last, flags & libc::CLOSE_RANGE_CLOEXEC != 0)
     }
 
     pub(super) fn sys_fstatat(&mut self, dirfd: i32, path: u64, out: u64, flags: i32) -> SysResult {
@@ -383,7 +398,7 @@ impl Job {
     /// poll over job descriptors with a timeout in ms (-1: none), waking
     /// for signals the job will see.
     fn poll_fds(&mut self, fds: u64, nfds: u64, timeout_ms: i64) -> SysResult {
-        if nfds > crate::site::MAX_FDS as u64 {
+        if nfds > self.rlimits[libc::RLIMIT_NOFILE as usize].0.max(crate::site::MAX_FDS as u64) {
             return Err(Errno::EINVAL);
         }
         let mut recs = self.ram.user(fds, nfds * 8)?.to_vec();

@@ -12,6 +12,38 @@ const MREMAP_MAYMOVE: i32 = 1;
 const MREMAP_FIXED: i32 = 2;
 const MREMAP_DONTUNMAP: i32 = 4;
 
+/// Maps `len` bytes of host descriptor `fd` from `offset` at guest `start`
+/// if it is a regular file open for reading (and writing, for a shared
+/// writable mapping); Ok(false): copy it instead.
+fn map_host_file(
+    ram: &crate::memory::GuestRam,
+    fd: i32,
+    start: u64,
+    len: u64,
+    offset: u64,
+    shared_write: bool,
+) -> Result<bool, Errno> {
+    // SAFETY: a zeroed stat is a valid out buffer; fd is the job's open descriptor.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut st) } != 0 || st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return if shared_write { Err(Errno::ENODEV) } else { Ok(false) };
+    }
+    // SAFETY: F_GETFL has no side effects.
+    let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    // As Linux: a mapping needs a descriptor open for reading, a shared
+    // writable one a descriptor open for writing too.
+    if fl >= 0 && (fl & libc::O_ACCMODE == libc::O_WRONLY || shared_write && fl & libc::O_ACCMODE != libc::O_RDWR) {
+        return Err(Errno::EACCES);
+    }
+    if offset.checked_add(len).is_none_or(|e| e > i64::MAX as u64) {
+        return Err(Errno(libc::EOVERFLOW));
+    }
+    if shared_write {
+        return ram.map_file_shared(start, len, fd, offset).map(|_| true).map_err(Errno::from);
+    }
+    Ok(ram.map_file(start, len, fd, offset).is_ok())
+}
+
 impl Job {
     /// Checks an address range argument: page-aligned start, in job memory.
     fn user_range(&self, addr: u64, len: u64) -> Result<(u64, u64), Errno> {
@@ -36,11 +68,14 @@ impl Job {
         }
         let len = page_ceil(len.min(u64::MAX - PAGE_SIZE));
         let anon = flags & MAP_ANONYMOUS != 0;
+        // Shared and writable: the host file itself is mapped (at home), so
+        // the writes reach it and forked copies of the job share them.
+        let shared_write = kind != MAP_PRIVATE && prot & libc::PROT_WRITE != 0;
+        let host = if anon { None } else { self.site.host_fd(fd) };
         if !anon {
             self.site.check_fd(fd)?;
-            // A shared writable file mapping would need the writes to reach
-            // the file; the guest maps copies only.
-            if kind != MAP_PRIVATE && prot & libc::PROT_WRITE != 0 {
+            if shared_write && host.is_none() {
+                // Away from home the file is the deputy's: copies only.
                 return Err(Errno::ENODEV);
             }
         }
@@ -55,7 +90,29 @@ impl Job {
         };
         let vma_kind = if anon { VmaKind::Anon } else { VmaKind::File };
         self.mm.map(&self.ram, start, len, prot as u32, vma_kind);
+        if anon && kind != MAP_PRIVATE && !self.site.is_remote() {
+            // Shared with the processes the job forks (a job away from
+            // home has none: there its memory is as good as shared).
+            if let Err(e) = self.ram.map_shared_anonymous(start, len) {
+                self.mm.unmap(&self.ram, start, len);
+                return Err(Errno::from(e));
+            }
+        }
         if !anon {
+            // At home, a regular file's pages are mapped into guest memory
+            // as Linux maps them (no copy, the page cache shared with
+            // every other user of the file; past its end, SIGBUS). They
+            // travel as memory when the job moves.
+            if let Some(h) = host {
+                match map_host_file(&self.ram, h, start, len, offset, shared_write) {
+                    Ok(true) => return Ok(start),
+                    Ok(false) => {}
+                    Err(e) => {
+                        self.mm.unmap(&self.ram, start, len);
+                        return Err(e);
+                    }
+                }
+            }
             // Copy the file in; pages past its end stay zero.
             let mut done = 0u64;
             while done < len {

@@ -10,13 +10,16 @@
 //! ENOSYS and is reported once per number; nothing a job does can panic the VMM.
 
 mod children;
+mod events;
 mod exec;
 mod files;
 mod memory;
+pub mod names;
 mod net;
 pub(crate) mod process;
 mod signal;
 mod time;
+mod xattr;
 
 use kvm_bindings::kvm_regs;
 use libc::*;
@@ -83,7 +86,8 @@ impl Job {
         };
         if self.trace {
             (self.log)(&format!(
-                "syscall {nr}({:#x}, {:#x}, {:#x}, {:#x}, {:#x}, {:#x}) = {}",
+                "syscall {}({:#x}, {:#x}, {:#x}, {:#x}, {:#x}, {:#x}) = {}",
+                names::name(nr).map_or_else(|| nr.to_string(), str::to_string),
                 a[0],
                 a[1],
                 a[2],
@@ -117,8 +121,16 @@ impl Job {
     fn traced(&self, nr: u64, flow: Flow) -> Flow {
         if self.trace {
             match &flow {
-                Flow::Fork(args) => (self.log)(&format!("syscall {nr}: new process (clone flags {:#x})", args.flags)),
-                Flow::Exec(req) => (self.log)(&format!("syscall {nr}: execve {}", req.path.display())),
+                Flow::Fork(args) => (self.log)(&format!(
+                    "syscall {}: new process (clone flags {:#x})",
+                    names::name(nr).unwrap_or("clone"),
+                    args.flags
+                )),
+                Flow::Exec(req) => (self.log)(&format!(
+                    "syscall {}: execve {}",
+                    names::name(nr).unwrap_or("execve"),
+                    req.path.display()
+                )),
                 _ => {}
             }
         }
@@ -127,6 +139,7 @@ impl Job {
 
     #[allow(non_upper_case_globals)]
     fn dispatch(&mut self, vcpu: &mut Vcpu, nr: u64, a: [u64; 6]) -> SysResult {
+        use xattr::At::{Fd, Path};
         let fd = a[0] as i32;
         match nr as i64 {
             // ---- files: site-dependent ----
@@ -198,6 +211,39 @@ impl Job {
             SYS_ppoll => self.sys_ppoll(a[0], a[1], a[2], a[3]),
             SYS_select => self.sys_select(a[0] as i32, [a[1], a[2], a[3]], a[4], false),
             SYS_pselect6 => self.sys_select(a[0] as i32, [a[1], a[2], a[3]], a[4], true),
+            SYS_mknod => self.sys_mknodat(AT_FDCWD, a[0], a[1] as u32, a[2]),
+            SYS_mknodat => self.sys_mknodat(fd, a[1], a[2] as u32, a[3]),
+            SYS_fadvise64 => self.sys_fadvise(fd, a[1] as i64, a[2] as i64, a[3] as i32),
+            SYS_readahead => self.sys_readahead(fd, a[1] as i64, a[2]),
+
+            // ---- extended attributes ----
+            SYS_getxattr => self.sys_getxattr(Path { path: a[0], follow: true }, a[1], a[2], a[3]),
+            SYS_lgetxattr => self.sys_getxattr(Path { path: a[0], follow: false }, a[1], a[2], a[3]),
+            SYS_fgetxattr => self.sys_getxattr(Fd(fd), a[1], a[2], a[3]),
+            SYS_listxattr => self.sys_listxattr(Path { path: a[0], follow: true }, a[1], a[2]),
+            SYS_llistxattr => self.sys_listxattr(Path { path: a[0], follow: false }, a[1], a[2]),
+            SYS_flistxattr => self.sys_listxattr(Fd(fd), a[1], a[2]),
+            SYS_setxattr => self.sys_setxattr(Path { path: a[0], follow: true }, a[1], a[2], a[3], a[4] as i32),
+            SYS_lsetxattr => self.sys_setxattr(Path { path: a[0], follow: false }, a[1], a[2], a[3], a[4] as i32),
+            SYS_fsetxattr => self.sys_setxattr(Fd(fd), a[1], a[2], a[3], a[4] as i32),
+            SYS_removexattr => self.sys_removexattr(Path { path: a[0], follow: true }, a[1]),
+            SYS_lremovexattr => self.sys_removexattr(Path { path: a[0], follow: false }, a[1]),
+            SYS_fremovexattr => self.sys_removexattr(Fd(fd), a[1]),
+
+            // ---- readiness and event descriptors ----
+            SYS_epoll_create => self.sys_epoll_create(a[0] as i32, true),
+            SYS_epoll_create1 => self.sys_epoll_create(a[0] as i32, false),
+            SYS_epoll_ctl => self.sys_epoll_ctl(fd, a[1] as i32, a[2] as i32, a[3]),
+            SYS_epoll_wait => self.sys_epoll_wait(fd, a[1], a[2] as i32, a[3] as i32 as i64, 0, 0),
+            SYS_epoll_pwait => self.sys_epoll_wait(fd, a[1], a[2] as i32, a[3] as i32 as i64, a[4], a[5]),
+            SYS_epoll_pwait2 => self.sys_epoll_pwait2(fd, a[1], a[2] as i32, a[3], a[4], a[5]),
+            SYS_eventfd => self.sys_eventfd(a[0] as u32, 0),
+            SYS_eventfd2 => self.sys_eventfd(a[0] as u32, a[1] as i32),
+            SYS_timerfd_create => self.sys_timerfd_create(a[0] as i32, a[1] as i32),
+            SYS_timerfd_settime => self.sys_timerfd_settime(fd, a[1] as i32, a[2], a[3]),
+            SYS_timerfd_gettime => self.sys_timerfd_gettime(fd, a[1]),
+            SYS_signalfd => self.sys_signalfd(fd, a[1], a[2], 0),
+            SYS_signalfd4 => self.sys_signalfd(fd, a[1], a[2], a[3] as i32),
             SYS_sendfile => self.sys_sendfile(fd, a[1] as i32, a[2], a[3]),
             SYS_umask => Ok(self.site.umask(a[0] as u32) as u64),
             SYS_socket => self.sys_socket(fd, a[1] as i32, a[2] as i32),
@@ -240,9 +286,10 @@ impl Job {
             SYS_getgroups => self.sys_getgroups(a[0] as i32, a[1]),
             SYS_setuid | SYS_setgid | SYS_setreuid | SYS_setregid | SYS_setresuid | SYS_setresgid | SYS_setgroups
             | SYS_setfsuid | SYS_setfsgid => self.sys_setid(nr, a),
-            SYS_getpgrp => Ok(self.ids.pgid as u64),
+            SYS_getpgrp => self.sys_getpgid(SYS_getpgid as u64, 0),
             SYS_getpgid | SYS_getsid => self.sys_getpgid(nr, a[0] as i32),
-            SYS_setpgid | SYS_setsid => Err(Errno::EPERM),
+            SYS_setpgid => self.sys_setpgid(a[0] as i32, a[1] as i32),
+            SYS_setsid => self.sys_setsid(),
             SYS_uname => self.sys_uname(a[0]),
             SYS_sysinfo => self.sys_sysinfo(a[0]),
             SYS_getrlimit => self.sys_prlimit(0, a[0] as u32, 0, a[1]),
@@ -269,11 +316,17 @@ impl Job {
                 Ok(0)
             }
             SYS_sched_getaffinity => self.sys_sched_getaffinity(a[0] as i32, a[1], a[2]),
-            SYS_sched_setaffinity => Ok(0),
-            SYS_sched_getscheduler | SYS_sched_getparam => Ok(0),
+            SYS_sched_setaffinity => self.sys_sched_setaffinity(a[0] as i32, a[1], a[2]),
+            SYS_sched_getscheduler => self.sys_sched_getparam(a[0] as i32, 0),
+            SYS_sched_getparam => self.sys_sched_getparam(a[0] as i32, a[1]),
+            SYS_sched_setscheduler => self.sys_sched_setscheduler(a[0] as i32, Some(a[1] as i32), a[2]),
+            SYS_sched_setparam => self.sys_sched_setscheduler(a[0] as i32, None, a[1]),
+            SYS_sched_get_priority_max => self.sys_sched_priority(a[0] as i32, true),
+            SYS_sched_get_priority_min => self.sys_sched_priority(a[0] as i32, false),
+            SYS_sched_rr_get_interval => self.sys_sched_rr_get_interval(a[0] as i32, a[1]),
             SYS_getcpu => self.sys_getcpu(a[0], a[1]),
-            SYS_getpriority => Ok(20),
-            SYS_setpriority => Ok(0),
+            SYS_getpriority => self.sys_getpriority(a[0] as i32, a[1] as i32),
+            SYS_setpriority => self.sys_setpriority(a[0] as i32, a[1] as i32, a[2] as i32),
             SYS_prctl => self.sys_prctl(a[0] as i32, a[1], a[2]),
             SYS_getrandom => self.sys_getrandom(a[0], a[1], a[2] as u32),
             SYS_personality => Ok(0),
@@ -324,11 +377,16 @@ impl Job {
         }
     }
 
-    /// Reports an unsupported system call, once per number.
+    /// Reports an unsupported system call, once per number, to the
+    /// operator (never on the job's own stderr; `--trace` shows it too).
     fn unsupported(&mut self, nr: u64) {
         if !self.unknown_reported.insert(nr) {
             return;
         }
-        (self.log)(&format!("unsupported system call {nr}, returning ENOSYS"));
+        let notice = crate::notice::Notice::Unsupported { nr, name: names::name(nr) };
+        if self.trace {
+            (self.log)(&notice.to_string());
+        }
+        crate::notice::emit(notice);
     }
 }

@@ -183,7 +183,12 @@ impl Job {
             // SAFETY: kill with plain integer arguments.
             return host(unsafe { libc::kill(pid, sig as i32) } as i64);
         }
-        if pid == 0 || pid == -1 || pid == -(self.ids.pgid as i32) {
+        if pid == 0 || pid < -1 {
+            // A process group (see `signal_group`).
+            let (member, others) = self.signal_group((pid != 0).then(|| pid.unsigned_abs()), sig);
+            return if member { self.send_self(sig, SI_USER) } else { others };
+        }
+        if pid == -1 {
             for child in self.children.pids() {
                 // SAFETY: as above; a child that is already gone is fine.
                 unsafe { libc::kill(child, sig as i32) };
