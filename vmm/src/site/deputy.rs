@@ -64,6 +64,8 @@ pub struct Home {
     /// The call being served, for interrupts that name it.
     seq: AtomicU64,
     in_call: AtomicBool,
+    /// The last call the body asked to cut short.
+    asked: AtomicU64,
     server: AtomicU64,
 }
 
@@ -127,6 +129,7 @@ impl Home {
             incoming: Mutex::new(None),
             seq: AtomicU64::new(0),
             in_call: AtomicBool::new(false),
+            asked: AtomicU64::new(0),
             server: AtomicU64::new(0),
         });
         let h = home.clone();
@@ -384,6 +387,7 @@ impl Home {
             let mut buf = Vec::new();
             while proto::read_frame(&mut events, &mut buf).is_ok() {
                 if let Ok(Event::Interrupt(n)) = proto::decode::<Event>(&buf) {
+                    home.asked.store(n, Ordering::SeqCst);
                     if home.in_call.load(Ordering::SeqCst) && home.seq.load(Ordering::SeqCst) == n {
                         let server = home.server.load(Ordering::SeqCst);
                         // SAFETY: the serving thread runs as long as it serves this link.
@@ -394,10 +398,21 @@ impl Home {
         });
     }
 
+    /// Sends the serving thread a kick, as a stray signal would.
+    #[cfg(test)]
+    pub(super) fn kick_server(&self) {
+        let server = self.server.load(Ordering::SeqCst);
+        if server != 0 {
+            // SAFETY: the serving thread runs while the test's body is linked.
+            unsafe { libc::pthread_kill(server as libc::pthread_t, crate::vcpu::kick_signal()) };
+        }
+    }
+
     fn serve_link(&self, site: &mut LocalSite, mut calls: TcpStream, mut events: TcpStream) -> LinkEnd {
         let (mut rx, mut tx, mut data, mut ev) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut seq = 0u64;
         self.seq.store(0, Ordering::SeqCst);
+        self.asked.store(0, Ordering::SeqCst);
         let forward = |events: &mut TcpStream, ev: &mut Vec<u8>| {
             let sig = crate::signal::take_host_signals();
             if sig != 0 {
@@ -428,7 +443,22 @@ impl Home {
             }
             self.seq.store(seq, Ordering::SeqCst);
             self.in_call.store(true, Ordering::SeqCst);
-            let (ret, aux) = match execute(site, &call, &mut data) {
+            let started = Instant::now();
+            let mut r = execute(site, &call, &mut data);
+            // A kick meant for another thread of this process, or a host
+            // signal that is not the job's, cut the call short: the job
+            // asked for no interrupt and has no signal, so its call goes on
+            // (for the time it has left). Each retry needs a new signal.
+            while r == Err(Errno::EINTR)
+                && self.asked.load(Ordering::SeqCst) != seq
+                && !crate::signal::host_signals_pending()
+            {
+                r = match time_left(&call, started.elapsed()) {
+                    Some(left) => execute(site, &left, &mut data),
+                    None => execute(site, &call, &mut data),
+                };
+            }
+            let (ret, aux) = match r {
                 Ok((r, a)) => (r, a),
                 Err(e) => (-(e.0 as i64), 0),
             };
@@ -476,6 +506,18 @@ fn fixed<const N: usize>(b: &[u8]) -> Result<[u8; N], Errno> {
 
 /// Serves one call with the local site; what it returns in a buffer goes
 /// to `data` (cleared first).
+/// A waiting call again with what is left of its timeout after `elapsed`
+/// (None: the call has no timeout to shorten).
+fn time_left<'a>(call: &Call<'a>, elapsed: Duration) -> Option<Call<'a>> {
+    let left =
+        |ms: i32| if ms < 0 { ms } else { ms.saturating_sub(elapsed.as_millis().min(i32::MAX as u128) as i32).max(0) };
+    match *call {
+        Call::Poll { fds, timeout_ms } => Some(Call::Poll { fds, timeout_ms: left(timeout_ms) }),
+        Call::EpollWait { epfd, max, timeout_ms } => Some(Call::EpollWait { epfd, max, timeout_ms: left(timeout_ms) }),
+        _ => None,
+    }
+}
+
 fn execute(site: &mut LocalSite, call: &Call, data: &mut Vec<u8>) -> Result<(i64, i64), Errno> {
     data.clear();
     let v = |r: Result<u64, Errno>| r.map(|n| (n as i64, 0));

@@ -431,6 +431,18 @@ fn body(home: &Home, generation: u64) -> std::io::Result<RemoteSite> {
     RemoteSite::claim(RemoteSite::prepare(link, None)?, &names)
 }
 
+/// Deputies and bodies of one process share its signal state (the
+/// pending host signals, the thread a signal kicks): a body told to stop
+/// posts SIGKILL, which would cut another test's deputy short. In a real
+/// cluster each body and each deputy has a process of its own; here the
+/// tests that link them take turns.
+fn one_link_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let _ = crate::signal::take_host_signals();
+    turn
+}
+
 fn home_cwd(_: &Home) -> Vec<u8> {
     CWD.with(|c| c.borrow().clone())
 }
@@ -441,6 +453,7 @@ thread_local! {
 
 #[test]
 fn the_remote_site_conforms() {
+    let _turn = one_link_at_a_time();
     let dir = scratch("remote");
     CWD.with(|c| *c.borrow_mut() = dir.as_os_str().as_encoded_bytes().to_vec());
     let (home, served) = deputy(&dir);
@@ -463,6 +476,7 @@ fn the_remote_site_conforms() {
 
 #[test]
 fn the_deputy_serves_only_the_newest_body() {
+    let _turn = one_link_at_a_time();
     let dir = scratch("generations");
     CWD.with(|c| *c.borrow_mut() = dir.as_os_str().as_encoded_bytes().to_vec());
     std::fs::write(dir.join("f"), b"data").unwrap();
@@ -504,6 +518,7 @@ fn the_deputy_serves_only_the_newest_body() {
 
 #[test]
 fn a_body_that_vanishes_is_reported_lost() {
+    let _turn = one_link_at_a_time();
     let dir = scratch("lost");
     CWD.with(|c| *c.borrow_mut() = dir.as_os_str().as_encoded_bytes().to_vec());
     let (home, served) = deputy(&dir);
@@ -519,6 +534,7 @@ fn a_body_that_vanishes_is_reported_lost() {
 /// deputy whether it may go on: not if the new body runs.
 #[test]
 fn a_lost_acknowledgement_never_leaves_two_bodies() {
+    let _turn = one_link_at_a_time();
     let dir = scratch("reclaim");
     CWD.with(|c| *c.borrow_mut() = dir.as_os_str().as_encoded_bytes().to_vec());
     let home = Home::start("127.0.0.1:0").unwrap();
@@ -607,6 +623,7 @@ fn welcome_for(home: &Home, version: u32) -> proto::Welcome {
 
 #[test]
 fn the_deputy_takes_bodies_of_the_previous_link_version() {
+    let _turn = one_link_at_a_time();
     let dir = scratch("versions");
     let (home, _served) = deputy(&dir);
     for v in proto::MIN_VERSION..=proto::VERSION {
@@ -618,4 +635,44 @@ fn the_deputy_takes_bodies_of_the_previous_link_version() {
             other => panic!("version {v}: {other:?}"),
         }
     }
+}
+
+/// A signal the job did not get (a kick meant for another thread of the
+/// home's process) does not cut the job's waiting call short: the deputy
+/// waits again for the time left, and the call ends as it would have.
+#[test]
+fn a_stray_kick_at_home_is_not_the_jobs_interrupt() {
+    let _turn = one_link_at_a_time();
+    let dir = scratch("stray");
+    CWD.with(|c| *c.borrow_mut() = dir.as_os_str().as_encoded_bytes().to_vec());
+    let (home, served) = deputy(&dir);
+    let mut r = body(&home, 1).unwrap();
+    let ep = r.epoll_create(true).unwrap() as i32;
+    let (rd, wr) = r.pipe2(0).unwrap();
+    r.epoll_ctl(ep, libc::EPOLL_CTL_ADD, rd as i32, &event(libc::EPOLLIN as u32, 5)).unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let kicker = {
+        let (home, stop) = (home.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                home.kick_server();
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        })
+    };
+    let mut out = [0u8; 2 * EPOLL_EVENT_SIZE];
+    let start = std::time::Instant::now();
+    assert_eq!(r.epoll_wait(ep, &mut out, 300), Ok(0), "the timeout ends the wait, not a stray kick");
+    let took = start.elapsed();
+    assert!(took >= std::time::Duration::from_millis(290), "{took:?}");
+    let mut fds = [0u8; 8];
+    fds[..4].copy_from_slice(&(rd as i32).to_le_bytes());
+    fds[4..6].copy_from_slice(&libc::POLLIN.to_le_bytes());
+    assert_eq!(r.poll(&mut fds, 100), Ok(0));
+    r.write(wr as i32, b"x").unwrap();
+    assert_eq!(r.epoll_wait(ep, &mut out, -1), Ok(1));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    kicker.join().unwrap();
+    r.report_exit(0, "");
+    assert!(matches!(served.join().unwrap(), Served::Exited { status: 0, .. }));
 }
