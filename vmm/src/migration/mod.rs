@@ -76,16 +76,40 @@ pub struct Hello {
     pub program: String,
 }
 
-/// Feature words compared between hosts, with bits that describe the
-/// running state rather than the CPU masked out (OSXSAVE, OSPKE).
+/// The bits of `list` set.
+const fn bits(list: &[u32]) -> u32 {
+    let mut m = 0;
+    let mut i = 0;
+    while i < list.len() {
+        m |= 1 << list[i];
+        i += 1;
+    }
+    m
+}
+
+/// Feature words compared between hosts: only what a ring-3 program can
+/// use (instruction sets and their extensions). A kernel-less job never
+/// sees system features (VMX, x2APIC, PCID, SMEP, speculation controls,
+/// topology, the hypervisor bit), and a host lacking one of those can
+/// run it: comparing them refused moves between an AMD and an Intel
+/// host, or a VM and bare metal, for nothing.
 const FEATURE_WORDS: [(u32, u32, u8, u32); 7] = [
-    (1, 0, 2, !(1 << 27)),
-    (1, 0, 3, !0),
-    (7, 0, 1, !0),
-    (7, 0, 2, !(1 << 4)),
-    (7, 0, 3, !0),
-    (0x8000_0001, 0, 2, !0),
-    (0x8000_0001, 0, 3, !0),
+    // SSE3 PCLMULQDQ SSSE3 FMA CX16 SSE4.1 SSE4.2 MOVBE POPCNT AES XSAVE AVX F16C RDRAND
+    (1, 0, 2, bits(&[0, 1, 9, 12, 13, 19, 20, 22, 23, 25, 26, 28, 29, 30])),
+    // FPU TSC CX8 CMOV CLFSH MMX FXSR SSE SSE2
+    (1, 0, 3, bits(&[0, 4, 8, 15, 19, 23, 24, 25, 26])),
+    // FSGSBASE BMI1 HLE AVX2 BMI2 ERMS RTM MPX AVX512F/DQ RDSEED ADX IFMA
+    // CLFLUSHOPT CLWB AVX512PF/ER/CD SHA AVX512BW/VL
+    (7, 0, 1, bits(&[0, 3, 4, 5, 8, 9, 11, 14, 16, 17, 18, 19, 21, 23, 24, 26, 27, 28, 29, 30, 31])),
+    // PREFETCHWT1 VBMI PKU WAITPKG VBMI2 GFNI VAES VPCLMULQDQ VNNI BITALG
+    // VPOPCNTDQ RDPID KL CLDEMOTE MOVDIRI MOVDIR64B ENQCMD
+    (7, 0, 2, bits(&[0, 1, 3, 5, 6, 8, 9, 10, 11, 12, 14, 22, 23, 25, 27, 28, 29])),
+    // 4VNNIW 4FMAPS FSRM VP2INTERSECT SERIALIZE TSXLDTRK AMX-BF16 FP16 AMX-TILE AMX-INT8
+    (7, 0, 3, bits(&[2, 3, 4, 8, 14, 16, 22, 23, 24, 25])),
+    // LAHF_LM ABM SSE4A 3DNOWPREFETCH XOP FMA4 TBM MONITORX
+    (0x8000_0001, 0, 2, bits(&[0, 5, 6, 8, 11, 16, 21, 29])),
+    // (AMD's copies of FPU TSC CX8 CMOV MMX FXSR) SYSCALL MMXEXT RDTSCP LM 3DNOWEXT 3DNOW
+    (0x8000_0001, 0, 3, bits(&[0, 4, 8, 11, 15, 22, 23, 24, 27, 29, 30, 31])),
 ];
 
 pub fn feature_words(cpuid: &[kvm_bindings::kvm_cpuid_entry2]) -> Vec<CpuWord> {
@@ -118,4 +142,26 @@ pub fn incompatibility(job: &[CpuWord], job_xcr0: u64, host: &[kvm_bindings::kvm
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(function: u32, ecx: u32, edx: u32) -> kvm_bindings::kvm_cpuid_entry2 {
+        kvm_bindings::kvm_cpuid_entry2 { function, ecx, edx, ..Default::default() }
+    }
+
+    #[test]
+    fn only_features_a_program_can_use_are_compared() {
+        // A job seen on an AMD guest: CMP_LEGACY, CR8_LEGACY, MISALIGNSSE,
+        // OSVW, TOPOEXT; and the hypervisor bit.
+        let job = [entry(1, 1 << 31 | 1 << 28, 0), entry(0x8000_0001, 0x400292 | 1 << 5, 1 << 29)];
+        let host = [entry(1, 1 << 28, 0), entry(0x8000_0001, 1 << 5, 1 << 29)];
+        assert_eq!(incompatibility(&feature_words(&job), 0, &host), None);
+        // A host without AVX (leaf 1 ecx bit 28) cannot take it.
+        let host = [entry(1, 0, 0), entry(0x8000_0001, 1 << 5, 1 << 29)];
+        let why = incompatibility(&feature_words(&job), 0, &host).expect("refused");
+        assert!(why.contains("0x1.0 ecx bits 0x10000000"), "{why}");
+    }
 }
