@@ -1,0 +1,393 @@
+//! Blocking links between hosts: a TCP socket, plain or under mutual TLS.
+//!
+//! The VMM's links (deputy calls and events, migration streams) are
+//! blocking sockets that one thread reads while another writes, that a
+//! third may shut down, and whose reads a signal must be able to cut
+//! short (EINTR). `Link` keeps all of that under TLS: a session is shared
+//! by the clones of a link, readers and writers take separate locks, and
+//! no lock is held across a blocking read. Lock order: `outbox` before
+//! `conn`; `inbox` (readers only) before either.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rustls::{ClientConfig, ClientConnection, Connection, ServerConfig, ServerConnection};
+
+use crate::identity::Identity;
+use crate::seal::Sealer;
+use crate::Error;
+
+/// How a host's links are made: plain TCP (`--insecure`), or mutual TLS
+/// with the host's identity. Cheap to clone.
+#[derive(Clone)]
+pub enum Transport {
+    Plain,
+    Tls(Arc<Tls>),
+}
+
+/// A host's TLS configurations, built once.
+pub struct Tls {
+    pub identity: Identity,
+    pub client: Arc<ClientConfig>,
+    pub server: Arc<ServerConfig>,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Transport::Plain => f.write_str("Transport::Plain"),
+            Transport::Tls(t) => write!(f, "Transport::Tls({})", t.identity.name),
+        }
+    }
+}
+
+/// Bytes of ciphertext read from the socket at once.
+const INBOX: usize = 64 * 1024;
+const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
+
+impl Transport {
+    /// Mutual TLS with the host directory `dir` (see `add_host`).
+    pub fn from_dir(dir: &std::path::Path) -> Result<Transport, Error> {
+        Self::tls(Identity::load(dir)?)
+    }
+
+    pub fn tls(identity: Identity) -> Result<Transport, Error> {
+        let client = crate::tls::client_config(&identity)?;
+        let server = crate::tls::server_config(&identity)?;
+        Ok(Transport::Tls(Arc::new(Tls { identity, client, server })))
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Transport::Tls(_))
+    }
+
+    /// The sealer for gossip datagrams (None when plain, or for a job).
+    pub fn sealer(&self) -> Option<Sealer> {
+        match self {
+            Transport::Plain => None,
+            Transport::Tls(t) => t.identity.gossip.as_ref().map(Sealer::new),
+        }
+    }
+
+    /// Connects to `addr` within `limit` and, under TLS, shakes hands as
+    /// the client.
+    pub fn connect(&self, addr: &SocketAddr, limit: Duration) -> io::Result<Link> {
+        let sock = TcpStream::connect_timeout(addr, limit)?;
+        let _ = sock.set_nodelay(true);
+        self.client(sock)
+    }
+
+    /// The client side of a connected socket.
+    pub fn client(&self, sock: TcpStream) -> io::Result<Link> {
+        match self {
+            Transport::Plain => Ok(Link { sock, tls: None }),
+            Transport::Tls(t) => {
+                let c = ClientConnection::new(t.client.clone(), crate::tls::server_name()).map_err(io::Error::other)?;
+                handshake(sock, c.into())
+            }
+        }
+    }
+
+    /// The server side of an accepted socket: under TLS, a peer without
+    /// a certificate of the cluster CA is refused here
+    /// (`ErrorKind::PermissionDenied`, with rustls' reason).
+    pub fn server(&self, sock: TcpStream) -> io::Result<Link> {
+        match self {
+            Transport::Plain => Ok(Link { sock, tls: None }),
+            Transport::Tls(t) => {
+                let c = ServerConnection::new(t.server.clone()).map_err(io::Error::other)?;
+                handshake(sock, c.into())
+            }
+        }
+    }
+}
+
+fn handshake(mut sock: TcpStream, mut conn: Connection) -> io::Result<Link> {
+    // A peer that stalls mid-handshake must not hold a thread forever.
+    let (rt, wt) = (sock.read_timeout()?, sock.write_timeout()?);
+    sock.set_read_timeout(Some(HANDSHAKE_LIMIT))?;
+    sock.set_write_timeout(Some(HANDSHAKE_LIMIT))?;
+    while conn.is_handshaking() {
+        match conn.complete_io(&mut sock) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                let kind = match e.kind() {
+                    io::ErrorKind::InvalidData => io::ErrorKind::PermissionDenied,
+                    k => k,
+                };
+                // The alert that says why, if rustls has one to send.
+                let _ = conn.write_tls(&mut sock);
+                return Err(io::Error::new(kind, format!("TLS handshake: {e}")));
+            }
+        }
+    }
+    // Anything the handshake left to send (the client's Finished).
+    while conn.wants_write() {
+        match conn.write_tls(&mut sock) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    sock.set_read_timeout(rt)?;
+    sock.set_write_timeout(wt)?;
+    let session = Session {
+        conn: Mutex::new(conn),
+        inbox: Mutex::new(Inbox { buf: vec![0; INBOX].into_boxed_slice(), start: 0, end: 0 }),
+        outbox: Mutex::new(Vec::new()),
+    };
+    Ok(Link { sock, tls: Some(Arc::new(session)) })
+}
+
+struct Inbox {
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+}
+
+struct Session {
+    conn: Mutex<Connection>,
+    /// Ciphertext read from the socket that rustls has not taken yet.
+    inbox: Mutex<Inbox>,
+    /// Ciphertext on its way to the socket; its lock orders the writers.
+    outbox: Mutex<Vec<u8>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere leaves the data usable (bytes and a session that
+    // then fails with an error of its own).
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn tls_error(e: rustls::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+impl Session {
+    fn read(&self, sock: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let mut inbox = lock(&self.inbox);
+        loop {
+            let mut flush = false;
+            {
+                let mut c = lock(&self.conn);
+                loop {
+                    match c.reader().read(buf) {
+                        Ok(n) => {
+                            drop(c);
+                            return Ok(n);
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Err(e),
+                    }
+                    if inbox.start == inbox.end {
+                        break;
+                    }
+                    let inb = &mut *inbox;
+                    let n = c.read_tls(&mut &inb.buf[inb.start..inb.end])?;
+                    if n == 0 {
+                        return Err(io::Error::other("TLS input stalled"));
+                    }
+                    inb.start += n;
+                    let processed = c.process_new_packets();
+                    flush |= c.wants_write();
+                    if let Err(e) = processed {
+                        drop(c);
+                        let _ = self.flush(sock);
+                        return Err(tls_error(e));
+                    }
+                }
+            }
+            if flush {
+                self.flush(sock)?;
+            }
+            // Nothing buffered: wait for the socket, holding no session lock.
+            inbox.start = 0;
+            inbox.end = 0;
+            let n = (&*sock).read(&mut inbox.buf)?;
+            if n == 0 {
+                let mut c = lock(&self.conn);
+                c.read_tls(&mut &[][..])?;
+                c.process_new_packets().map_err(tls_error)?;
+                // Ok(0) after the peer's close_notify, UnexpectedEof otherwise.
+                return c.reader().read(buf);
+            }
+            inbox.end = n;
+        }
+    }
+
+    fn write(&self, sock: &TcpStream, mut buf: &[u8]) -> io::Result<()> {
+        let mut out = lock(&self.outbox);
+        while !buf.is_empty() {
+            {
+                let mut c = lock(&self.conn);
+                let n = c.writer().write(buf)?;
+                buf = &buf[n..];
+                out.clear();
+                while c.wants_write() {
+                    c.write_tls(&mut *out)?;
+                }
+            }
+            write_all_retrying(sock, &out)?;
+        }
+        Ok(())
+    }
+
+    /// Sends what rustls has queued (alerts, key updates).
+    fn flush(&self, sock: &TcpStream) -> io::Result<()> {
+        let mut out = lock(&self.outbox);
+        {
+            let mut c = lock(&self.conn);
+            out.clear();
+            while c.wants_write() {
+                c.write_tls(&mut *out)?;
+            }
+        }
+        write_all_retrying(sock, &out)
+    }
+}
+
+/// Writes all of `buf`: a signal during a write must not tear a record.
+fn write_all_retrying(mut sock: &TcpStream, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        match sock.write(buf) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// A connected link: plain TCP or a TLS session over it. Clones share
+/// the session (one may read while another writes).
+pub struct Link {
+    sock: TcpStream,
+    tls: Option<Arc<Session>>,
+}
+
+impl Link {
+    pub fn try_clone(&self) -> io::Result<Link> {
+        Ok(Link { sock: self.sock.try_clone()?, tls: self.tls.clone() })
+    }
+
+    /// The TCP socket under the link, for timeouts, peeks and shutdown
+    /// (never for bytes: under TLS they are records).
+    pub fn socket(&self) -> &TcpStream {
+        &self.sock
+    }
+
+    /// Shuts the socket down; when writing ends, under TLS, after a
+    /// close_notify (so the peer reads a clean end, not a truncation),
+    /// unless a writer is stuck on the socket: then the socket goes at once.
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        if let (Some(s), true) = (&self.tls, how != Shutdown::Read) {
+            if let Ok(mut out) = s.outbox.try_lock() {
+                let mut c = lock(&s.conn);
+                c.send_close_notify();
+                out.clear();
+                while c.wants_write() {
+                    if c.write_tls(&mut *out).is_err() {
+                        break;
+                    }
+                }
+                drop(c);
+                // Without waiting (and without making the socket, shared
+                // with readers, non-blocking): a full socket loses it.
+                // SAFETY: a buffer we own, on our socket.
+                unsafe {
+                    libc::send(
+                        self.sock.as_raw_fd(),
+                        out.as_ptr().cast(),
+                        out.len(),
+                        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                    )
+                };
+            }
+        }
+        self.sock.shutdown(how)
+    }
+
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.sock.peer_addr()
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Is the peer still there (no EOF or error waiting on the socket)?
+    pub fn alive(&self) -> bool {
+        let _ = self.sock.set_nonblocking(true);
+        let mut b = [0u8; 1];
+        let r = self.sock.peek(&mut b);
+        let _ = self.sock.set_nonblocking(false);
+        match r {
+            Ok(0) => false,
+            Ok(_) => true,
+            Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+        }
+    }
+}
+
+impl AsRawFd for Link {
+    fn as_raw_fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+}
+
+impl Read for &Link {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match &self.tls {
+            None => (&self.sock).read(buf),
+            Some(s) => s.read(&self.sock, buf),
+        }
+    }
+}
+
+impl Write for &Link {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &self.tls {
+            None => (&self.sock).write(buf),
+            Some(s) => s.write(&self.sock, buf).map(|_| buf.len()),
+        }
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match &self.tls {
+            None => (&self.sock).write_all(buf),
+            Some(s) => s.write(&self.sock, buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Read for Link {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self).read(buf)
+    }
+}
+
+impl Write for Link {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&*self).write(buf)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        (&*self).write_all(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
