@@ -73,7 +73,7 @@ trap cleanup EXIT
 for i in 1 2 3; do
 	mkdir -p "$work/h$i"
 	join=(); [ "$i" != 1 ] && join=(--join "127.0.0.2:$port")
-	"$MOSVM" host --name "h$i" --listen "127.0.0.$((i + 1)):$port" --api-sock "$work/h$i.sock" \
+	"$MOSVM" host --insecure --name "h$i" --listen "127.0.0.$((i + 1)):$port" --api-sock "$work/h$i.sock" \
 		--state-dir "$work/h$i/state" --no-balance "${join[@]}" > "$work/h$i.ready" 2> "$work/h$i.log" &
 	pids+=($!)
 	for _ in $(seq 100); do grep -q '"ready"' "$work/h$i.ready" 2>/dev/null && break; sleep 0.05; done
@@ -122,7 +122,7 @@ port=$((port + 1))
 for i in 1 2 3; do
 	mkdir -p "$work/b$i"
 	join=(); [ "$i" != 1 ] && join=(--join "127.0.0.2:$port")
-	"$MOSVM" host --name "b$i" --listen "127.0.0.$((i + 1)):$port" --api-sock "$work/b$i.sock" \
+	"$MOSVM" host --insecure --name "b$i" --listen "127.0.0.$((i + 1)):$port" --api-sock "$work/b$i.sock" \
 		--state-dir "$work/b$i/state" --cpu-limit 0.5 "${join[@]}" > "$work/b$i.ready" 2> "$work/b$i.log" &
 	pids+=($!)
 	for _ in $(seq 100); do grep -q '"ready"' "$work/b$i.ready" 2>/dev/null && break; sleep 0.05; done

@@ -35,6 +35,9 @@ pub struct Options {
     /// Serve Prometheus metrics on the host's own address, port picked
     /// (`Ready::metrics` says which).
     pub metrics: bool,
+    /// Give every host an identity of one cluster CA (in the cluster's
+    /// directory) and run it with `--tls`; else `--insecure`.
+    pub tls: bool,
 }
 
 pub struct Host {
@@ -110,6 +113,10 @@ impl Host {
             if self.opts.metrics {
                 cmd.arg("--metrics").arg(format!("{}:0", self.ip));
             }
+            match self.identity() {
+                Some(dir) => cmd.arg("--tls").arg(dir),
+                None => cmd.arg("--insecure"),
+            };
             cmd.env("MOSVM_LOG", "info");
             let t = Instant::now();
             let mut p = Proc::spawn(cmd);
@@ -132,6 +139,23 @@ impl Host {
             }
         }
         panic!("{}: no free port after 5 tries", self.name);
+    }
+
+    /// The host's identity directory (made on first use), when the
+    /// cluster runs with TLS.
+    pub fn identity(&self) -> Option<PathBuf> {
+        if !self.opts.tls {
+            return None;
+        }
+        let ca = self.sock.parent().expect("the cluster's directory").join("ca");
+        let dir = ca.join("hosts").join(&self.name);
+        if !dir.exists() {
+            if !ca.join("ca.pem").exists() {
+                trust::init_cluster(&ca).expect("a cluster CA");
+            }
+            trust::add_host(&ca, &self.name).expect("a host certificate");
+        }
+        Some(dir)
     }
 
     /// Sends `sig`; with SIGTERM, waits for the exit and returns its status.

@@ -89,7 +89,7 @@ fn field(text: &str, key: &str) -> Result<f64> {
 fn daemon(base: &Path, name: &str, ip: &str, port: u16, join: Option<&str>) -> Result<(Proc, std::path::PathBuf)> {
     let sock = base.join(format!("{name}.sock"));
     let mut cmd = Command::new(mosvm());
-    cmd.args(["host", "--name", name, "--listen", &format!("{ip}:{port}"), "--api-sock"])
+    cmd.args(["host", "--insecure", "--name", name, "--listen", &format!("{ip}:{port}"), "--api-sock"])
         .arg(&sock)
         .arg("--state-dir")
         .arg(base.join(name));

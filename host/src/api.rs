@@ -789,6 +789,9 @@ pub struct Ready {
     /// Where Prometheus metrics are served (as bound), if they are.
     #[serde(default)]
     pub metrics: Option<String>,
+    /// Whether peer connections are mutual TLS (false: `--insecure`).
+    #[serde(default)]
+    pub tls: bool,
 }
 
 #[cfg(test)]

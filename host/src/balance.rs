@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 
 use balancer::rng::SplitMix64;
 use balancer::{Action, Balancer, JobInfo, Message, Mode, MoveKind};
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
@@ -270,7 +269,7 @@ fn seed() -> u64 {
 
 struct Task {
     s: Arc<Shared>,
-    socket: Arc<UdpSocket>,
+    socket: Arc<crate::datagram::Datagrams>,
     boot: u64,
     me: u64,
     b: Balancer,
@@ -946,7 +945,7 @@ async fn ask_home(
     // Longer than the home's own limits (prepare, then the move), so that
     // the home's answer, not our impatience, ends a slow move.
     let limit = crate::control::MOVE_LIMIT + Duration::from_secs(60);
-    match peer::request(s.id.addr.ip(), addr, Kind::BalanceMove, &msg, Kind::Moved, limit).await {
+    match peer::request(&s.dialer, addr, Kind::BalanceMove, &msg, Kind::Moved, limit).await {
         Ok(MoveReply::Moved(f)) => Ok(f),
         Ok(MoveReply::Refused(r)) => Err(r),
         Err(e) => Err(unreachable(format!("the job's home {} ({addr}): {e}", job.home))),

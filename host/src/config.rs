@@ -102,6 +102,12 @@ pub struct Settings {
     pub cpu_limit: Option<f64>,
     /// Serve Prometheus metrics over HTTP on this ADDR:PORT (default: off).
     pub metrics: Option<String>,
+    /// The host directory `mosvm cluster add-host` wrote: every peer
+    /// connection is then mutual TLS with the cluster's CA.
+    pub tls: Option<PathBuf>,
+    /// Run without a cluster identity: anyone who reaches the peer port
+    /// may run code here. Explicit, and said loudly at start.
+    pub insecure: Option<bool>,
     #[serde(default)]
     pub balancer: BalancerSettings,
 }
@@ -121,6 +127,8 @@ impl Settings {
             speed: self.speed.or(under.speed),
             cpu_limit: self.cpu_limit.or(under.cpu_limit),
             metrics: self.metrics.or(under.metrics),
+            tls: self.tls.or(under.tls),
+            insecure: self.insecure.or(under.insecure),
             balancer: self.balancer.over(under.balancer),
         }
     }
@@ -158,6 +166,9 @@ pub struct Config {
     /// Where to serve Prometheus metrics.
     pub metrics: Option<SocketAddr>,
     pub balance: Balance,
+    /// Plain TCP and bare datagrams (`--insecure`), or mutual TLS and
+    /// sealed datagrams with this host's identity.
+    pub transport: trust::Transport,
 }
 
 /// How this host balances.
@@ -298,6 +309,28 @@ impl Config {
             Some(m) => Some(m.parse().map_err(|_| bad(format!("metrics address {m:?} is not IP:PORT")))?),
             None => None,
         };
+        let transport = match (s.tls, s.insecure.unwrap_or(false)) {
+            (Some(_), true) => return Err(bad("give a cluster identity (tls) or insecure, not both".into())),
+            (None, false) => {
+                return Err(bad("this host has no cluster identity: give --tls DIR (made by `mosvm cluster \
+                     add-host`), or --insecure to let anyone who reaches the peer port run code here"
+                    .into()))
+            }
+            (None, true) => trust::Transport::Plain,
+            (Some(dir), false) => {
+                let t = trust::Transport::from_dir(&dir).map_err(|e| bad(format!("tls {}: {e}", dir.display())))?;
+                if let trust::Transport::Tls(tls) = &t {
+                    if tls.identity.name != name {
+                        return Err(bad(format!(
+                            "tls {}: that is the identity of host {:?}, and this host is {name:?} (give --name)",
+                            dir.display(),
+                            tls.identity.name
+                        )));
+                    }
+                }
+                t
+            }
+        };
         Ok(Config {
             name,
             listen,
@@ -313,6 +346,7 @@ impl Config {
             cpu_limit,
             metrics,
             balance,
+            transport,
         })
     }
 }
@@ -327,7 +361,7 @@ mod tests {
             "name = \"filehost\"\nlisten = \"127.0.0.9:9000\"\njoin = [\"127.0.0.2:7077\"]\nlog_format = \"json\"\n",
         )
         .unwrap();
-        let flags = Settings { name: Some("flaghost".into()), ..Settings::default() };
+        let flags = Settings { name: Some("flaghost".into()), insecure: Some(true), ..Settings::default() };
         let c = Config::from_settings(flags.over(file)).unwrap();
         assert_eq!(c.name, "flaghost");
         assert_eq!(c.listen, "127.0.0.9:9000".parse().unwrap());
@@ -336,7 +370,8 @@ mod tests {
         assert_eq!(c.api_sock, PathBuf::from(DEFAULT_API_SOCK));
         assert_eq!(c.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
 
-        let d = Config::from_settings(Settings::default()).unwrap();
+        let d = Config::from_settings(Settings { insecure: Some(true), ..Settings::default() }).unwrap();
+        assert!(!d.transport.is_tls());
         assert_eq!(d.listen.port(), DEFAULT_PORT);
         assert!(d.balance.enabled);
         assert_eq!(d.balance.params, balancer::Config::default());
@@ -349,7 +384,7 @@ mod tests {
             "cpus = 0.5\n[balancer]\ngossip_period = 1.0\nresidency = 2.0\nhysteresis = 0.5\ncool_down = 30\nenabled = false\n",
         )
         .unwrap();
-        let flags = Settings { cpus: Some(2.0), ..Settings::default() };
+        let flags = Settings { cpus: Some(2.0), insecure: Some(true), ..Settings::default() };
         let c = Config::from_settings(flags.over(file)).unwrap();
         assert_eq!(c.cpus, Some(2.0));
         assert!(!c.balance.enabled);
@@ -366,16 +401,38 @@ mod tests {
     #[test]
     fn refusals() {
         assert!(toml::from_str::<Settings>("nmae = \"x\"").is_err());
-        let bad = |s: Settings| Config::from_settings(s).is_err();
+        let bad = |s: Settings| Config::from_settings(Settings { insecure: Some(true), ..s }).is_err();
         assert!(bad(Settings { listen: Some("nowhere".into()), ..Default::default() }));
         assert!(bad(Settings { name: Some("a b".into()), ..Default::default() }));
         assert!(bad(Settings { join: Some(vec!["host".into()]), ..Default::default() }));
         assert!(bad(Settings { join: Some(vec!["host:0".into()]), ..Default::default() }));
         assert!(bad(Settings { cpus: Some(0.0), ..Default::default() }));
         assert!(bad(Settings { cpu_limit: Some(f64::NAN), ..Default::default() }));
-        let tuned = |t: &str| Config::from_settings(toml::from_str::<Settings>(t).unwrap());
+        let tuned = |t: &str| {
+            Config::from_settings(Settings { insecure: Some(true), ..toml::from_str::<Settings>(t).unwrap() })
+        };
         assert!(tuned("[balancer]\ngossip_period = 0").is_err());
         assert!(tuned("[balancer]\nmax_in_flight = 0").is_err());
         assert!(toml::from_str::<Settings>("[balancer]\ngosip_period = 1").is_err());
+    }
+
+    #[test]
+    fn an_identity_or_insecure_is_required() {
+        let e = Config::from_settings(Settings::default()).unwrap_err().to_string();
+        assert!(e.contains("--tls DIR") && e.contains("--insecure"), "{e}");
+        let both = Settings { tls: Some("/nowhere".into()), insecure: Some(true), ..Default::default() };
+        assert!(Config::from_settings(both).is_err());
+        let missing = Settings { tls: Some("/nowhere".into()), ..Default::default() };
+        assert!(Config::from_settings(missing).unwrap_err().to_string().contains("/nowhere"));
+        // Another host's identity.
+        let dir = std::env::temp_dir().join(format!("mosvm-config-tls-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        trust::init_cluster(&dir).unwrap();
+        let h1 = trust::add_host(&dir, "h1").unwrap();
+        let other = Settings { name: Some("h2".into()), tls: Some(h1.clone()), ..Default::default() };
+        assert!(Config::from_settings(other).unwrap_err().to_string().contains("\"h1\""));
+        let ok = Config::from_settings(Settings { name: Some("h1".into()), tls: Some(h1), ..Default::default() });
+        assert!(ok.unwrap().transport.is_tls());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

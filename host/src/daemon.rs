@@ -170,6 +170,13 @@ impl Daemon {
             info!(mode = mode.as_str(), "this host is {} (kept in its records)", mode.as_str());
         }
         let drain = crate::drain::Drain::new(mode, drain_since);
+        if !config.transport.is_tls() {
+            warn!(
+                "INSECURE: no cluster identity (--insecure): peer connections are plain TCP and gossip is \
+                 unsealed; anyone who can reach {} can run code on this host and read its jobs",
+                config.listen
+            );
+        }
         let (tcp, udp) = bind_peer_port(config.listen).await?;
         let bound = tcp.local_addr().map_err(|err| Error::Bind { addr: config.listen, err })?;
         let advertise = match config.advertise {
@@ -186,7 +193,7 @@ impl Daemon {
         let (heard_tx, heard_rx) = tokio::sync::mpsc::channel(1024);
         let (membership, membership_task) = Membership::start(
             id.clone(),
-            udp,
+            crate::datagram::Datagrams::new(udp, config.transport.sealer()),
             config.join.clone(),
             config.timing.clone(),
             local_jobs_rx,
@@ -221,6 +228,8 @@ impl Daemon {
             dirty_rates: Mutex::new(Default::default()),
             metrics,
             drain,
+            dialer: peer::Dialer::new(advertise.ip(), &config.transport),
+            transport: config.transport.clone(),
         });
         let lost = shared.reap("found at daemon start");
         let known = shared.store().jobs(false).map(|j| j.len()).unwrap_or(0);
@@ -248,7 +257,7 @@ impl Daemon {
                 warn!("API server: {e}");
             }
         }));
-        tasks.push(tokio::spawn(peer::serve(tcp, shared.clone(), stop_rx.clone())));
+        tasks.push(tokio::spawn(peer::serve(tcp, peer::acceptor(&config.transport), shared.clone(), stop_rx.clone())));
         let metrics_addr = metrics_listener.as_ref().map(|(_, a)| a.to_string());
         if let Some((l, _)) = metrics_listener {
             tasks.push(tokio::spawn(crate::metrics::serve(l, shared.clone(), stop_rx.clone())));
@@ -288,6 +297,7 @@ impl Daemon {
             api_sock: config.api_sock.display().to_string(),
             pid: std::process::id(),
             metrics: metrics_addr,
+            tls: config.transport.is_tls(),
         };
         info!(name = %ready.name, listen = %ready.listen, advertise = %ready.advertise, api_sock = %ready.api_sock, "serving");
         Ok(Daemon { ready, shared, stop, tasks, membership_task, api_sock: config.api_sock, cpu_limit, _lock: lock })

@@ -13,6 +13,7 @@ pub mod client;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod datagram;
 pub mod detach;
 pub mod drain;
 pub mod load;

@@ -14,10 +14,10 @@ use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::datagram::Datagrams;
 use foca::{AccumulatingRuntime, Foca, Identity, Member, NoCustomBroadcast, OwnedNotification, PostcardCodec, Timer};
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -138,7 +138,7 @@ enum Input {
 #[derive(Clone)]
 pub struct Membership {
     tx: mpsc::Sender<Input>,
-    socket: Arc<UdpSocket>,
+    socket: Arc<Datagrams>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -153,7 +153,7 @@ impl Membership {
     #[allow(clippy::too_many_arguments)]
     pub fn start(
         id: HostId,
-        socket: UdpSocket,
+        socket: Datagrams,
         join: Vec<String>,
         timing: Timing,
         local_jobs: watch::Receiver<Vec<(String, u32)>>,
@@ -191,7 +191,7 @@ impl Membership {
 
     /// The peer port's UDP socket, for sending datagrams of other kinds
     /// (receiving stays with the membership task).
-    pub fn socket(&self) -> Arc<UdpSocket> {
+    pub fn socket(&self) -> Arc<Datagrams> {
         self.socket.clone()
     }
 
@@ -266,7 +266,7 @@ struct Task {
     id: HostId,
     foca: Foca<HostId, PostcardCodec, StdRng, NoCustomBroadcast>,
     runtime: AccumulatingRuntime<HostId>,
-    socket: Arc<UdpSocket>,
+    socket: Arc<Datagrams>,
     timers: BinaryHeap<Reverse<(Instant, Timer<HostId>)>>,
     join: Vec<String>,
     timing: Timing,
@@ -298,7 +298,11 @@ impl Task {
             let next = self.timers.peek().map(|Reverse((t, _))| *t);
             tokio::select! {
                 r = self.socket.recv_from(&mut buf) => match r {
-                    Ok((n, from)) => self.on_datagram(&buf[..n], from),
+                    Ok((n, from)) => match self.socket.open(&mut buf[..n]) {
+                        Ok(message) => self.on_datagram(message, from),
+                        // Not of this cluster (or replayed): never read further.
+                        Err(e) => self.drops.note(from, "datagram not sealed by this cluster", &e),
+                    },
                     Err(e) => debug!("peer UDP socket: {e}"),
                 },
                 input = self.rx.recv() => match input {

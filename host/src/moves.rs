@@ -75,10 +75,9 @@ async fn prepare_at(
     arrival: &Arrival,
 ) -> Result<String, Refusal> {
     let msg = PrepareBody { from: s.id.clone(), job: job.clone(), mem_bytes, owner_uid, arrival: arrival.clone() };
-    let reply: PrepareReply =
-        peer::request(s.id.addr.ip(), addr, Kind::PrepareBody, &msg, Kind::BodyReady, PREPARE_LIMIT)
-            .await
-            .map_err(|e| Refusal::new(RefusalKind::Unreachable, format!("host {name} ({addr}): {e}")))?;
+    let reply: PrepareReply = peer::request(&s.dialer, addr, Kind::PrepareBody, &msg, Kind::BodyReady, PREPARE_LIMIT)
+        .await
+        .map_err(|e| Refusal::new(RefusalKind::Unreachable, format!("host {name} ({addr}): {e}")))?;
     match reply {
         PrepareReply::BodyReady { addr } => Ok(addr),
         PrepareReply::Refused(r) => Err(Refusal::new(r.kind, format!("host {name} refused the body: {}", r.message))),
@@ -357,7 +356,7 @@ pub async fn move_job(
                     Some((name, addr)) => Target::Host { name: name.clone(), addr: *addr },
                 };
                 let msg = MoveBody { from: s.id.clone(), job: jref.clone(), to, opts, arrival };
-                match peer::request(s.id.addr.ip(), at, Kind::MoveBody, &msg, Kind::Moved, control::MOVE_LIMIT).await {
+                match peer::request(&s.dialer, at, Kind::MoveBody, &msg, Kind::Moved, control::MOVE_LIMIT).await {
                     Ok(MoveReply::Moved(f)) => Ok(f),
                     Ok(MoveReply::Refused(r)) => Err(Refusal::new(r.kind, format!("host {}: {}", job.host, r.message))),
                     Err(e) => Err(Refusal::new(RefusalKind::Unreachable, format!("host {} ({at}): {e}", job.host))),

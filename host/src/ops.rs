@@ -95,7 +95,7 @@ pub async fn report(s: &Arc<Shared>, host: &str) -> Result<DrainReport, ApiError
 
 async fn ask(s: &Shared, name: &str, addr: SocketAddr, op: Operation) -> Result<DrainReport, ApiError> {
     let msg = HostOp { from: s.id.clone(), op };
-    match peer::request(s.id.addr.ip(), addr, Kind::HostOp, &msg, Kind::HostReport, ASK_LIMIT).await {
+    match peer::request(&s.dialer, addr, Kind::HostOp, &msg, Kind::HostReport, ASK_LIMIT).await {
         Ok(HostOpReply::Report(r)) => Ok(r),
         Ok(HostOpReply::Refused(r)) => Err(api_error(Refusal::new(r.kind, format!("host {name}: {}", r.message)))),
         Err(e) => Err(unreachable(format!("host {name} ({addr}): {e}"))),
@@ -173,10 +173,11 @@ pub async fn cluster(s: &Arc<Shared>) -> Result<ClusterView, ApiError> {
     let mut asks = tokio::task::JoinSet::new();
     for h in hosts.iter().filter(|h| !h.local && matches!(h.state, HostState::Alive | HostState::Suspect)) {
         let Ok(addr) = h.addr.parse::<SocketAddr>() else { continue };
-        let (name, msg, ip) = (h.name.clone(), Overview { from: s.id.clone(), moves: OVERVIEW_MOVES }, s.id.addr.ip());
+        let (name, msg, dialer) =
+            (h.name.clone(), Overview { from: s.id.clone(), moves: OVERVIEW_MOVES }, s.dialer.clone());
         asks.spawn(async move {
             let r: Result<OverviewReply, _> =
-                peer::request(ip, addr, Kind::Overview, &msg, Kind::OverviewReply, OVERVIEW_LIMIT).await;
+                peer::request(&dialer, addr, Kind::Overview, &msg, Kind::OverviewReply, OVERVIEW_LIMIT).await;
             (name, r)
         });
     }
@@ -224,7 +225,7 @@ pub async fn progress(s: &Arc<Shared>, id: u64) -> Result<Option<MoveProgress>, 
     }
     let Some((name, addr)) = resolve(s, &j.host).await? else { return Ok(None) };
     let msg = Progress { from: s.id.clone(), job };
-    match peer::request(s.id.addr.ip(), addr, Kind::Progress, &msg, Kind::ProgressReply, ASK_LIMIT).await {
+    match peer::request(&s.dialer, addr, Kind::Progress, &msg, Kind::ProgressReply, ASK_LIMIT).await {
         Ok(ProgressReply { progress }) => Ok(progress),
         Err(e) => Err(unreachable(format!("host {name} ({addr}): {e}"))),
     }

@@ -2,7 +2,9 @@
 //! hosts (`wire`): `Ping`; the bodies' `PrepareBody`, `MoveBody` and
 //! `BalanceMove` (see `moves`); an operator's `HostOp`, `Overview` and
 //! `Progress` (see `ops`). A connection that sends anything malformed is closed;
-//! the listener never stops for it.
+//! the listener never stops for it. With a cluster identity every
+//! connection is mutual TLS: a peer without a certificate of the cluster
+//! CA is refused at the handshake, logged, and gets no answer.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -10,8 +12,10 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{watch, Semaphore};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tracing::debug;
 
 use crate::membership::{Drops, HostId};
@@ -24,9 +28,46 @@ use crate::wire::{self, BalanceMove, HostOp, Kind, MoveBody, Overview, Ping, Pon
 const MAX_CONNECTIONS: usize = 256;
 /// A connection that sends no complete frame for this long is closed.
 const IDLE: Duration = Duration::from_secs(30);
+/// A peer must finish its TLS handshake within this.
+const HANDSHAKE: Duration = Duration::from_secs(10);
+
+/// How this host reaches its peers: from its advertised address, plain
+/// or under mutual TLS. Cheap to clone.
+#[derive(Clone)]
+pub struct Dialer {
+    pub from: IpAddr,
+    tls: Option<TlsConnector>,
+}
+
+impl Dialer {
+    pub fn new(from: IpAddr, transport: &trust::Transport) -> Dialer {
+        let tls = match transport {
+            trust::Transport::Plain => None,
+            trust::Transport::Tls(t) => Some(TlsConnector::from(t.client.clone())),
+        };
+        Dialer { from, tls }
+    }
+}
+
+/// The answering side of the peer port.
+pub fn acceptor(transport: &trust::Transport) -> Option<TlsAcceptor> {
+    match transport {
+        trust::Transport::Plain => None,
+        trust::Transport::Tls(t) => Some(TlsAcceptor::from(t.server.clone())),
+    }
+}
+
+/// A peer connection, plain or TLS.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 /// Serves `listener` until `stop` turns true.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let drops = Arc::new(Mutex::new(Drops::default()));
     loop {
@@ -45,9 +86,18 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
                     debug!(%from, "too many peer connections; closing one");
                     continue;
                 };
-                let (shared, drops) = (shared.clone(), drops.clone());
+                let (shared, drops, tls) = (shared.clone(), drops.clone(), tls.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = connection(stream, from, shared).await {
+                    let _ = stream.set_nodelay(true);
+                    let served = match tls {
+                        None => connection(stream, from, shared).await,
+                        Some(tls) => match tokio::time::timeout(HANDSHAKE, tls.accept(stream)).await {
+                            Ok(Ok(stream)) => connection(stream, from, shared).await,
+                            Ok(Err(e)) => Err(refused(from, &e)),
+                            Err(_) => Err(refused(from, &"no TLS handshake in 10 s")),
+                        },
+                    };
+                    if let Err(e) = served {
                         if let Ok(mut d) = drops.lock() {
                             d.note(from, "peer connection", &e);
                         }
@@ -60,8 +110,18 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
     }
 }
 
-async fn connection(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) -> Result<(), WireError> {
-    let _ = stream.set_nodelay(true);
+/// A peer that failed the TLS handshake (no certificate of this cluster,
+/// or no TLS at all): always logged, whatever the rate.
+fn refused(from: SocketAddr, why: &dyn std::fmt::Display) -> WireError {
+    tracing::warn!(%from, "refused a peer connection: {why}");
+    WireError::Io(std::io::Error::new(std::io::ErrorKind::PermissionDenied, format!("TLS: {why}")))
+}
+
+async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+) -> Result<(), WireError> {
     loop {
         let frame = match tokio::time::timeout(IDLE, wire::read_frame(&mut stream)).await {
             Ok(r) => r?,
@@ -111,10 +171,31 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>
     }
 }
 
+/// Connects to `to` (from `d.from` where the families agree), under TLS
+/// when the dialer has it.
+async fn dial(d: &Dialer, to: SocketAddr) -> Result<Box<dyn Stream>, WireError> {
+    let sock = if to.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    if d.from.is_ipv4() == to.is_ipv4() && !d.from.is_unspecified() {
+        sock.bind(SocketAddr::new(d.from, 0))?;
+    }
+    let s: TcpStream = sock.connect(to).await?;
+    let _ = s.set_nodelay(true);
+    match &d.tls {
+        None => Ok(Box::new(s)),
+        Some(tls) => {
+            let s = tls
+                .connect(trust::server_name(), s)
+                .await
+                .map_err(|e| WireError::Io(std::io::Error::new(e.kind(), format!("TLS with {to}: {e}"))))?;
+            Ok(Box::new(s))
+        }
+    }
+}
+
 /// Asks the host at `addr` who it is.
-pub async fn ping(addr: SocketAddr, from: &str, limit: Duration) -> Result<HostId, WireError> {
+pub async fn ping(d: &Dialer, addr: SocketAddr, from: &str, limit: Duration) -> Result<HostId, WireError> {
     let exchange = async {
-        let mut s = TcpStream::connect(addr).await?;
+        let mut s = dial(d, addr).await?;
         wire::write_frame(&mut s, &wire::encode_msg(Kind::Ping, &Ping { from: from.to_string() })).await?;
         match wire::read_frame(&mut s).await? {
             Some((Kind::Pong, p)) => Ok(wire::decode_msg::<Pong>(Kind::Pong, &p)?.id),
@@ -127,11 +208,11 @@ pub async fn ping(addr: SocketAddr, from: &str, limit: Duration) -> Result<HostI
         .unwrap_or_else(|_| Err(WireError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer"))))
 }
 
-/// One request to the host at `to`, from this host's address `from` (so
-/// the receiver sees the address the member list has for us), and its
-/// answer of kind `answer`.
+/// One request to the host at `to`, from this host's address `d.from`
+/// (so the receiver sees the address the member list has for us), and
+/// its answer of kind `answer`.
 pub async fn request<Q: Serialize, A: DeserializeOwned>(
-    from: IpAddr,
+    d: &Dialer,
     to: SocketAddr,
     kind: Kind,
     msg: &Q,
@@ -139,12 +220,7 @@ pub async fn request<Q: Serialize, A: DeserializeOwned>(
     limit: Duration,
 ) -> Result<A, WireError> {
     let exchange = async {
-        let sock = if to.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
-        if from.is_ipv4() == to.is_ipv4() && !from.is_unspecified() {
-            sock.bind(SocketAddr::new(from, 0))?;
-        }
-        let mut s = sock.connect(to).await?;
-        let _ = s.set_nodelay(true);
+        let mut s = dial(d, to).await?;
         wire::write_frame(&mut s, &wire::encode_msg(kind, msg)).await?;
         match wire::read_frame(&mut s).await? {
             Some((k, p)) if k == answer => wire::decode_msg::<A>(k, &p),

@@ -80,6 +80,10 @@ type ApiResult<T> = Result<Json<T>, ApiError>;
 pub struct Shared {
     /// This host's name: the home of the jobs it registers.
     pub name: String,
+    /// How this host reaches its peers (plain, or mutual TLS).
+    pub dialer: crate::peer::Dialer,
+    /// This host's identity, which issues its jobs' (plain: none).
+    pub transport: trust::Transport,
     /// Who this host is to its peers (name and advertised peer address).
     pub id: HostId,
     /// The bodies this host runs for other homes.

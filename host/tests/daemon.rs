@@ -21,6 +21,21 @@ fn config(base: &std::path::Path, name: &str, ip: &str, join: Vec<String>) -> Co
         api_sock: Some(base.join(format!("{name}.sock"))),
         state_dir: Some(base.join(name)),
         join: Some(join),
+        insecure: Some(true),
+        ..Settings::default()
+    })
+    .unwrap()
+}
+
+/// A daemon with the identity in `tls` (a host directory).
+fn tls_config(base: &std::path::Path, name: &str, ip: &str, join: Vec<String>, tls: PathBuf) -> Config {
+    Config::from_settings(Settings {
+        name: Some(name.into()),
+        listen: Some(format!("{ip}:0")),
+        api_sock: Some(base.join(format!("{name}.sock"))),
+        state_dir: Some(base.join(name)),
+        join: Some(join),
+        tls: Some(tls),
         ..Settings::default()
     })
     .unwrap()
@@ -159,10 +174,10 @@ async fn bodies_are_prepared_only_for_members() {
     let job = JobRef { home: "a".into(), id: 1 };
     let ask = |from: mosvm_host::membership::HostId, src: &str, mem_bytes: u64| {
         let msg = PrepareBody { from, job: job.clone(), mem_bytes, owner_uid: 0, arrival: Default::default() };
-        let src: std::net::IpAddr = src.parse().unwrap();
+        let src = peer::Dialer::new(src.parse().unwrap(), &trust::Transport::Plain);
         async move {
             peer::request::<_, PrepareReply>(
-                src,
+                &src,
                 b_addr,
                 Kind::PrepareBody,
                 &msg,
@@ -192,5 +207,81 @@ async fn bodies_are_prepared_only_for_members() {
     assert!(b.shared().bodies.list().is_empty(), "no body is kept for a refusal");
     b.shutdown().await;
     a.shutdown().await;
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+/// Hosts of one cluster find each other over TLS and sealed gossip; a
+/// host of another cluster, a host without TLS and a job's certificate
+/// get nothing from them: no membership, no answer on the peer port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_hosts_of_the_cluster_are_heard() {
+    use mosvm_host::peer;
+    use mosvm_host::wire::{Kind, Overview, OverviewReply};
+    let base = dir("tls");
+    let ca = base.join("ca");
+    trust::init_cluster(&ca).unwrap();
+    let a =
+        Daemon::start(tls_config(&base, "a", "127.0.0.1", vec![], trust::add_host(&ca, "a").unwrap())).await.unwrap();
+    assert!(a.ready().tls);
+    let a_addr = a.ready().listen.clone();
+    let b =
+        Daemon::start(tls_config(&base, "b", "127.0.0.2", vec![a_addr.clone()], trust::add_host(&ca, "b").unwrap()))
+            .await
+            .unwrap();
+    let ca_ = Client::new(&a.ready().api_sock);
+    wait_for("a and b alive", Duration::from_secs(10), || {
+        let c = ca_.clone();
+        async move { states(&c).await.iter().filter(|(_, s)| *s == HostState::Alive).count() == 2 }
+    })
+    .await;
+
+    // A stranger: a host of another cluster, then a host without TLS.
+    let other = base.join("other");
+    trust::init_cluster(&other).unwrap();
+    let x =
+        Daemon::start(tls_config(&base, "x", "127.0.0.3", vec![a_addr.clone()], trust::add_host(&other, "x").unwrap()))
+            .await
+            .unwrap();
+    let y = Daemon::start(config(&base, "y", "127.0.0.4", vec![a_addr.clone()])).await.unwrap();
+    let (cx, cy) = (Client::new(&x.ready().api_sock), Client::new(&y.ready().api_sock));
+    // Several gossip rounds: neither is let in, and neither hears of a.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let names = |v: Vec<(String, HostState)>| v.into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+    assert_eq!(names(states(&ca_).await), ["a", "b"]);
+    assert_eq!(names(states(&cx).await), ["x"]);
+    assert_eq!(names(states(&cy).await), ["y"]);
+
+    // Their requests on a's peer port get no answer, even claiming to be
+    // b (a member): the handshake refuses them before any message.
+    let a_sock: std::net::SocketAddr = a_addr.parse().unwrap();
+    let as_b = Overview { from: b.shared().id.clone(), moves: 1 };
+    let ask = |d: peer::Dialer| {
+        let msg = as_b.clone();
+        async move {
+            peer::request::<_, OverviewReply>(
+                &d,
+                a_sock,
+                Kind::Overview,
+                &msg,
+                Kind::OverviewReply,
+                Duration::from_secs(5),
+            )
+            .await
+        }
+    };
+    // b itself is answered.
+    let r = ask(b.shared().dialer.clone()).await;
+    assert!(r.is_ok(), "{r:?}");
+    assert!(ask(x.shared().dialer.clone()).await.is_err(), "another cluster's host was answered");
+    assert!(ask(y.shared().dialer.clone()).await.is_err(), "a plain host was answered");
+    // A job's certificate from a host of the cluster opens no peer port.
+    let trust::Transport::Tls(t) = &b.shared().transport else { panic!("b is plain") };
+    let creds = t.identity.issue_job("1@b").unwrap().unwrap();
+    let job = trust::Transport::tls(trust::Identity::from_job(&creds, "1@b").unwrap()).unwrap();
+    let job_dialer = peer::Dialer::new("127.0.0.2".parse().unwrap(), &job);
+    assert!(ask(job_dialer).await.is_err(), "a job's certificate was answered");
+    for d in [y, x, b, a] {
+        d.shutdown().await;
+    }
     let _ = std::fs::remove_dir_all(&base);
 }

@@ -21,6 +21,7 @@ fn config(base: &std::path::Path, name: &str, ip: &str) -> Config {
         api_sock: Some(base.join(format!("{name}.sock"))),
         state_dir: Some(base.join(name)),
         join: Some(vec![]),
+        insecure: Some(true),
         ..Settings::default()
     })
     .unwrap();

@@ -26,6 +26,9 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Run this host's daemon: membership, job records, the API socket.
     Host(crate::daemon::HostArgs),
+    /// The cluster's identity: a CA (`init`) and host certificates
+    /// (`add-host`) for `mosvm host --tls`.
+    Cluster(crate::cluster::ClusterArgs),
     /// List the hosts of the cluster as this host's daemon sees them.
     Hosts(crate::daemon::HostsArgs),
     /// List the jobs this host is home to.

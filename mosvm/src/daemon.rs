@@ -61,6 +61,15 @@ pub struct HostArgs {
     /// one; the ready line says which).
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics: Option<String>,
+    /// This host's identity: the directory `mosvm cluster add-host NAME`
+    /// wrote. Every connection between hosts is then mutual TLS with the
+    /// cluster's CA, and gossip is sealed with the cluster's key.
+    #[arg(long, value_name = "DIR", conflicts_with = "insecure")]
+    pub tls: Option<PathBuf>,
+    /// Run without a cluster identity: plain TCP and UDP, and anyone who
+    /// can reach the peer port can run code on this host.
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 #[derive(Args, Debug)]
@@ -263,6 +272,8 @@ pub fn host(args: HostArgs) -> i32 {
         speed: args.speed,
         cpu_limit: args.cpu_limit,
         metrics: args.metrics,
+        tls: args.tls,
+        insecure: args.insecure.then_some(true),
         balancer: BalancerSettings { enabled: args.no_balance.then_some(false), ..BalancerSettings::default() },
     };
     let config = match Config::resolve(flags, args.config.as_deref()) {

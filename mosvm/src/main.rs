@@ -3,6 +3,7 @@
 mod api;
 mod cli;
 mod client;
+mod cluster;
 mod daemon;
 mod http;
 mod ops;
@@ -66,6 +67,7 @@ fn main() {
         cli::Command::Migrate(args) => client::migrate(args),
         cli::Command::Snapshot(args) => client::snapshot(args),
         cli::Command::Host(args) => daemon::host(args),
+        cli::Command::Cluster(args) => cluster::cluster(args),
         cli::Command::Hosts(args) => daemon::hosts(args),
         cli::Command::Ps(args) => daemon::ps(args),
         cli::Command::Kill(args) => daemon::kill(args),

@@ -151,7 +151,11 @@ mod tests {
     fn example_config_is_complete_and_valid() {
         use mosvm_host::{Config, Settings};
         let path = contrib("mosvm.toml");
-        let shipped = Config::from_settings(Config::read_file(&path).unwrap()).unwrap();
+        let shipped = Config::read_file(&path).unwrap();
+        // It names an identity directory this machine does not have.
+        assert_eq!(shipped.tls.as_deref(), Some(Path::new("/etc/mosvm/tls")));
+        assert!(Config::from_settings(shipped.clone()).unwrap_err().to_string().contains("/etc/mosvm/tls"));
+        let shipped = Config::from_settings(Settings { tls: None, insecure: Some(true), ..shipped }).unwrap();
         assert_eq!(shipped.api_sock, Path::new(mosvm_host::config::DEFAULT_API_SOCK));
         assert_eq!(shipped.state_dir, Path::new(mosvm_host::config::DEFAULT_STATE_DIR));
         assert!(shipped.cpu_limit.is_none() && shipped.metrics.is_none() && shipped.join.is_empty());
@@ -209,6 +213,8 @@ mod tests {
             speed,
             cpu_limit,
             metrics,
+            tls,
+            insecure,
             balancer: _,
         } = &s;
         let keys = [
@@ -223,12 +229,16 @@ mod tests {
             speed.is_some(),
             cpu_limit.is_some(),
             metrics.is_some(),
+            tls.is_some(),
+            insecure.is_some(),
         ];
         assert!(keys.iter().all(|&k| k), "a key is missing: {s:?}");
-        let c = Config::from_settings(s).unwrap();
+        // Both tls and insecure, switched on: refused, as they must be.
+        assert!(Config::from_settings(s.clone()).is_err());
+        let c = Config::from_settings(Settings { tls: None, ..s }).unwrap();
         // The balancer values shown are its defaults: the example
         // documents them.
-        let d = Config::from_settings(Settings::default()).unwrap();
+        let d = Config::from_settings(Settings { insecure: Some(true), ..Settings::default() }).unwrap();
         assert_eq!(c.balance.params, d.balance.params);
         assert_eq!((c.balance.tick, c.balance.enabled), (d.balance.tick, d.balance.enabled));
     }
