@@ -137,8 +137,8 @@ fn handshake(mut sock: TcpStream, mut conn: Connection) -> io::Result<Link> {
     sock.set_write_timeout(wt)?;
     let session = Session {
         conn: Mutex::new(conn),
-        inbox: Mutex::new(Inbox { buf: vec![0; INBOX].into_boxed_slice(), start: 0, end: 0 }),
-        outbox: Mutex::new(Vec::new()),
+        inbox: Mutex::new(Inbox { buf: vec![0; INBOX].into_boxed_slice(), start: 0, end: 0, peeked: Vec::new() }),
+        outbox: Mutex::new(Outbox { plain: Vec::new(), cipher: Vec::new() }),
     };
     Ok(Link { sock, tls: Some(Arc::new(session)) })
 }
@@ -147,14 +147,23 @@ struct Inbox {
     buf: Box<[u8]>,
     start: usize,
     end: usize,
+    /// Plaintext a peek took out of rustls, handed out first.
+    peeked: Vec<u8>,
+}
+
+struct Outbox {
+    /// The caller's slices gathered, so that they go out as full records.
+    plain: Vec<u8>,
+    /// Ciphertext on its way to the socket.
+    cipher: Vec<u8>,
 }
 
 struct Session {
     conn: Mutex<Connection>,
     /// Ciphertext read from the socket that rustls has not taken yet.
     inbox: Mutex<Inbox>,
-    /// Ciphertext on its way to the socket; its lock orders the writers.
-    outbox: Mutex<Vec<u8>>,
+    /// Its lock orders the writers.
+    outbox: Mutex<Outbox>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -173,28 +182,50 @@ impl Session {
             return Ok(0);
         }
         let mut inbox = lock(&self.inbox);
+        if !inbox.peeked.is_empty() {
+            let n = buf.len().min(inbox.peeked.len());
+            buf[..n].copy_from_slice(&inbox.peeked[..n]);
+            inbox.peeked.drain(..n);
+            return Ok(n);
+        }
+        self.read_locked(&mut inbox, sock, buf)
+    }
+
+    /// Fills `buf` without consuming it (reads go on returning it).
+    fn peek_exact(&self, sock: &TcpStream, buf: &mut [u8]) -> io::Result<()> {
+        let mut inbox = lock(&self.inbox);
+        let mut tmp = [0u8; 512];
+        while inbox.peeked.len() < buf.len() {
+            let want = (buf.len() - inbox.peeked.len()).min(tmp.len());
+            let n = self.read_locked(&mut inbox, sock, &mut tmp[..want])?;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            inbox.peeked.extend_from_slice(&tmp[..n]);
+        }
+        buf.copy_from_slice(&inbox.peeked[..buf.len()]);
+        Ok(())
+    }
+
+    fn read_locked(&self, inbox: &mut Inbox, sock: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             let mut flush = false;
             {
                 let mut c = lock(&self.conn);
                 loop {
                     match c.reader().read(buf) {
-                        Ok(n) => {
-                            drop(c);
-                            return Ok(n);
-                        }
+                        Ok(n) => return Ok(n),
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                         Err(e) => return Err(e),
                     }
                     if inbox.start == inbox.end {
                         break;
                     }
-                    let inb = &mut *inbox;
-                    let n = c.read_tls(&mut &inb.buf[inb.start..inb.end])?;
+                    let n = c.read_tls(&mut &inbox.buf[inbox.start..inbox.end])?;
                     if n == 0 {
                         return Err(io::Error::other("TLS input stalled"));
                     }
-                    inb.start += n;
+                    inbox.start += n;
                     let processed = c.process_new_packets();
                     flush |= c.wants_write();
                     if let Err(e) = processed {
@@ -222,34 +253,42 @@ impl Session {
         }
     }
 
-    fn write(&self, sock: &TcpStream, mut buf: &[u8]) -> io::Result<()> {
+    /// Sends `bufs` as one stretch of records.
+    fn write(&self, sock: &TcpStream, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         let mut out = lock(&self.outbox);
-        while !buf.is_empty() {
+        let Outbox { plain, cipher } = &mut *out;
+        plain.clear();
+        for b in bufs {
+            plain.extend_from_slice(b);
+        }
+        let mut rest = &plain[..];
+        while !rest.is_empty() {
+            cipher.clear();
             {
                 let mut c = lock(&self.conn);
-                let n = c.writer().write(buf)?;
-                buf = &buf[n..];
-                out.clear();
+                // rustls takes what fits its send buffer (64 KiB by default).
+                let n = c.writer().write(rest)?;
+                rest = &rest[n..];
                 while c.wants_write() {
-                    c.write_tls(&mut *out)?;
+                    c.write_tls(cipher)?;
                 }
             }
-            write_all_retrying(sock, &out)?;
+            write_all_retrying(sock, cipher)?;
         }
-        Ok(())
+        Ok(plain.len())
     }
 
     /// Sends what rustls has queued (alerts, key updates).
     fn flush(&self, sock: &TcpStream) -> io::Result<()> {
         let mut out = lock(&self.outbox);
+        out.cipher.clear();
         {
             let mut c = lock(&self.conn);
-            out.clear();
             while c.wants_write() {
-                c.write_tls(&mut *out)?;
+                c.write_tls(&mut out.cipher)?;
             }
         }
-        write_all_retrying(sock, &out)
+        write_all_retrying(sock, &out.cipher)
     }
 }
 
@@ -290,11 +329,12 @@ impl Link {
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         if let (Some(s), true) = (&self.tls, how != Shutdown::Read) {
             if let Ok(mut out) = s.outbox.try_lock() {
+                let out = &mut out.cipher;
                 let mut c = lock(&s.conn);
                 c.send_close_notify();
                 out.clear();
                 while c.wants_write() {
-                    if c.write_tls(&mut *out).is_err() {
+                    if c.write_tls(out).is_err() {
                         break;
                     }
                 }
@@ -321,6 +361,31 @@ impl Link {
 
     pub fn is_tls(&self) -> bool {
         self.tls.is_some()
+    }
+
+    /// Reads `buf.len()` bytes without consuming them, within `limit`.
+    pub fn peek_exact(&self, buf: &mut [u8], limit: Duration) -> io::Result<()> {
+        if let Some(s) = &self.tls {
+            let old = self.sock.read_timeout()?;
+            self.sock.set_read_timeout(Some(limit))?;
+            let r = s.peek_exact(&self.sock, buf);
+            self.sock.set_read_timeout(old)?;
+            return r;
+        }
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let n = self.sock.peek(buf)?;
+            if n == buf.len() {
+                return Ok(());
+            }
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// Is the peer still there (no EOF or error waiting on the socket)?
@@ -356,14 +421,22 @@ impl Write for &Link {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match &self.tls {
             None => (&self.sock).write(buf),
-            Some(s) => s.write(&self.sock, buf).map(|_| buf.len()),
+            Some(s) => s.write(&self.sock, &[io::IoSlice::new(buf)]),
+        }
+    }
+
+    /// Under TLS all of `bufs` goes, as few records as they fit in.
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match &self.tls {
+            None => (&self.sock).write_vectored(bufs),
+            Some(s) => s.write(&self.sock, bufs),
         }
     }
 
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         match &self.tls {
             None => (&self.sock).write_all(buf),
-            Some(s) => s.write(&self.sock, buf),
+            Some(s) => s.write(&self.sock, &[io::IoSlice::new(buf)]).map(drop),
         }
     }
 
@@ -381,6 +454,10 @@ impl Read for Link {
 impl Write for Link {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         (&*self).write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        (&*self).write_vectored(bufs)
     }
 
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
