@@ -10,7 +10,7 @@ use std::time::Duration;
 use mosvm_host::api::{ErrorKind, HostState, JobState, MoveWhy, NewJob, NewMove, StateChange};
 use mosvm_host::wire::{self, Kind};
 use mosvm_host::{BlockingClient, ClientError};
-use mosvm_tests::emulated::{helper_exe, send_all, wait_until, Cluster};
+use mosvm_tests::emulated::{helper_exe, send_all, wait_until, Cluster, Options};
 use mosvm_tests::{run_command, Opts, Proc};
 
 fn new_job(program: &str) -> NewJob {
@@ -342,7 +342,10 @@ fn ping(addr: &str) -> mosvm_host::membership::HostId {
 
 #[test]
 fn garbage_on_the_peer_port_is_refused() {
-    let mut c = Cluster::start("garbage", 2);
+    // The plain protocol's own defences (a TLS port refuses all of this at
+    // the handshake: see the next test).
+    let opts = Options { insecure: true, ..Options::default() };
+    let mut c = Cluster::start_with("garbage", 2, &opts);
     c.wait_all_alive(Duration::from_secs(10));
     let target = c.hosts[0].addr();
     assert_eq!(ping(&target).name, "h2");
@@ -453,6 +456,69 @@ fn garbage_on_the_peer_port_is_refused() {
     assert!(err.contains("dropped datagram"), "refusals are logged: {err}");
 }
 
+/// With a cluster identity, a stranger gets nothing: plain datagrams
+/// (even well-formed ones) are dropped, plain TCP gets no byte back, a
+/// stranger's move is never read; each refusal is logged, and the hosts
+/// go on as before.
+#[test]
+fn a_tls_peer_port_gives_strangers_nothing() {
+    let c = Cluster::start("garbage-tls", 2);
+    c.wait_all_alive(Duration::from_secs(10));
+    assert!(c.hosts[0].ready.as_ref().unwrap().tls);
+    let target = c.hosts[0].addr();
+    let mut seed = 0x9e3779b97f4a7c15_u64;
+    let udp = UdpSocket::bind("127.0.0.9:0").unwrap();
+    // "h3 leaves", as a plain datagram: dropped before it is read.
+    let leave = wire::Leave {
+        from: mosvm_host::membership::HostId {
+            name: "h3".into(),
+            addr: c.hosts[1].addr().parse().unwrap(),
+            incarnation: 0,
+        },
+    };
+    for d in
+        [wire::encode_msg(Kind::Leave, &leave), noise(&mut seed, 300), wire::encode(Kind::Swim, &noise(&mut seed, 200))]
+    {
+        let _ = udp.send_to(&d, &target);
+    }
+    let intruder =
+        mosvm_host::membership::HostId { name: "h3".into(), addr: c.hosts[1].addr().parse().unwrap(), incarnation: 1 };
+    let mv = wire::MoveBody {
+        from: intruder,
+        job: wire::JobRef { home: "h3".into(), id: 1 },
+        to: wire::Target::Home,
+        opts: wire::MoveOptions::default(),
+        arrival: wire::Arrival::default(),
+    };
+    for junk in [
+        wire::encode_msg(Kind::Ping, &wire::Ping { from: "plain".into() }),
+        wire::encode_msg(Kind::MoveBody, &mv),
+        noise(&mut seed, 2000),
+    ] {
+        let mut s = TcpStream::connect(&target).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(12))).unwrap();
+        send_all(&mut s, &junk);
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        // At most a TLS alert (content type 21), never a frame of ours.
+        assert!(
+            got.is_empty() || got[0] == 21,
+            "a plain client got {} bytes: {:?}",
+            got.len(),
+            &got[..got.len().min(16)]
+        );
+        assert!(!got.windows(2).any(|w| w == wire::MAGIC), "a frame reached a stranger");
+    }
+    // The leave was not believed: h3 is still there for h2, and all goes on.
+    for _ in 0..3 {
+        assert_eq!(c.hosts[0].sees("h3"), Some(HostState::Alive));
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let err = c.hosts[0].stderr();
+    assert!(err.contains("refused a peer connection"), "TLS refusals are logged: {err}");
+    assert!(err.contains("datagram not sealed by this cluster"), "datagram refusals are logged: {err}");
+}
+
 // ---- jobs moved by the daemons ----
 
 const LONG: Duration = Duration::from_secs(60);
@@ -528,6 +594,22 @@ fn a_job_moved_by_the_daemons_a_b_c_a_stays_at_home() {
     assert!(j.control_sock.is_some(), "a registered job gets a control socket of its own");
     assert_eq!(j.argv.as_ref().map(|a| a[1..].to_vec()), Some(args.iter().map(|s| s.to_string()).collect()));
     let id = j.id;
+    // Its deputy speaks TLS with the cluster's certificates only: a plain
+    // connection, even one with the job's link header, gets no byte.
+    let mut deputy: std::net::SocketAddr = j.deputy_addr.as_deref().expect("a deputy").parse().unwrap();
+    if deputy.ip().is_unspecified() {
+        deputy.set_ip(a.ip.parse().unwrap());
+    }
+    let mut s = TcpStream::connect(deputy).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(12))).unwrap();
+    send_all(&mut s, b"MOSVDEP\0\x05\0\0\0\0\0\0\0hello");
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    assert!(got.is_empty() || got[0] == 21, "a plain client got {} bytes from the deputy", got.len());
+    // The operator hears of it (the daemon's log), the job does not.
+    wait_until("the refusal in the home's log", Duration::from_secs(5), || {
+        a.stderr().contains("its deputy refused a connection from")
+    });
 
     // Refusals leave it running where it was, with a machine-readable kind.
     let (r, v) = migrate_job(&a.sock, id, "no-such-host");

@@ -35,9 +35,9 @@ pub struct Options {
     /// Serve Prometheus metrics on the host's own address, port picked
     /// (`Ready::metrics` says which).
     pub metrics: bool,
-    /// Give every host an identity of one cluster CA (in the cluster's
-    /// directory) and run it with `--tls`; else `--insecure`.
-    pub tls: bool,
+    /// Run the hosts `--insecure`; by default each gets an identity of one
+    /// cluster CA (in the cluster's directory) and runs with `--tls`.
+    pub insecure: bool,
 }
 
 pub struct Host {
@@ -141,10 +141,10 @@ impl Host {
         panic!("{}: no free port after 5 tries", self.name);
     }
 
-    /// The host's identity directory (made on first use), when the
-    /// cluster runs with TLS.
+    /// The host's identity directory (made on first use), unless the
+    /// cluster runs insecure.
     pub fn identity(&self) -> Option<PathBuf> {
-        if !self.opts.tls {
+        if self.opts.insecure {
             return None;
         }
         let ca = self.sock.parent().expect("the cluster's directory").join("ca");

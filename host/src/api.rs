@@ -621,6 +621,12 @@ pub enum JobNotice {
         #[serde(default)]
         name: Option<String>,
     },
+    /// The job's deputy refused a connection: a stranger or a stale body.
+    Refused {
+        #[serde(default)]
+        from: Option<String>,
+        why: String,
+    },
 }
 
 impl std::fmt::Display for JobNotice {
@@ -632,6 +638,8 @@ impl std::fmt::Display for JobNotice {
             JobNotice::UnsupportedSyscall { nr, name: None } => {
                 write!(f, "unknown system call {nr}: the job got ENOSYS")
             }
+            JobNotice::Refused { from: Some(a), why } => write!(f, "its deputy refused a connection from {a}: {why}"),
+            JobNotice::Refused { from: None, why } => write!(f, "its deputy refused a connection: {why}"),
         }
     }
 }
@@ -772,6 +780,41 @@ impl ApiError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> ApiError {
         ApiError { kind, message: message.into() }
     }
+}
+
+/// A job process's TLS credentials, issued by its host (`POST
+/// /v1/credentials`, and on a body's stdin): its certificate, by the
+/// host's job issuer, and key, and the cluster's CA.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credentials {
+    pub ca_pem: String,
+    pub chain_pem: String,
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credentials { .. }")
+    }
+}
+
+impl From<trust::JobCredentials> for Credentials {
+    fn from(c: trust::JobCredentials) -> Credentials {
+        Credentials { ca_pem: c.ca_pem, chain_pem: c.chain_pem, key_pem: c.key_pem }
+    }
+}
+
+impl From<Credentials> for trust::JobCredentials {
+    fn from(c: Credentials) -> trust::JobCredentials {
+        trust::JobCredentials { ca_pem: c.ca_pem, chain_pem: c.chain_pem, key_pem: c.key_pem }
+    }
+}
+
+/// The answer to `POST /v1/credentials`: none from a host that runs
+/// `--insecure` (its jobs' links are plain too).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialsReply {
+    pub credentials: Option<Credentials>,
 }
 
 /// The one line a starting daemon prints on stdout once it serves.

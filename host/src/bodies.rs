@@ -58,6 +58,8 @@ pub struct Bodies {
     empty: PathBuf,
     /// Receivers listen on this address (the host's advertised one).
     ip: IpAddr,
+    /// The host's identity, which issues each body its credentials.
+    transport: trust::Transport,
     seq: AtomicU64,
     /// Set by the operator: no new bodies.
     pub cordoned: AtomicBool,
@@ -149,7 +151,7 @@ impl Bodies {
     /// Bodies' sockets under `state_dir/bodies`. Bodies a previous daemon
     /// left running are managed again (`watch_recovered` follows them);
     /// what else it left is removed.
-    pub fn new(state_dir: &Path, exe: PathBuf, ip: IpAddr) -> std::io::Result<Bodies> {
+    pub fn new(state_dir: &Path, exe: PathBuf, ip: IpAddr, transport: trust::Transport) -> std::io::Result<Bodies> {
         let dir = state_dir.join("bodies");
         let empty = dir.join("empty");
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&empty)?;
@@ -165,6 +167,7 @@ impl Bodies {
             dir,
             empty,
             ip,
+            transport,
             seq: AtomicU64::new(seq),
             cordoned: AtomicBool::new(false),
             table: Mutex::new(recovered.into_iter().map(|b| (b.job.clone(), b)).collect()),
@@ -250,11 +253,35 @@ impl Bodies {
             .arg("--mem-limit")
             .arg(format!("{}K", mem_bytes.div_ceil(1024)))
             .current_dir(&self.empty)
-            .stdin(Stdio::null())
+            .stdin(if self.transport.is_tls() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log));
+        if self.transport.is_tls() {
+            cmd.arg("--credentials-stdin");
+        }
         let mut child = cmd.spawn().map_err(|e| cannot(format!("{}: {e}", self.exe.display())))?;
         let pid = child.id().unwrap_or(0);
+        // Its certificate comes on its stdin: no other process sees it.
+        if let trust::Transport::Tls(tls) = &self.transport {
+            let creds = tls
+                .identity
+                .issue_job(&format!("body of {job} at {}", self.ip))
+                .map_err(|e| cannot(format!("no certificate for it: {e}")))?
+                .map(crate::api::Credentials::from);
+            let line = serde_json::to_vec(&crate::api::CredentialsReply { credentials: creds }).unwrap_or_default();
+            let sent = match child.stdin.take() {
+                Some(mut stdin) => {
+                    use tokio::io::AsyncWriteExt;
+                    stdin.write_all(&line).await.and(stdin.shutdown().await)
+                }
+                None => Err(std::io::Error::other("no pipe to its stdin")),
+            };
+            if let Err(e) = sent {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                return Err(cannot(format!("giving it its certificate: {e}")));
+            }
+        }
         let Some(stdout) = child.stdout.take() else {
             let _ = child.start_kill();
             return Err(cannot("no pipe to it".into()));

@@ -14,9 +14,9 @@ use serde::Serialize;
 use tokio::net::UnixStream;
 
 use crate::api::{
-    ApiError, ClusterView, Cordon, DetachedJob, DrainReport, Event, HostMode, HostView, JobDetail, JobNotice, JobView,
-    LogChunk, MigrateRequest, MigrateResult, MoveProgress, NewJob, NewMove, SetMode, SignalRequest, StateChange,
-    PREFIX,
+    ApiError, ClusterView, Cordon, CredentialsReply, DetachedJob, DrainReport, Event, HostMode, HostView, JobDetail,
+    JobNotice, JobView, LogChunk, MigrateRequest, MigrateResult, MoveProgress, NewJob, NewMove, SetMode, SignalRequest,
+    StateChange, PREFIX,
 };
 use crate::config::DEFAULT_API_SOCK;
 
@@ -148,6 +148,11 @@ impl Client {
     }
 
     /// Registers a job whose deputy is the calling process.
+    /// Credentials for a job process's links (None: the host is plain).
+    pub async fn credentials(&self) -> Result<CredentialsReply, ClientError> {
+        self.call::<(), _>(Method::POST, "/credentials", None).await
+    }
+
     pub async fn register(&self, job: &NewJob) -> Result<JobView, ClientError> {
         self.call(Method::POST, "/jobs", Some(job)).await
     }
@@ -278,6 +283,10 @@ impl BlockingClient {
 
     pub fn job(&self, id: u64) -> Result<JobDetail, ClientError> {
         self.rt.block_on(self.client.job(id))
+    }
+
+    pub fn credentials(&self) -> Result<CredentialsReply, ClientError> {
+        self.rt.block_on(self.client.credentials())
     }
 
     pub fn register(&self, job: &NewJob) -> Result<JobView, ClientError> {

@@ -206,7 +206,7 @@ impl Daemon {
         } else {
             (balance::Handle::detached(), balance::Ends::unused())
         };
-        let bodies = Bodies::new(&config.state_dir, config.exe.clone(), advertise.ip())
+        let bodies = Bodies::new(&config.state_dir, config.exe.clone(), advertise.ip(), config.transport.clone())
             .map_err(|err| Error::StateDir { path: config.state_dir.join("bodies"), err })?;
         bodies.cordoned.store(mode.closed(), std::sync::atomic::Ordering::SeqCst);
         let bodies = Arc::new(bodies);

@@ -20,9 +20,9 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::api::{
-    ApiError, ClusterView, Cordon, DetachedJob, DrainReport, ErrorKind, Event, EventKind, HostMode, HostView,
-    JobDetail, JobNotice, JobState, JobView, LogChunk, MigrateRequest, MigrateResult, MoveProgress, NewEvent, NewJob,
-    NewMove, SetMode, SignalRequest, StateChange, EVENTS_DEFAULT, EVENTS_MAX, PREFIX,
+    ApiError, ClusterView, Cordon, CredentialsReply, DetachedJob, DrainReport, ErrorKind, Event, EventKind, HostMode,
+    HostView, JobDetail, JobNotice, JobState, JobView, LogChunk, MigrateRequest, MigrateResult, MoveProgress, NewEvent,
+    NewJob, NewMove, SetMode, SignalRequest, StateChange, EVENTS_DEFAULT, EVENTS_MAX, PREFIX,
 };
 use crate::bodies::Bodies;
 use crate::client::WAIT_LIMIT;
@@ -259,6 +259,7 @@ pub fn router(state: AppState) -> Router {
         .route(&format!("{PREFIX}/jobs/{{id}}/wait"), get(wait))
         .route(&format!("{PREFIX}/jobs/{{id}}/logs"), get(logs))
         .route(&format!("{PREFIX}/jobs/detached"), post(detached))
+        .route(&format!("{PREFIX}/credentials"), post(credentials))
         .route(&format!("{PREFIX}/cordon"), put(cordon))
         .route(&format!("{PREFIX}/hosts/{{name}}/mode"), put(set_mode))
         .route(&format!("{PREFIX}/hosts/{{name}}/drain"), get(drain_report))
@@ -344,6 +345,17 @@ fn check_new_job(j: &NewJob) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A job process's certificate, for its links to other hosts (its
+/// deputy's port, its migration streams): any local caller may run jobs,
+/// so any may have one; it opens no peer port.
+async fn credentials(State(s): State<AppState>, ConnectInfo(c): ConnectInfo<Caller>) -> ApiResult<CredentialsReply> {
+    let who = caller(c)?;
+    let trust::Transport::Tls(tls) = &s.transport else { return Ok(Json(CredentialsReply { credentials: None })) };
+    let name = format!("uid {} at {}", who.uid, s.name);
+    let creds = tls.identity.issue_job(&name).map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
+    Ok(Json(CredentialsReply { credentials: creds.map(Into::into) }))
+}
+
 async fn register(
     State(s): State<AppState>,
     ConnectInfo(c): ConnectInfo<Caller>,
@@ -424,6 +436,11 @@ async fn notice(
     if let JobNotice::UnsupportedSyscall { name: Some(name), .. } = &n {
         if name.len() > 64 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             return Err(bad("a system call name is a C identifier"));
+        }
+    }
+    if let JobNotice::Refused { from, why } = &n {
+        if why.len() > 512 || from.as_ref().is_some_and(|f| f.len() > 64) {
+            return Err(bad("a refusal's reason is at most 512 bytes"));
         }
     }
     let rec = owned(&s.store(), id, &who)?;

@@ -109,7 +109,7 @@ fn serve(mut conn: UnixStream, handle: &VmHandle) {
     let (status, body) = match (req.method.as_str(), req.path.as_str()) {
         ("PUT", "/migrate") | ("POST", "/migrate") => match serde_json::from_slice::<MigrateRequest>(&req.body) {
             Ok(m) => {
-                let mut opts = SendOptions::default();
+                let mut opts = SendOptions { transport: crate::transport(), ..SendOptions::default() };
                 if let Some(ms) = m.downtime_ms.filter(|ms| *ms > 0.0) {
                     opts.downtime = Duration::from_secs_f64(ms / 1e3);
                 }

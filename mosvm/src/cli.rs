@@ -81,6 +81,10 @@ pub struct ReceiveArgs {
     /// starts a receiver per arriving job).
     #[arg(long)]
     pub announce: bool,
+    /// Read the body's TLS credentials from stdin (one JSON object, as
+    /// the daemon that starts the receiver writes it) before listening.
+    #[arg(long, hide = true)]
+    pub credentials_stdin: bool,
     /// Print every system call the job makes on stderr.
     #[arg(long)]
     pub trace: bool,

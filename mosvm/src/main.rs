@@ -57,6 +57,19 @@ pub(crate) fn inherited_fds() -> Vec<(i32, std::os::fd::RawFd)> {
     INHERITED.get().cloned().unwrap_or_default()
 }
 
+/// How this process's links to other hosts are made (its deputy's port,
+/// its migration streams): set once, from the credentials its host gave
+/// it; plain without a daemon or with an `--insecure` one.
+static TRANSPORT: std::sync::OnceLock<trust::Transport> = std::sync::OnceLock::new();
+
+pub(crate) fn transport() -> trust::Transport {
+    TRANSPORT.get().cloned().unwrap_or(trust::Transport::Plain)
+}
+
+pub(crate) fn set_transport(t: trust::Transport) {
+    let _ = TRANSPORT.set(t);
+}
+
 fn main() {
     INHERITED.get_or_init(take_inherited);
     let cli = cli::Cli::parse();

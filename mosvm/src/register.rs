@@ -54,6 +54,9 @@ pub fn send_notices(sock: &Path, id: u64) {
             vmm::notice::Notice::Unsupported { nr, name } => {
                 mosvm_host::api::JobNotice::UnsupportedSyscall { nr: *nr, name: name.map(str::to_string) }
             }
+            vmm::notice::Notice::Refused { from, why } => {
+                mosvm_host::api::JobNotice::Refused { from: from.map(|a| a.to_string()), why: why.clone() }
+            }
         };
         let Ok(mut c) = client.lock() else { return };
         if c.is_none() {
@@ -64,6 +67,35 @@ pub fn send_notices(sock: &Path, id: u64) {
             let _ = c.notice(id, &n);
         }
     }));
+}
+
+/// The transport of a job process at the host whose daemon listens on
+/// `sock`: mutual TLS with a certificate from it, or plain when the
+/// daemon runs `--insecure`, cannot be reached, or there is none.
+pub fn transport(sock: Option<&Path>) -> trust::Transport {
+    let Some(sock) = sock else { return trust::Transport::Plain };
+    let reply = BlockingClient::new(sock).and_then(|c| c.credentials());
+    match reply {
+        Ok(r) => from_credentials(r.credentials),
+        Err(e) => {
+            eprintln!("mosvm: no credentials from the daemon ({e}): the job's links are plain");
+            trust::Transport::Plain
+        }
+    }
+}
+
+/// The transport `creds` make (plain without).
+pub fn from_credentials(creds: Option<mosvm_host::api::Credentials>) -> trust::Transport {
+    let Some(c) = creds else { return trust::Transport::Plain };
+    let name = format!("job process {}", std::process::id());
+    match trust::Identity::from_job(&c.into(), &name).and_then(trust::Transport::tls) {
+        Ok(t) => t,
+        Err(e) => {
+            // Its links will be refused: it runs, and cannot move.
+            eprintln!("mosvm: the daemon's credentials do not load ({e}): the job cannot leave this host");
+            trust::Transport::Plain
+        }
+    }
 }
 
 /// A registered job; reports its end once.

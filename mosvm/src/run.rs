@@ -106,6 +106,7 @@ pub fn run(args: RunArgs) -> i32 {
     // With a host daemon the job is registered and may be moved: it gets
     // a control socket of its own if it did not ask for one.
     let daemon = crate::register::daemon_socket();
+    crate::set_transport(crate::register::transport(daemon.as_deref()));
     let api_sock = match (&args.api_sock, &daemon) {
         (Some(p), _) => Some(cwd.join(p)),
         (None, Some(_)) => match crate::register::own_control_socket() {
@@ -121,7 +122,7 @@ pub fn run(args: RunArgs) -> i32 {
     // served to the body wherever it runs; the body may also come home.
     let home = match &api_sock {
         None => None,
-        Some(_) => match Home::start(&args.home_listen) {
+        Some(_) => match Home::start(&args.home_listen, crate::transport()) {
             Ok(home) => {
                 vm.set_home(home.clone());
                 Some(take_back(home, args.trace))
@@ -182,7 +183,15 @@ fn take_back(home: Arc<Home>, trace: bool) -> (Arc<Home>, mpsc::Receiver<Unstart
     let tx = Mutex::new(tx);
     let h = home.clone();
     home.set_incoming(Box::new(move |stream| {
-        let env = RestoreEnv { stdio: [0, 1, 2], log: log(), trace, home: Some(h.clone()), here: None, prepared: None };
+        let env = RestoreEnv {
+            stdio: [0, 1, 2],
+            log: log(),
+            trace,
+            home: Some(h.clone()),
+            here: None,
+            prepared: None,
+            transport: crate::transport(),
+        };
         match migration::receive(stream, env, &ReceiveOptions::default()) {
             Ok((vm, _)) => {
                 let _ = tx.lock().unwrap().send(Unstarted(vm));
@@ -309,6 +318,19 @@ pub fn receive(args: ReceiveArgs) -> i32 {
     // A body's own stderr is its host's log (the daemon keeps it), never
     // the job's stderr, which its deputy serves.
     vmm::notice::set_sink(Arc::new(|n: &vmm::notice::Notice| eprintln!("mosvm: job notice: {n}")));
+    if args.credentials_stdin {
+        let mut line = String::new();
+        let creds = std::io::Read::read_to_string(&mut std::io::stdin(), &mut line)
+            .map_err(|e| e.to_string())
+            .and_then(|_| serde_json::from_str::<mosvm_host::api::CredentialsReply>(&line).map_err(|e| e.to_string()));
+        match creds {
+            Ok(r) => crate::set_transport(crate::register::from_credentials(r.credentials)),
+            Err(e) => {
+                eprintln!("mosvm: no credentials on stdin: {e}");
+                return EXIT_VMM_FAILURE;
+            }
+        }
+    }
     let listener = match TcpListener::bind(&args.listen) {
         Ok(l) => l,
         Err(e) => {
@@ -337,13 +359,22 @@ pub fn receive(args: ReceiveArgs) -> i32 {
     let opts = ReceiveOptions { mem_limit: args.mem_limit };
     loop {
         let (stream, peer) = match listener.accept() {
-            Ok(c) => {
-                arrived.store(true, std::sync::atomic::Ordering::SeqCst);
-                c
-            }
+            Ok(c) => c,
             Err(e) => {
                 eprintln!("mosvm: accept failed: {e}");
                 return EXIT_VMM_FAILURE;
+            }
+        };
+        // A connection without a certificate of the cluster is refused
+        // here and does not count as an attempt: the job may still come.
+        let stream = match crate::transport().server(stream) {
+            Ok(l) => {
+                arrived.store(true, std::sync::atomic::Ordering::SeqCst);
+                l
+            }
+            Err(e) => {
+                eprintln!("mosvm: refused a connection from {peer}: {e}");
+                continue;
             }
         };
         let faults = Arc::new(Mutex::new(String::new()));
@@ -354,6 +385,7 @@ pub fn receive(args: ReceiveArgs) -> i32 {
             home: None,
             here: None,
             prepared: None,
+            transport: crate::transport(),
         };
         match migration::receive(stream, env, &opts) {
             Ok((vm, _)) => return foreground(vm, args.api_sock.as_deref(), None, None, faults, None),
@@ -369,7 +401,15 @@ pub fn receive(args: ReceiveArgs) -> i32 {
 
 /// `mosvm restore FILE`: start a job from a snapshot.
 pub fn restore(args: RestoreArgs) -> i32 {
-    let env = RestoreEnv { stdio: [0, 1, 2], log: log(), trace: args.trace, home: None, here: None, prepared: None };
+    let env = RestoreEnv {
+        stdio: [0, 1, 2],
+        log: log(),
+        trace: args.trace,
+        home: None,
+        here: None,
+        prepared: None,
+        transport: crate::transport(),
+    };
     match migration::restore_file(&args.file, env) {
         Ok((vm, _)) => foreground(vm, args.api_sock.as_deref(), None, None, Arc::default(), None),
         Err(e) => {

@@ -390,14 +390,19 @@ impl Link {
 
     /// Is the peer still there (no EOF or error waiting on the socket)?
     pub fn alive(&self) -> bool {
-        let _ = self.sock.set_nonblocking(true);
-        let mut b = [0u8; 1];
-        let r = self.sock.peek(&mut b);
-        let _ = self.sock.set_nonblocking(false);
-        match r {
-            Ok(0) => false,
-            Ok(_) => true,
-            Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+        let mut b = 0u8;
+        // Without making the socket, shared with readers, non-blocking.
+        // SAFETY: a one-byte peek into a local, on our socket.
+        let n = unsafe {
+            libc::recv(self.sock.as_raw_fd(), (&mut b as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)
+        };
+        match n {
+            0 => false,
+            n if n > 0 => true,
+            _ => {
+                let e = io::Error::last_os_error();
+                matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted)
+            }
         }
     }
 }

@@ -264,6 +264,9 @@ pub struct RestoreEnv {
     pub here: Option<std::net::SocketAddr>,
     /// Links to the job's deputy opened during the move.
     pub prepared: Option<crate::site::Prepared>,
+    /// How this process reaches the job's deputy (mutual TLS with its
+    /// job certificate, or plain).
+    pub transport: trust::Transport,
 }
 
 impl Job {
@@ -340,8 +343,15 @@ impl Job {
         env: RestoreEnv,
         tsc_khz: Option<u32>,
     ) -> Result<Job, crate::site::SiteError> {
-        let site =
-            Site::restore(&state.site, state.home.as_ref(), env.stdio, env.home.as_ref(), env.here, env.prepared)?;
+        let site = Site::restore(
+            &state.site,
+            state.home.as_ref(),
+            env.stdio,
+            env.home.as_ref(),
+            env.here,
+            env.prepared,
+            &env.transport,
+        )?;
         let elapsed = (realtime_ns() - state.clock.realtime).max(0);
         // CPU time is set against the vCPU thread's when it starts running.
         let clock = Clock::starting_at(state.clock.monotonic + elapsed, tsc_khz);

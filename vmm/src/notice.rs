@@ -14,6 +14,9 @@ pub enum Notice {
     /// The job made a system call the VMM does not implement; it got
     /// ENOSYS. Reported once per number.
     Unsupported { nr: u64, name: Option<&'static str> },
+    /// The job's deputy refused a connection (no certificate of the
+    /// cluster, not the job's secret, an old body).
+    Refused { from: Option<std::net::SocketAddr>, why: String },
 }
 
 impl std::fmt::Display for Notice {
@@ -23,6 +26,8 @@ impl std::fmt::Display for Notice {
                 write!(f, "unsupported system call {name} ({nr}), returned ENOSYS")
             }
             Notice::Unsupported { nr, name: None } => write!(f, "unknown system call {nr}, returned ENOSYS"),
+            Notice::Refused { from: Some(a), why } => write!(f, "its deputy refused a connection from {a}: {why}"),
+            Notice::Refused { from: None, why } => write!(f, "its deputy refused a connection: {why}"),
         }
     }
 }
@@ -37,7 +42,7 @@ pub fn set_sink(sink: Sink) {
     let _ = SINK.set(sink);
 }
 
-pub(crate) fn emit(notice: Notice) {
+pub fn emit(notice: Notice) {
     if let Some(sink) = SINK.get() {
         sink(&notice);
     }

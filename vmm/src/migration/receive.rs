@@ -2,8 +2,8 @@
 //! rebuild it, acknowledge. Also restoring from a snapshot file.
 
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
+use trust::Link;
 
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 use thiserror::Error;
@@ -120,7 +120,7 @@ fn read_body<R: Read>(
     ram: &GuestRam,
     stats: &mut ReceiveStats,
     mut w: Option<&mut dyn Write>,
-    mut home: Option<(&mut Option<Preparing>, Option<std::net::SocketAddr>)>,
+    mut home: Option<(&mut Option<Preparing>, Option<std::net::SocketAddr>, &trust::Transport)>,
 ) -> Result<Vec<u8>, ReceiveError> {
     let mut state = None;
     loop {
@@ -128,9 +128,9 @@ fn read_body<R: Read>(
             Record::Small(wire::TAG_HOME, link) => {
                 let link: crate::site::HomeLink = postcard::from_bytes(&link)
                     .map_err(|e| in_phase("receiving the job")(WireError::BadPages(format!("malformed HOME: {e}"))))?;
-                if let Some((slot, here)) = home.as_mut() {
-                    let here = *here;
-                    **slot = Some(std::thread::spawn(move || crate::site::RemoteSite::prepare(link, here)));
+                if let Some((slot, here, transport)) = home.as_mut() {
+                    let (here, transport) = (*here, transport.clone());
+                    **slot = Some(std::thread::spawn(move || crate::site::RemoteSite::prepare(link, here, &transport)));
                 }
             }
             Record::Pages(n) => stats.pages += n as u64,
@@ -179,13 +179,13 @@ fn read_body<R: Read>(
 /// that: closing a socket with unread input resets the connection and may
 /// drop the reason, so stop writing and swallow what still comes (on a
 /// thread, for a while) before closing.
-fn refuse(w: &mut TcpStream, why: &str) {
+fn refuse(w: &mut Link, why: &str) {
     let _ = wire::write_record(w, wire::TAG_REFUSE, why.as_bytes());
     let _ = w.flush();
     let _ = w.shutdown(std::net::Shutdown::Write);
     if let Ok(mut r) = w.try_clone() {
         std::thread::spawn(move || {
-            let _ = r.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = r.socket().set_read_timeout(Some(Duration::from_secs(5)));
             let mut buf = vec![0u8; 1 << 16];
             while matches!(r.read(&mut buf), Ok(n) if n > 0) {}
         });
@@ -195,19 +195,15 @@ fn refuse(w: &mut TcpStream, why: &str) {
 /// Takes one job from `stream`. On success the job has been rebuilt and
 /// the sender told so; the caller must `run` the returned VM right away.
 /// On failure nothing runs here and the sender keeps the job.
-pub fn receive(
-    stream: TcpStream,
-    mut env: RestoreEnv,
-    opts: &ReceiveOptions,
-) -> Result<(Vm, ReceiveStats), ReceiveError> {
+pub fn receive(stream: Link, mut env: RestoreEnv, opts: &ReceiveOptions) -> Result<(Vm, ReceiveStats), ReceiveError> {
     let start = Instant::now();
     // Until the job runs: this thread then becomes its vCPU's.
     let _boost = super::Boost::start();
     // The body's deputy names this host by the address it was reached at.
-    env.here = stream.local_addr().ok();
-    let _ = stream.set_nodelay(true);
+    env.here = stream.socket().local_addr().ok();
+    let _ = stream.socket().set_nodelay(true);
     // A sender that stalls for this long has failed.
-    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    stream.socket().set_read_timeout(Some(Duration::from_secs(60)))?;
     let mut w = stream.try_clone()?;
     let mut reader = RecordReader::new(stream);
     let kind = wire::read_header(&mut reader.inner).map_err(|e| {
@@ -240,7 +236,13 @@ pub fn receive(
     let mut stats = ReceiveStats::default();
     let mut preparing = None;
     let here = env.here;
-    let state = match read_body(&mut reader, machine.ram(), &mut stats, Some(&mut w), Some((&mut preparing, here))) {
+    let state = match read_body(
+        &mut reader,
+        machine.ram(),
+        &mut stats,
+        Some(&mut w),
+        Some((&mut preparing, here, &env.transport)),
+    ) {
         Ok(s) => s,
         Err(e) => {
             // Tell the sender why, if it still listens; it keeps the job.

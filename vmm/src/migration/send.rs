@@ -2,10 +2,12 @@
 //! snapshots to a file.
 
 use std::io::{self, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::ToSocketAddrs;
+
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use trust::Link;
 
 use serde::Serialize;
 use thiserror::Error;
@@ -31,6 +33,9 @@ pub struct SendOptions {
     /// Send a checksum of every page while the job is stopped; the receiver
     /// refuses the job if its copy differs (costs downtime: a debugging aid).
     pub verify: bool,
+    /// How to reach the receiver: mutual TLS with this job's certificate,
+    /// or plain TCP.
+    pub transport: trust::Transport,
 }
 
 impl Default for SendOptions {
@@ -41,6 +46,7 @@ impl Default for SendOptions {
             ack_timeout: Duration::from_secs(30),
             max_bandwidth: None,
             verify: false,
+            transport: trust::Transport::Plain,
         }
     }
 }
@@ -307,17 +313,18 @@ pub fn migrate(handle: &VmHandle, to: &str, opts: &SendOptions) -> Result<SendSt
     let _boost = super::Boost::start();
     let start = Instant::now();
     let addr = to.to_socket_addrs().ok().and_then(|mut a| a.next()).ok_or_else(|| SendError::Resolve(to.into()))?;
-    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+    let stream = opts
+        .transport
+        .connect(&addr, Duration::from_secs(5))
         .map_err(|source| SendError::Connect { to: to.into(), source })?;
-    let _ = stream.set_nodelay(true);
     let mut w = stream.try_clone().map_err(io_in("connecting"))?;
     let mut reader = RecordReader::new(stream);
-    reader.inner.set_read_timeout(Some(Duration::from_secs(10))).map_err(io_in("connecting"))?;
+    reader.inner.socket().set_read_timeout(Some(Duration::from_secs(10))).map_err(io_in("connecting"))?;
 
     let mut dirty = DirtyLog::start(handle).map_err(io_in("starting dirty logging"))?;
     // Round 0 covers what is resident now that logging is on: a page first
     // touched before this scan is in it, one touched after is in the log.
-    let handshake = |w: &mut TcpStream, reader: &mut RecordReader<TcpStream>| -> Result<Vec<u64>, SendError> {
+    let handshake = |w: &mut Link, reader: &mut RecordReader<Link>| -> Result<Vec<u64>, SendError> {
         let resident = handle.ram.resident_pages().map_err(io_in("scanning memory"))?;
         wire::write_header(w, wire::KIND_LIVE).map_err(io_in("sending the header"))?;
         wire::write_record(w, wire::TAG_HELLO, &hello(handle, &resident)).map_err(io_in("sending the header"))?;
@@ -348,9 +355,9 @@ pub fn migrate(handle: &VmHandle, to: &str, opts: &SendOptions) -> Result<SendSt
 
 /// A deputy listening on all addresses is reached at the address the
 /// destination reached us from.
-fn reachable_home(home: &mut std::net::SocketAddr, w: &TcpStream) {
+fn reachable_home(home: &mut std::net::SocketAddr, w: &Link) {
     if home.ip().is_unspecified() {
-        if let Ok(local) = w.local_addr() {
+        if let Ok(local) = w.socket().local_addr() {
             home.set_ip(local.ip());
         }
     }
@@ -358,7 +365,7 @@ fn reachable_home(home: &mut std::net::SocketAddr, w: &TcpStream) {
 
 /// The receiver's reason if it has refused the job meanwhile (checked
 /// without blocking: a refusal is all a receiver ever sends unasked).
-fn refusal(reader: &mut RecordReader<TcpStream>) -> Option<String> {
+fn refusal(reader: &mut RecordReader<Link>) -> Option<String> {
     use std::os::fd::AsRawFd;
     let mut b = 0u8;
     // SAFETY: a one-byte peek into a local.
@@ -368,7 +375,7 @@ fn refusal(reader: &mut RecordReader<TcpStream>) -> Option<String> {
     if n <= 0 {
         return None;
     }
-    let _ = reader.inner.set_read_timeout(Some(Duration::from_millis(500)));
+    let _ = reader.inner.socket().set_read_timeout(Some(Duration::from_millis(500)));
     match reader.next(None) {
         Ok(Record::Small(wire::TAG_REFUSE, why)) => Some(String::from_utf8_lossy(&why).into()),
         _ => None,
@@ -379,8 +386,8 @@ fn refusal(reader: &mut RecordReader<TcpStream>) -> Option<String> {
 /// because the receiver gave up reports the receiver's reason.
 #[allow(clippy::too_many_arguments)]
 fn send_pages(
-    w: &mut TcpStream,
-    reader: &mut RecordReader<TcpStream>,
+    w: &mut Link,
+    reader: &mut RecordReader<Link>,
     pw: &mut PageWriter,
     ram: &crate::memory::GuestRam,
     bits: &[u64],
@@ -419,7 +426,7 @@ fn send_pages(
 /// Ends a round: waits until the receiver has taken everything sent so
 /// far, so that bandwidth and the downtime estimate reflect what arrived,
 /// not what sits in socket buffers.
-fn sync(w: &mut TcpStream, reader: &mut RecordReader<TcpStream>) -> Result<(), SendError> {
+fn sync(w: &mut Link, reader: &mut RecordReader<Link>) -> Result<(), SendError> {
     wire::write_record(w, wire::TAG_SYNC, &[]).map_err(io_in("ending a round"))?;
     w.flush().map_err(io_in("ending a round"))?;
     reader.expect(wire::TAG_SYNCED, "SYNCED").map_err(wire_in("ending a round"))?;
@@ -429,8 +436,8 @@ fn sync(w: &mut TcpStream, reader: &mut RecordReader<TcpStream>) -> Result<(), S
 #[allow(clippy::too_many_arguments)]
 fn precopy(
     handle: &VmHandle,
-    w: &mut TcpStream,
-    reader: &mut RecordReader<TcpStream>,
+    w: &mut Link,
+    reader: &mut RecordReader<Link>,
     dirty: &mut DirtyLog,
     resident: Vec<u64>,
     opts: &SendOptions,
@@ -525,7 +532,7 @@ fn precopy(
     let sent = stopped.elapsed();
     progress.bytes_sent.store(pw.bytes_sent + state_bytes.len() as u64, Ordering::Relaxed);
 
-    reader.inner.set_read_timeout(Some(opts.ack_timeout)).map_err(io_in("waiting for the acknowledgement"))?;
+    reader.inner.socket().set_read_timeout(Some(opts.ack_timeout)).map_err(io_in("waiting for the acknowledgement"))?;
     match reader.expect(wire::TAG_ACK, "ACK") {
         Ok(ack) => {
             let downtime = stopped.elapsed();

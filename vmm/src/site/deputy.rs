@@ -6,12 +6,14 @@
 //! never leave two running copies.
 
 use std::io::{self, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener};
+
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
+use trust::{Link, Transport};
 
 use super::proto::{self, Call, Event, LinkKind, RefusalKind, Reply, Welcome};
 use super::{LocalSite, SiteOps};
@@ -35,7 +37,7 @@ pub enum Served {
 
 /// Called with each migration stream that arrives at the deputy's port
 /// (the body coming home).
-pub type Incoming = Box<dyn Fn(TcpStream) + Send + Sync>;
+pub type Incoming = Box<dyn Fn(Link) + Send + Sync>;
 
 struct Inner {
     /// The generation that owns the job.
@@ -43,12 +45,12 @@ struct Inner {
     /// The generation of the body at home, while it is here.
     local: Option<u64>,
     /// The newest body's connections, until the server takes them.
-    calls: Option<(TcpStream, String)>,
-    events: Option<TcpStream>,
+    calls: Option<(Link, String)>,
+    events: Option<Link>,
     /// Events links of bodies that have not claimed the job yet.
-    candidates: Vec<(u64, TcpStream)>,
+    candidates: Vec<(u64, Link)>,
     /// Clones of the links being served, to cut when a newer body comes.
-    live: Vec<TcpStream>,
+    live: Vec<Link>,
     /// A body coming home waits for the site here.
     homecoming: bool,
     returned: Option<LocalSite>,
@@ -82,34 +84,17 @@ fn same_token(a: &[u8; 16], b: &[u8; 16]) -> bool {
     a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
 
-fn welcome(conn: &mut TcpStream, w: &Welcome) {
+fn welcome(conn: &mut Link, w: &Welcome) {
     let _ = proto::write_frame(conn, &mut Vec::new(), w);
     let _ = conn.flush();
-}
-
-/// Reads the first `n` bytes without consuming them (the migration
-/// receiver reads its own header).
-fn peek_exact(conn: &TcpStream, buf: &mut [u8]) -> io::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let n = conn.peek(buf)?;
-        if n == buf.len() {
-            return Ok(());
-        }
-        if n == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        if Instant::now() > deadline {
-            return Err(io::ErrorKind::TimedOut.into());
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
 }
 
 impl Home {
     /// Listens on `listen` for the job's bodies (their links, or the body
     /// itself coming home). The job starts at home, as generation 0.
-    pub fn start(listen: &str) -> io::Result<Arc<Home>> {
+    /// Under TLS (`transport`) a connection without a certificate of the
+    /// cluster is refused at the handshake, before any byte of the link.
+    pub fn start(listen: &str, transport: Transport) -> io::Result<Arc<Home>> {
         let listener = TcpListener::bind(listen)?;
         let home = Arc::new(Home {
             token: random_token(),
@@ -136,8 +121,15 @@ impl Home {
         std::thread::Builder::new().name("deputy-accept".into()).spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
-                let h = h.clone();
-                let _ = std::thread::Builder::new().name("deputy-conn".into()).spawn(move || h.accept(conn));
+                let (h, transport) = (h.clone(), transport.clone());
+                let _ = std::thread::Builder::new().name("deputy-conn".into()).spawn(move || {
+                    let from = conn.peer_addr().ok();
+                    match transport.server(conn) {
+                        Ok(link) => h.accept(link),
+                        // The operator's to hear (the job's stderr is the job's).
+                        Err(e) => crate::notice::emit(crate::notice::Notice::Refused { from, why: e.to_string() }),
+                    }
+                });
             }
         })?;
         Ok(home)
@@ -164,10 +156,11 @@ impl Home {
         super::HomeLink { home: self.addr, token: self.token, generation: g + 1 }
     }
 
-    fn accept(&self, mut conn: TcpStream) {
-        let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+    fn accept(&self, mut conn: Link) {
+        let _ = conn.socket().set_read_timeout(Some(Duration::from_secs(10)));
         let mut magic = [0u8; 8];
-        if peek_exact(&conn, &mut magic).is_err() {
+        // The migration receiver reads its own header.
+        if conn.peek_exact(&mut magic, Duration::from_secs(10)).is_err() {
             return;
         }
         if magic == crate::migration::wire::MAGIC {
@@ -191,8 +184,8 @@ impl Home {
                 return;
             }
         };
-        let refuse = |conn: &mut TcpStream, kind, why: String| {
-            eprintln!("mosvm: deputy: refused a link from {:?}: {why}", conn.peer_addr().ok());
+        let refuse = |conn: &mut Link, kind, why: String| {
+            crate::notice::emit(crate::notice::Notice::Refused { from: conn.peer_addr().ok(), why: why.clone() });
             welcome(conn, &Welcome::Refused { kind, why });
         };
         if !(proto::MIN_VERSION..=proto::VERSION).contains(&hello.version) {
@@ -205,9 +198,9 @@ impl Home {
         if !same_token(&hello.token, &self.token) {
             return refuse(&mut conn, RefusalKind::BadToken, "not this job's secret".into());
         }
-        let _ = proto::tune(&conn);
+        let _ = proto::tune(conn.socket());
         // From now on a quiet link is a healthy one (keepalive watches it).
-        let _ = conn.set_read_timeout(None);
+        let _ = conn.socket().set_read_timeout(None);
         let peer = if hello.body.is_empty() {
             conn.peer_addr().map_or_else(|_| "?".to_string(), |a| a.ip().to_string())
         } else {
@@ -248,14 +241,14 @@ impl Home {
                 // Authenticated; the body claims the job when its move
                 // switches over (pre-copy may take a while).
                 welcome(&mut conn, &Welcome::Accepted);
-                let _ = conn.set_read_timeout(Some(Duration::from_secs(3600)));
+                let _ = conn.socket().set_read_timeout(Some(Duration::from_secs(3600)));
                 let mut buf = Vec::new();
                 let claim = proto::read_frame(&mut conn, &mut buf).and_then(|_| proto::decode::<proto::Claim>(&buf));
                 match claim {
                     Ok(c) if c.generation == g => {}
                     _ => return,
                 }
-                let _ = conn.set_read_timeout(None);
+                let _ = conn.socket().set_read_timeout(None);
                 let mut inner = self.inner.lock().unwrap();
                 if let Some((kind, why)) = stale(&inner) {
                     drop(inner);
@@ -283,7 +276,7 @@ impl Home {
         if inner.local == Some(inner.generation) {
             return true;
         }
-        let alive = inner.calls.as_ref().is_some_and(|(c, _)| alive(c));
+        let alive = inner.calls.as_ref().is_some_and(|(c, _)| c.alive());
         if alive {
             // The destination runs the job: the acknowledgement was lost.
             inner.local = None;
@@ -380,7 +373,7 @@ impl Home {
     }
 
     /// Reads the body's events: an interrupt cuts the named call short.
-    fn watch_interrupts(self: &Arc<Self>, events: Option<TcpStream>) {
+    fn watch_interrupts(self: &Arc<Self>, events: Option<Link>) {
         let Some(mut events) = events else { return };
         let home = self.clone();
         let _ = std::thread::Builder::new().name("deputy-interrupts".into()).spawn(move || {
@@ -408,12 +401,12 @@ impl Home {
         }
     }
 
-    fn serve_link(&self, site: &mut LocalSite, mut calls: TcpStream, mut events: TcpStream) -> LinkEnd {
+    fn serve_link(&self, site: &mut LocalSite, mut calls: Link, mut events: Link) -> LinkEnd {
         let (mut rx, mut tx, mut data, mut ev) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut seq = 0u64;
         self.seq.store(0, Ordering::SeqCst);
         self.asked.store(0, Ordering::SeqCst);
-        let forward = |events: &mut TcpStream, ev: &mut Vec<u8>| {
+        let forward = |events: &mut Link, ev: &mut Vec<u8>| {
             let sig = crate::signal::take_host_signals();
             if sig != 0 {
                 let _ = proto::write_frame(events, ev, &Event::Signal(sig));
@@ -478,25 +471,12 @@ enum LinkEnd {
 }
 
 /// Tells the body behind `live` to stop, and cuts its link.
-fn cut(live: &mut Vec<TcpStream>, why: &str) {
+fn cut(live: &mut Vec<Link>, why: &str) {
     for s in live.iter_mut() {
         let _ = proto::write_frame(s, &mut Vec::new(), &Event::Revoked(why.into()));
     }
     for s in live.drain(..) {
         let _ = s.shutdown(Shutdown::Both);
-    }
-}
-
-/// Is the peer still there (no EOF or error waiting on the socket)?
-fn alive(s: &TcpStream) -> bool {
-    let _ = s.set_nonblocking(true);
-    let mut b = [0u8; 1];
-    let r = s.peek(&mut b);
-    let _ = s.set_nonblocking(false);
-    match r {
-        Ok(0) => false,
-        Ok(_) => true,
-        Err(e) => e.kind() == io::ErrorKind::WouldBlock,
     }
 }
 

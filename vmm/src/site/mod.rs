@@ -330,6 +330,7 @@ impl Site {
         home: Option<&Arc<Home>>,
         here: Option<SocketAddr>,
         prepared: Option<Prepared>,
+        transport: &trust::Transport,
     ) -> Result<Site, SiteError> {
         match link {
             None => Ok(Site::local(LocalSite::restore(state, stdio)?)),
@@ -345,7 +346,7 @@ impl Site {
                     // Links opened while the pages came, if they are for this body.
                     let p = match prepared.filter(|p| p.link() == link) {
                         Some(p) => p,
-                        None => RemoteSite::prepare(link.clone(), here).map_err(home_err)?,
+                        None => RemoteSite::prepare(link.clone(), here, transport).map_err(home_err)?,
                     };
                     Ok(Site::Remote(Box::new(RemoteSite::claim(p, state).map_err(home_err)?)))
                 }

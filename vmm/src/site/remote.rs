@@ -2,7 +2,7 @@
 //! to the job's home and waits for the answer.
 
 use std::io::{IoSlice, IoSliceMut, Read};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -11,16 +11,17 @@ use std::time::{Duration, Instant};
 use super::proto::{self, Call, Event, Hello, LinkKind, Reply, Welcome, IO_CHUNK};
 use super::{CallStats, HomeLink, SiteOps, SiteState};
 use crate::errno::{Errno, SysResult};
+use trust::{Link, Transport};
 
 /// One connection's framing buffers, reused call after call.
 struct Calls {
-    stream: TcpStream,
+    stream: Link,
     tx: Vec<u8>,
     rx: Vec<u8>,
     /// Numbers the calls, so an interrupt names the one it means.
     seq: u64,
     /// The events connection, for asking the deputy to cut a call short.
-    events: TcpStream,
+    events: Link,
     lost: Arc<AtomicBool>,
     /// Writes sent behind (their replies not read yet): descriptor and
     /// when it was sent.
@@ -78,7 +79,7 @@ impl Ahead {
     }
 }
 
-fn welcomed(stream: &TcpStream) -> std::io::Result<()> {
+fn welcomed(stream: &Link) -> std::io::Result<()> {
     let mut buf = Vec::new();
     proto::read_frame(&mut &*stream, &mut buf)?;
     match proto::decode::<Welcome>(&buf)? {
@@ -93,8 +94,8 @@ fn welcomed(stream: &TcpStream) -> std::io::Result<()> {
 /// the body is the job: `RemoteSite::claim` makes it so.
 pub struct Prepared {
     link: HomeLink,
-    calls: TcpStream,
-    events: TcpStream,
+    calls: Link,
+    events: Link,
 }
 
 impl Prepared {
@@ -104,17 +105,17 @@ impl Prepared {
 }
 
 /// Opens one connection of the link and has the deputy accept it.
-fn open(link: &HomeLink, kind: LinkKind, body: &str) -> std::io::Result<TcpStream> {
-    let stream = TcpStream::connect_timeout(&link.home, Duration::from_secs(5))?;
-    proto::tune(&stream)?;
+fn open(link: &HomeLink, kind: LinkKind, body: &str, transport: &Transport) -> std::io::Result<Link> {
+    let stream = transport.connect(&link.home, Duration::from_secs(5))?;
+    proto::tune(stream.socket())?;
     let mut w = stream.try_clone()?;
     let hello =
         Hello { version: proto::VERSION, token: link.token, generation: link.generation, kind, body: body.into() };
     proto::write_hello(&mut w, &hello)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.socket().set_read_timeout(Some(Duration::from_secs(10)))?;
     welcomed(&stream)?;
     // From now on a quiet link is a healthy one (keepalive watches it).
-    stream.set_read_timeout(None)?;
+    stream.socket().set_read_timeout(None)?;
     Ok(stream)
 }
 
@@ -128,7 +129,7 @@ fn stop_body(lost: &AtomicBool, why: &str) {
 }
 
 /// Reads the deputy's events for the life of the link.
-fn watch(mut events: TcpStream, lost: Arc<AtomicBool>, home: std::net::SocketAddr) {
+fn watch(mut events: Link, lost: Arc<AtomicBool>, home: std::net::SocketAddr) {
     let mut buf = Vec::new();
     loop {
         if let Err(e) = proto::read_frame(&mut events, &mut buf) {
@@ -257,7 +258,7 @@ impl Calls {
 
 /// Reads a frame, returning EINTR from the first read only (before any
 /// byte of the frame came), so that a frame is never torn.
-pub(super) fn read_frame_interruptible(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<()> {
+pub(super) fn read_frame_interruptible(s: &mut Link, buf: &mut Vec<u8>) -> std::io::Result<()> {
     let mut first = [0u8; 1];
     if s.read(&mut first)? == 0 {
         return Err(std::io::ErrorKind::UnexpectedEof.into());
@@ -268,7 +269,7 @@ pub(super) fn read_frame_interruptible(s: &mut TcpStream, buf: &mut Vec<u8>) -> 
 
 /// A reader that hands out one byte already read, then retries EINTR.
 struct Retrying<'a> {
-    inner: &'a mut TcpStream,
+    inner: &'a mut Link,
     first: Option<u8>,
 }
 
@@ -293,11 +294,12 @@ impl Read for Retrying<'_> {
 impl RemoteSite {
     /// Joins the job's deputy as body generation `link.generation`.
     /// Opens the links to the job's deputy; `here` is this host's
-    /// address, for the deputy's messages.
-    pub fn prepare(link: HomeLink, here: Option<SocketAddr>) -> std::io::Result<Prepared> {
+    /// address, for the deputy's messages; `transport` how this body's
+    /// process reaches hosts (mutual TLS with its job certificate).
+    pub fn prepare(link: HomeLink, here: Option<SocketAddr>, transport: &Transport) -> std::io::Result<Prepared> {
         let body = here.map(|a| a.ip().to_string()).unwrap_or_default();
-        let calls = open(&link, LinkKind::Calls, &body)?;
-        let events = open(&link, LinkKind::Events, &body)?;
+        let calls = open(&link, LinkKind::Calls, &body, transport)?;
+        let events = open(&link, LinkKind::Events, &body, transport)?;
         Ok(Prepared { link, calls, events })
     }
 
@@ -306,9 +308,9 @@ impl RemoteSite {
     pub fn claim(prepared: Prepared, names: &SiteState) -> std::io::Result<RemoteSite> {
         let Prepared { link, calls: stream, events } = prepared;
         proto::write_frame(&mut &stream, &mut Vec::new(), &proto::Claim { generation: link.generation })?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        stream.socket().set_read_timeout(Some(Duration::from_secs(10)))?;
         welcomed(&stream)?;
-        stream.set_read_timeout(None)?;
+        stream.socket().set_read_timeout(None)?;
         let lost = Arc::new(AtomicBool::new(false));
         let (watch_events, watch_lost, home) = (events.try_clone()?, lost.clone(), link.home);
         std::thread::Builder::new()
@@ -363,7 +365,7 @@ impl RemoteSite {
 
     /// Tells the deputy how the job ended, and waits for it to hear it.
     pub fn report_exit(&mut self, status: i32, message: &str) {
-        let _ = self.calls.stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = self.calls.stream.socket().set_read_timeout(Some(Duration::from_secs(5)));
         if self.calls.call(&Call::Exit { status, message }).is_err() {
             eprintln!("mosvm: could not report the job's end (status {status}) to its home {}", self.link.home);
         }

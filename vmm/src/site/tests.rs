@@ -411,13 +411,21 @@ fn the_local_site_conforms() {
 
 /// A deputy serving a local site in `dir`, on a thread; and a body linked to it.
 fn deputy(dir: &Path) -> (Arc<Home>, std::thread::JoinHandle<Served>) {
-    let home = Home::start("127.0.0.1:0").unwrap();
+    deputy_with(dir, trust::Transport::Plain)
+}
+
+fn deputy_with(dir: &Path, transport: trust::Transport) -> (Arc<Home>, std::thread::JoinHandle<Served>) {
+    let home = Home::start("127.0.0.1:0", transport).unwrap();
     let site = local(dir);
     let h = home.clone();
     (home, std::thread::spawn(move || h.serve(site)))
 }
 
 fn body(home: &Home, generation: u64) -> std::io::Result<RemoteSite> {
+    body_with(home, generation, &trust::Transport::Plain)
+}
+
+fn body_with(home: &Home, generation: u64, transport: &trust::Transport) -> std::io::Result<RemoteSite> {
     let mut link = home.next_link();
     link.generation = generation;
     let names = SiteState {
@@ -428,7 +436,7 @@ fn body(home: &Home, generation: u64) -> std::io::Result<RemoteSite> {
         next_desc: 0,
         fds: Vec::new(),
     };
-    RemoteSite::claim(RemoteSite::prepare(link, None)?, &names)
+    RemoteSite::claim(RemoteSite::prepare(link, None, transport)?, &names)
 }
 
 /// Deputies and bodies of one process share its signal state (the
@@ -474,6 +482,53 @@ fn the_remote_site_conforms() {
     }
 }
 
+/// Job credentials of a fresh cluster: two jobs' (a deputy's and a
+/// body's, issued by two hosts) and a stranger's, of another cluster.
+fn tls_jobs(dir: &Path) -> [trust::Transport; 3] {
+    let job = |ca: &Path, host: &str, name: &str| {
+        let h = trust::Identity::load(&trust::add_host(ca, host).unwrap()).unwrap();
+        let creds = h.issue_job(name).unwrap().unwrap();
+        trust::Transport::tls(trust::Identity::from_job(&creds, name).unwrap()).unwrap()
+    };
+    let (ours, theirs) = (dir.join("ca"), dir.join("other-ca"));
+    trust::init_cluster(&ours).unwrap();
+    trust::init_cluster(&theirs).unwrap();
+    [job(&ours, "h1", "1@h1"), job(&ours, "h2", "1@h1"), job(&theirs, "x", "1@x")]
+}
+
+/// The same suite over mutual TLS (job certificates at both ends); a
+/// body with another cluster's certificate, or none, gets no link.
+#[test]
+fn the_remote_site_conforms_over_tls() {
+    let _turn = one_link_at_a_time();
+    let dir = scratch("remote-tls");
+    CWD.with(|c| *c.borrow_mut() = dir.as_os_str().as_encoded_bytes().to_vec());
+    let [deputy_t, body_t, stranger] = tls_jobs(&dir);
+    let (home, served) = deputy_with(&dir, deputy_t);
+    for t in [&stranger, &trust::Transport::Plain] {
+        let e = body_with(&home, 1, t).err().expect("a stranger got a link");
+        assert!(
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::PermissionDenied
+                    | std::io::ErrorKind::InvalidData
+                    | std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::TimedOut
+                    | std::io::ErrorKind::WouldBlock
+            ),
+            "{e:?}"
+        );
+    }
+    let mut r = body_with(&home, 1, &body_t).unwrap();
+    conformance(&mut r, &dir);
+    r.report_exit(3, "over TLS");
+    match served.join().unwrap() {
+        Served::Exited { status, message } => assert_eq!((status, message.as_str()), (3, "over TLS")),
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn the_deputy_serves_only_the_newest_body() {
     let _turn = one_link_at_a_time();
@@ -491,7 +546,7 @@ fn the_deputy_serves_only_the_newest_body() {
     // A wrong secret is refused.
     let mut link = home.next_link();
     link.token[0] ^= 1;
-    assert!(RemoteSite::prepare(link, None).is_err());
+    assert!(RemoteSite::prepare(link, None, &trust::Transport::Plain).is_err());
     // Garbage on the port changes nothing.
     for junk in
         [&b"MOSVDEP\0\xff\xff\xff\xff"[..], b"GET / HTTP/1.0\r\n\r\n", b"MOSVDEP\0\x05\x00\x00\x00\x00\x00\x00\x00ab"]
@@ -537,7 +592,7 @@ fn a_lost_acknowledgement_never_leaves_two_bodies() {
     let _turn = one_link_at_a_time();
     let dir = scratch("reclaim");
     CWD.with(|c| *c.borrow_mut() = dir.as_os_str().as_encoded_bytes().to_vec());
-    let home = Home::start("127.0.0.1:0").unwrap();
+    let home = Home::start("127.0.0.1:0", trust::Transport::Plain).unwrap();
     // Nothing happened yet: the body at home goes on.
     assert!(home.reclaim());
     // The new body claimed the job and runs: the one at home must stop.
@@ -546,8 +601,8 @@ fn a_lost_acknowledgement_never_leaves_two_bodies() {
     drop(b);
     // A new body that claimed and then vanished before it ran: revoked,
     // and the body at home goes on (it was still the only one).
-    let home = Home::start("127.0.0.1:0").unwrap();
-    let p = RemoteSite::prepare(home.next_link(), None).unwrap();
+    let home = Home::start("127.0.0.1:0", trust::Transport::Plain).unwrap();
+    let p = RemoteSite::prepare(home.next_link(), None, &trust::Transport::Plain).unwrap();
     let names =
         SiteState { cwd: home_cwd(&home), umask: 0, exe: "/bin/true".into(), pid: 1, next_desc: 0, fds: vec![] };
     let b = RemoteSite::claim(p, &names).unwrap();
@@ -560,7 +615,7 @@ fn a_lost_acknowledgement_never_leaves_two_bodies() {
     // That body's generation can never come back.
     let mut link = home.next_link();
     link.generation -= 1;
-    assert!(RemoteSite::prepare(link, None).is_err());
+    assert!(RemoteSite::prepare(link, None, &trust::Transport::Plain).is_err());
     let _ = crate::signal::take_host_signals();
 }
 
