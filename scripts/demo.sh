@@ -70,10 +70,16 @@ port=$((17000 + RANDOM % 2000))
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
+# First the cluster's identity: a CA, and a certificate per host. Every
+# connection between the hosts is then mutual TLS, gossip is sealed, and
+# a machine without a certificate of this cluster gets nothing.
+echo "--- mosvm cluster init; mosvm cluster add-host (h1 h2 h3 b1 b2 b3)"
+"$MOSVM" cluster init --dir "$work/ca" | sed 's/^/    /'
+for h in h1 h2 h3 b1 b2 b3; do "$MOSVM" cluster add-host "$h" --dir "$work/ca" > /dev/null; done
 for i in 1 2 3; do
 	mkdir -p "$work/h$i"
 	join=(); [ "$i" != 1 ] && join=(--join "127.0.0.2:$port")
-	"$MOSVM" host --insecure --name "h$i" --listen "127.0.0.$((i + 1)):$port" --api-sock "$work/h$i.sock" \
+	"$MOSVM" host --tls "$work/ca/hosts/h$i" --name "h$i" --listen "127.0.0.$((i + 1)):$port" --api-sock "$work/h$i.sock" \
 		--state-dir "$work/h$i/state" --no-balance "${join[@]}" > "$work/h$i.ready" 2> "$work/h$i.log" &
 	pids+=($!)
 	for _ in $(seq 100); do grep -q '"ready"' "$work/h$i.ready" 2>/dev/null && break; sleep 0.05; done
@@ -82,6 +88,17 @@ export MOSVM_SOCK="$work/h1.sock"
 for _ in $(seq 100); do [ "$("$MOSVM" hosts --json | python3 -c 'import json,sys; print(sum(h["state"]=="alive" for h in json.load(sys.stdin)))')" = 3 ] && break; sleep 0.1; done
 echo "--- mosvm hosts"
 "$MOSVM" hosts | sed 's/^/    /'
+echo "--- a host of another cluster (its own CA) tries to join through h1: nobody hears it"
+"$MOSVM" cluster init --dir "$work/other" > /dev/null && "$MOSVM" cluster add-host x --dir "$work/other" > /dev/null
+mkdir -p "$work/x"
+"$MOSVM" host --tls "$work/other/hosts/x" --name x --listen "127.0.0.5:$port" --api-sock "$work/x.sock" \
+	--state-dir "$work/x/state" --no-balance --join "127.0.0.2:$port" > "$work/x.ready" 2> "$work/x.log" &
+xpid=$!
+sleep 2
+echo "    h1 knows: $("$MOSVM" hosts --json | python3 -c 'import json,sys; print(" ".join(h["name"] for h in json.load(sys.stdin)))')"
+echo "    x knows:  $("$MOSVM" hosts --json --sock "$work/x.sock" | python3 -c 'import json,sys; print(" ".join(h["name"] for h in json.load(sys.stdin)))')"
+echo "    h1 logged: $(grep -o 'dropped datagram not sealed by this cluster[^"]*' "$work/h1.log" | head -1)"
+kill "$xpid" 2>/dev/null; wait "$xpid" 2>/dev/null
 mkdir -p "$work/job"
 seq 1 20000 | sed 's/^/input line /' > "$work/job/in.txt"
 (cd "$work/job" && "$OLDPWD/$MOSVM" run -- "$OLDPWD/$B/tests/homework" in.txt out.txt 150 > "$work/job.out" 2> "$work/job.err"; echo $? > "$work/job.status") &
@@ -122,7 +139,7 @@ port=$((port + 1))
 for i in 1 2 3; do
 	mkdir -p "$work/b$i"
 	join=(); [ "$i" != 1 ] && join=(--join "127.0.0.2:$port")
-	"$MOSVM" host --insecure --name "b$i" --listen "127.0.0.$((i + 1)):$port" --api-sock "$work/b$i.sock" \
+	"$MOSVM" host --tls "$work/ca/hosts/b$i" --name "b$i" --listen "127.0.0.$((i + 1)):$port" --api-sock "$work/b$i.sock" \
 		--state-dir "$work/b$i/state" --cpu-limit 0.5 "${join[@]}" > "$work/b$i.ready" 2> "$work/b$i.log" &
 	pids+=($!)
 	for _ in $(seq 100); do grep -q '"ready"' "$work/b$i.ready" 2>/dev/null && break; sleep 0.05; done

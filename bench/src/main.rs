@@ -20,6 +20,7 @@ mod drain;
 mod migration;
 mod procs;
 mod qemu;
+mod tls;
 
 use mosvm_tests::image;
 use procs::mosvm;
@@ -275,6 +276,12 @@ fn main() -> Result<()> {
         print!("{md}");
         return Ok(());
     }
+    if args.iter().any(|a| a == "--tls-only") {
+        let mut md = String::new();
+        tls::report(&mut md)?;
+        print!("{md}");
+        return Ok(());
+    }
     if args.iter().any(|a| a == "--migration-only") {
         // For working on migration: its section alone, on stdout.
         let mut md = String::new();
@@ -362,6 +369,7 @@ fn main() -> Result<()> {
     let only_runner = args.iter().any(|a| a == "--runner-only");
     if !only_runner {
         migration::report(&mut md)?;
+        tls::report(&mut md)?;
         deputy::report(&mut md)?;
         cluster::report(&mut md)?;
         drain::report(&mut md)?;

@@ -83,8 +83,12 @@ pub struct ReceiveArgs {
     pub announce: bool,
     /// Read the body's TLS credentials from stdin (one JSON object, as
     /// the daemon that starts the receiver writes it) before listening.
-    #[arg(long, hide = true)]
+    #[arg(long, hide = true, conflicts_with = "tls")]
     pub credentials_stdin: bool,
+    /// Take the job only over mutual TLS with the identity in DIR
+    /// (`mosvm cluster add-host`), as `mosvm run --tls` sends it.
+    #[arg(long, value_name = "DIR")]
+    pub tls: Option<PathBuf>,
     /// Print every system call the job makes on stderr.
     #[arg(long)]
     pub trace: bool,
@@ -175,6 +179,11 @@ pub struct RunArgs {
     /// port 0 picks one). Only with --api-sock.
     #[arg(long, value_name = "HOST:PORT", default_value = "0.0.0.0:0")]
     pub home_listen: String,
+    /// Make the job's links (its deputy's port, its moves) mutual TLS
+    /// with the identity in DIR (`mosvm cluster add-host`), without a
+    /// daemon; with one, the daemon gives the job a certificate itself.
+    #[arg(long, value_name = "DIR")]
+    pub tls: Option<PathBuf>,
     /// The program (a static x86-64 ELF).
     #[arg(required = true)]
     pub program: OsString,

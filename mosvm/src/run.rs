@@ -106,7 +106,17 @@ pub fn run(args: RunArgs) -> i32 {
     // With a host daemon the job is registered and may be moved: it gets
     // a control socket of its own if it did not ask for one.
     let daemon = crate::register::daemon_socket();
-    crate::set_transport(crate::register::transport(daemon.as_deref()));
+    let transport = match &args.tls {
+        Some(dir) => match trust::Transport::from_dir(dir) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("mosvm: --tls {}: {e}", dir.display());
+                return EXIT_VMM_FAILURE;
+            }
+        },
+        None => crate::register::transport(daemon.as_deref()),
+    };
+    crate::set_transport(transport);
     let api_sock = match (&args.api_sock, &daemon) {
         (Some(p), _) => Some(cwd.join(p)),
         (None, Some(_)) => match crate::register::own_control_socket() {
@@ -318,6 +328,15 @@ pub fn receive(args: ReceiveArgs) -> i32 {
     // A body's own stderr is its host's log (the daemon keeps it), never
     // the job's stderr, which its deputy serves.
     vmm::notice::set_sink(Arc::new(|n: &vmm::notice::Notice| eprintln!("mosvm: job notice: {n}")));
+    if let Some(dir) = &args.tls {
+        match trust::Transport::from_dir(dir) {
+            Ok(t) => crate::set_transport(t),
+            Err(e) => {
+                eprintln!("mosvm: --tls {}: {e}", dir.display());
+                return EXIT_VMM_FAILURE;
+            }
+        }
+    }
     if args.credentials_stdin {
         let mut line = String::new();
         let creds = std::io::Read::read_to_string(&mut std::io::stdin(), &mut line)

@@ -135,7 +135,9 @@ fn handshake(mut sock: TcpStream, mut conn: Connection) -> io::Result<Link> {
     }
     sock.set_read_timeout(rt)?;
     sock.set_write_timeout(wt)?;
+    let suite = conn.negotiated_cipher_suite().map(|s| format!("{:?}", s.suite())).unwrap_or_default();
     let session = Session {
+        suite,
         conn: Mutex::new(conn),
         inbox: Mutex::new(Inbox { buf: vec![0; INBOX].into_boxed_slice(), start: 0, end: 0, peeked: Vec::new() }),
         outbox: Mutex::new(Outbox { plain: Vec::new(), cipher: Vec::new() }),
@@ -159,6 +161,8 @@ struct Outbox {
 }
 
 struct Session {
+    /// The cipher suite the handshake settled on.
+    suite: String,
     conn: Mutex<Connection>,
     /// Ciphertext read from the socket that rustls has not taken yet.
     inbox: Mutex<Inbox>,
@@ -361,6 +365,11 @@ impl Link {
 
     pub fn is_tls(&self) -> bool {
         self.tls.is_some()
+    }
+
+    /// The TLS cipher suite in use (None: plain).
+    pub fn cipher_suite(&self) -> Option<&str> {
+        self.tls.as_deref().map(|s| s.suite.as_str())
     }
 
     /// Reads `buf.len()` bytes without consuming them, within `limit`.
