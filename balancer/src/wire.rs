@@ -244,6 +244,38 @@ pub fn decode(buf: &[u8]) -> Result<Message, DecodeError> {
     Ok(msg)
 }
 
+/// One message of each kind, every field set: for round trips and as
+/// the fuzz target's seeds.
+pub fn samples() -> Vec<Message> {
+    let e = |host: u64| WireEntry {
+        host,
+        age: 1.25,
+        info: LoadInfo { runnable: 3.5, cores: 4, speed: 1.5, free_mem: 3 << 30, accepting: true, seeking: true },
+    };
+    vec![
+        Message::Gossip { entries: (0..8).map(e).collect(), want_reply: true },
+        Message::MigrateRequest(MigrateRequest {
+            job: 77,
+            kind: MoveKind::Memory,
+            job_load: 1.0,
+            memory: 64 << 20,
+            source: e(3),
+            source_rate: 0.5,
+            source_load: 2.0,
+            assumed_target_load: 1.0,
+        }),
+        Message::MigrateReply(MigrateReply {
+            job: 77,
+            accepted: false,
+            reason: "no longer worth it".into(),
+            target: e(4),
+            hint: Some(e(5)),
+        }),
+        Message::MigrateReply(MigrateReply { job: 78, accepted: true, reason: "ok".into(), target: e(4), hint: None }),
+        Message::Cancel { job: 9 },
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,34 +290,7 @@ mod tests {
 
     #[test]
     fn round_trip_every_message() {
-        let msgs = vec![
-            Message::Gossip { entries: (0..8).map(e).collect(), want_reply: true },
-            Message::MigrateRequest(MigrateRequest {
-                job: 77,
-                kind: MoveKind::Memory,
-                job_load: 1.0,
-                memory: 64 << 20,
-                source: e(3),
-                source_rate: 0.5,
-                source_load: 2.0,
-                assumed_target_load: 1.0,
-            }),
-            Message::MigrateReply(MigrateReply {
-                job: 77,
-                accepted: false,
-                reason: "no longer worth it".into(),
-                target: e(4),
-                hint: Some(e(5)),
-            }),
-            Message::MigrateReply(MigrateReply {
-                job: 78,
-                accepted: true,
-                reason: "ok".into(),
-                target: e(4),
-                hint: None,
-            }),
-            Message::Cancel { job: 9 },
-        ];
+        let msgs = samples();
         for m in msgs {
             let b = encode(&m);
             assert_eq!(b.len(), encoded_len(&m));

@@ -16,6 +16,7 @@ pub mod daemon;
 pub mod datagram;
 pub mod detach;
 pub mod drain;
+pub mod fuzz;
 pub mod load;
 pub mod membership;
 pub mod metrics;

@@ -14,6 +14,7 @@ pub mod elf;
 pub mod errno;
 pub mod exec;
 pub mod fork;
+pub mod fuzz;
 pub mod job;
 pub mod layout;
 pub mod memory;

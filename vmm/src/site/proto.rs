@@ -570,8 +570,15 @@ pub fn read_frame(r: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<()> {
     if len > MAX_FRAME {
         return Err(io::Error::new(io::ErrorKind::InvalidData, format!("a {len}-byte frame is too large")));
     }
-    buf.resize(len, 0);
-    r.read_exact(buf)?;
+    // The buffer grows as the bytes come (doubling), not as the header
+    // claims: a peer that announces a huge frame and stops costs nothing.
+    buf.clear();
+    while buf.len() < len {
+        let at = buf.len();
+        let n = (len - at).min(at.max(64 << 10));
+        buf.resize(at + n, 0);
+        r.read_exact(&mut buf[at..])?;
+    }
     if crc32c::crc32c(buf) != crc {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "a frame's checksum does not match"));
     }

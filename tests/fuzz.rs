@@ -1,0 +1,158 @@
+//! Short stable runs of the fuzz targets' harnesses (`fuzz/`; `make
+//! fuzz` runs them under libFuzzer for ten minutes each): well-formed
+//! seeds, mutated the ways libFuzzer mutates (bit flips, byte and length
+//! changes, insertions, deletions, splices), every input must be
+//! refused or taken without a panic. Inputs that once found a bug live
+//! in fuzz/regressions/TARGET/ and run here every time.
+
+use std::path::Path;
+
+/// A reproducible generator (xorshift64*), so a failure names its input.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// Interesting values for lengths and counts, as libFuzzer's dictionary
+/// of magic numbers has them.
+const MAGIC: [u64; 10] = [0, 1, 0x7f, 0x80, 0xff, 0x7fff, 0xffff, 0x7fff_ffff, 0xffff_ffff, u64::MAX];
+
+fn mutate(rng: &mut Rng, input: &mut Vec<u8>, other: &[u8]) {
+    for _ in 0..1 + rng.below(4) {
+        let len = input.len();
+        match rng.below(8) {
+            0 if len > 0 => {
+                let i = rng.below(len);
+                input[i] ^= 1 << rng.below(8);
+            }
+            1 if len > 0 => {
+                let i = rng.below(len);
+                input[i] = rng.next() as u8;
+            }
+            2 if len >= 8 => {
+                // A little-endian number, often a length or a count.
+                let i = rng.below(len - 7);
+                let v = MAGIC[rng.below(MAGIC.len())].wrapping_add(rng.below(3) as u64).wrapping_sub(1);
+                let w = [1, 2, 4, 8][rng.below(4)];
+                input[i..i + w].copy_from_slice(&v.to_le_bytes()[..w]);
+            }
+            3 => input.truncate(rng.below(len + 1)),
+            4 => {
+                let at = rng.below(len + 1);
+                let n = 1 + rng.below(16);
+                let bytes: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+                input.splice(at..at, bytes);
+            }
+            5 if len > 0 => {
+                let at = rng.below(len);
+                let n = 1 + rng.below((len - at).min(64));
+                input.drain(at..at + n);
+            }
+            6 if !other.is_empty() => {
+                // Splice: our head, another seed's tail.
+                let at = rng.below(len + 1);
+                let from = rng.below(other.len());
+                input.truncate(at);
+                input.extend_from_slice(&other[from..]);
+            }
+            _ if len > 1 => {
+                // Repeat a stretch (a record twice, a frame twice).
+                let at = rng.below(len);
+                let n = 1 + rng.below((len - at).min(256));
+                let copy = input[at..at + n].to_vec();
+                input.splice(at..at, copy);
+            }
+            _ => input.push(rng.next() as u8),
+        }
+    }
+}
+
+/// The kept regression inputs of `target`, then `iters` mutants of `seeds`.
+/// Every seed must get past the first check (a harness refusing all is a
+/// broken harness), and so must some mutants, and some not.
+fn run(target: &str, seeds: &[Vec<u8>], iters: usize, harness: fn(&[u8]) -> usize) {
+    let kept = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/regressions").join(target);
+    if let Ok(dir) = std::fs::read_dir(&kept) {
+        for f in dir.flatten() {
+            harness(&std::fs::read(f.path()).unwrap());
+        }
+    }
+    for (i, s) in seeds.iter().enumerate() {
+        assert!(harness(s) >= 1, "{target}: seed {i} is refused");
+    }
+    let (mut deep, mut refused) = (0, 0);
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ target.len() as u64);
+    for i in 0..iters {
+        let seed = &seeds[i % seeds.len()];
+        let other = &seeds[rng.below(seeds.len())];
+        let mut input = seed.clone();
+        mutate(&mut rng, &mut input, other);
+        let r = std::panic::catch_unwind(|| harness(&input));
+        match r {
+            Ok(0) => refused += 1,
+            Ok(_) => deep += 1,
+            Err(_) => {}
+        }
+        if r.is_err() {
+            let path = std::env::temp_dir().join(format!("mosvm-fuzz-{target}-{i}.bin"));
+            std::fs::write(&path, &input).unwrap();
+            panic!("{target}: input {i} panicked; kept in {} (add it to fuzz/regressions/{target}/)", path.display());
+        }
+    }
+    assert!(deep > iters / 100 && refused > 0, "{target}: {deep} mutants taken, {refused} refused");
+}
+
+fn seeds_dir(target: &str) -> Vec<Vec<u8>> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds").join(target);
+    let mut v: Vec<Vec<u8>> = std::fs::read_dir(&dir)
+        .map(|d| d.flatten().filter_map(|f| std::fs::read(f.path()).ok()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn migration_stream() {
+    let mut seeds = seeds_dir("migration_stream");
+    seeds.push(std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("data/v3-cpu.snap")).unwrap());
+    run("migration_stream", &seeds, 3000, vmm::fuzz::migration_stream);
+}
+
+#[test]
+fn deputy_proto() {
+    run("deputy_proto", &vmm::fuzz::deputy_seeds(), 50_000, vmm::fuzz::deputy_proto);
+}
+
+#[test]
+fn peer_wire() {
+    run("peer_wire", &mosvm_host::fuzz::seeds(), 50_000, mosvm_host::fuzz::peer_wire);
+}
+
+#[test]
+fn balancer_wire() {
+    let seeds: Vec<Vec<u8>> = balancer::wire::samples().iter().map(balancer::wire::encode).collect();
+    run("balancer_wire", &seeds, 50_000, |b| balancer::wire::decode(b).is_ok() as usize);
+}
+
+#[test]
+fn elf_loader() {
+    let mut seeds = Vec::new();
+    for p in ["hello", "tests/homework", "cpu"] {
+        if let Ok(b) = std::fs::read(mosvm_tests::image(p)) {
+            // The headers and the first pages are where a loader looks.
+            seeds.push(b[..b.len().min(64 << 10)].to_vec());
+        }
+    }
+    assert!(!seeds.is_empty(), "no images: run `make images`");
+    run("elf_loader", &seeds, 5000, vmm::fuzz::elf);
+}
