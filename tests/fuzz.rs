@@ -156,3 +156,53 @@ fn elf_loader() {
     assert!(!seeds.is_empty(), "no images: run `make images`");
     run("elf_loader", &seeds, 5000, vmm::fuzz::elf);
 }
+
+/// The system-call interface: a real job (tests/guest/fuzzsys.c) makes
+/// random calls of every family with hostile arguments (wild and kernel
+/// pointers, huge lengths, bad descriptors, random flags). Each call must
+/// get an answer, the VMM must neither panic nor write outside the guest
+/// (the job's own pages, checked by its end), and the job ends normally.
+/// At home with its files local, and once moved, with its files served by
+/// its deputy. `make fuzz` runs it with new seeds for MOSVM_FUZZ_SECONDS.
+#[test]
+fn system_calls() {
+    use mosvm_tests::*;
+    use std::time::{Duration, Instant};
+    if !require_kvm("system_calls") {
+        return;
+    }
+    let prog = image("tests/fuzzsys");
+    let dir = scratch_dir("fuzzsys");
+    let budget = std::env::var("MOSVM_FUZZ_SECONDS").ok().and_then(|s| s.parse().ok()).map(Duration::from_secs);
+    let t = Instant::now();
+    let (mut seed, mut calls) = (1u64, 0u64);
+    loop {
+        let cwd = dir.join(seed.to_string());
+        std::fs::create_dir_all(&cwd).unwrap();
+        let mut cmd = std::process::Command::new(mosvm_bin());
+        cmd.args(["run", "--", prog.to_str().unwrap(), &seed.to_string(), "20000"]).current_dir(&cwd);
+        let r = Proc::spawn(cmd).finish(Duration::from_secs(60));
+        assert_eq!((r.status, r.stdout.as_str()), (0, "made 20000 calls\n"), "seed {seed}: {r:?}");
+        calls += 20_000;
+        let _ = std::fs::remove_dir_all(&cwd);
+        seed += 1;
+        match budget {
+            None if seed > 3 => break,
+            Some(b) if t.elapsed() >= b => break,
+            _ => {}
+        }
+    }
+    eprintln!("system_calls: {} seeds, {calls} calls in {:.0?}, no finding", seed - 1, t.elapsed());
+
+    // Away from home: the same calls served by the deputy.
+    let _l = migration_lock();
+    let sock = sock_path("fuzzsys-move");
+    let (recv, addr) = receiver(&[], None);
+    let job = source(&prog, &["99", "400000"], &[], &sock, Some(&dir));
+    std::thread::sleep(Duration::from_millis(300));
+    let (m, _) = migrate(&sock, &addr, &[]);
+    let r = job.finish(Duration::from_secs(120));
+    let _ = recv.finish(Duration::from_secs(120));
+    assert_eq!(m.status, 0, "the move failed: {m:?}");
+    assert_eq!((r.status, r.stdout.as_str()), (0, "made 400000 calls\n"), "{r:?}");
+}

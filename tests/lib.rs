@@ -158,12 +158,73 @@ pub fn mosvm<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(args: I) -> Run {
     run_command(cmd, &Opts::default())
 }
 
-/// A fresh empty directory under the system temp dir.
+/// A fresh empty directory under [`scratch_root`].
 pub fn scratch_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("mosvm-test-{}-{name}", std::process::id()));
+    let d = scratch_root().join(format!("mosvm-test-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+/// Where scratch directories go: the system temp dir, unless tests run as
+/// root and uid 65534 could not run a program there (a /tmp that is not
+/// searchable by others, or mounted noexec, as on some CI machines); then
+/// the first of a few usual places where it can. The tests that act as
+/// another uid copy binaries and sockets into their scratch directories.
+pub fn scratch_root() -> PathBuf {
+    static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    ROOT.get_or_init(|| {
+        let tmp = std::env::temp_dir();
+        if unsafe { libc::geteuid() } != 0 {
+            return tmp;
+        }
+        let target_tmp = root().join("target/tmp");
+        let candidates = [tmp.clone(), "/var/tmp".into(), target_tmp, "/dev/shm".into(), "/run".into()];
+        for c in &candidates {
+            if others_can_run_programs_in(c) {
+                return c.clone();
+            }
+        }
+        eprintln!(
+            "*** no directory of {candidates:?} lets uid 65534 run a program: the tests that act as another uid will fail ***"
+        );
+        tmp
+    })
+    .clone()
+}
+
+/// True if uid 65534 can execute a copy of /bin/true placed in a fresh
+/// directory under `root` (tried for real: modes, mounts and security
+/// modules all have their say).
+fn others_can_run_programs_in(root: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let dir = root.join(format!("mosvm-test-{}-probe", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    if std::fs::create_dir_all(&dir).is_err() {
+        return false;
+    }
+    let exe = dir.join("true");
+    let ok = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).is_ok()
+        && std::fs::copy("/bin/true", &exe).is_ok()
+        && std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).is_ok()
+        && {
+            let mut cmd = Command::new(&exe);
+            // SAFETY: only async-signal-safe calls between fork and exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    if libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(65534) != 0 || libc::setuid(65534) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            cmd.current_dir("/").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+            cmd.status().is_ok_and(|s| s.success())
+        };
+    let _ = std::fs::remove_dir_all(&dir);
+    ok
 }
 
 // ---- running jobs in the background, for migration tests ----

@@ -436,6 +436,7 @@ impl Job {
     /// descriptors stay, as on Linux.
     pub fn exec(&mut self, mm: AddressSpace, image_end: u64, req: &crate::exec::ExecRequest) {
         self.mm = mm;
+        self.mm.sync_access(&self.ram);
         self.image_end = image_end;
         self.clock.publish(&self.ram);
         // The new memory's vvar page gets the job's utsname back.

@@ -8,8 +8,8 @@
 
 use std::collections::BTreeMap;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, RwLock};
 
 use thiserror::Error;
 use vm_memory::bitmap::{AtomicBitmap, Bitmap};
@@ -97,7 +97,19 @@ pub struct GuestRam {
     /// The part of `file_maps` mapped shared and writable: the job's
     /// writes there reach a host file, which a copy elsewhere could not.
     shared_maps: Mutex<BTreeMap<u64, u64>>,
+    /// What the job's pointers may reach, mirrored from its address space
+    /// (`set_access`): a system call may read only mapped, accessible
+    /// memory and write only writable memory, as Linux's copy_to_user
+    /// allows (the guest page tables map all RAM, so nothing else would
+    /// stop a call writing into the job's own code). Sorted, disjoint
+    /// (start, end, writable) ranges.
+    access: RwLock<Vec<(u64, u64, bool)>>,
+    /// The address-space generation `access` mirrors; [`NO_ACCESS_MAP`]
+    /// until the first mirror, when only the layout is checked.
+    access_gen: AtomicU64,
 }
+
+const NO_ACCESS_MAP: u64 = u64::MAX;
 
 // SAFETY: `host` points into the mapping owned by `mem`, which lives as long
 // as `self` and is itself Send + Sync; all access through it is bounds checked.
@@ -126,6 +138,8 @@ impl GuestRam {
             file_maps: Mutex::new(BTreeMap::new()),
             has_file_maps: AtomicBool::new(false),
             shared_maps: Mutex::new(BTreeMap::new()),
+            access: RwLock::new(Vec::new()),
+            access_gen: AtomicU64::new(NO_ACCESS_MAP),
         })
     }
 
@@ -220,9 +234,65 @@ impl GuestRam {
 
     // ---- user access: pointers the job passed in ----
 
+    /// The generation of the address space `access` mirrors, if any.
+    #[inline]
+    pub fn access_gen(&self) -> Option<u64> {
+        Some(self.access_gen.load(Ordering::Acquire)).filter(|&g| g != NO_ACCESS_MAP)
+    }
+
+    /// Mirrors the job's mappings `(start, end, prot)`, in address order,
+    /// as generation `gen` of its address space.
+    pub fn set_access(&self, gen: u64, vmas: impl Iterator<Item = (u64, u64, u32)>) {
+        let mut access = self.access.write().unwrap_or_else(|e| e.into_inner());
+        access.clear();
+        let rwx = (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u32;
+        for (start, end, prot) in vmas.filter(|&(s, e, p)| s < e && p & rwx != 0) {
+            let writable = prot & libc::PROT_WRITE as u32 != 0;
+            match access.last_mut() {
+                Some(last) if last.1 == start && last.2 == writable => last.1 = end,
+                _ => access.push((start, end, writable)),
+            }
+        }
+        self.access_gen.store(gen, Ordering::Release);
+    }
+
+    /// Do the job's mappings cover `[addr, addr + len)` (writable ones,
+    /// if `write`)? Before the first mirror, the layout alone decides.
+    fn may_touch(&self, addr: u64, len: u64, write: bool) -> bool {
+        if !self.user.contains(addr, len) {
+            return false;
+        }
+        if self.access_gen.load(Ordering::Acquire) == NO_ACCESS_MAP {
+            return true;
+        }
+        let access = self.access.read().unwrap_or_else(|e| e.into_inner());
+        let end = addr + len;
+        let mut at = addr;
+        let mut i = access.partition_point(|r| r.1 <= at);
+        while at < end {
+            match access.get(i) {
+                Some(&(s, e, w)) if s <= at && (w || !write) => at = e,
+                _ => return false,
+            }
+            i += 1;
+        }
+        true
+    }
+
+    /// May the job's call read `[addr, addr + len)`?
     #[inline]
     pub fn check_user(&self, addr: u64, len: u64) -> Result<(), Efault> {
-        if len == 0 || self.user.contains(addr, len) {
+        if len == 0 || self.may_touch(addr, len, false) {
+            Ok(())
+        } else {
+            Err(Efault)
+        }
+    }
+
+    /// May the job's call write `[addr, addr + len)`?
+    #[inline]
+    pub fn check_user_mut(&self, addr: u64, len: u64) -> Result<(), Efault> {
+        if len == 0 || self.may_touch(addr, len, true) {
             Ok(())
         } else {
             Err(Efault)
@@ -239,12 +309,35 @@ impl GuestRam {
         Ok(unsafe { std::slice::from_raw_parts(self.host.add(addr as usize), len as usize) })
     }
 
-    /// The job's bytes at `[addr, addr + len)`, to be written by the VMM.
+    /// The job's bytes at `[addr, addr + len)`, to be written by the VMM
+    /// on the job's behalf (they must be writable to the job).
     pub fn user_mut(&self, addr: u64, len: u64) -> Result<DirtyGuard<'_>, Efault> {
         if len == 0 {
             return Ok(DirtyGuard { ram: self, addr: 0, bytes: &mut [] });
         }
-        self.check_user(addr, len)?;
+        self.check_user_mut(addr, len)?;
+        Ok(self.guard(addr, len))
+    }
+
+    /// The job's memory at `[addr, addr + len)` whatever its protection,
+    /// for the VMM itself: filling a mapping it just made (a file copied
+    /// in), moving one (mremap). Only the layout is checked.
+    pub fn mapped(&self, addr: u64, len: u64) -> Result<&[u8], Efault> {
+        if len > 0 && !self.user.contains(addr, len) {
+            return Err(Efault);
+        }
+        // SAFETY: checked to be inside RAM; see `slice`.
+        Ok(unsafe { std::slice::from_raw_parts(self.host.add(addr as usize), len as usize) })
+    }
+
+    /// As [`GuestRam::mapped`], for writing.
+    pub fn mapped_mut(&self, addr: u64, len: u64) -> Result<DirtyGuard<'_>, Efault> {
+        if len == 0 {
+            return Ok(DirtyGuard { ram: self, addr: 0, bytes: &mut [] });
+        }
+        if !self.user.contains(addr, len) {
+            return Err(Efault);
+        }
         Ok(self.guard(addr, len))
     }
 
@@ -590,6 +683,30 @@ mod tests {
         assert!(ram.user((32 << 20) - 8, 9).is_err());
         assert!(ram.user(u64::MAX - 4, 8).is_err());
         assert!(ram.user(0, 0).is_ok());
+    }
+
+    #[test]
+    fn calls_reach_only_what_the_job_mapped_and_write_only_what_it_may() {
+        let ram = GuestRam::new(32 << 20).unwrap();
+        let (r, w) = (libc::PROT_READ as u32, (libc::PROT_READ | libc::PROT_WRITE) as u32);
+        let code = 0x40_0000;
+        // Code, then data right after it, then a hole, then a PROT_NONE
+        // reservation and a write-only page.
+        let vmas = [(code, code + 0x2000, r | libc::PROT_EXEC as u32), (code + 0x2000, code + 0x3000, w)];
+        let more = [(code + 0x5000, code + 0x6000, 0), (code + 0x6000, code + 0x7000, libc::PROT_WRITE as u32)];
+        ram.set_access(7, vmas.iter().chain(&more).copied());
+        assert_eq!(ram.access_gen(), Some(7));
+        assert!(ram.user(code, 0x3000).is_ok(), "code and data read as one");
+        assert_eq!(ram.user_mut(code + 0x1ff8, 8).err(), Some(Efault), "code is not written by a call");
+        assert!(ram.user_mut(code + 0x2000, 0x1000).is_ok());
+        assert!(ram.user_mut(code + 0x2ff8, 16).is_err(), "running into the hole");
+        assert!(ram.user(code + 0x3000, 1).is_err(), "a hole is not the job's");
+        assert!(ram.user(code + 0x5000, 1).is_err(), "PROT_NONE");
+        assert!(ram.user_mut(code + 0x6000, 8).is_ok(), "write-only is writable (and readable, on x86)");
+        assert!(ram.write_user(code, b"x").is_err());
+        // The VMM itself fills mappings whatever their protection.
+        assert!(ram.mapped_mut(code, 8).is_ok() && ram.mapped(code + 0x5000, 8).is_ok());
+        assert!(ram.mapped_mut(0x1000, 8).is_err(), "but never outside the job's part of RAM");
     }
 
     #[test]

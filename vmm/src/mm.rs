@@ -32,6 +32,16 @@ pub struct AddressSpace {
     brk_start: u64,
     brk: u64,
     vmas: BTreeMap<u64, Vma>,
+    /// Changes with every change of the map, unique in this process, so
+    /// that the copy guest RAM checks pointers against (`sync_access`) is
+    /// renewed only when needed.
+    #[serde(skip, default = "fresh_gen")]
+    gen: u64,
+}
+
+fn fresh_gen() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 const PROT_RW: u32 = (libc::PROT_READ | libc::PROT_WRITE) as u32;
@@ -40,7 +50,8 @@ impl AddressSpace {
     /// `image` are the program's page-aligned ranges (start, end, prot);
     /// the break starts at `image_end`.
     pub fn new(layout: UserLayout, image: &[(u64, u64, u32)], image_end: u64) -> Self {
-        let mut mm = AddressSpace { layout, brk_start: image_end, brk: image_end, vmas: BTreeMap::new() };
+        let mut mm =
+            AddressSpace { layout, brk_start: image_end, brk: image_end, vmas: BTreeMap::new(), gen: fresh_gen() };
         for &(start, end, prot) in image {
             mm.insert(start, end, prot, VmaKind::Image);
         }
@@ -62,6 +73,16 @@ impl AddressSpace {
         self.brk
     }
 
+    /// Mirrors the map into `ram` if it changed since `ram` last saw it:
+    /// the system calls' pointer checks then follow mmap, munmap,
+    /// mprotect and brk.
+    #[inline]
+    pub fn sync_access(&self, ram: &GuestRam) {
+        if ram.access_gen() != Some(self.gen) {
+            ram.set_access(self.gen, self.vmas.iter().map(|(&s, v)| (s, v.end, v.prot)));
+        }
+    }
+
     pub fn vmas(&self) -> impl Iterator<Item = (u64, &Vma)> {
         self.vmas.iter().map(|(&s, v)| (s, v))
     }
@@ -73,6 +94,7 @@ impl AddressSpace {
 
     /// Removes `[start, end)` from the map, splitting mappings it cuts.
     fn unmap_range(&mut self, start: u64, end: u64) {
+        self.gen = fresh_gen();
         let cut: Vec<(u64, Vma)> =
             self.vmas.range(..end).rev().take_while(|(_, v)| v.end > start).map(|(&s, &v)| (s, v)).collect();
         for (s, v) in cut {
@@ -91,6 +113,7 @@ impl AddressSpace {
             return;
         }
         self.unmap_range(start, end);
+        self.gen = fresh_gen();
         let mut start = start;
         let mut vma = Vma { end, prot, kind };
         // Merge with equal anonymous neighbours, as Linux does, so that a
@@ -183,8 +206,9 @@ impl AddressSpace {
         true
     }
 
-    /// mprotect(2): only records the new protection (the page tables keep
-    /// everything accessible).
+    /// mprotect(2): records the new protection. The page tables keep
+    /// everything accessible to the job itself; the system calls' pointer
+    /// checks follow it (`sync_access`).
     pub fn protect(&mut self, start: u64, end: u64, prot: u32) -> bool {
         if !self.is_mapped(start, end) {
             return false;
@@ -206,6 +230,7 @@ impl AddressSpace {
         match self.vmas.get_mut(&start) {
             Some(v) if v.end == end => {
                 v.end = new_end;
+                self.gen = fresh_gen();
                 true
             }
             _ => false,

@@ -116,7 +116,7 @@ impl Job {
             // Copy the file in; pages past its end stay zero.
             let mut done = 0u64;
             while done < len {
-                let mut buf = self.ram.user_mut(start + done, len - done)?;
+                let mut buf = self.ram.mapped_mut(start + done, len - done)?;
                 let r = self.site.pread(fd, &mut buf, (offset + done) as i64);
                 match r {
                     Ok(0) => break,
@@ -194,8 +194,8 @@ impl Job {
         self.mm.map(&self.ram, target, new_len, vma.prot, vma.kind);
         let n = old_len.min(new_len);
         {
-            let src = self.ram.user(old, n)?.as_ptr();
-            let mut dst = self.ram.user_mut(target, n)?;
+            let src = self.ram.mapped(old, n)?.as_ptr();
+            let mut dst = self.ram.mapped_mut(target, n)?;
             // SAFETY: both ranges are checked and do not overlap (target was free).
             unsafe { std::ptr::copy_nonoverlapping(src, dst.as_mut_ptr(), n as usize) };
         }

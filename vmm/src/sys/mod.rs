@@ -54,6 +54,7 @@ impl Job {
         self.cur_nr = nr;
         let a = [user.rdi, user.rsi, user.rdx, user.r10, user.r8, user.r9];
         self.stats.syscalls += 1;
+        self.mm.sync_access(&self.ram);
         let result = match nr as i64 {
             SYS_exit_group => return Flow::Exit(JobExit::Exited((a[0] & 0xff) as i32)),
             SYS_exit => return Flow::ThreadExit((a[0] & 0xff) as i32),
@@ -84,6 +85,8 @@ impl Job {
             }
             _ => self.dispatch(vcpu, nr, a),
         };
+        // A signal frame written before the next call sees this call's maps.
+        self.mm.sync_access(&self.ram);
         if self.trace {
             (self.log)(&format!(
                 "syscall {}({:#x}, {:#x}, {:#x}, {:#x}, {:#x}, {:#x}) = {}",
