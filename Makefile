@@ -27,7 +27,7 @@ IMAGE_BINS := $(IMAGES:%=$(BUILD)/%) $(GUESTS:%=$(BUILD)/tests/%) $(BENCH_GUESTS
 	$(BUILD)/tests/not-elf $(BUILD)/tests/script.sh \
 	$(DYN_GUESTS:%=$(BUILD)/tests/dyn/%) $(GO_GUESTS:%=$(BUILD)/tests/go/%)
 
-.PHONY: all deps build images test bench demo man clean fmt lint
+.PHONY: fuzz faults all deps build images test bench demo man clean fmt lint
 
 all: build images
 
@@ -121,6 +121,34 @@ bench: build images
 	  echo "## Balancer at scale (simulated)"; echo; \
 	  echo '`cargo run --release -p balancer --example scale`'; echo; echo '```'; \
 	  $(CARGO) run --release -q -p balancer --example scale; echo '```'; } >> BENCHMARKS.md
+
+# Fuzzing (README, "Fuzzing"): every parser target under libFuzzer for
+# FUZZ_SECONDS each, from the project's seeds and the corpus kept so far;
+# a finding stops the run and is kept in fuzz/regressions/TARGET/, which
+# the stable runs of make test replay every time. Then the system-call
+# fuzzer (a real job making random calls) for as long.
+FUZZ_SECONDS ?= 600
+FUZZ_TARGETS := migration_stream deputy_proto peer_wire balancer_wire elf_loader
+fuzz: build images
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	MOSVM_FUZZ_CORPUS=$(CURDIR)/target/fuzz-corpus $(CARGO) test --release -q -p mosvm-tests --test fuzz write_corpus -- --ignored
+	cd fuzz && cargo +nightly fuzz build --release
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/regressions/$$t fuzz/target/corpus/$$t; \
+	  echo "== fuzz $$t for $(FUZZ_SECONDS) s (log: target/fuzz-$$t.log)"; \
+	  status=0; (cd fuzz && cargo +nightly fuzz run --release $$t target/corpus/$$t ../target/fuzz-corpus/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=regressions/$$t/ -print_final_stats=1) \
+	    > target/fuzz-$$t.log 2>&1 || status=$$?; \
+	  grep -E '^(#[0-9]+ +DONE|stat::number_of_executed_units|==[0-9]+==ERROR|SUMMARY)' target/fuzz-$$t.log || true; \
+	  [ $$status = 0 ] || { echo "fuzz $$t found something: see target/fuzz-$$t.log and fuzz/regressions/$$t/"; exit 1; }; \
+	done
+	MOSVM_FUZZ_SECONDS=$(FUZZ_SECONDS) $(CARGO) test --release -p mosvm-tests --test fuzz system_calls -- --nocapture
+
+# The fault matrix (tests/faults.rs): every phase of a move x every
+# fault; the table goes into RELIABILITY.md. make test runs a subset.
+faults: build images
+	MOSVM_FAULTS_REPORT=$(CURDIR)/RELIABILITY.md $(CARGO) test --release -p mosvm-tests --test faults fault_matrix -- --ignored --exact --nocapture
 
 demo: build images
 	./scripts/demo.sh

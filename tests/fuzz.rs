@@ -206,3 +206,35 @@ fn system_calls() {
     assert_eq!(m.status, 0, "the move failed: {m:?}");
     assert_eq!((r.status, r.stdout.as_str()), (0, "made 400000 calls\n"), "{r:?}");
 }
+
+/// `make fuzz`: writes each target's seeds into MOSVM_FUZZ_CORPUS/TARGET
+/// for libFuzzer to start from (the same seeds the stable runs mutate).
+#[test]
+#[ignore = "run by make fuzz"]
+fn write_corpus() {
+    let Some(root) = std::env::var_os("MOSVM_FUZZ_CORPUS") else {
+        panic!("set MOSVM_FUZZ_CORPUS to the corpus directory");
+    };
+    let root = Path::new(&root);
+    let mut stream = seeds_dir("migration_stream");
+    stream.push(std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("data/v3-cpu.snap")).unwrap());
+    let elf: Vec<Vec<u8>> = ["hello", "tests/homework", "cpu"]
+        .iter()
+        .map(|p| std::fs::read(mosvm_tests::image(p)).unwrap())
+        .map(|b| b[..b.len().min(64 << 10)].to_vec())
+        .collect();
+    let sets = [
+        ("migration_stream", stream),
+        ("deputy_proto", vmm::fuzz::deputy_seeds()),
+        ("peer_wire", mosvm_host::fuzz::seeds()),
+        ("balancer_wire", balancer::wire::samples().iter().map(balancer::wire::encode).collect()),
+        ("elf_loader", elf),
+    ];
+    for (target, seeds) in sets {
+        let dir = root.join(target);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (i, s) in seeds.iter().enumerate() {
+            std::fs::write(dir.join(format!("seed-{i}")), s).unwrap();
+        }
+    }
+}

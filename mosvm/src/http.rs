@@ -83,6 +83,12 @@ pub fn read_response(stream: &mut impl Read) -> io::Result<(u16, Vec<u8>)> {
     let mut r = BufReader::new(stream);
     let mut line = String::new();
     r.read_line(&mut line)?;
+    if line.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the job closed its control socket without an answer (it ended, or its process died, first)",
+        ));
+    }
     let status = line
         .split_whitespace()
         .nth(1)

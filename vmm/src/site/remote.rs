@@ -22,7 +22,7 @@ struct Calls {
     seq: u64,
     /// The events connection, for asking the deputy to cut a call short.
     events: Link,
-    lost: Arc<AtomicBool>,
+    lost: Arc<Fate>,
     /// Writes sent behind (their replies not read yet): descriptor and
     /// when it was sent.
     behind: std::collections::VecDeque<(i32, Instant)>,
@@ -119,17 +119,32 @@ fn open(link: &HomeLink, kind: LinkKind, body: &str, transport: &Transport) -> s
     Ok(stream)
 }
 
+/// Whether the body has lost its home, shared with the events watcher.
+#[derive(Default)]
+struct Fate {
+    lost: AtomicBool,
+    /// The job has ended and says so to its home, which then closes the
+    /// links: that is no loss to report.
+    ending: AtomicBool,
+}
+
+impl Fate {
+    fn load(&self, o: Ordering) -> bool {
+        self.lost.load(o)
+    }
+}
+
 /// The body has lost its home (or been replaced): it must stop. Raising
 /// SIGKILL ends the job the next time the VMM looks at signals.
-fn stop_body(lost: &AtomicBool, why: &str) {
-    if !lost.swap(true, Ordering::SeqCst) {
+fn stop_body(fate: &Fate, why: &str) {
+    if !fate.lost.swap(true, Ordering::SeqCst) && !fate.ending.load(Ordering::SeqCst) {
         eprintln!("mosvm: stopping this body: {why}");
         crate::signal::post_host_signals(1 << (crate::signal::SIGKILL - 1));
     }
 }
 
 /// Reads the deputy's events for the life of the link.
-fn watch(mut events: Link, lost: Arc<AtomicBool>, home: std::net::SocketAddr) {
+fn watch(mut events: Link, lost: Arc<Fate>, home: std::net::SocketAddr) {
     let mut buf = Vec::new();
     loop {
         if let Err(e) = proto::read_frame(&mut events, &mut buf) {
@@ -311,7 +326,7 @@ impl RemoteSite {
         stream.socket().set_read_timeout(Some(Duration::from_secs(10)))?;
         welcomed(&stream)?;
         stream.socket().set_read_timeout(None)?;
-        let lost = Arc::new(AtomicBool::new(false));
+        let lost = Arc::new(Fate::default());
         let (watch_events, watch_lost, home) = (events.try_clone()?, lost.clone(), link.home);
         std::thread::Builder::new()
             .name("deputy-events".into())
@@ -365,6 +380,7 @@ impl RemoteSite {
 
     /// Tells the deputy how the job ended, and waits for it to hear it.
     pub fn report_exit(&mut self, status: i32, message: &str) {
+        self.calls.lost.ending.store(true, Ordering::SeqCst);
         let _ = self.calls.stream.socket().set_read_timeout(Some(Duration::from_secs(5)));
         if self.calls.call(&Call::Exit { status, message }).is_err() {
             eprintln!("mosvm: could not report the job's end (status {status}) to its home {}", self.link.home);

@@ -1,0 +1,605 @@
+//! The fault matrix: for each phase of a move × each fault, the job runs
+//! on exactly one host and ends with its native output, or, only where
+//! the one process holding its body (or its home) died, it is reported
+//! lost at home within seconds. Never two running copies, never a silent
+//! loss, never a hang.
+//!
+//! A move here is `mosvm migrate` of a `mosvm run` job (whose process is
+//! its home and deputy) to a `mosvm receive`, through a proxy that reads
+//! the stream record by record and strikes at a phase: the HELLO
+//! (connect and handshake), the first PAGES (first round), the first
+//! PAGES after a round's SYNC (later rounds), the STATE (final pages and
+//! state), the destination's ACK (it runs the job; the source does not
+//! know yet) and just after the ACK. "Away" cases move the job to a first
+//! receiver cleanly, then from there: the source body, the destination
+//! body and the home are three processes.
+//!
+//! `make test` runs a fast subset; `make faults` runs every case and
+//! writes the table to RELIABILITY.md (MOSVM_FAULTS_REPORT=PATH).
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mosvm_tests::*;
+
+const JOB: [&str; 3] = ["64", "32", "400"];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Handshake,
+    FirstRound,
+    LaterRounds,
+    FinalState,
+    BeforeAck,
+    AfterAck,
+}
+
+const PHASES: [Phase; 6] =
+    [Phase::Handshake, Phase::FirstRound, Phase::LaterRounds, Phase::FinalState, Phase::BeforeAck, Phase::AfterAck];
+
+impl Phase {
+    fn label(self) -> &'static str {
+        match self {
+            Phase::Handshake => "connect and handshake",
+            Phase::FirstRound => "first round",
+            Phase::LaterRounds => "later rounds",
+            Phase::FinalState => "final pages and state",
+            Phase::BeforeAck => "destination resumed, before the ack",
+            Phase::AfterAck => "after the ack",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    KillSource,
+    KillDestination,
+    KillHome,
+    Cut,
+    Delay,
+    Corrupt,
+    Truncate,
+}
+
+impl Fault {
+    fn label(self) -> &'static str {
+        match self {
+            Fault::KillSource => "kill -9 source body",
+            Fault::KillDestination => "kill -9 destination body",
+            Fault::KillHome => "kill -9 home deputy",
+            Fault::Cut => "link cut",
+            Fault::Delay => "link delayed 200 ms",
+            Fault::Corrupt => "a corrupted byte",
+            Fault::Truncate => "stream truncated",
+        }
+    }
+}
+
+/// What may come of a case; the first of `expected` is what the design
+/// says, the others are outcomes it allows because the fault races with
+/// the move (e.g. a destination killed just as it claimed the job).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    /// The move failed and the job finished where it was.
+    Stayed,
+    /// The job finished at the destination.
+    Moved,
+    /// Its body died with the only process holding it: home says so.
+    LostAtHome,
+    /// Its home died: every body stopped by itself.
+    GoneWithHome,
+}
+
+impl Outcome {
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Stayed => "runs on at the source",
+            Outcome::Moved => "runs on at the destination",
+            Outcome::LostAtHome => "lost, reported at home",
+            Outcome::GoneWithHome => "home gone: every body stops",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Case {
+    away: bool,
+    phase: Phase,
+    fault: Fault,
+}
+
+impl Case {
+    fn name(&self) -> String {
+        format!("{}{} / {}", if self.away { "away: " } else { "" }, self.phase.label(), self.fault.label())
+    }
+
+    /// What the design promises.
+    fn expected(&self) -> Vec<Outcome> {
+        use Outcome::*;
+        let before_claim = matches!(self.phase, Phase::Handshake | Phase::FirstRound | Phase::LaterRounds);
+        match self.fault {
+            // Home and body are one process unless the job is away.
+            Fault::KillSource if !self.away => vec![GoneWithHome],
+            Fault::KillHome => vec![GoneWithHome],
+            Fault::KillSource => match self.phase {
+                // The destination has claimed the job by its ack.
+                Phase::BeforeAck | Phase::AfterAck => vec![Moved],
+                // The STATE is out: the destination may have claimed it.
+                Phase::FinalState => vec![LostAtHome, Moved],
+                _ => vec![LostAtHome],
+            },
+            Fault::KillDestination => match self.phase {
+                _ if before_claim => vec![Stayed],
+                Phase::FinalState => vec![Stayed, LostAtHome],
+                // It had claimed the job: its death is the job's.
+                Phase::BeforeAck => vec![LostAtHome, Stayed],
+                _ => vec![LostAtHome],
+            },
+            Fault::Delay => vec![Moved],
+            Fault::Cut | Fault::Corrupt | Fault::Truncate => match self.phase {
+                _ if before_claim => vec![Stayed],
+                Phase::FinalState => vec![Stayed],
+                // The ack is what is struck: the destination runs it.
+                Phase::BeforeAck => vec![Moved],
+                _ => vec![Moved],
+            },
+        }
+    }
+}
+
+fn all_cases() -> Vec<Case> {
+    let mut v = Vec::new();
+    for away in [false, true] {
+        for phase in PHASES {
+            for fault in [
+                Fault::KillSource,
+                Fault::KillDestination,
+                Fault::KillHome,
+                Fault::Cut,
+                Fault::Delay,
+                Fault::Corrupt,
+                Fault::Truncate,
+            ] {
+                // At home, the source body is the home: one case.
+                if !away && fault == Fault::KillHome {
+                    continue;
+                }
+                v.push(Case { away, phase, fault });
+            }
+        }
+    }
+    v
+}
+
+// ---- the proxy ----
+
+/// What the proxy does when the phase comes.
+#[derive(Clone, Copy)]
+enum Strike {
+    Kill(u32),
+    Cut,
+    Delay,
+    Corrupt,
+    Truncate,
+}
+
+struct Proxy {
+    addr: String,
+    struck: Arc<AtomicBool>,
+}
+
+fn kill9(pid: u32) {
+    // SAFETY: a plain kill(2) of a process this test started.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+}
+
+fn read_record(r: &mut impl Read) -> Option<Vec<u8>> {
+    let mut h = [0u8; 8];
+    r.read_exact(&mut h).ok()?;
+    let len = u32::from_le_bytes(h[4..8].try_into().unwrap()) as usize;
+    let mut rec = h.to_vec();
+    rec.resize(8 + len + 4, 0);
+    r.read_exact(&mut rec[8..]).ok()?;
+    Some(rec)
+}
+
+const TAG_HELLO: u8 = 1;
+const TAG_PAGES: u8 = 2;
+const TAG_STATE: u8 = 4;
+const TAG_SYNC: u8 = 6;
+const TAG_ACK: u8 = 18;
+
+enum Out {
+    Data(Instant, Vec<u8>),
+    /// Ends the stream after what came before (a truncation).
+    ShutWrite,
+}
+
+/// Writes to `sock` what it is given, each piece not before its time: a
+/// link's latency, without costing its throughput.
+fn delay_line(mut sock: TcpStream) -> std::sync::mpsc::Sender<Out> {
+    let (tx, rx) = std::sync::mpsc::channel::<Out>();
+    std::thread::spawn(move || {
+        for out in rx {
+            match out {
+                Out::Data(due, bytes) => {
+                    std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                    if sock.write_all(&bytes).is_err() {
+                        return;
+                    }
+                }
+                Out::ShutWrite => {
+                    let _ = sock.shutdown(Shutdown::Write);
+                }
+            }
+        }
+        let _ = sock.shutdown(Shutdown::Write);
+    });
+    tx
+}
+
+const LATENCY: Duration = Duration::from_millis(200);
+
+/// A proxy to `to` that strikes at `phase` once.
+fn proxy(to: String, phase: Phase, strike: Strike) -> Proxy {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let struck = Arc::new(AtomicBool::new(false));
+    let fired = struck.clone();
+    std::thread::spawn(move || {
+        let Ok((a, _)) = l.accept() else { return };
+        let Ok(b) = TcpStream::connect(&to) else { return };
+        let delayed = Arc::new(AtomicBool::new(false));
+        let hit = |s: &Arc<AtomicBool>| !s.swap(true, Ordering::SeqCst);
+        let due = |d: &AtomicBool| Instant::now() + if d.load(Ordering::SeqCst) { LATENCY } else { Duration::ZERO };
+        let cut = |a: &TcpStream, b: &TcpStream| {
+            let _ = a.shutdown(Shutdown::Both);
+            let _ = b.shutdown(Shutdown::Both);
+        };
+        // Does this forward record mark the phase?
+        let forward_marks = move |tag: u8, pages_seen: u32, syncs: u32| match phase {
+            Phase::Handshake => tag == TAG_HELLO,
+            Phase::FirstRound => tag == TAG_PAGES && pages_seen == 2,
+            Phase::LaterRounds => tag == TAG_PAGES && syncs >= 1,
+            Phase::FinalState => tag == TAG_STATE,
+            _ => false,
+        };
+        // The way back: ACCEPT, SYNCED, ACK (or a refusal).
+        let back = {
+            let (a, mut b) = (a.try_clone().unwrap(), b.try_clone().unwrap());
+            let to_a = delay_line(a.try_clone().unwrap());
+            let (fired, delayed) = (fired.clone(), delayed.clone());
+            std::thread::spawn(move || {
+                while let Some(mut rec) = read_record(&mut b) {
+                    let at_ack = rec[0] == TAG_ACK;
+                    if at_ack && phase == Phase::BeforeAck && hit(&fired) {
+                        match strike {
+                            Strike::Kill(pid) => kill9(pid),
+                            Strike::Cut => return cut(&a, &b),
+                            Strike::Delay => delayed.store(true, Ordering::SeqCst),
+                            Strike::Corrupt => rec[8] ^= 0x10,
+                            Strike::Truncate => {
+                                let _ = to_a.send(Out::Data(Instant::now(), rec[..6].to_vec()));
+                                let _ = to_a.send(Out::ShutWrite);
+                                return;
+                            }
+                        }
+                    }
+                    if to_a.send(Out::Data(due(&delayed), rec)).is_err() {
+                        return;
+                    }
+                    if at_ack && phase == Phase::AfterAck && hit(&fired) {
+                        std::thread::sleep(Duration::from_millis(300));
+                        match strike {
+                            Strike::Kill(pid) => kill9(pid),
+                            Strike::Cut | Strike::Truncate => cut(&a, &b),
+                            Strike::Delay => delayed.store(true, Ordering::SeqCst),
+                            Strike::Corrupt => {}
+                        }
+                    }
+                }
+            })
+        };
+        let mut a = a;
+        let to_b = delay_line(b.try_clone().unwrap());
+        let mut header = [0u8; 16];
+        if a.read_exact(&mut header).is_err() || to_b.send(Out::Data(Instant::now(), header.to_vec())).is_err() {
+            return;
+        }
+        let (mut pages, mut syncs) = (0u32, 0u32);
+        while let Some(mut rec) = read_record(&mut a) {
+            let tag = rec[0];
+            pages += (tag == TAG_PAGES) as u32;
+            if forward_marks(tag, pages, syncs) && hit(&fired) {
+                match strike {
+                    Strike::Kill(pid) => kill9(pid),
+                    Strike::Cut => {
+                        let half = rec[..rec.len() / 2].to_vec();
+                        let _ = to_b.send(Out::Data(Instant::now(), half));
+                        std::thread::sleep(Duration::from_millis(50));
+                        cut(&a, &b);
+                        break;
+                    }
+                    Strike::Delay => delayed.store(true, Ordering::SeqCst),
+                    Strike::Corrupt => {
+                        let i = 8 + (rec.len() - 12) / 2;
+                        rec[i] ^= 0x10;
+                    }
+                    Strike::Truncate => {
+                        let _ = to_b.send(Out::Data(Instant::now(), rec[..rec.len() / 2].to_vec()));
+                        let _ = to_b.send(Out::ShutWrite);
+                        // Swallow the rest so the sender is not stuck writing.
+                        let mut sink = [0u8; 65536];
+                        while a.read(&mut sink).is_ok_and(|n| n > 0) {}
+                        break;
+                    }
+                }
+            }
+            syncs += (tag == TAG_SYNC) as u32;
+            if to_b.send(Out::Data(due(&delayed), rec)).is_err() {
+                break;
+            }
+        }
+        drop(to_b);
+        let _ = back.join();
+    });
+    Proxy { addr, struck }
+}
+
+// ---- a case ----
+
+struct Observed {
+    outcome: Option<Outcome>,
+    detail: String,
+    ok: bool,
+}
+
+fn receiver_once(api: &std::path::Path) -> (Proc, String) {
+    receiver(&["--once", "--api-sock", api.to_str().unwrap()], None)
+}
+
+fn finish_within(p: Proc, what: &str, limit: Duration) -> Result<Run, String> {
+    let t = Instant::now();
+    let mut p = p;
+    loop {
+        if p.child.try_wait().unwrap().is_some() {
+            return Ok(p.finish(Duration::from_secs(5)));
+        }
+        if t.elapsed() > limit {
+            let r = p.finish_or_kill();
+            return Err(format!("{what} hung (killed after {limit:?}): {}", r.stderr.trim()));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn run_case(c: &Case, native: &Run, n: usize) -> Observed {
+    let mem = image("mem");
+    let home_sock = sock_path(&format!("fault{n}-home"));
+    let home = source(&mem, &JOB, &[], &home_sock, None);
+    home.wait_for("the job to start", Duration::from_secs(30), |o, _| o.contains("allocated"));
+    let home_pid = home.child.id();
+    // The source of the struck move: home itself, or a first receiver.
+    let (src_sock, first) = if c.away {
+        let s = sock_path(&format!("fault{n}-first"));
+        let (r, addr) = receiver_once(&s);
+        let (m, _) = migrate(&home_sock, &addr, &[]);
+        if m.status != 0 {
+            return Observed {
+                outcome: None,
+                detail: format!("the first move failed: {}", m.stderr.trim()),
+                ok: false,
+            };
+        }
+        wait_for_path(&s);
+        (s, Some(r))
+    } else {
+        (home_sock.clone(), None)
+    };
+    let src_pid = first.as_ref().map_or(home_pid, |p| p.child.id());
+    let dst_sock = sock_path(&format!("fault{n}-dst"));
+    let (dst, dst_addr) = receiver_once(&dst_sock);
+    let strike = match c.fault {
+        Fault::KillSource => Strike::Kill(src_pid),
+        Fault::KillDestination => Strike::Kill(dst.child.id()),
+        Fault::KillHome => Strike::Kill(home_pid),
+        Fault::Cut => Strike::Cut,
+        Fault::Delay => Strike::Delay,
+        Fault::Corrupt => Strike::Corrupt,
+        Fault::Truncate => Strike::Truncate,
+    };
+    let px = proxy(dst_addr, c.phase, strike);
+    // Without --verify: what is checked is what the job prints.
+    let mut cmd = std::process::Command::new(mosvm_bin());
+    cmd.arg("migrate").arg("--api-sock").arg(&src_sock).args(["--to", &px.addr, "--json"]);
+    let m = run_command(cmd, &Opts::default());
+    let moved = m.stdout.contains("\"result\":\"ok\"");
+    let limit = Duration::from_secs(60);
+    let home_r = finish_within(home, "home", limit);
+    // Bodies must end by themselves soon after home did.
+    let first_r = first.map(|p| finish_within(p, "the source body", Duration::from_secs(15)));
+    let dst_r = finish_within(dst, "the destination", Duration::from_secs(15));
+    let mut detail = format!("migrate: {}", if moved { "ok" } else { "failed" });
+    let mut hung = Vec::new();
+    let home_r = match home_r {
+        Ok(r) => Some(r),
+        Err(e) => {
+            hung.push(e);
+            None
+        }
+    };
+    // Which bodies ran the job to its end: a receiver that did ends with
+    // the job's status and never said it lost or handed on the job.
+    let mut ran = Vec::new();
+    let mut last_words = Vec::new();
+    for (who, r) in first_r.map(|r| ("source", r)).into_iter().chain([("destination", dst_r)]) {
+        match r {
+            Err(e) => hung.push(e),
+            Ok(r) => {
+                let said =
+                    r.stderr.lines().rfind(|l| !l.contains("waiting for a job")).unwrap_or("").trim().to_string();
+                let done = r.status == native.status
+                    && !["not received", "job moved", "lost", "stop"].iter().any(|w| r.stderr.contains(w));
+                if done {
+                    ran.push(who);
+                }
+                last_words.push(format!(
+                    "{who} ended {}{}",
+                    r.status,
+                    if said.is_empty() { String::new() } else { format!(": {said}") }
+                ));
+            }
+        }
+    }
+    if std::env::var_os("MOSVM_FAULTS_VERBOSE").is_some() {
+        eprintln!("    {}", last_words.join("\n    "));
+    }
+    if !hung.is_empty() {
+        return Observed { outcome: None, detail: format!("{detail}; {}", hung.join("; ")), ok: false };
+    }
+    let home_r = home_r.unwrap();
+    if std::env::var_os("MOSVM_FAULTS_VERBOSE").is_some() {
+        eprintln!("    home ended {}: {}\n    migrate: {}", home_r.status, home_r.stderr.trim(), m.stderr.trim());
+    }
+    let struck = px.struck.load(Ordering::SeqCst);
+    if !struck {
+        detail += "; the phase never came";
+    }
+    let home_killed = c.fault == Fault::KillHome || (c.fault == Fault::KillSource && !c.away);
+    let outcome = if ran.len() > 1 {
+        detail += "; TWO COPIES ran the job to its end";
+        None
+    } else if home_killed {
+        // Home was killed: it reports nothing; what counts is that every
+        // body stopped by itself (nothing hung) and none ran on.
+        (home_r.status == 137 && ran.is_empty()).then_some(Outcome::GoneWithHome)
+    } else if home_r.status == 255 && home_r.stderr.contains("job lost") && ran.is_empty() {
+        let why = home_r.stderr.lines().find(|l| l.contains("job lost")).unwrap_or("").trim().to_string();
+        detail += &format!("; {why}");
+        Some(Outcome::LostAtHome)
+    } else if home_r.status == native.status && home_r.stdout == native.stdout {
+        match (c.away, ran.first()) {
+            (_, Some(&"destination")) => Some(Outcome::Moved),
+            (_, Some(_)) | (false, None) => Some(Outcome::Stayed),
+            (true, None) => {
+                detail += "; the output is right but no body says it ran the job";
+                None
+            }
+        }
+    } else {
+        detail += &format!(
+            "; home ended {} with {} bytes of output (native {}), stderr {:?}",
+            home_r.status,
+            home_r.stdout.len(),
+            native.stdout.len(),
+            home_r.stderr.trim()
+        );
+        None
+    };
+    let ok = outcome.is_some_and(|o| c.expected().contains(&o)) && struck;
+    Observed { outcome, detail, ok }
+}
+
+fn run_cases(cases: &[Case]) -> Vec<(Case, Observed)> {
+    let mem = image("mem");
+    let native = native(&mem, &JOB, &Opts::default());
+    let _l = migration_lock();
+    cases
+        .iter()
+        .enumerate()
+        .map(|(n, c)| {
+            let t = Instant::now();
+            let o = run_case(c, &native, n);
+            eprintln!(
+                "{} {}: {} ({}; {:.1} s)",
+                if o.ok { "ok  " } else { "FAIL" },
+                c.name(),
+                o.outcome.map_or("?", |o| o.label()),
+                o.detail,
+                t.elapsed().as_secs_f64()
+            );
+            (*c, o)
+        })
+        .collect()
+}
+
+fn table(results: &[(Case, Observed)]) -> String {
+    let mut s =
+        String::from("| # | where | phase | fault | expected | observed | detail |\n|---|---|---|---|---|---|---|\n");
+    for (i, (c, o)) in results.iter().enumerate() {
+        let exp: Vec<&str> = c.expected().iter().map(|o| o.label()).collect();
+        s += &format!(
+            "| {} | {} | {} | {} | {} | {}{} | {} |\n",
+            i + 1,
+            if c.away { "away" } else { "home" },
+            c.phase.label(),
+            c.fault.label(),
+            exp.join(", or "),
+            if o.ok { "" } else { "**FAIL** " },
+            o.outcome.map_or("none", |o| o.label()),
+            o.detail.replace('|', "/")
+        );
+    }
+    s
+}
+
+fn check(results: &[(Case, Observed)]) {
+    let failed: Vec<String> =
+        results.iter().filter(|(_, o)| !o.ok).map(|(c, o)| format!("{}: {}", c.name(), o.detail)).collect();
+    assert!(failed.is_empty(), "{} of {} cases failed:\n{}", failed.len(), results.len(), failed.join("\n"));
+}
+
+/// The fast subset: one case of each fault, at the phases where they
+/// matter most.
+#[test]
+fn fault_matrix_fast_subset() {
+    if !require_kvm("fault_matrix_fast_subset") {
+        return;
+    }
+    let cases = [
+        Case { away: false, phase: Phase::FirstRound, fault: Fault::Cut },
+        Case { away: false, phase: Phase::LaterRounds, fault: Fault::Corrupt },
+        Case { away: false, phase: Phase::FinalState, fault: Fault::Truncate },
+        Case { away: false, phase: Phase::BeforeAck, fault: Fault::Cut },
+        Case { away: false, phase: Phase::LaterRounds, fault: Fault::KillDestination },
+        Case { away: false, phase: Phase::AfterAck, fault: Fault::KillDestination },
+        Case { away: true, phase: Phase::FirstRound, fault: Fault::KillSource },
+        Case { away: true, phase: Phase::LaterRounds, fault: Fault::KillHome },
+    ];
+    check(&run_cases(&cases));
+}
+
+/// `make faults`: every case; the table goes to MOSVM_FAULTS_REPORT.
+#[test]
+#[ignore = "run by make faults"]
+fn fault_matrix() {
+    if !require_kvm("fault_matrix") {
+        return;
+    }
+    let results = run_cases(&all_cases());
+    if let Some(path) = std::env::var_os("MOSVM_FAULTS_REPORT") {
+        let ok = results.iter().filter(|(_, o)| o.ok).count();
+        let date = std::process::Command::new("date").arg("-u").arg("+%Y-%m-%d").output().unwrap();
+        let text = format!(
+            "{} cases, {ok} as expected ({}, {} cores).\n\n{}",
+            results.len(),
+            String::from_utf8_lossy(&date.stdout).trim(),
+            std::thread::available_parallelism().map_or(0, |n| n.get()),
+            table(&results)
+        );
+        // Between the markers of its section; the rest of the file stays.
+        let path = PathBuf::from(path);
+        let (begin, end) = ("<!-- fault matrix: begin (make faults) -->", "<!-- fault matrix: end -->");
+        let old = std::fs::read_to_string(&path).unwrap_or_default();
+        let new = match (old.find(begin), old.find(end)) {
+            (Some(a), Some(b)) if a < b => format!("{}{begin}\n{text}{}", &old[..a], &old[b..]),
+            _ => format!("{old}\n## Fault matrix\n\n{begin}\n{text}{end}\n"),
+        };
+        std::fs::write(&path, new).unwrap();
+    }
+    check(&results);
+}
