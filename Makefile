@@ -27,7 +27,7 @@ IMAGE_BINS := $(IMAGES:%=$(BUILD)/%) $(GUESTS:%=$(BUILD)/tests/%) $(BENCH_GUESTS
 	$(BUILD)/tests/not-elf $(BUILD)/tests/script.sh \
 	$(DYN_GUESTS:%=$(BUILD)/tests/dyn/%) $(GO_GUESTS:%=$(BUILD)/tests/go/%)
 
-.PHONY: fuzz faults all deps build images test bench demo man clean fmt lint
+.PHONY: fuzz faults load all deps build images test bench demo man clean fmt lint
 
 all: build images
 
@@ -149,6 +149,11 @@ fuzz: build images
 # fault; the table goes into RELIABILITY.md. make test runs a subset.
 faults: build images
 	MOSVM_FAULTS_REPORT=$(CURDIR)/RELIABILITY.md $(CARGO) test --release -p mosvm-tests --test faults fault_matrix -- --ignored --exact --nocapture
+
+# 200 jobs at once across three emulated hosts (tests/load.rs); the
+# figures go into RELIABILITY.md. make test runs 30.
+load: build images
+	MOSVM_LOAD_REPORT=$(CURDIR)/RELIABILITY.md $(CARGO) test --release -p mosvm-tests --test load two_hundred_jobs_at_once -- --ignored --exact --nocapture
 
 demo: build images
 	./scripts/demo.sh

@@ -5,7 +5,7 @@
 //! refused or taken without a panic. Inputs that once found a bug live
 //! in fuzz/regressions/TARGET/ and run here every time.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A reproducible generator (xorshift64*), so a failure names its input.
 struct Rng(u64);
@@ -173,6 +173,18 @@ fn system_calls() {
     }
     let prog = image("tests/fuzzsys");
     let dir = scratch_dir("fuzzsys");
+    // The job's calls reach only its own directory: the host's stay as
+    // they were (modes of every directory above it, what "/" holds).
+    let host_view = || {
+        use std::os::unix::fs::MetadataExt;
+        let modes: Vec<(PathBuf, u32)> =
+            dir.ancestors().skip(1).map(|d| (d.to_path_buf(), std::fs::metadata(d).map_or(0, |m| m.mode()))).collect();
+        let mut root: Vec<String> =
+            std::fs::read_dir("/").unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        root.sort();
+        (modes, root)
+    };
+    let before = host_view();
     let budget = std::env::var("MOSVM_FUZZ_SECONDS").ok().and_then(|s| s.parse().ok()).map(Duration::from_secs);
     let t = Instant::now();
     let (mut seed, mut calls) = (1u64, 0u64);
@@ -193,6 +205,7 @@ fn system_calls() {
         }
     }
     eprintln!("system_calls: {} seeds, {calls} calls in {:.0?}, no finding", seed - 1, t.elapsed());
+    assert_eq!(host_view(), before, "the fuzzer reached outside its directory");
 
     // Away from home: the same calls served by the deputy.
     let _l = migration_lock();
@@ -205,6 +218,7 @@ fn system_calls() {
     let _ = recv.finish(Duration::from_secs(120));
     assert_eq!(m.status, 0, "the move failed: {m:?}");
     assert_eq!((r.status, r.stdout.as_str()), (0, "made 400000 calls\n"), "{r:?}");
+    assert_eq!(host_view(), before, "the fuzzer reached outside its directory");
 }
 
 /// `make fuzz`: writes each target's seeds into MOSVM_FUZZ_CORPUS/TARGET

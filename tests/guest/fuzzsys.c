@@ -55,6 +55,29 @@ static uint64_t arg(void)
 	}
 }
 
+/* A page of non-NUL bytes before an inaccessible page: a name that never
+ * ends. */
+static char *nonul;
+
+/* A path: one of its own names (its directory and below, its own /proc
+ * entries), or a pointer nothing can be read from, or a name running into
+ * an inaccessible page. Never whatever bytes its memory holds: the VMM
+ * serves the job's files as its caller, and for a job of root "/" or ".."
+ * would reach the host's own directories (a fuzzer once turned "/" to mode
+ * 000 that way). Descriptors it names come from these opens only. */
+static uint64_t path_arg(void)
+{
+	static const char *names[] = { "f0", "f1", "d0", "d0/f2", "/proc/self/fd/3", "/proc/self/maps", ".", "" };
+	switch (next() % 6) {
+	case 0: return 0;
+	case 1: return 0xffff800000000000ULL + next() % 4096;
+	case 2: return (uint64_t)nonul + 4096 - 1 - next() % 64;
+	default:
+		snprintf(buf, sizeof buf, "%s", names[next() % 8]);
+		return (uint64_t)buf;
+	}
+}
+
 static void on_signal(int sig) { (void)sig; }
 
 int main(int argc, char **argv)
@@ -65,6 +88,11 @@ int main(int argc, char **argv)
 	scratch = mmap(0, SCRATCH + GUARD, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (scratch == MAP_FAILED || mprotect(scratch, SCRATCH, PROT_READ | PROT_WRITE))
 		return 1;
+	nonul = mmap(0, 2 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (nonul == MAP_FAILED || mprotect(nonul + 4096, 4096, PROT_NONE))
+		return 1;
+	memset(nonul, 'a', 4096);
+	mprotect(nonul, 4096, PROT_READ); /* no call may write a NUL into it */
 	/* Signals a call may raise come here, not to the default action. */
 	for (int sig = 1; sig < 32; sig++)
 		if (sig != SIGKILL && sig != SIGSTOP && sig != SIGSEGV && sig != SIGBUS)
@@ -182,13 +210,8 @@ int main(int argc, char **argv)
 		case SYS_openat: case SYS_mkdirat: case SYS_unlinkat: case SYS_renameat: case SYS_readlinkat:
 		case SYS_faccessat: case SYS_newfstatat: case SYS_statx: case SYS_utimensat: case SYS_symlinkat:
 		case SYS_getxattr:
-			/* Often a real name (in its own directory), else whatever the pointer holds. */
-			if (next() % 2) {
-				static const char *names[] = { "f0", "f1", "d0", "d0/f2", "/proc/self/fd/3", "/proc/self/maps", "..", "/" };
-				snprintf(buf, sizeof buf, "%s", names[next() % 8]);
-				if (nr == SYS_getxattr) a[0] = (uint64_t)buf; else a[1] = (uint64_t)buf;
-				if (nr != SYS_getxattr && next() % 2) a[0] = (uint64_t)-100; /* AT_FDCWD */
-			}
+			if (nr == SYS_getxattr) a[0] = path_arg(); else a[1] = path_arg();
+			if (nr != SYS_getxattr && next() % 2) a[0] = (uint64_t)-100; /* AT_FDCWD */
 			if (nr == SYS_openat) a[2] |= O_NONBLOCK; /* a FIFO's open would wait for a writer */
 			if (nr == SYS_renameat || nr == SYS_symlinkat) a[2] = (uint64_t)-100, a[3] = (uint64_t)"f3";
 			break;
