@@ -134,3 +134,26 @@ fn procescape_notices_escapes_natively() {
     assert_eq!(verdict_of(&attempts, "open(/proc/self/maps, O_RDONLY)"), Some("works"), "{}", n.stdout);
     assert_eq!(n.status, 1, "{}", n.stderr);
 }
+
+/// A fork bomb meets the job's process limit (each process is a micro-VM:
+/// mosvm caps a job at 512, and below that its RLIMIT_NPROC binds all but
+/// root, as on Linux): fork fails with EAGAIN, the operator is told, the
+/// children all end, a fork works again once they are gone, and a job
+/// running beside it is unaffected.
+#[test]
+fn a_fork_bomb_meets_the_jobs_process_limit() {
+    if !require_kvm("a_fork_bomb_meets_the_jobs_process_limit") {
+        return;
+    }
+    let hello = image("hello");
+    let native_hello = native(&hello, &[], &Opts::default());
+    let beside = std::thread::spawn(move || vm(&hello, &[], &Opts::default()));
+    let r = vm(&image("tests/forkbomb"), &[], &Opts::default());
+    assert_eq!(r.status, 0, "{r:?}");
+    assert_eq!(
+        r.stdout,
+        "made 511 processes, then fork: Resource temporarily unavailable\n511 children ended\nfork after: 7\n"
+    );
+    assert!(r.stderr.contains("fork: the job has its limit of 512 processes (EAGAIN)"), "{}", r.stderr);
+    assert_eq!(beside.join().unwrap(), native_hello, "the job beside it");
+}

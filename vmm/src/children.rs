@@ -90,3 +90,52 @@ impl Children {
         }
     }
 }
+
+/// The most processes a job may have at once, whatever its RLIMIT_NPROC
+/// says: each is a host process with a micro-VM of its own.
+pub const MAX_JOB_PROCESSES: u64 = 512;
+
+/// The job's processes, counted across the host processes holding them (a
+/// shared page that every fork inherits; one job per VMM process), so
+/// that a fork bomb meets the job's limit, as on Linux, and not the
+/// host's.
+fn job_processes() -> Option<&'static std::sync::atomic::AtomicU64> {
+    static COUNT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let addr = *COUNT.get_or_init(|| {
+        // SAFETY: a fresh shared anonymous page; the result is checked.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return 0;
+        }
+        // SAFETY: the page is ours, zeroed, aligned; the job's first
+        // process is this one.
+        unsafe { (*(p as *const std::sync::atomic::AtomicU64)).store(1, std::sync::atomic::Ordering::SeqCst) };
+        p as usize
+    });
+    // SAFETY: mapped for the life of the process (never unmapped).
+    (addr != 0).then(|| unsafe { &*(addr as *const std::sync::atomic::AtomicU64) })
+}
+
+/// Counts one more process of the job, unless it has `limit` already.
+pub fn try_add_process(limit: u64) -> bool {
+    use std::sync::atomic::Ordering;
+    let Some(n) = job_processes() else { return true };
+    n.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| (c < limit).then_some(c + 1)).is_ok()
+}
+
+/// One process of the job has ended (or was never made).
+pub fn process_ended() {
+    use std::sync::atomic::Ordering;
+    if let Some(n) = job_processes() {
+        let _ = n.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| Some(c.saturating_sub(1)));
+    }
+}

@@ -57,7 +57,22 @@ impl Vm {
             // Nobody waits for them: do not let them pile up as zombies.
             self.job.children.reap_ended();
         }
-        let state = self.vcpu.capture(&self.cpuid)?;
+        // RLIMIT_NPROC binds all but root, as on Linux; the cap binds all.
+        let max = crate::children::MAX_JOB_PROCESSES;
+        let limit = if self.job.ids.euid == 0 { max } else { self.job.rlimits[libc::RLIMIT_NPROC as usize].0.min(max) };
+        if !crate::children::try_add_process(limit) {
+            (self.job.log)(&format!("fork: the job has its limit of {limit} processes (EAGAIN)"));
+            let mut regs = *user;
+            regs.rax = (-(libc::EAGAIN as i64)) as u64;
+            return Ok(regs);
+        }
+        let state = match self.vcpu.capture(&self.cpuid) {
+            Ok(s) => s,
+            Err(e) => {
+                crate::children::process_ended();
+                return Err(e.into());
+            }
+        };
         // No signal handler may run in the child before it let go of the
         // parent's vCPU.
         // SAFETY: sigset manipulation on local values.
@@ -75,6 +90,7 @@ impl Vm {
             // SAFETY: restores the mask saved above.
             unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
             if pid < 0 {
+                crate::children::process_ended();
                 regs.rax = (-(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EAGAIN) as i64)) as u64;
                 return Ok(regs);
             }
@@ -166,6 +182,7 @@ impl Vm {
 
     /// Ends a forked child's process as its job ended. Never returns.
     pub(crate) fn exit_forked(&self, result: Result<Outcome, VmError>) -> ! {
+        crate::children::process_ended();
         let code = match result {
             Ok(Outcome::Exited(JobExit::Exited(code))) => code,
             Ok(Outcome::Exited(JobExit::Signaled(sig))) => die_by(sig),
