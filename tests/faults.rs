@@ -591,15 +591,8 @@ fn fault_matrix() {
             std::thread::available_parallelism().map_or(0, |n| n.get()),
             table(&results)
         );
-        // Between the markers of its section; the rest of the file stays.
-        let path = PathBuf::from(path);
         let (begin, end) = ("<!-- fault matrix: begin (make faults) -->", "<!-- fault matrix: end -->");
-        let old = std::fs::read_to_string(&path).unwrap_or_default();
-        let new = match (old.find(begin), old.find(end)) {
-            (Some(a), Some(b)) if a < b => format!("{}{begin}\n{text}{}", &old[..a], &old[b..]),
-            _ => format!("{old}\n## Fault matrix\n\n{begin}\n{text}{end}\n"),
-        };
-        std::fs::write(&path, new).unwrap();
+        write_section(&PathBuf::from(path), "Fault matrix", begin, end, &text);
     }
     check(&results);
 }

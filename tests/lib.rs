@@ -227,6 +227,18 @@ fn others_can_run_programs_in(root: &Path) -> bool {
     ok
 }
 
+/// Puts `text` into the file at `path` between the lines `begin` and
+/// `end` (a report's section: the rest of the file stays), or, if the
+/// markers are not there, appends them with `heading`.
+pub fn write_section(path: &Path, heading: &str, begin: &str, end: &str, text: &str) {
+    let old = std::fs::read_to_string(path).unwrap_or_default();
+    let new = match (old.find(begin), old.find(end)) {
+        (Some(a), Some(b)) if a < b => format!("{}{begin}\n{text}{}", &old[..a], &old[b..]),
+        _ => format!("{old}\n## {heading}\n\n{begin}\n{text}{end}\n"),
+    };
+    std::fs::write(path, new).unwrap();
+}
+
 // ---- running jobs in the background, for migration tests ----
 
 use std::io::{BufRead, BufReader};

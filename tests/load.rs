@@ -282,15 +282,9 @@ fn two_hundred_jobs_at_once() {
     }
     eprintln!("{text}");
     if let Some(path) = std::env::var_os("MOSVM_LOAD_REPORT") {
-        let path = PathBuf::from(path);
         let (begin, end) = ("<!-- load: begin (make load) -->", "<!-- load: end -->");
-        let old = std::fs::read_to_string(&path).unwrap_or_default();
         let date = Command::new("date").arg("-u").arg("+%Y-%m-%d").output().unwrap();
         let text = format!("Measured {}.\n\n{text}", String::from_utf8_lossy(&date.stdout).trim());
-        let new = match (old.find(begin), old.find(end)) {
-            (Some(a), Some(b)) if a < b => format!("{}{begin}\n{text}{}", &old[..a], &old[b..]),
-            _ => format!("{old}\n## Load\n\n{begin}\n{text}{end}\n"),
-        };
-        std::fs::write(&path, new).unwrap();
+        mosvm_tests::write_section(&PathBuf::from(path), "Load", begin, end, &text);
     }
 }
