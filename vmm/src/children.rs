@@ -92,7 +92,9 @@ impl Children {
 }
 
 /// The most processes a job may have at once, whatever its RLIMIT_NPROC
-/// says: each is a host process with a micro-VM of its own.
+/// says (which stays the caller's, as the job sees it): each is a host
+/// process with a micro-VM of its own. Like a system-wide limit on
+/// Linux, it makes fork fail with EAGAIN.
 pub const MAX_JOB_PROCESSES: u64 = 512;
 
 /// The job's processes, counted across the host processes holding them (a

@@ -74,10 +74,6 @@ pub fn initial_rlimits(_mem: u64, stack: u64) -> Limits {
     // within Linux's nr_open).
     let nofile = &mut limits[RLIMIT_NOFILE as usize];
     nofile.0 = nofile.0.min(crate::site::NR_OPEN);
-    // Processes: no more than a job may have (each is a micro-VM).
-    let nproc = &mut limits[libc::RLIMIT_NPROC as usize];
-    let max = crate::children::MAX_JOB_PROCESSES;
-    *nproc = (nproc.0.min(max), nproc.1.min(max));
     limits
 }
 
