@@ -74,6 +74,8 @@ fn top_shows_every_host_job_and_move() {
     jobs.0.push((h2, a));
     let b = submit(h3, 120);
     jobs.0.push((h3, b));
+    // A job can move once its deputy has filled in its record.
+    h2.wait_started(a);
     let r = at(h2, &["migrate", &a.to_string(), "--to", "h4", "--json"]);
     assert_eq!(r.status, 0, "migrate {a} to h4: {r:?}\n{}", c.dump());
     let want: BTreeSet<String> = [format!("h2-{a}"), format!("h3-{b}")].into();
