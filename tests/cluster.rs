@@ -30,7 +30,7 @@ fn uid() -> u32 {
     unsafe { libc::getuid() }
 }
 
-const NOBODY: u32 = 65534;
+use mosvm_tests::{as_nobody, NOBODY};
 
 /// Not a test of its own: the code that `helper_command` runs in a child
 /// process (a copy of this executable), as another process or another uid.
@@ -91,15 +91,7 @@ fn helper_command(dir: &std::path::Path, what: &str, sock: &std::path::Path, as_
     cmd.args(["--exact", "helper", "--nocapture", "--test-threads=1", "--quiet"]);
     cmd.env("MOSVM_CLUSTER_HELPER", what).env("MOSVM_SOCK", sock);
     if as_nobody {
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(NOBODY) != 0 || libc::setuid(NOBODY) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        cmd = mosvm_tests::as_nobody(cmd);
     }
     cmd
 }
@@ -851,20 +843,6 @@ fn detached_jobs_run_as_their_caller_and_keep_their_logs() {
     cmd.args(["logs", &id.to_string(), "--sock"]).arg(&a.sock);
     let r = run_command(cmd, &Opts::default());
     assert!(r.status == 1 && r.stderr.contains("may not touch it"), "{r:?}");
-}
-
-/// `cmd` run as uid and gid 65534 with no groups.
-fn as_nobody(mut cmd: Command) -> Command {
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(NOBODY) != 0 || libc::setuid(NOBODY) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    cmd
 }
 
 /// A copy of the mosvm binary any uid can run.

@@ -193,12 +193,29 @@ pub fn scratch_root() -> PathBuf {
     .clone()
 }
 
+/// The uid and gid that tests act as when they play another user.
+pub const NOBODY: u32 = 65534;
+
+/// `cmd`, run as uid and gid [`NOBODY`] with no groups.
+pub fn as_nobody(mut cmd: Command) -> Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(NOBODY) != 0 || libc::setuid(NOBODY) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd
+}
+
 /// True if uid 65534 can execute a copy of /bin/true placed in a fresh
 /// directory under `root` (tried for real: modes, mounts and security
 /// modules all have their say).
 fn others_can_run_programs_in(root: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    use std::os::unix::process::CommandExt;
     let dir = root.join(format!("mosvm-test-{}-probe", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     if std::fs::create_dir_all(&dir).is_err() {
@@ -209,17 +226,7 @@ fn others_can_run_programs_in(root: &Path) -> bool {
         && std::fs::copy("/bin/true", &exe).is_ok()
         && std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).is_ok()
         && {
-            let mut cmd = Command::new(&exe);
-            // SAFETY: only async-signal-safe calls between fork and exec.
-            unsafe {
-                cmd.pre_exec(|| {
-                    if libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(65534) != 0 || libc::setuid(65534) != 0
-                    {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
+            let mut cmd = as_nobody(Command::new(&exe));
             cmd.current_dir("/").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
             cmd.status().is_ok_and(|s| s.success())
         };
