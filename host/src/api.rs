@@ -501,6 +501,10 @@ pub struct MoveFigures {
     pub result: String,
     /// The address the body went to.
     pub to: String,
+    /// False when the destination's acknowledgement was lost after it
+    /// had claimed the job: the move happened all the same.
+    #[serde(default = "yes")]
+    pub acknowledged: bool,
     pub total_ms: f64,
     pub downtime_ms: f64,
     pub rounds: u32,
@@ -513,6 +517,10 @@ pub struct MoveFigures {
     pub final_pages: u64,
     pub stop_to_state_sent_ms: f64,
     pub receiver_restore_ms: f64,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The answer to a completed move.

@@ -692,6 +692,7 @@ mod tests {
         let figures = MoveFigures {
             result: "ok".into(),
             to: "127.0.0.3:1".into(),
+            acknowledged: true,
             total_ms: 120.0,
             downtime_ms: 3.0,
             rounds: 2,

@@ -51,7 +51,7 @@ fn f(v: &Value, k: &str) -> f64 {
 
 fn move_summary(to: &str, v: &Value) -> String {
     format!(
-        "moved to {} in {:.1} ms: downtime {:.2} ms, {} rounds, {:.1} MiB sent, {} zero pages skipped, {:.0} MB/s, {}",
+        "moved to {} in {:.1} ms: downtime {:.2} ms, {} rounds, {:.1} MiB sent, {} zero pages skipped, {:.0} MB/s, {}{}",
         to,
         f(v, "total_ms"),
         f(v, "downtime_ms"),
@@ -60,6 +60,11 @@ fn move_summary(to: &str, v: &Value) -> String {
         f(v, "zero_pages_skipped"),
         f(v, "bandwidth_mbps"),
         v.get("path").and_then(|p| p.as_str()).unwrap_or("?"),
+        if v.get("acknowledged").and_then(|a| a.as_bool()) == Some(false) {
+            " (its acknowledgement was lost, but the job's deputy had given it the job)"
+        } else {
+            ""
+        },
     )
 }
 

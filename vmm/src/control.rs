@@ -15,7 +15,8 @@ use crate::vcpu::Kicker;
 
 pub enum Command {
     /// Stop, capture the state and send it on `state`; then wait on
-    /// `verdict` (a dropped sender means resume).
+    /// `verdict` (a dropped sender means resume, unless the deputy gave
+    /// the job to the new body).
     Pause {
         state: mpsc::Sender<Result<(VmState, Instant), PauseError>>,
         verdict: mpsc::Receiver<Verdict>,
@@ -39,12 +40,14 @@ pub enum PauseError {
     Failed(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Verdict {
-    /// Keep running here.
-    Resume,
     /// The job now runs elsewhere: end `Vm::run` with `Outcome::Moved`.
     Release(String),
+    /// The destination may or may not run the job (its acknowledgement
+    /// was lost): resume here only if the deputy did not give the job to
+    /// the body at `to`, and answer whether the job resumed here.
+    Settle { to: String, resumed: mpsc::Sender<bool> },
 }
 
 /// The VM's side of the channel.

@@ -478,6 +478,12 @@ impl Vm {
         }
     }
 
+    /// Did the job's deputy give the job to this body (it is away, or
+    /// came home)? Then no other body may run it.
+    pub fn has_deputy(&self) -> bool {
+        self.job.site.has_deputy()
+    }
+
     /// Is this the body of a job away from its home?
     pub fn is_away(&self) -> bool {
         self.job.site.is_remote()
@@ -518,13 +524,19 @@ impl Vm {
                     let ok = captured.is_ok();
                     let _ = state.send(captured);
                     if ok {
-                        if let Ok(Verdict::Release(to)) = verdict.recv() {
-                            return Ok(Some(Outcome::Moved(to)));
-                        }
+                        let (to, resumed) = match verdict.recv() {
+                            Ok(Verdict::Release(to)) => return Ok(Some(Outcome::Moved(to))),
+                            Ok(Verdict::Settle { to, resumed }) => (to, Some(resumed)),
+                            Err(_) => ("the body its deputy chose".into(), None),
+                        };
                         // The move failed; but if the deputy already gave the
                         // job to the new body, this one must not go on.
-                        if !self.job.site.may_resume() {
-                            return Ok(Some(Outcome::Moved("the body its deputy chose".into())));
+                        let resume = self.job.site.may_resume();
+                        if let Some(answer) = resumed {
+                            let _ = answer.send(resume);
+                        }
+                        if !resume {
+                            return Ok(Some(Outcome::Moved(to)));
                         }
                     }
                 }

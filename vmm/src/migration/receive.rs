@@ -262,11 +262,18 @@ pub fn receive(stream: Link, mut env: RestoreEnv, opts: &ReceiveOptions) -> Resu
             return Err(e.into());
         }
     };
-    // The job is ready: acknowledge, and the caller enters it at once. If
-    // the acknowledgement cannot be sent, the sender keeps the job.
+    // The job is ready: acknowledge, and the caller enters it at once. A
+    // job with a deputy is this body's once the deputy gave it here (the
+    // sender asks the deputy when the acknowledgement does not come);
+    // without one, the acknowledgement decides: if it cannot be sent,
+    // the sender keeps the job.
     let ack = (stats.restore.as_micros() as u64).to_le_bytes();
-    wire::write_record(&mut w, wire::TAG_ACK, &ack)?;
-    w.flush()?;
+    if let Err(e) = wire::write_record(&mut w, wire::TAG_ACK, &ack).and_then(|()| w.flush()) {
+        if !vm.has_deputy() {
+            return Err(e.into());
+        }
+        eprintln!("mosvm: the acknowledgement did not reach the sender ({e}); the job's deputy gave it to this body");
+    }
     stats.elapsed = start.elapsed();
     Ok((vm, stats))
 }

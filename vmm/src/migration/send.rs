@@ -65,6 +65,9 @@ pub enum Path {
 pub struct SendStats {
     pub result: &'static str,
     pub to: String,
+    /// False when the destination's acknowledgement was lost but the
+    /// job's deputy had already given the job to it: the move happened.
+    pub acknowledged: bool,
     pub total_ms: f64,
     pub downtime_ms: f64,
     pub rounds: u32,
@@ -533,33 +536,44 @@ fn precopy(
     progress.bytes_sent.store(pw.bytes_sent + state_bytes.len() as u64, Ordering::Relaxed);
 
     reader.inner.socket().set_read_timeout(Some(opts.ack_timeout)).map_err(io_in("waiting for the acknowledgement"))?;
-    match reader.expect(wire::TAG_ACK, "ACK") {
+    let restore_us = match reader.expect(wire::TAG_ACK, "ACK") {
         Ok(ack) => {
-            let downtime = stopped.elapsed();
-            let restore_us = ack.get(..8).map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap()));
             let _ = verdict.send(Verdict::Release(to.to_string()));
-            let total = start.elapsed();
-            Ok(SendStats {
-                result: "ok",
-                to: to.to_string(),
-                total_ms: total.as_secs_f64() * 1e3,
-                downtime_ms: downtime.as_secs_f64() * 1e3,
-                rounds,
-                pages_sent: pw.pages_sent,
-                bytes_sent: pw.bytes_sent + state_bytes.len() as u64,
-                zero_pages_skipped: zero_skipped,
-                bandwidth_mbps: pw.bytes_sent as f64 / sending.as_secs_f64().max(1e-9) / 1e6,
-                path: if throttle > 0 { Path::PrecopyThrottle } else { Path::Precopy },
-                max_throttle_percent: throttle,
-                final_pages,
-                stop_to_state_sent_ms: sent.as_secs_f64() * 1e3,
-                receiver_restore_ms: restore_us as f64 / 1e3,
-            })
+            ack.get(..8).map(|b| u64::from_le_bytes(b.try_into().unwrap()))
         }
         // Dropping `verdict` resumes the job here.
-        Err(WireError::Refused(why)) => Err(SendError::Refused(why)),
-        Err(e) => Err(SendError::NoAck(e)),
-    }
+        Err(WireError::Refused(why)) => return Err(SendError::Refused(why)),
+        Err(e) => {
+            // The destination may have claimed the job from its deputy
+            // before the link broke: the job's body decides, and this
+            // reports what it decided.
+            let (resumed, answer) = std::sync::mpsc::channel();
+            let _ = verdict.send(Verdict::Settle { to: to.to_string(), resumed });
+            if answer.recv().unwrap_or(true) {
+                return Err(SendError::NoAck(e));
+            }
+            None
+        }
+    };
+    let downtime = stopped.elapsed();
+    let total = start.elapsed();
+    Ok(SendStats {
+        result: "ok",
+        to: to.to_string(),
+        acknowledged: restore_us.is_some(),
+        total_ms: total.as_secs_f64() * 1e3,
+        downtime_ms: downtime.as_secs_f64() * 1e3,
+        rounds,
+        pages_sent: pw.pages_sent,
+        bytes_sent: pw.bytes_sent + state_bytes.len() as u64,
+        zero_pages_skipped: zero_skipped,
+        bandwidth_mbps: pw.bytes_sent as f64 / sending.as_secs_f64().max(1e-9) / 1e6,
+        path: if throttle > 0 { Path::PrecopyThrottle } else { Path::Precopy },
+        max_throttle_percent: throttle,
+        final_pages,
+        stop_to_state_sent_ms: sent.as_secs_f64() * 1e3,
+        receiver_restore_ms: restore_us.unwrap_or(0) as f64 / 1e3,
+    })
 }
 
 /// Writes the job's state and memory to `path` while it is paused, then
@@ -587,13 +601,13 @@ pub fn snapshot(handle: &VmHandle, path: &std::path::Path) -> Result<SendStats, 
     Ok(SendStats {
         result: "ok",
         to: path.display().to_string(),
+        acknowledged: true,
         total_ms: start.elapsed().as_secs_f64() * 1e3,
         downtime_ms: downtime.as_secs_f64() * 1e3,
         rounds: 1,
         pages_sent: pw.pages_sent,
         bytes_sent: pw.bytes_sent + state_bytes.len() as u64,
         zero_pages_skipped: pw.zero_pages + (handle.ram.size() / PAGE_SIZE - dirty::count(&resident)),
-
         bandwidth_mbps: pw.bytes_sent as f64 / downtime.as_secs_f64().max(1e-9) / 1e6,
         path: Path::Snapshot,
         max_throttle_percent: 0,

@@ -42,6 +42,9 @@ pub type Incoming = Box<dyn Fn(Link) + Send + Sync>;
 struct Inner {
     /// The generation that owns the job.
     generation: u64,
+    /// Bodies up to this generation may not claim the job: their move
+    /// failed and the body before them went on (`reclaim`, `Call::Stay`).
+    fence: u64,
     /// The generation of the body at home, while it is here.
     local: Option<u64>,
     /// The newest body's connections, until the server takes them.
@@ -101,6 +104,7 @@ impl Home {
             addr: listener.local_addr()?,
             inner: Mutex::new(Inner {
                 generation: 0,
+                fence: 0,
                 local: Some(0),
                 calls: None,
                 events: None,
@@ -152,7 +156,8 @@ impl Home {
 
     /// The link the next body (of a move starting now) will present.
     pub fn next_link(&self) -> super::HomeLink {
-        let g = self.inner.lock().unwrap().generation;
+        let inner = self.inner.lock().unwrap();
+        let g = inner.generation.max(inner.fence);
         super::HomeLink { home: self.addr, token: self.token, generation: g + 1 }
     }
 
@@ -210,10 +215,10 @@ impl Home {
         let stale = |inner: &Inner| -> Option<(RefusalKind, String)> {
             if inner.ended {
                 Some((RefusalKind::Ended, "the job has ended".into()))
-            } else if g <= inner.generation {
+            } else if g <= inner.generation.max(inner.fence) {
                 Some((
                     RefusalKind::Stale,
-                    format!("body generation {g} is not newer than the job's ({})", inner.generation),
+                    format!("body generation {g} is not newer than the job's ({})", inner.generation.max(inner.fence)),
                 ))
             } else {
                 None
@@ -231,7 +236,7 @@ impl Home {
                     inner.candidates.push((g, c));
                 }
                 drop(inner);
-                welcome(&mut conn, &Welcome::Accepted);
+                welcome(&mut conn, &Welcome::accepted(hello.version));
                 self.cond.notify_all();
             }
             LinkKind::Calls => {
@@ -240,7 +245,7 @@ impl Home {
                 }
                 // Authenticated; the body claims the job when its move
                 // switches over (pre-copy may take a while).
-                welcome(&mut conn, &Welcome::Accepted);
+                welcome(&mut conn, &Welcome::accepted(hello.version));
                 let _ = conn.socket().set_read_timeout(Some(Duration::from_secs(3600)));
                 let mut buf = Vec::new();
                 let claim = proto::read_frame(&mut conn, &mut buf).and_then(|_| proto::decode::<proto::Claim>(&buf));
@@ -263,7 +268,7 @@ impl Home {
                 inner.events = pos.map(|i| inner.candidates.swap_remove(i).1);
                 inner.candidates.retain(|(cg, _)| *cg > g);
                 drop(inner);
-                welcome(&mut conn, &Welcome::Accepted);
+                welcome(&mut conn, &Welcome::accepted(hello.version));
                 self.cond.notify_all();
             }
         }
@@ -273,18 +278,20 @@ impl Home {
     /// a newer body has taken the job and its link is alive.
     pub fn reclaim(&self) -> bool {
         let mut inner = self.inner.lock().unwrap();
-        if inner.local == Some(inner.generation) {
-            return true;
+        if inner.local != Some(inner.generation) {
+            if inner.calls.as_ref().is_some_and(|(c, _)| c.alive()) {
+                // The destination runs the job: the acknowledgement was lost.
+                inner.local = None;
+                return false;
+            }
+            // The newer body claimed but never got going: revoke it.
+            inner.calls = None;
+            inner.events = None;
         }
-        let alive = inner.calls.as_ref().is_some_and(|(c, _)| c.alive());
-        if alive {
-            // The destination runs the job: the acknowledgement was lost.
-            inner.local = None;
-            return false;
-        }
-        // The newer body never got going: revoke it for good.
-        inner.calls = None;
-        inner.events = None;
+        // Fence off the move's body: a claim still on its way is refused.
+        let fence = inner.fence.max(inner.generation + 1);
+        inner.fence = fence;
+        inner.candidates.retain(|(g, _)| *g > fence);
         inner.local = Some(inner.generation);
         true
     }
@@ -293,8 +300,9 @@ impl Home {
     /// the server (which stops serving the body away).
     pub fn come_home(&self, generation: u64) -> Result<LocalSite, String> {
         let mut inner = self.inner.lock().unwrap();
-        if generation <= inner.generation {
-            return Err(format!("body generation {generation} is older than the job's ({})", inner.generation));
+        let newest = inner.generation.max(inner.fence);
+        if generation <= newest {
+            return Err(format!("body generation {generation} is not newer than the job's ({newest})"));
         }
         inner.generation = generation;
         inner.homecoming = true;
@@ -352,7 +360,7 @@ impl Home {
                 (inner.generation, calls, peer, events)
             };
             self.watch_interrupts(events.try_clone().ok());
-            let end = self.serve_link(&mut site, calls, events);
+            let end = self.serve_link(&mut site, generation, calls, events);
             let mut inner = self.inner.lock().unwrap();
             inner.live.clear();
             match end {
@@ -401,7 +409,20 @@ impl Home {
         }
     }
 
-    fn serve_link(&self, site: &mut LocalSite, mut calls: Link, mut events: Link) -> LinkEnd {
+    /// `Call::Stay` from the body of `generation`: it goes on as the job
+    /// (1, and the fence) unless a newer body has claimed the job (0).
+    fn stay(&self, generation: u64) -> (i64, i64) {
+        let mut inner = self.inner.lock().unwrap();
+        if inner.generation > generation || inner.ended {
+            return (0, 0);
+        }
+        let fence = inner.fence.max(generation + 1);
+        inner.fence = fence;
+        inner.candidates.retain(|(g, _)| *g > fence);
+        (1, fence as i64)
+    }
+
+    fn serve_link(&self, site: &mut LocalSite, generation: u64, mut calls: Link, mut events: Link) -> LinkEnd {
         let (mut rx, mut tx, mut data, mut ev) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut seq = 0u64;
         self.seq.store(0, Ordering::SeqCst);
@@ -428,6 +449,13 @@ impl Home {
                 Err(e) => return LinkEnd::Broken(e.to_string()),
             };
             seq += 1;
+            if let Call::Stay = call {
+                let (ret, aux) = self.stay(generation);
+                if let Err(e) = proto::write_frame(&mut calls, &mut tx, &Reply { ret, aux, signals: 0, data: &[] }) {
+                    return LinkEnd::Broken(e.to_string());
+                }
+                continue;
+            }
             if let Call::Exit { status, message } = call {
                 let message = message.to_string();
                 let reply = Reply { ret: 0, aux: 0, signals: 0, data: &[] };
@@ -616,7 +644,7 @@ fn execute(site: &mut LocalSite, call: &Call, data: &mut Vec<u8>) -> Result<(i64
             data.extend_from_slice(site.getcwd());
             v(r)
         }
-        Call::Exit { .. } => Ok((0, 0)),
+        Call::Exit { .. } | Call::Stay => Ok((0, 0)),
         Call::CloseRange { first, last, cloexec } => v(site.close_range(first, last, cloexec)),
         Call::SetFdLimit { limit } => {
             site.set_fd_limit(limit);

@@ -357,12 +357,18 @@ impl Site {
     /// After a failed move, may the body resume here? Not if its deputy
     /// already took a newer body (a lost acknowledgement): exactly one
     /// body runs.
-    pub fn may_resume(&self) -> bool {
+    pub fn may_resume(&mut self) -> bool {
         match self {
             Site::Local { home: Some(h), .. } => h.reclaim(),
             Site::Local { home: None, .. } => true,
-            Site::Remote(r) => !r.is_lost(),
+            Site::Remote(r) => r.stay(),
         }
+    }
+
+    /// Does a deputy decide which body is the job? Then a body that has
+    /// claimed it is the job, whatever became of the acknowledgement.
+    pub fn has_deputy(&self) -> bool {
+        matches!(self, Site::Local { home: Some(_), .. } | Site::Remote(_))
     }
 
     /// Answers outstanding writes (a body away sends some behind): before

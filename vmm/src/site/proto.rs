@@ -24,8 +24,10 @@ pub const MAGIC: [u8; 8] = *b"MOSVDEP\0";
 /// 2 added the calls from `CloseRange` on (event descriptors, mknodat,
 /// fadvise, the descriptor limit, extended attributes); a deputy still
 /// takes version 1 bodies, whose calls are all version 2 calls (new calls
-/// only ever go at the end).
-pub const VERSION: u32 = 2;
+/// only ever go at the end). 3 added `Call::Stay` and `Welcome::Speaks`
+/// (a deputy tells a body of version 3 or more which version it speaks;
+/// a body sends a call only to a deputy that knows it).
+pub const VERSION: u32 = 3;
 /// The oldest body version a deputy serves.
 pub const MIN_VERSION: u32 = 1;
 /// The largest frame either side accepts (a program read for execve).
@@ -65,7 +67,25 @@ pub enum RefusalKind {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Welcome {
     Accepted,
-    Refused { kind: RefusalKind, why: String },
+    Refused {
+        kind: RefusalKind,
+        why: String,
+    },
+    /// Accepted, by a deputy of this version (to bodies of version 3 on).
+    Speaks {
+        version: u32,
+    },
+}
+
+impl Welcome {
+    /// Acceptance, as a body of `version` understands it.
+    pub fn accepted(version: u32) -> Welcome {
+        if version >= 3 {
+            Welcome::Speaks { version: VERSION }
+        } else {
+            Welcome::Accepted
+        }
+    }
 }
 
 /// The body of a move asks to be the job (sent on a welcomed calls link).
@@ -381,11 +401,17 @@ pub enum Call<'a> {
         follow: bool,
         name: &'a [u8],
     },
+    // ---- version 3 ----
+    /// After a move whose acknowledgement never came: the body asks to
+    /// go on as the job. The deputy answers 1 (and fences off the new
+    /// body: `aux` is the generation the body's next move starts after)
+    /// unless a newer body has already claimed the job.
+    Stay,
 }
 
 /// The names of the kinds of `Call`, indexed by `Call::kind` (for
 /// statistics: a fixed table, nothing allocated per call).
-pub const CALL_KINDS: [&str; 62] = [
+pub const CALL_KINDS: [&str; 63] = [
     "openat",
     "open_bytes",
     "close",
@@ -448,6 +474,7 @@ pub const CALL_KINDS: [&str; 62] = [
     "listxattr",
     "setxattr",
     "removexattr",
+    "stay",
 ];
 
 impl Call<'_> {
@@ -516,6 +543,7 @@ impl Call<'_> {
             Call::Listxattr { .. } => 59,
             Call::Setxattr { .. } => 60,
             Call::Removexattr { .. } => 61,
+            Call::Stay => 62,
         }
     }
 }

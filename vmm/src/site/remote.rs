@@ -42,6 +42,8 @@ const MAX_BEHIND: usize = 64;
 pub struct RemoteSite {
     calls: Calls,
     link: HomeLink,
+    /// The deputy's link version (what calls it knows).
+    deputy_version: u32,
     /// Answered here without asking: they change only through this site.
     cwd: Vec<u8>,
     umask: u32,
@@ -79,11 +81,14 @@ impl Ahead {
     }
 }
 
-fn welcomed(stream: &Link) -> std::io::Result<()> {
+/// Waits for the deputy's welcome; the version it speaks (2 stands for
+/// "2 or older": those do not say).
+fn welcomed(stream: &Link) -> std::io::Result<u32> {
     let mut buf = Vec::new();
     proto::read_frame(&mut &*stream, &mut buf)?;
     match proto::decode::<Welcome>(&buf)? {
-        Welcome::Accepted => Ok(()),
+        Welcome::Accepted => Ok(2),
+        Welcome::Speaks { version } => Ok(version),
         Welcome::Refused { kind, why } => {
             Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, format!("refused ({kind:?}): {why}")))
         }
@@ -324,7 +329,7 @@ impl RemoteSite {
         let Prepared { link, calls: stream, events } = prepared;
         proto::write_frame(&mut &stream, &mut Vec::new(), &proto::Claim { generation: link.generation })?;
         stream.socket().set_read_timeout(Some(Duration::from_secs(10)))?;
-        welcomed(&stream)?;
+        let deputy_version = welcomed(&stream)?;
         stream.socket().set_read_timeout(None)?;
         let lost = Arc::new(Fate::default());
         let (watch_events, watch_lost, home) = (events.try_clone()?, lost.clone(), link.home);
@@ -347,6 +352,7 @@ impl RemoteSite {
             files: Vec::new(),
             ahead: Ahead { fd: -1, ..Default::default() },
             link,
+            deputy_version,
             cwd: names.cwd.clone(),
             umask: names.umask,
             exe: names.exe.clone(),
@@ -365,6 +371,30 @@ impl RemoteSite {
 
     pub fn is_lost(&self) -> bool {
         self.calls.lost.load(Ordering::SeqCst)
+    }
+
+    /// After a move whose acknowledgement never came: may this body go on
+    /// as the job? The deputy decides (a deputy too old to be asked: only
+    /// if no newer body has revoked this one yet). When it says yes, the
+    /// new body can no longer claim the job, and this body's next move
+    /// starts after the generation the deputy fenced off.
+    pub fn stay(&mut self) -> bool {
+        if self.is_lost() {
+            return false;
+        }
+        if self.deputy_version < 3 {
+            return true;
+        }
+        match self.calls.call(&Call::Stay) {
+            Ok((1, fence, _)) => {
+                self.link.generation = self.link.generation.max(fence as u64);
+                true
+            }
+            _ => {
+                self.calls.lost.lost.store(true, Ordering::SeqCst);
+                false
+            }
+        }
     }
 
     pub fn capture_names(&self) -> SiteState {

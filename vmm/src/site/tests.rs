@@ -596,7 +596,7 @@ fn a_lost_acknowledgement_never_leaves_two_bodies() {
     // Nothing happened yet: the body at home goes on.
     assert!(home.reclaim());
     // The new body claimed the job and runs: the one at home must stop.
-    let b = body(&home, 1).unwrap();
+    let b = body(&home, home.next_link().generation).unwrap();
     assert!(!home.reclaim());
     drop(b);
     // A new body that claimed and then vanished before it ran: revoked,
@@ -617,6 +617,67 @@ fn a_lost_acknowledgement_never_leaves_two_bodies() {
     link.generation -= 1;
     assert!(RemoteSite::prepare(link, None, &trust::Transport::Plain).is_err());
     let _ = crate::signal::take_host_signals();
+}
+
+fn names_at(home: &Home) -> SiteState {
+    SiteState { cwd: home_cwd(home), umask: 0, exe: "/bin/true".into(), pid: 1, next_desc: 0, fds: vec![] }
+}
+
+/// A body at home that went on after a move lost its acknowledgement
+/// fences off that move's body: its claim, however late, is refused, and
+/// the next move's body is welcome.
+#[test]
+fn after_a_reclaim_the_moves_body_can_never_claim_the_job() {
+    let _turn = one_link_at_a_time();
+    let dir = scratch("fence-home");
+    CWD.with(|c| *c.borrow_mut() = dir.as_os_str().as_encoded_bytes().to_vec());
+    let home = Home::start("127.0.0.1:0", trust::Transport::Plain).unwrap();
+    // Its links are open (the pages were coming) but it has not claimed.
+    let late = RemoteSite::prepare(home.next_link(), None, &trust::Transport::Plain).unwrap();
+    assert!(home.reclaim());
+    let e = RemoteSite::claim(late, &names_at(&home)).err().expect("a fenced body claimed the job");
+    assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
+    assert!(home.reclaim(), "the body at home still has the job");
+    // The next move gets a generation past the fence.
+    let next = RemoteSite::prepare(home.next_link(), None, &trust::Transport::Plain).unwrap();
+    let b = RemoteSite::claim(next, &names_at(&home)).unwrap();
+    assert!(!home.reclaim(), "the next move's body runs the job");
+    drop(b);
+    let _ = crate::signal::take_host_signals();
+}
+
+/// The same away from home: the body asks its deputy (`Call::Stay`)
+/// whether it may go on; yes fences off the move's body, no (a newer body
+/// claimed the job first) stops it.
+#[test]
+fn a_body_away_asks_its_deputy_before_it_goes_on() {
+    let _turn = one_link_at_a_time();
+    let dir = scratch("fence-away");
+    CWD.with(|c| *c.borrow_mut() = dir.as_os_str().as_encoded_bytes().to_vec());
+    std::fs::write(dir.join("f"), b"data").unwrap();
+    let (home, served) = deputy(&dir);
+    let mut first = body(&home, 1).unwrap();
+    let mut moving = first.link().clone();
+    moving.generation += 1;
+    let late = RemoteSite::prepare(moving.clone(), None, &trust::Transport::Plain).unwrap();
+    assert!(first.stay(), "no newer body: the first goes on");
+    let e = RemoteSite::claim(late, &names_at(&home)).err().expect("a fenced body claimed the job");
+    assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
+    assert!(first.openat(libc::AT_FDCWD, b"f", libc::O_RDONLY, 0).is_ok(), "the first body is still served");
+    // Its next move starts past the fence; this time the new body claims
+    // first, and the old one may not go on.
+    let mut next = first.link().clone();
+    next.generation += 1;
+    assert!(next.generation > moving.generation, "{next:?} {moving:?}");
+    let second =
+        RemoteSite::claim(RemoteSite::prepare(next, None, &trust::Transport::Plain).unwrap(), &names_at(&home))
+            .unwrap();
+    assert!(!first.stay(), "a replaced body went on");
+    assert_eq!(first.openat(libc::AT_FDCWD, b"f", libc::O_RDONLY, 0), Err(Errno(libc::EIO)));
+    let _ = crate::signal::take_host_signals();
+    let mut second = second;
+    second.report_exit(0, "");
+    assert!(matches!(served.join().unwrap(), Served::Exited { status: 0, .. }));
 }
 
 /// Descriptors above 2 the caller passed keep their numbers and belong to
@@ -681,8 +742,11 @@ fn the_deputy_takes_bodies_of_the_previous_link_version() {
     let _turn = one_link_at_a_time();
     let dir = scratch("versions");
     let (home, _served) = deputy(&dir);
+    // Bodies of version 3 on hear which version the deputy speaks.
     for v in proto::MIN_VERSION..=proto::VERSION {
-        assert_eq!(welcome_for(&home, v), proto::Welcome::Accepted, "version {v}");
+        let expected =
+            if v < 3 { proto::Welcome::Accepted } else { proto::Welcome::Speaks { version: proto::VERSION } };
+        assert_eq!(welcome_for(&home, v), expected, "version {v}");
     }
     for v in [0, proto::VERSION + 1] {
         match welcome_for(&home, v) {
