@@ -34,12 +34,20 @@ enum Phase {
     FirstRound,
     LaterRounds,
     FinalState,
+    StateDelivered,
     BeforeAck,
     AfterAck,
 }
 
-const PHASES: [Phase; 6] =
-    [Phase::Handshake, Phase::FirstRound, Phase::LaterRounds, Phase::FinalState, Phase::BeforeAck, Phase::AfterAck];
+const PHASES: [Phase; 7] = [
+    Phase::Handshake,
+    Phase::FirstRound,
+    Phase::LaterRounds,
+    Phase::FinalState,
+    Phase::StateDelivered,
+    Phase::BeforeAck,
+    Phase::AfterAck,
+];
 
 impl Phase {
     fn label(self) -> &'static str {
@@ -48,6 +56,7 @@ impl Phase {
             Phase::FirstRound => "first round",
             Phase::LaterRounds => "later rounds",
             Phase::FinalState => "final pages and state",
+            Phase::StateDelivered => "state delivered, nothing back yet",
             Phase::BeforeAck => "destination resumed, before the ack",
             Phase::AfterAck => "after the ack",
         }
@@ -129,12 +138,12 @@ impl Case {
                 // The destination has claimed the job by its ack.
                 Phase::BeforeAck | Phase::AfterAck => vec![Moved],
                 // The STATE is out: the destination may have claimed it.
-                Phase::FinalState => vec![LostAtHome, Moved],
+                Phase::FinalState | Phase::StateDelivered => vec![LostAtHome, Moved],
                 _ => vec![LostAtHome],
             },
             Fault::KillDestination => match self.phase {
                 _ if before_claim => vec![Stayed],
-                Phase::FinalState => vec![Stayed, LostAtHome],
+                Phase::FinalState | Phase::StateDelivered => vec![Stayed, LostAtHome],
                 // It had claimed the job: its death is the job's.
                 Phase::BeforeAck => vec![LostAtHome, Stayed],
                 _ => vec![LostAtHome],
@@ -143,8 +152,12 @@ impl Case {
             Fault::Cut | Fault::Corrupt | Fault::Truncate => match self.phase {
                 _ if before_claim => vec![Stayed],
                 Phase::FinalState => vec![Stayed],
+                // All of it arrived and nothing came back: whichever of the
+                // destination's claim and the source's question reached the
+                // deputy first decides. A corrupted END is refused.
+                Phase::StateDelivered if self.fault == Fault::Cut => vec![Moved, Stayed],
+                Phase::StateDelivered if self.fault == Fault::Corrupt => vec![Stayed],
                 // The ack is what is struck: the destination runs it.
-                Phase::BeforeAck => vec![Moved],
                 _ => vec![Moved],
             },
         }
@@ -210,6 +223,7 @@ fn read_record(r: &mut impl Read) -> Option<Vec<u8>> {
 const TAG_HELLO: u8 = 1;
 const TAG_PAGES: u8 = 2;
 const TAG_STATE: u8 = 4;
+const TAG_END: u8 = 5;
 const TAG_SYNC: u8 = 6;
 const TAG_ACK: u8 = 18;
 
@@ -254,6 +268,7 @@ fn proxy(to: String, phase: Phase, strike: Strike) -> Proxy {
         let Ok((a, _)) = l.accept() else { return };
         let Ok(b) = TcpStream::connect(&to) else { return };
         let delayed = Arc::new(AtomicBool::new(false));
+        let muted = Arc::new(AtomicBool::new(false));
         let hit = |s: &Arc<AtomicBool>| !s.swap(true, Ordering::SeqCst);
         let due = |d: &AtomicBool| Instant::now() + if d.load(Ordering::SeqCst) { LATENCY } else { Duration::ZERO };
         let cut = |a: &TcpStream, b: &TcpStream| {
@@ -266,15 +281,19 @@ fn proxy(to: String, phase: Phase, strike: Strike) -> Proxy {
             Phase::FirstRound => tag == TAG_PAGES && pages_seen == 2,
             Phase::LaterRounds => tag == TAG_PAGES && syncs >= 1,
             Phase::FinalState => tag == TAG_STATE,
+            Phase::StateDelivered => tag == TAG_END,
             _ => false,
         };
         // The way back: ACCEPT, SYNCED, ACK (or a refusal).
         let back = {
             let (a, mut b) = (a.try_clone().unwrap(), b.try_clone().unwrap());
             let to_a = delay_line(a.try_clone().unwrap());
-            let (fired, delayed) = (fired.clone(), delayed.clone());
+            let (fired, delayed, muted) = (fired.clone(), delayed.clone(), muted.clone());
             std::thread::spawn(move || {
                 while let Some(mut rec) = read_record(&mut b) {
+                    if muted.load(Ordering::SeqCst) {
+                        continue;
+                    }
                     let at_ack = rec[0] == TAG_ACK;
                     if at_ack && phase == Phase::BeforeAck && hit(&fired) {
                         match strike {
@@ -314,6 +333,27 @@ fn proxy(to: String, phase: Phase, strike: Strike) -> Proxy {
         while let Some(mut rec) = read_record(&mut a) {
             let tag = rec[0];
             pages += (tag == TAG_PAGES) as u32;
+            // All of the state goes through, then the strike.
+            let after = matches!(strike, Strike::Kill(_) | Strike::Cut | Strike::Truncate);
+            if phase == Phase::StateDelivered && tag == TAG_END && after && hit(&fired) {
+                // A cut link: nothing the destination says comes back.
+                muted.store(matches!(strike, Strike::Cut), Ordering::SeqCst);
+                let _ = to_b.send(Out::Data(Instant::now(), rec));
+                match strike {
+                    Strike::Kill(pid) => {
+                        std::thread::sleep(Duration::from_millis(20));
+                        kill9(pid);
+                    }
+                    Strike::Cut => {
+                        std::thread::sleep(Duration::from_millis(300));
+                        cut(&a, &b);
+                    }
+                    _ => {
+                        let _ = to_b.send(Out::ShutWrite);
+                    }
+                }
+                continue;
+            }
             if forward_marks(tag, pages, syncs) && hit(&fired) {
                 match strike {
                     Strike::Kill(pid) => kill9(pid),
