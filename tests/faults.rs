@@ -458,102 +458,461 @@ fn run_case(c: &Case, native: &Run, n: usize) -> Observed {
     cmd.arg("migrate").arg("--api-sock").arg(&src_sock).args(["--to", &px.addr, "--json"]);
     let m = run_command(cmd, &Opts::default());
     let moved = m.stdout.contains("\"result\":\"ok\"");
-    let limit = Duration::from_secs(60);
-    let home_r = finish_within(home, "home", limit);
-    // Bodies must end by themselves soon after home did.
-    let first_r = first.map(|p| finish_within(p, "the source body", Duration::from_secs(15)));
-    let dst_r = finish_within(dst, "the destination", Duration::from_secs(15));
-    let mut detail = format!("migrate: {}", if moved { "ok" } else { "failed" });
-    let mut hung = Vec::new();
-    let home_r = match home_r {
-        Ok(r) => Some(r),
-        Err(e) => {
-            hung.push(e);
-            None
-        }
-    };
-    // Which bodies ran the job to its end: a receiver that did ends with
-    // the job's status and never said it lost or handed on the job.
-    let mut ran = Vec::new();
-    let mut last_words = Vec::new();
-    for (who, r) in first_r.map(|r| ("source", r)).into_iter().chain([("destination", dst_r)]) {
-        match r {
-            Err(e) => hung.push(e),
-            Ok(r) => {
-                let said =
-                    r.stderr.lines().rfind(|l| !l.contains("waiting for a job")).unwrap_or("").trim().to_string();
-                let done = r.status == native.status
-                    && !["not received", "job moved", "lost", "stop"].iter().any(|w| r.stderr.contains(w));
-                if done {
-                    ran.push(who);
-                }
-                last_words.push(format!(
-                    "{who} ended {}{}",
-                    r.status,
-                    if said.is_empty() { String::new() } else { format!(": {said}") }
-                ));
-            }
-        }
-    }
+    let home_killed = c.fault == Fault::KillHome || (c.fault == Fault::KillSource && !c.away);
+    let bodies: Vec<(&str, Proc)> = first.map(|p| ("source", p)).into_iter().chain([("destination", dst)]).collect();
+    let mut v = Verdict::of(home, bodies, native, c.away, home_killed);
+    v.detail = format!("migrate: {}{}", if moved { "ok" } else { "failed" }, v.detail);
     if std::env::var_os("MOSVM_FAULTS_VERBOSE").is_some() {
-        eprintln!("    {}", last_words.join("\n    "));
-    }
-    if !hung.is_empty() {
-        return Observed { outcome: None, detail: format!("{detail}; {}", hung.join("; ")), ok: false };
-    }
-    let home_r = home_r.unwrap();
-    if std::env::var_os("MOSVM_FAULTS_VERBOSE").is_some() {
-        eprintln!("    home ended {}: {}\n    migrate: {}", home_r.status, home_r.stderr.trim(), m.stderr.trim());
+        eprintln!("    migrate: {}", m.stderr.trim());
     }
     let struck = px.struck.load(Ordering::SeqCst);
     if !struck {
-        detail += "; the phase never came";
+        v.detail += "; the phase never came";
     }
-    let home_killed = c.fault == Fault::KillHome || (c.fault == Fault::KillSource && !c.away);
-    let outcome = if ran.len() > 1 {
-        detail += "; TWO COPIES ran the job to its end";
-        None
-    } else if home_killed {
-        // Home was killed: it reports nothing; what counts is that every
-        // body stopped by itself (nothing hung) and none ran on.
-        (home_r.status == 137 && ran.is_empty()).then_some(Outcome::GoneWithHome)
-    } else if home_r.status == 255 && home_r.stderr.contains("job lost") && ran.is_empty() {
-        let why = home_r.stderr.lines().find(|l| l.contains("job lost")).unwrap_or("").trim().to_string();
-        detail += &format!("; {why}");
-        Some(Outcome::LostAtHome)
-    } else if home_r.status == native.status && home_r.stdout == native.stdout {
-        match (c.away, ran.first()) {
-            (_, Some(&"destination")) => Some(Outcome::Moved),
-            (_, Some(_)) | (false, None) => Some(Outcome::Stayed),
-            (true, None) => {
-                detail += "; the output is right but no body says it ran the job";
-                None
-            }
-        }
-    } else {
-        detail += &format!(
-            "; home ended {} with {} bytes of output (native {}), stderr {:?}",
-            home_r.status,
-            home_r.stdout.len(),
-            native.stdout.len(),
-            home_r.stderr.trim()
-        );
-        None
-    };
     // `mosvm migrate` must say what happened: ok exactly when the job
     // went (even if the acknowledgement was what the fault struck), unless
     // the body it asked is the one killed.
     let told = c.fault == Fault::KillSource
-        || match outcome {
+        || match v.outcome {
             Some(Outcome::Moved) => moved,
             Some(Outcome::Stayed) => !moved,
             _ => true,
         };
     if !told {
-        detail += "; but migrate said otherwise";
+        v.detail += "; but migrate said otherwise";
     }
-    let ok = outcome.is_some_and(|o| c.expected().contains(&o)) && struck && told;
-    Observed { outcome, detail, ok }
+    let ok = v.outcome.is_some_and(|o| c.expected().contains(&o)) && struck && told;
+    Observed { outcome: v.outcome, detail: v.detail, ok }
+}
+
+/// What became of a job: its home's process and its bodies' (named
+/// "source", "destination"), each given time to end by itself.
+struct Verdict {
+    outcome: Option<Outcome>,
+    detail: String,
+}
+
+impl Verdict {
+    fn of(home: Proc, bodies: Vec<(&str, Proc)>, native: &Run, away: bool, home_killed: bool) -> Verdict {
+        Verdict::within(home, bodies, native, away, home_killed, Duration::from_secs(60))
+    }
+
+    /// The same, with `limit` for the job to end at home.
+    fn within(
+        home: Proc,
+        bodies: Vec<(&str, Proc)>,
+        native: &Run,
+        away: bool,
+        home_killed: bool,
+        limit: Duration,
+    ) -> Verdict {
+        let home_r = finish_within(home, "home", limit);
+        // Bodies must end by themselves soon after home did.
+        let bodies: Vec<(&str, Result<Run, String>)> = bodies
+            .into_iter()
+            .map(|(who, p)| (who, finish_within(p, &format!("the {who} body"), Duration::from_secs(15))))
+            .collect();
+        let mut detail = String::new();
+        let mut hung = Vec::new();
+        let home_r = match home_r {
+            Ok(r) => Some(r),
+            Err(e) => {
+                hung.push(e);
+                None
+            }
+        };
+        // Which bodies ran the job to its end: a receiver that did ends
+        // with the job's status and never said it lost or handed on the job.
+        let mut ran = Vec::new();
+        let mut last_words = Vec::new();
+        for (who, r) in bodies {
+            match r {
+                Err(e) => hung.push(e),
+                Ok(r) => {
+                    let said =
+                        r.stderr.lines().rfind(|l| !l.contains("waiting for a job")).unwrap_or("").trim().to_string();
+                    let done = r.status == native.status
+                        && !["not received", "job moved", "lost", "stop"].iter().any(|w| r.stderr.contains(w));
+                    if done {
+                        ran.push(who);
+                    }
+                    last_words.push(format!(
+                        "{who} ended {}{}",
+                        r.status,
+                        if said.is_empty() { String::new() } else { format!(": {said}") }
+                    ));
+                }
+            }
+        }
+        if std::env::var_os("MOSVM_FAULTS_VERBOSE").is_some() {
+            eprintln!("    {}", last_words.join("\n    "));
+        }
+        if !hung.is_empty() {
+            return Verdict { outcome: None, detail: format!("; {}", hung.join("; ")) };
+        }
+        let home_r = home_r.unwrap();
+        if std::env::var_os("MOSVM_FAULTS_VERBOSE").is_some() {
+            eprintln!("    home ended {}: {}", home_r.status, home_r.stderr.trim());
+        }
+        let outcome = if ran.len() > 1 {
+            detail += "; TWO COPIES ran the job to its end";
+            None
+        } else if home_killed {
+            // Home was killed: it reports nothing; what counts is that every
+            // body stopped by itself (nothing hung) and none ran on.
+            (home_r.status == 137 && ran.is_empty()).then_some(Outcome::GoneWithHome)
+        } else if home_r.status == 255 && home_r.stderr.contains("job lost") && ran.is_empty() {
+            let why = home_r.stderr.lines().find(|l| l.contains("job lost")).unwrap_or("").trim().to_string();
+            detail += &format!("; {why}");
+            Some(Outcome::LostAtHome)
+        } else if home_r.status == native.status && home_r.stdout == native.stdout {
+            match (away, ran.first()) {
+                (_, Some(&"destination")) => Some(Outcome::Moved),
+                (_, Some(_)) | (false, None) => Some(Outcome::Stayed),
+                (true, None) => {
+                    detail += "; the output is right but no body says it ran the job";
+                    None
+                }
+            }
+        } else {
+            detail += &format!(
+                "; home ended {} with {} bytes of output (native {}), stderr {:?}",
+                home_r.status,
+                home_r.stdout.len(),
+                native.stdout.len(),
+                home_r.stderr.trim()
+            );
+            None
+        };
+        Verdict { outcome, detail }
+    }
+}
+
+// ---- faults on the deputy link ----
+//
+// The job (`homework`: reads its input, writes its output file and its
+// stdout round by round, all through its deputy while away) runs with its
+// deputy behind a proxy (`--home-advertise`), so every link a body opens
+// to home passes it: the proxy cuts, delays, corrupts or truncates them
+// while the body runs away from home, or keeps a moving body from
+// reaching home at all.
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LinkFault {
+    /// Every link of the body away cut.
+    Cut,
+    /// A byte of a call (body to home) flipped.
+    CorruptCall,
+    /// A byte of a reply (home to body) flipped.
+    CorruptReply,
+    /// The body's side of its links ends early (home reads EOF).
+    Truncate,
+    /// Every link delayed 200 ms each way.
+    Delay,
+    /// A move's new body cannot reach home (its connections are refused).
+    Partition,
+    /// A move's new body reaches home only 200 ms late.
+    SlowNewBody,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct LinkCase {
+    fault: LinkFault,
+    /// For a move's new body: is the move the job's first (from home)?
+    from_home: bool,
+}
+
+impl LinkCase {
+    fn name(&self) -> String {
+        let what = match self.fault {
+            LinkFault::Cut => "link of the body away cut",
+            LinkFault::CorruptCall => "a byte of a call corrupted",
+            LinkFault::CorruptReply => "a byte of a reply corrupted",
+            LinkFault::Truncate => "the body's side of its link ends early",
+            LinkFault::Delay => "link of the body away delayed 200 ms",
+            LinkFault::Partition => "a moving body cannot reach home",
+            LinkFault::SlowNewBody => "a moving body reaches home 200 ms late",
+        };
+        match (self.fault, self.from_home) {
+            (LinkFault::Partition | LinkFault::SlowNewBody, true) => format!("{what} (first move, from home)"),
+            (LinkFault::Partition | LinkFault::SlowNewBody, false) => format!("{what} (second move, away)"),
+            _ => what.to_string(),
+        }
+    }
+
+    fn expected(&self) -> Vec<Outcome> {
+        use Outcome::*;
+        match self.fault {
+            LinkFault::Cut | LinkFault::CorruptCall | LinkFault::CorruptReply | LinkFault::Truncate => {
+                vec![LostAtHome]
+            }
+            LinkFault::Delay => vec![Stayed],
+            LinkFault::Partition => vec![Stayed],
+            LinkFault::SlowNewBody => vec![Moved],
+        }
+    }
+}
+
+fn link_cases() -> Vec<LinkCase> {
+    use LinkFault::*;
+    let mut v: Vec<LinkCase> =
+        [Cut, CorruptCall, CorruptReply, Truncate, Delay].map(|fault| LinkCase { fault, from_home: false }).to_vec();
+    for from_home in [true, false] {
+        v.push(LinkCase { fault: Partition, from_home });
+        v.push(LinkCase { fault: SlowNewBody, from_home });
+    }
+    v
+}
+
+/// What the deputy-link proxy does to the connections through it.
+#[derive(Default)]
+struct LinkCtl {
+    /// Both ends of every connection so far.
+    conns: std::sync::Mutex<Vec<(TcpStream, TcpStream)>>,
+    /// New connections are closed at once.
+    refuse_new: AtomicBool,
+    /// New connections get LATENCY each way.
+    delay_new: AtomicBool,
+    /// Every connection gets LATENCY each way from now on.
+    delay_all: AtomicBool,
+    /// The next bytes body to home / home to body get a bit flipped.
+    corrupt_up: AtomicBool,
+    corrupt_down: AtomicBool,
+    /// Something was struck (a flipped byte went through, a connection was
+    /// refused).
+    struck: AtomicBool,
+}
+
+impl LinkCtl {
+    fn cut_all(&self) {
+        for (a, b) in self.conns.lock().unwrap().iter() {
+            let _ = a.shutdown(Shutdown::Both);
+            let _ = b.shutdown(Shutdown::Both);
+        }
+        self.struck.store(true, Ordering::SeqCst);
+    }
+
+    /// Home reads the end of every body's stream; its answers still flow.
+    fn truncate_all(&self) {
+        for (_, b) in self.conns.lock().unwrap().iter() {
+            let _ = b.shutdown(Shutdown::Write);
+        }
+        self.struck.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Copies `from` to `to` (through a delay line), striking as `ctl` says.
+fn pump(mut from: TcpStream, to: TcpStream, ctl: Arc<LinkCtl>, up: bool, slow: bool) {
+    let line = delay_line(to);
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let chunk = &mut buf[..n];
+        let flag = if up { &ctl.corrupt_up } else { &ctl.corrupt_down };
+        if flag.swap(false, Ordering::SeqCst) {
+            chunk[n / 2] ^= 0x10;
+            ctl.struck.store(true, Ordering::SeqCst);
+        }
+        let late = slow || ctl.delay_all.load(Ordering::SeqCst);
+        let due = Instant::now() + if late { LATENCY } else { Duration::ZERO };
+        if line.send(Out::Data(due, chunk.to_vec())).is_err() {
+            return;
+        }
+    }
+}
+
+/// A proxy in front of the deputy at `to`, for every connection.
+fn link_proxy(to: String) -> (String, Arc<LinkCtl>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let ctl = Arc::new(LinkCtl::default());
+    let c = ctl.clone();
+    std::thread::spawn(move || {
+        for a in l.incoming() {
+            let Ok(a) = a else { continue };
+            if c.refuse_new.load(Ordering::SeqCst) {
+                c.struck.store(true, Ordering::SeqCst);
+                let _ = a.shutdown(Shutdown::Both);
+                continue;
+            }
+            let Ok(b) = TcpStream::connect(&to) else { continue };
+            let slow = c.delay_new.load(Ordering::SeqCst);
+            if slow {
+                c.struck.store(true, Ordering::SeqCst);
+            }
+            c.conns.lock().unwrap().push((a.try_clone().unwrap(), b.try_clone().unwrap()));
+            let (a2, b2) = (a.try_clone().unwrap(), b.try_clone().unwrap());
+            let (c1, c2) = (c.clone(), c.clone());
+            std::thread::spawn(move || pump(a, b, c1, true, slow));
+            std::thread::spawn(move || pump(b2, a2, c2, false, slow));
+        }
+    });
+    (addr, ctl)
+}
+
+/// A free port on 127.0.0.1 (for a listener that must be named before
+/// it starts).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+const ROUNDS: &str = "60";
+
+fn homework_input(dir: &std::path::Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let input: String = (1..=5000).map(|i| format!("input line {i}\n")).collect();
+    std::fs::write(dir.join("in.txt"), input).unwrap();
+}
+
+fn run_link_case(c: &LinkCase, native: &Run, native_out: &[u8], n: usize) -> Observed {
+    let prog = image("tests/homework");
+    let dir = scratch_dir(&format!("link-fault{n}")).join("job");
+    homework_input(&dir);
+    let port = free_port();
+    let (px, ctl) = link_proxy(format!("127.0.0.1:{port}"));
+    let home_sock = sock_path(&format!("link{n}-home"));
+    let listen = format!("127.0.0.1:{port}");
+    let vm_args = ["--home-listen", &listen, "--home-advertise", &px];
+    let home = source(&prog, &["in.txt", "out.txt", ROUNDS], &vm_args, &home_sock, Some(&dir));
+    home.wait_for("round 5", Duration::from_secs(30), |o, _| o.contains("round 5 of"));
+    let new_body = matches!(c.fault, LinkFault::Partition | LinkFault::SlowNewBody);
+    let arm = |ctl: &LinkCtl| match c.fault {
+        LinkFault::Partition => ctl.refuse_new.store(true, Ordering::SeqCst),
+        _ => ctl.delay_new.store(true, Ordering::SeqCst),
+    };
+    let mut bodies = Vec::new();
+    let mut moved = None;
+    let mut src_sock = home_sock.clone();
+    if !(new_body && c.from_home) {
+        let s = sock_path(&format!("link{n}-first"));
+        let (r, addr) = receiver_once(&s);
+        let (m, _) = migrate(&home_sock, &addr, &[]);
+        if m.status != 0 {
+            return Observed {
+                outcome: None,
+                detail: format!("the first move failed: {}", m.stderr.trim()),
+                ok: false,
+            };
+        }
+        wait_for_path(&s);
+        bodies.push(("source", r));
+        src_sock = s;
+        home.wait_for("a round away", Duration::from_secs(30), |o, _| o.contains("round 15 of"));
+    }
+    if new_body {
+        arm(&ctl);
+        let s = sock_path(&format!("link{n}-dst"));
+        let (r, addr) = receiver_once(&s);
+        let mut cmd = std::process::Command::new(mosvm_bin());
+        cmd.arg("migrate").arg("--api-sock").arg(&src_sock).args(["--to", &addr, "--json"]);
+        let m = run_command(cmd, &Opts::default());
+        moved = Some(m.stdout.contains("\"result\":\"ok\""));
+        bodies.push(("destination", r));
+    } else {
+        match c.fault {
+            LinkFault::Cut => ctl.cut_all(),
+            LinkFault::Truncate => ctl.truncate_all(),
+            LinkFault::CorruptCall => ctl.corrupt_up.store(true, Ordering::SeqCst),
+            LinkFault::CorruptReply => ctl.corrupt_down.store(true, Ordering::SeqCst),
+            _ => {
+                ctl.delay_all.store(true, Ordering::SeqCst);
+                ctl.struck.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+    // At home from the start (a failed first move): the home is the source.
+    let away = !bodies.is_empty() && !(new_body && c.from_home);
+    // Every call of a job whose link is slow waits 400 ms more.
+    let slow = matches!(c.fault, LinkFault::Delay | LinkFault::SlowNewBody);
+    let limit = Duration::from_secs(if slow { 180 } else { 60 });
+    let mut v = Verdict::within(home, bodies, native, away, false, limit);
+    let out = std::fs::read(dir.join("out.txt")).ok();
+    if v.outcome.is_some_and(|o| matches!(o, Outcome::Stayed | Outcome::Moved)) && out.as_deref() != Some(native_out) {
+        v.detail += "; but out.txt differs from the native run's";
+        v.outcome = None;
+    }
+    if let Some(m) = moved {
+        v.detail = format!("migrate: {}{}", if m { "ok" } else { "failed" }, v.detail);
+        let told = match v.outcome {
+            Some(Outcome::Moved) => m,
+            Some(Outcome::Stayed) => !m,
+            _ => true,
+        };
+        if !told {
+            v.detail += "; but migrate said otherwise";
+            v.outcome = None;
+        }
+    }
+    let struck = ctl.struck.load(Ordering::SeqCst);
+    if !struck {
+        v.detail += "; the fault never struck";
+    }
+    let ok = struck && v.outcome.is_some_and(|o| c.expected().contains(&o));
+    let detail = match v.detail.trim_start_matches("; ") {
+        "" => "the job's output and files are the native run's".to_string(),
+        d => d.to_string(),
+    };
+    Observed { outcome: v.outcome, detail, ok }
+}
+
+fn run_link_cases(cases: &[LinkCase]) -> Vec<(LinkCase, Observed)> {
+    let prog = image("tests/homework");
+    let dir = scratch_dir("link-fault-native").join("job");
+    homework_input(&dir);
+    let native = native(&prog, &["in.txt", "out.txt", ROUNDS], &Opts { cwd: Some(&dir), ..Opts::default() });
+    assert_eq!(native.status, 3, "{native:?}");
+    let native_out = std::fs::read(dir.join("out.txt")).unwrap();
+    let _l = migration_lock();
+    cases
+        .iter()
+        .enumerate()
+        .map(|(n, c)| {
+            let t = Instant::now();
+            let o = run_link_case(c, &native, &native_out, n);
+            eprintln!(
+                "{} deputy link: {}: {} ({}; {:.1} s)",
+                if o.ok { "ok  " } else { "FAIL" },
+                c.name(),
+                o.outcome.map_or("?", |o| o.label()),
+                o.detail,
+                t.elapsed().as_secs_f64()
+            );
+            (*c, o)
+        })
+        .collect()
+}
+
+fn link_table(results: &[(LinkCase, Observed)]) -> String {
+    let mut s =
+        String::from("| # | fault on the deputy link | expected | observed | detail |\n|---|---|---|---|---|\n");
+    for (i, (c, o)) in results.iter().enumerate() {
+        let exp: Vec<&str> = c.expected().iter().map(|o| o.label()).collect();
+        s += &format!(
+            "| {} | {} | {} | {}{} | {} |\n",
+            i + 1,
+            c.name(),
+            exp.join(", or "),
+            if o.ok { "" } else { "**FAIL** " },
+            o.outcome.map_or("none", |o| o.label()),
+            o.detail.replace('|', "/")
+        );
+    }
+    s
+}
+
+fn check_links(results: &[(LinkCase, Observed)]) {
+    let failed: Vec<String> =
+        results.iter().filter(|(_, o)| !o.ok).map(|(c, o)| format!("{}: {}", c.name(), o.detail)).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} deputy-link cases failed:\n{}",
+        failed.len(),
+        results.len(),
+        failed.join("\n")
+    );
 }
 
 fn run_cases(cases: &[Case]) -> Vec<(Case, Observed)> {
@@ -622,7 +981,13 @@ fn fault_matrix_fast_subset() {
         Case { away: true, phase: Phase::FirstRound, fault: Fault::KillSource },
         Case { away: true, phase: Phase::LaterRounds, fault: Fault::KillHome },
     ];
-    check(&run_cases(&cases));
+    let links = [
+        LinkCase { fault: LinkFault::CorruptReply, from_home: false },
+        LinkCase { fault: LinkFault::Partition, from_home: false },
+    ];
+    let results = run_cases(&cases);
+    check_links(&run_link_cases(&links));
+    check(&results);
 }
 
 /// `make faults`: every case; the table goes to MOSVM_FAULTS_REPORT.
@@ -636,19 +1001,28 @@ fn fault_matrix() {
     let only = std::env::var("MOSVM_FAULTS_ONLY").ok();
     let cases: Vec<Case> =
         all_cases().into_iter().filter(|c| only.as_ref().is_none_or(|o| c.name().contains(o.as_str()))).collect();
+    let links: Vec<LinkCase> =
+        link_cases().into_iter().filter(|c| only.as_ref().is_none_or(|o| c.name().contains(o.as_str()))).collect();
     let results = run_cases(&cases);
+    let link_results = run_link_cases(&links);
     if let Some(path) = std::env::var_os("MOSVM_FAULTS_REPORT").filter(|_| only.is_none()) {
-        let ok = results.iter().filter(|(_, o)| o.ok).count();
+        let ok = results.iter().filter(|(_, o)| o.ok).count() + link_results.iter().filter(|(_, o)| o.ok).count();
         let date = std::process::Command::new("date").arg("-u").arg("+%Y-%m-%d").output().unwrap();
         let text = format!(
-            "{} cases, {ok} as expected ({}, {} cores).\n\n{}",
-            results.len(),
+            "{} cases, {ok} as expected ({}, {} cores).\n\n### Faults during a move\n\n{}\n\
+             ### Faults on the deputy link\n\n\
+             The job (`homework`: its input, output file and stdout all served by its deputy while \
+             away) has its deputy behind a proxy (`--home-advertise`) that strikes every link a body \
+             opens to home.\n\n{}",
+            results.len() + link_results.len(),
             String::from_utf8_lossy(&date.stdout).trim(),
             std::thread::available_parallelism().map_or(0, |n| n.get()),
-            table(&results)
+            table(&results),
+            link_table(&link_results)
         );
         let (begin, end) = ("<!-- fault matrix: begin (make faults) -->", "<!-- fault matrix: end -->");
         write_section(&PathBuf::from(path), "Fault matrix", begin, end, &text);
     }
+    check_links(&link_results);
     check(&results);
 }

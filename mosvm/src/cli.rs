@@ -179,6 +179,10 @@ pub struct RunArgs {
     /// port 0 picks one). Only with --api-sock.
     #[arg(long, value_name = "HOST:PORT", default_value = "0.0.0.0:0")]
     pub home_listen: String,
+    /// Where bodies reach this job's deputy, when that is not where it
+    /// listens (a forwarded port, a proxy in front of it).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub home_advertise: Option<std::net::SocketAddr>,
     /// Make the job's links (its deputy's port, its moves) mutual TLS
     /// with the identity in DIR (`mosvm cluster add-host`), without a
     /// daemon; with one, the daemon gives the job a certificate itself.

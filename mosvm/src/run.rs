@@ -132,7 +132,7 @@ pub fn run(args: RunArgs) -> i32 {
     // served to the body wherever it runs; the body may also come home.
     let home = match &api_sock {
         None => None,
-        Some(_) => match Home::start(&args.home_listen, crate::transport()) {
+        Some(_) => match Home::start_advertised(&args.home_listen, args.home_advertise, crate::transport()) {
             Ok(home) => {
                 vm.set_home(home.clone());
                 Some(take_back(home, args.trace))

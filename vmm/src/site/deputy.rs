@@ -98,10 +98,24 @@ impl Home {
     /// Under TLS (`transport`) a connection without a certificate of the
     /// cluster is refused at the handshake, before any byte of the link.
     pub fn start(listen: &str, transport: Transport) -> io::Result<Arc<Home>> {
+        Home::start_advertised(listen, None, transport)
+    }
+
+    /// The same, with bodies told to reach the deputy at `advertise`
+    /// rather than at the address it listens on (a port forwarded to it,
+    /// a proxy in front of it).
+    pub fn start_advertised(
+        listen: &str,
+        advertise: Option<SocketAddr>,
+        transport: Transport,
+    ) -> io::Result<Arc<Home>> {
         let listener = TcpListener::bind(listen)?;
         let home = Arc::new(Home {
             token: random_token(),
-            addr: listener.local_addr()?,
+            addr: match advertise {
+                Some(a) => a,
+                None => listener.local_addr()?,
+            },
             inner: Mutex::new(Inner {
                 generation: 0,
                 fence: 0,
