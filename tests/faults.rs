@@ -903,16 +903,206 @@ fn link_table(results: &[(LinkCase, Observed)]) -> String {
     s
 }
 
-fn check_links(results: &[(LinkCase, Observed)]) {
-    let failed: Vec<String> =
-        results.iter().filter(|(_, o)| !o.ok).map(|(c, o)| format!("{}: {}", c.name(), o.detail)).collect();
-    assert!(
-        failed.is_empty(),
-        "{} of {} deputy-link cases failed:\n{}",
-        failed.len(),
-        results.len(),
-        failed.join("\n")
+// ---- the destination's daemon killed ----
+//
+// Moves between daemons (`mosvm migrate JOB --to h3` at the job's home
+// h2): h3's daemon starts the body process the job moves into, then only
+// keeps its record. Killed (and restarted) before, during or after the
+// move, it must cost the job nothing.
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DaemonPhase {
+    /// Killed before the move is asked for: no host takes the body.
+    BeforeMove,
+    /// Killed while the pages stream into the body it started.
+    DuringCopy,
+    /// Killed once the job runs there, and restarted.
+    AfterMove,
+    /// Killed once the job runs there, and left dead.
+    AfterMoveForGood,
+}
+
+impl DaemonPhase {
+    fn name(self) -> &'static str {
+        match self {
+            DaemonPhase::BeforeMove => "before the move (then restarted)",
+            DaemonPhase::DuringCopy => "while the pages stream (then restarted)",
+            DaemonPhase::AfterMove => "after the move (then restarted)",
+            DaemonPhase::AfterMoveForGood => "after the move, for good",
+        }
+    }
+
+    fn expected(self) -> Vec<Outcome> {
+        match self {
+            DaemonPhase::BeforeMove => vec![Outcome::Stayed],
+            _ => vec![Outcome::Moved],
+        }
+    }
+}
+
+const DAEMON_PHASES: [DaemonPhase; 4] =
+    [DaemonPhase::BeforeMove, DaemonPhase::DuringCopy, DaemonPhase::AfterMove, DaemonPhase::AfterMoveForGood];
+
+/// The body processes h3's daemon started (they run `mosvm receive` with
+/// a control socket in its state dir).
+fn bodies_of(h: &mosvm_tests::emulated::Host) -> Vec<i32> {
+    let bodies = h.state_dir.join("bodies");
+    let out = std::process::Command::new("pgrep").arg("-f").arg(bodies.to_str().unwrap()).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect()
+}
+
+fn run_daemon_case(phase: DaemonPhase, native: &Run, native_out: &[u8], n: usize) -> Observed {
+    use mosvm_tests::emulated::{wait_until, Cluster};
+    let fail = |detail: String| Observed { outcome: None, detail, ok: false };
+    let mut c = Cluster::start(&format!("daemon-fault{n}"), 2);
+    c.wait_all_alive(Duration::from_secs(10));
+    let dir = c.base.join("job");
+    homework_input(&dir);
+    let mut cmd = std::process::Command::new(mosvm_bin());
+    cmd.arg("run").arg("--").arg(image("tests/homework")).args(["in.txt", "out.txt", ROUNDS]);
+    cmd.current_dir(&dir).env("MOSVM_SOCK", &c.hosts[0].sock);
+    let job = Proc::spawn(cmd);
+    let mut id = None;
+    wait_until("the job's record", Duration::from_secs(10), || {
+        id = c.hosts[0].ps(false).first().filter(|j| j.control_sock.is_some()).map(|j| j.id);
+        id.is_some()
+    });
+    let id = id.unwrap().to_string();
+    job.wait_for("round 5", Duration::from_secs(30), |o, _| o.contains("round 5 of"));
+    let restart = |c: &mut Cluster| {
+        let join = [c.hosts[0].addr()];
+        c.hosts[1].start(&join);
+    };
+    if phase == DaemonPhase::BeforeMove {
+        c.hosts[1].signal(libc::SIGKILL);
+    }
+    // The move; at 100 kB/s (over a second for this job) when it must last
+    // while the daemon is killed.
+    let (sock, to) = (c.hosts[0].sock.clone(), c.hosts[1].name.clone());
+    let id2 = id.clone();
+    let slow: &[&str] = if phase == DaemonPhase::DuringCopy { &["--max-bandwidth", "0.1"] } else { &[] };
+    let mover = std::thread::spawn(move || {
+        let mut cmd = std::process::Command::new(mosvm_bin());
+        cmd.args(["migrate", &id2, "--to", &to, "--json"]).args(slow).arg("--sock").arg(&sock);
+        run_command(cmd, &Opts::default())
+    });
+    if phase == DaemonPhase::DuringCopy {
+        wait_until("the body process at h3", Duration::from_secs(10), || !bodies_of(&c.hosts[1]).is_empty());
+        std::thread::sleep(Duration::from_millis(300));
+        if mover.is_finished() {
+            let m = mover.join().unwrap();
+            return fail(format!(
+                "the move ended before the daemon was killed: {} {}",
+                m.stdout.trim(),
+                m.stderr.trim()
+            ));
+        }
+        c.hosts[1].signal(libc::SIGKILL);
+    }
+    let m = mover.join().unwrap();
+    let moved = m.stdout.contains("\"result\":\"ok\"");
+    if matches!(phase, DaemonPhase::AfterMove | DaemonPhase::AfterMoveForGood) {
+        job.wait_for("a round away", Duration::from_secs(30), |o, _| o.contains("round 15 of"));
+        c.hosts[1].signal(libc::SIGKILL);
+    }
+    if phase != DaemonPhase::AfterMoveForGood {
+        restart(&mut c);
+    }
+    let r = finish_within(job, "the job", Duration::from_secs(60));
+    let mut detail = match moved {
+        true => "migrate: ok".to_string(),
+        false => format!("migrate: failed ({})", m.stderr.trim()),
+    };
+    let r = match r {
+        Ok(r) => r,
+        Err(e) => return fail(format!("{detail}; {e}")),
+    };
+    let out = std::fs::read(dir.join("out.txt")).ok();
+    let right = r.status == native.status && r.stdout == native.stdout && out.as_deref() == Some(native_out);
+    let record = c.hosts[0].wait_job(id.parse().unwrap(), Duration::from_secs(10));
+    let outcome = if !right {
+        detail += &format!("; the job ended {} with {} bytes of output: {}", r.status, r.stdout.len(), r.stderr.trim());
+        None
+    } else if record.exit_status != Some(native.status) {
+        detail += &format!("; its record says {:?} {:?}", record.state, record.exit_status);
+        None
+    } else {
+        match (record.moves, moved) {
+            (1, true) => Some(Outcome::Moved),
+            (0, false) => Some(Outcome::Stayed),
+            (n, _) => {
+                detail += &format!("; the record counts {n} moves");
+                None
+            }
+        }
+    };
+    // No body left behind at h3.
+    let t = Instant::now();
+    while !bodies_of(&c.hosts[1]).is_empty() && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let left = bodies_of(&c.hosts[1]);
+    if !left.is_empty() {
+        detail += &format!("; body processes {left:?} still run at h3");
+        for p in left {
+            kill9(p as u32);
+        }
+    }
+    if std::env::var_os("MOSVM_FAULTS_VERBOSE").is_some() {
+        eprintln!("    job: {}\n{}", r.stderr.trim(), c.dump());
+        for e in std::fs::read_dir(c.hosts[1].state_dir.join("bodies")).into_iter().flatten().flatten() {
+            if e.path().extension().is_some_and(|x| x == "log") {
+                eprintln!("    {}: {}", e.path().display(), std::fs::read_to_string(e.path()).unwrap_or_default());
+            }
+        }
+    }
+    let ok = outcome.is_some_and(|o| phase.expected().contains(&o)) && !detail.contains("still run");
+    Observed { outcome, detail, ok }
+}
+
+fn run_daemon_cases(phases: &[DaemonPhase]) -> Vec<(DaemonPhase, Observed)> {
+    let prog = image("tests/homework");
+    let dir = scratch_dir("daemon-fault-native").join("job");
+    homework_input(&dir);
+    let native = native(&prog, &["in.txt", "out.txt", ROUNDS], &Opts { cwd: Some(&dir), ..Opts::default() });
+    let native_out = std::fs::read(dir.join("out.txt")).unwrap();
+    let _l = migration_lock();
+    phases
+        .iter()
+        .enumerate()
+        .map(|(n, p)| {
+            let t = Instant::now();
+            let o = run_daemon_case(*p, &native, &native_out, n);
+            eprintln!(
+                "{} destination daemon killed {}: {} ({}; {:.1} s)",
+                if o.ok { "ok  " } else { "FAIL" },
+                p.name(),
+                o.outcome.map_or("?", |o| o.label()),
+                o.detail,
+                t.elapsed().as_secs_f64()
+            );
+            (*p, o)
+        })
+        .collect()
+}
+
+fn daemon_table(results: &[(DaemonPhase, Observed)]) -> String {
+    let mut s = String::from(
+        "| # | kill -9 of the destination's daemon | expected | observed | detail |\n|---|---|---|---|---|\n",
     );
+    for (i, (p, o)) in results.iter().enumerate() {
+        let exp: Vec<&str> = p.expected().iter().map(|o| o.label()).collect();
+        s += &format!(
+            "| {} | {} | {} | {}{} | {} |\n",
+            i + 1,
+            p.name(),
+            exp.join(", or "),
+            if o.ok { "" } else { "**FAIL** " },
+            o.outcome.map_or("none", |o| o.label()),
+            o.detail.replace('|', "/")
+        );
+    }
+    s
 }
 
 fn run_cases(cases: &[Case]) -> Vec<(Case, Observed)> {
@@ -958,10 +1148,13 @@ fn table(results: &[(Case, Observed)]) -> String {
     s
 }
 
-fn check(results: &[(Case, Observed)]) {
-    let failed: Vec<String> =
-        results.iter().filter(|(_, o)| !o.ok).map(|(c, o)| format!("{}: {}", c.name(), o.detail)).collect();
-    assert!(failed.is_empty(), "{} of {} cases failed:\n{}", failed.len(), results.len(), failed.join("\n"));
+/// The cases of a set that did not come out as expected, by name.
+fn failed<C>(results: &[(C, Observed)], name: impl Fn(&C) -> String) -> Vec<String> {
+    results.iter().filter(|(_, o)| !o.ok).map(|(c, o)| format!("{}: {}", name(c), o.detail)).collect()
+}
+
+fn check(failures: Vec<String>, cases: usize) {
+    assert!(failures.is_empty(), "{} of {cases} cases failed:\n{}", failures.len(), failures.join("\n"));
 }
 
 /// The fast subset: one case of each fault, at the phases where they
@@ -986,8 +1179,12 @@ fn fault_matrix_fast_subset() {
         LinkCase { fault: LinkFault::Partition, from_home: false },
     ];
     let results = run_cases(&cases);
-    check_links(&run_link_cases(&links));
-    check(&results);
+    let link_results = run_link_cases(&links);
+    let daemon_results = run_daemon_cases(&[DaemonPhase::DuringCopy]);
+    let mut failures = failed(&results, Case::name);
+    failures.extend(failed(&link_results, LinkCase::name));
+    failures.extend(failed(&daemon_results, |p| p.name().to_string()));
+    check(failures, results.len() + link_results.len() + daemon_results.len());
 }
 
 /// `make faults`: every case; the table goes to MOSVM_FAULTS_REPORT.
@@ -1003,26 +1200,39 @@ fn fault_matrix() {
         all_cases().into_iter().filter(|c| only.as_ref().is_none_or(|o| c.name().contains(o.as_str()))).collect();
     let links: Vec<LinkCase> =
         link_cases().into_iter().filter(|c| only.as_ref().is_none_or(|o| c.name().contains(o.as_str()))).collect();
+    let daemon_phases: Vec<DaemonPhase> =
+        DAEMON_PHASES.into_iter().filter(|p| only.as_ref().is_none_or(|o| p.name().contains(o.as_str()))).collect();
     let results = run_cases(&cases);
     let link_results = run_link_cases(&links);
+    let daemon_results = run_daemon_cases(&daemon_phases);
+    let total = results.len() + link_results.len() + daemon_results.len();
     if let Some(path) = std::env::var_os("MOSVM_FAULTS_REPORT").filter(|_| only.is_none()) {
-        let ok = results.iter().filter(|(_, o)| o.ok).count() + link_results.iter().filter(|(_, o)| o.ok).count();
+        let ok = results.iter().filter(|(_, o)| o.ok).count()
+            + link_results.iter().filter(|(_, o)| o.ok).count()
+            + daemon_results.iter().filter(|(_, o)| o.ok).count();
         let date = std::process::Command::new("date").arg("-u").arg("+%Y-%m-%d").output().unwrap();
         let text = format!(
             "{} cases, {ok} as expected ({}, {} cores).\n\n### Faults during a move\n\n{}\n\
              ### Faults on the deputy link\n\n\
              The job (`homework`: its input, output file and stdout all served by its deputy while \
              away) has its deputy behind a proxy (`--home-advertise`) that strikes every link a body \
-             opens to home.\n\n{}",
-            results.len() + link_results.len(),
+             opens to home.\n\n{}\n\
+             ### The destination's daemon killed\n\n\
+             Moves between daemons (`mosvm migrate JOB --to h3` at the job's home h2, 100 kB/s so the \
+             stream lasts), h3's daemon killed with SIGKILL; checked: the job's output and files, its \
+             record at home (status, number of moves) and that no body process is left at h3.\n\n{}",
+            total,
             String::from_utf8_lossy(&date.stdout).trim(),
             std::thread::available_parallelism().map_or(0, |n| n.get()),
             table(&results),
-            link_table(&link_results)
+            link_table(&link_results),
+            daemon_table(&daemon_results)
         );
         let (begin, end) = ("<!-- fault matrix: begin (make faults) -->", "<!-- fault matrix: end -->");
         write_section(&PathBuf::from(path), "Fault matrix", begin, end, &text);
     }
-    check_links(&link_results);
-    check(&results);
+    let mut failures = failed(&results, Case::name);
+    failures.extend(failed(&link_results, LinkCase::name));
+    failures.extend(failed(&daemon_results, |p| p.name().to_string()));
+    check(failures, total);
 }
