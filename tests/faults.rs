@@ -824,7 +824,7 @@ fn run_link_case(c: &LinkCase, native: &Run, native_out: &[u8], n: usize) -> Obs
         }
     }
     // At home from the start (a failed first move): the home is the source.
-    let away = !bodies.is_empty() && !(new_body && c.from_home);
+    let away = !(new_body && c.from_home);
     // Every call of a job whose link is slow waits 400 ms more.
     let slow = matches!(c.fault, LinkFault::Delay | LinkFault::SlowNewBody);
     let limit = Duration::from_secs(if slow { 180 } else { 60 });
