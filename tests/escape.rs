@@ -157,3 +157,146 @@ fn a_fork_bomb_meets_the_jobs_process_limit() {
     assert!(r.stderr.contains("fork: the job has its limit of 512 processes (EAGAIN)"), "{}", r.stderr);
     assert_eq!(beside.join().unwrap(), native_hello, "the job beside it");
 }
+
+/// The hostile set together, on one daemon, beside a job that must not
+/// notice: wild pointers to every call family, an allocation past
+/// `--mem`, a fork bomb, descriptor exhaustion and the /proc escapes, each
+/// a job of the daemon's host, while another job runs away from home in a
+/// confined body. Each hostile job gets errors or a Linux-like death and
+/// its record says how it ended; both daemons keep answering; the job
+/// beside them ends with its native output and files.
+#[test]
+fn hostile_jobs_leave_the_daemons_and_other_jobs_alone() {
+    use mosvm_host::api::JobState;
+    use mosvm_tests::emulated::{wait_until, Cluster};
+    use std::process::Command;
+    use std::time::Duration;
+    if !require_kvm("hostile_jobs_leave_the_daemons_and_other_jobs_alone") {
+        return;
+    }
+    let _l = migration_lock();
+    let c = Cluster::start("hostile", 2);
+    c.wait_all_alive(Duration::from_secs(10));
+    let (a, b) = (&c.hosts[0], &c.hosts[1]);
+    let registered = |args: &[&str], cwd: &std::path::Path, nofile: Option<u32>| {
+        let mut cmd = match nofile {
+            Some(n) => {
+                let mut sh = Command::new("sh");
+                // A common setup: a soft limit of 1024 under a hard one of N.
+                sh.arg("-c").arg(format!("ulimit -Sn 1024 && ulimit -Hn {n} && exec \"$0\" \"$@\"")).arg(mosvm_bin());
+                sh
+            }
+            None => Command::new(mosvm_bin()),
+        };
+        cmd.arg("run").args(args).current_dir(cwd).env("MOSVM_SOCK", &a.sock);
+        Proc::spawn(cmd)
+    };
+
+    // The job beside them: its files and output all come from home.
+    let homework = image("tests/homework");
+    let input: String = (1..=5000).map(|i| format!("input line {i}\n")).collect();
+    let dirs = ["native", "beside"].map(|n| {
+        let d = c.base.join(n).join("job");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("in.txt"), &input).unwrap();
+        d
+    });
+    let hw_args = ["in.txt", "out.txt", "120"];
+    let native_hw = native(&homework, &hw_args, &Opts { cwd: Some(&dirs[0]), ..Opts::default() });
+    let hw = homework.to_str().unwrap();
+    let beside = registered(&["--", hw, hw_args[0], hw_args[1], hw_args[2]], &dirs[1], None);
+    let mut beside_id = None;
+    wait_until("the job beside to register", Duration::from_secs(10), || {
+        beside_id = a.ps(false).first().filter(|j| j.control_sock.is_some()).map(|j| j.id);
+        beside_id.is_some()
+    });
+    let beside_id = beside_id.unwrap();
+    beside.wait_for("round 3", Duration::from_secs(30), |o, _| o.contains("round 3 of"));
+    let m = a.at(&["migrate", &beside_id.to_string(), "--to", &b.name, "--json"]);
+    assert_eq!(m.status, 0, "the move of the job beside: {m:?}");
+
+    // The hostile set, all at once.
+    struct Hostile {
+        name: &'static str,
+        args: Vec<String>,
+        nofile: Option<u32>,
+        /// Its status and what its output must hold.
+        status: i32,
+        says: &'static str,
+    }
+    let img = |n: &str| image(n).display().to_string();
+    let set = [
+        Hostile {
+            name: "wild pointers and lengths",
+            args: vec!["--".into(), img("tests/badptr")],
+            nofile: None,
+            status: 0,
+            says: "Bad address",
+        },
+        Hostile {
+            name: "512 MiB past --mem 64M",
+            args: vec!["--mem".into(), "64M".into(), "--".into(), img("tests/bigalloc"), "512".into()],
+            nofile: None,
+            status: 1,
+            says: "malloc(512 MiB) failed",
+        },
+        Hostile {
+            name: "a fork bomb",
+            args: vec!["--".into(), img("tests/forkbomb")],
+            nofile: None,
+            status: 0,
+            says: "then fork: Resource temporarily unavailable",
+        },
+        Hostile {
+            name: "descriptor exhaustion",
+            args: vec!["--".into(), img("tests/fdbomb")],
+            nofile: Some(4096),
+            status: 0,
+            says: "after 32 pipes",
+        },
+        Hostile {
+            name: "/proc escapes",
+            args: vec!["--".into(), img("tests/procescape")],
+            nofile: None,
+            status: 0,
+            says: "/proc/self/mem",
+        },
+    ];
+    let scratch = c.base.join("hostile");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let procs: Vec<Proc> = set
+        .iter()
+        .map(|h| registered(&h.args.iter().map(String::as_str).collect::<Vec<_>>(), &scratch, h.nofile))
+        .collect();
+    let mut report = Vec::new();
+    for (h, p) in set.iter().zip(procs) {
+        let pid = p.child.id();
+        let r = p.finish(Duration::from_secs(120));
+        let said = r.stdout.lines().next().unwrap_or("").to_string();
+        report.push(format!("{}: exit {}, {said:?} {}", h.name, r.status, r.stderr.trim()));
+        assert_eq!(r.status, h.status, "{}: {r:?}", h.name);
+        assert!(r.stdout.contains(h.says), "{}: {}", h.name, r.stdout);
+        assert!(!r.stderr.contains("panicked"), "{}: {}", h.name, r.stderr);
+        if h.name == "/proc escapes" {
+            let attempts = parse(&r.stdout);
+            for bad in BAD {
+                assert!(with_verdict(&attempts, bad).is_empty(), "{bad}: {:?}", with_verdict(&attempts, bad));
+            }
+        }
+        // Its record says how it ended.
+        wait_until(&format!("the record of {}", h.name), Duration::from_secs(10), || {
+            a.ps(true)
+                .iter()
+                .any(|j| j.deputy_pid == Some(pid) && j.state == JobState::Exited && j.exit_status == Some(h.status))
+        });
+    }
+    eprintln!("hostile set: {}", report.join("; "));
+
+    // Both daemons still answer, and the job beside them never noticed.
+    assert!(a.hosts().len() == 2 && b.hosts().len() == 2);
+    let r = beside.finish(Duration::from_secs(120));
+    assert_eq!((r.status, &r.stdout), (native_hw.status, &native_hw.stdout), "the job beside: {}", r.stderr);
+    assert_eq!(std::fs::read(dirs[1].join("out.txt")).unwrap(), std::fs::read(dirs[0].join("out.txt")).unwrap());
+    let rec = a.wait_job(beside_id, Duration::from_secs(10));
+    assert_eq!((rec.state, rec.exit_status, rec.moves), (JobState::Exited, Some(native_hw.status), 1));
+}
