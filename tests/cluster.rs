@@ -511,6 +511,58 @@ fn a_tls_peer_port_gives_strangers_nothing() {
     assert!(err.contains("datagram not sealed by this cluster"), "datagram refusals are logged: {err}");
 }
 
+/// A TCP connection to `to` from address `from` (port picked).
+fn connect_from(from: std::net::Ipv4Addr, to: std::net::SocketAddr) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let sa = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from(ip).to_be() },
+        sin_zero: [0; 8],
+    };
+    let std::net::SocketAddr::V4(to) = to else { panic!("IPv4 only") };
+    let (local, remote) = (sa(from, 0), sa(*to.ip(), to.port()));
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: a new socket, bound and connected with valid sockaddr_in
+    // values; the descriptor goes to the TcpStream that owns it.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0);
+        assert_eq!(libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len), 0, "bind {from}");
+        assert_eq!(libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len), 0, "connect {to}");
+        TcpStream::from_raw_fd(fd)
+    }
+}
+
+/// Under TLS a host of the cluster speaks only as itself: h3, with its
+/// own certificate, asking h2 for an overview as h4 (and from h4's
+/// address) gets nothing, and h2 logs why; as itself it gets an answer.
+#[test]
+fn a_host_cannot_speak_for_another() {
+    use std::io::Write;
+    let c = Cluster::start("impostor", 3);
+    c.wait_all_alive(Duration::from_secs(10));
+    let h3 = trust::Transport::tls(trust::Identity::load(&c.hosts[1].identity().unwrap()).unwrap()).unwrap();
+    let target: std::net::SocketAddr = c.hosts[0].addr().parse().unwrap();
+    let ask = |as_host: usize| {
+        let h = &c.hosts[as_host];
+        let from =
+            mosvm_host::membership::HostId { name: h.name.clone(), addr: h.addr().parse().unwrap(), incarnation: 0 };
+        let sock = connect_from(h.ip.parse().unwrap(), target);
+        sock.set_read_timeout(Some(Duration::from_secs(12))).unwrap();
+        let mut link = h3.client(sock).expect("h3's certificate opens h2's peer port");
+        link.write_all(&wire::encode_msg(Kind::Overview, &wire::Overview { from, moves: 1 })).unwrap();
+        link.flush().unwrap();
+        let mut got = [0u8; 64];
+        link.read(&mut got).unwrap_or(0)
+    };
+    assert_eq!(ask(2), 0, "h3 speaking as h4 got an answer");
+    assert!(ask(1) > 0, "h3 speaking as itself got no answer");
+    wait_until("the refusal in h2's log", Duration::from_secs(5), || {
+        c.hosts[0].stderr().contains("a peer spoke as another host")
+    });
+}
+
 // ---- jobs moved by the daemons ----
 
 const LONG: Duration = Duration::from_secs(60);

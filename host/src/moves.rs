@@ -22,7 +22,7 @@ use crate::api::{
 };
 use crate::control;
 use crate::membership::HostId;
-use crate::peer;
+use crate::peer::{self, Peer};
 use crate::server::{now_ms, owned, Shared};
 use crate::store::{JobRecord, Owner};
 use crate::wire::{
@@ -35,8 +35,12 @@ const PREPARE_LIMIT: Duration = Duration::from_secs(15);
 
 /// True if `from`, whose connection comes from `peer`, is an active member
 /// of this host's cluster at the address it claims.
-pub(crate) async fn is_member(s: &Shared, from: &HostId, peer: SocketAddr) -> bool {
-    if peer.ip() != from.addr.ip() || from.name == s.name {
+pub(crate) async fn is_member(s: &Shared, from: &HostId, peer: &Peer) -> bool {
+    if peer.addr.ip() != from.addr.ip() || from.name == s.name {
+        return false;
+    }
+    if !peer.may_be(&from.name) {
+        warn!(%peer, from = %from.name, "a peer spoke as another host: its certificate is not that host's");
         return false;
     }
     let Ok(hosts) = s.membership.hosts().await else { return false };
@@ -47,7 +51,7 @@ pub(crate) async fn is_member(s: &Shared, from: &HostId, peer: SocketAddr) -> bo
 }
 
 /// `PrepareBody` from a peer.
-pub async fn on_prepare(s: &Arc<Shared>, req: PrepareBody, peer: SocketAddr) -> PrepareReply {
+pub async fn on_prepare(s: &Arc<Shared>, req: PrepareBody, peer: &Peer) -> PrepareReply {
     if !is_member(s, &req.from, peer).await {
         warn!(%peer, from = ?req.from, "PrepareBody from a host that is not a member refused");
         return PrepareReply::Refused(Refusal::new(RefusalKind::NotMember, format!("{} is not a member here", peer)));
@@ -85,7 +89,7 @@ async fn prepare_at(
 }
 
 /// `MoveBody` from a job's home: move the body we run.
-pub async fn on_move(s: &Arc<Shared>, req: MoveBody, peer: SocketAddr) -> MoveReply {
+pub async fn on_move(s: &Arc<Shared>, req: MoveBody, peer: &Peer) -> MoveReply {
     if !is_member(s, &req.from, peer).await || req.from.name != req.job.home {
         warn!(%peer, from = ?req.from, body = %req.job, "MoveBody not from the job's home refused");
         return MoveReply::Refused(Refusal::new(RefusalKind::NotMember, "only the job's home, a member, may move it"));
@@ -205,7 +209,7 @@ fn automatic(why: MoveWhy) -> bool {
 }
 
 /// `BalanceMove` from the host running one of our jobs' bodies.
-pub async fn on_balance_move(s: &Arc<Shared>, req: BalanceMove, peer: SocketAddr) -> MoveReply {
+pub async fn on_balance_move(s: &Arc<Shared>, req: BalanceMove, peer: &Peer) -> MoveReply {
     let runs_there = s.store().job(req.job.id).ok().flatten().is_some_and(|j| j.host == req.from.name);
     if req.job.home != s.name || !is_member(s, &req.from, peer).await || !runs_there {
         warn!(%peer, from = ?req.from, job = %req.job, "BalanceMove not from the host of the job's body refused");

@@ -15,7 +15,7 @@ use crate::api::{
     NewEvent,
 };
 use crate::moves::{api_error, is_member, resolve};
-use crate::peer;
+use crate::peer::{self, Peer};
 use crate::server::Shared;
 use crate::wire::{
     HostOp, HostOpReply, JobRef, Kind, Operation, Overview, OverviewReply, Progress, ProgressReply, Refusal,
@@ -103,7 +103,7 @@ async fn ask(s: &Shared, name: &str, addr: SocketAddr, op: Operation) -> Result<
 }
 
 /// `HostOp` from a member.
-pub async fn on_host_op(s: &Arc<Shared>, req: HostOp, peer: SocketAddr) -> HostOpReply {
+pub async fn on_host_op(s: &Arc<Shared>, req: HostOp, peer: &Peer) -> HostOpReply {
     if !is_member(s, &req.from, peer).await {
         warn!(%peer, from = ?req.from, "HostOp from a host that is not a member refused");
         return HostOpReply::Refused(Refusal::new(RefusalKind::NotMember, format!("{peer} is not a member here")));
@@ -157,7 +157,7 @@ fn overview_here(s: &Shared, moves: u32) -> OverviewReply {
 }
 
 /// `Overview` from a member.
-pub async fn on_overview(s: &Arc<Shared>, req: Overview, peer: SocketAddr) -> Option<OverviewReply> {
+pub async fn on_overview(s: &Arc<Shared>, req: Overview, peer: &Peer) -> Option<OverviewReply> {
     if !is_member(s, &req.from, peer).await {
         warn!(%peer, from = ?req.from, "Overview from a host that is not a member refused");
         return None;
@@ -232,7 +232,7 @@ pub async fn progress(s: &Arc<Shared>, id: u64) -> Result<Option<MoveProgress>, 
 }
 
 /// `Progress` from a job's home.
-pub async fn on_progress(s: &Arc<Shared>, req: Progress, peer: SocketAddr) -> ProgressReply {
+pub async fn on_progress(s: &Arc<Shared>, req: Progress, peer: &Peer) -> ProgressReply {
     if !is_member(s, &req.from, peer).await || req.from.name != req.job.home {
         return ProgressReply { progress: None };
     }

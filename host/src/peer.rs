@@ -90,9 +90,13 @@ pub async fn serve(
                 tokio::spawn(async move {
                     let _ = stream.set_nodelay(true);
                     let served = match tls {
-                        None => connection(stream, from, shared).await,
+                        None => connection(stream, Peer { addr: from, cert: None }, shared).await,
                         Some(tls) => match tokio::time::timeout(HANDSHAKE, tls.accept(stream)).await {
-                            Ok(Ok(stream)) => connection(stream, from, shared).await,
+                            Ok(Ok(stream)) => {
+                                let cert = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).cloned();
+                                connection(stream, Peer { addr: from, cert: cert.map(|c| c.into_owned()) }, shared)
+                                    .await
+                            }
                             Ok(Err(e)) => Err(refused(from, &e)),
                             Err(_) => Err(refused(from, &"no TLS handshake in 10 s")),
                         },
@@ -117,9 +121,30 @@ fn refused(from: SocketAddr, why: &dyn std::fmt::Display) -> WireError {
     WireError::Io(std::io::Error::new(std::io::ErrorKind::PermissionDenied, format!("TLS: {why}")))
 }
 
+/// Who is at the other end of a peer connection: its address and, under
+/// TLS, the host certificate it presented (verified by the handshake).
+pub struct Peer {
+    pub addr: SocketAddr,
+    pub cert: Option<tokio_rustls::rustls::pki_types::CertificateDer<'static>>,
+}
+
+impl Peer {
+    /// May this peer speak as host `name`? Under TLS only with `name`'s
+    /// own certificate: a host of the cluster cannot speak for another.
+    pub fn may_be(&self, name: &str) -> bool {
+        self.cert.as_ref().is_none_or(|c| trust::names_host(c, name))
+    }
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.addr.fmt(f)
+    }
+}
+
 async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
-    peer: SocketAddr,
+    peer: Peer,
     shared: Arc<Shared>,
 ) -> Result<(), WireError> {
     loop {
@@ -137,33 +162,33 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
             }
             Kind::PrepareBody => {
                 let req: PrepareBody = wire::decode_msg(kind, &payload)?;
-                let reply = moves::on_prepare(&shared, req, peer).await;
+                let reply = moves::on_prepare(&shared, req, &peer).await;
                 wire::write_frame(&mut stream, &wire::encode_msg(Kind::BodyReady, &reply)).await?;
             }
             Kind::MoveBody => {
                 let req: MoveBody = wire::decode_msg(kind, &payload)?;
-                let reply = moves::on_move(&shared, req, peer).await;
+                let reply = moves::on_move(&shared, req, &peer).await;
                 wire::write_frame(&mut stream, &wire::encode_msg(Kind::Moved, &reply)).await?;
             }
             Kind::BalanceMove => {
                 let req: BalanceMove = wire::decode_msg(kind, &payload)?;
-                let reply = moves::on_balance_move(&shared, req, peer).await;
+                let reply = moves::on_balance_move(&shared, req, &peer).await;
                 wire::write_frame(&mut stream, &wire::encode_msg(Kind::Moved, &reply)).await?;
             }
             Kind::HostOp => {
                 let req: HostOp = wire::decode_msg(kind, &payload)?;
-                let reply = ops::on_host_op(&shared, req, peer).await;
+                let reply = ops::on_host_op(&shared, req, &peer).await;
                 wire::write_frame(&mut stream, &wire::encode_msg(Kind::HostReport, &reply)).await?;
             }
             Kind::Overview => {
                 let req: Overview = wire::decode_msg(kind, &payload)?;
                 // A stranger gets the connection closed, not an answer.
-                let Some(reply) = ops::on_overview(&shared, req, peer).await else { return Ok(()) };
+                let Some(reply) = ops::on_overview(&shared, req, &peer).await else { return Ok(()) };
                 wire::write_frame(&mut stream, &wire::encode_msg(Kind::OverviewReply, &reply)).await?;
             }
             Kind::Progress => {
                 let req: Progress = wire::decode_msg(kind, &payload)?;
-                let reply = ops::on_progress(&shared, req, peer).await;
+                let reply = ops::on_progress(&shared, req, &peer).await;
                 wire::write_frame(&mut stream, &wire::encode_msg(Kind::ProgressReply, &reply)).await?;
             }
             got => return Err(WireError::Unexpected { expected: Kind::Ping, got }),

@@ -17,7 +17,7 @@ mod tls;
 pub use identity::{add_host, init_cluster, ClusterCa, Identity, JobCredentials, Role, CLUSTER_NAME};
 pub use link::{Link, Transport};
 pub use seal::{Sealer, Unsealed, SEAL_OVERHEAD};
-pub use tls::{client_config, server_config, server_name};
+pub use tls::{client_config, names_host, server_config, server_name};
 
 use std::path::PathBuf;
 

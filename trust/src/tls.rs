@@ -159,3 +159,38 @@ pub fn client_config(id: &Identity) -> Result<Arc<ClientConfig>, Error> {
 pub fn server_name() -> ServerName<'static> {
     ServerName::try_from(CLUSTER_NAME).expect("a valid DNS name")
 }
+
+/// Is `cert` (a peer's, already verified against the cluster CA) host
+/// `name`'s? A host's certificate carries its name as a DNS name, so a
+/// host of the cluster cannot speak for another.
+pub fn names_host(cert: &CertificateDer<'_>, name: &str) -> bool {
+    if name == CLUSTER_NAME {
+        return false;
+    }
+    let (Ok(subject), Ok(ee)) = (ServerName::try_from(name), webpki::EndEntityCert::try_from(cert)) else {
+        return false;
+    };
+    ee.verify_is_valid_for_subject_name(&subject).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::pki_types::pem::PemObject;
+
+    #[test]
+    fn a_host_certificate_names_its_host_only() {
+        let dir = std::env::temp_dir().join(format!("mosvm-trust-names-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        crate::init_cluster(&dir).unwrap();
+        let host = crate::add_host(&dir, "h2").unwrap();
+        let pem = std::fs::read(host.join("host.pem")).unwrap();
+        let cert = CertificateDer::pem_slice_iter(&pem).next().unwrap().unwrap();
+        assert!(names_host(&cert, "h2"));
+        for other in ["h3", "h", "h2.x", CLUSTER_NAME, "127.0.0.2", "", "h2\0"] {
+            assert!(!names_host(&cert, other), "{other:?}");
+        }
+        assert!(!names_host(&CertificateDer::from(vec![0x30, 0x03, 1, 2, 3]), "h2"), "garbage is no one's");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
