@@ -451,3 +451,31 @@ fn a_receiver_nobody_reaches_gives_up_by_itself() {
     assert_eq!(r.status, 125, "{r:?}");
     assert!(r.stderr.contains("no job arrived within 1 s"), "{r:?}");
 }
+
+/// A job that ends while it is being moved: `mosvm migrate` hears so at
+/// once (not a closed socket), the job's output is whole, and the
+/// receiver gives up by itself.
+#[test]
+fn a_job_that_ends_during_its_move_says_so() {
+    if !require_kvm("a_job_that_ends_during_its_move_says_so") {
+        return;
+    }
+    let _l = migration_lock();
+    let mem = image("mem");
+    let args = ["64", "32", "100"];
+    let n = native(&mem, &args, &Opts::default());
+    let sock = sock_path("ends-during-move");
+    let job = source(&mem, &args, &[], &sock, None);
+    job.wait_for("the job to start", Duration::from_secs(30), |o, _| o.contains("allocated"));
+    let (rx, addr) = receiver(&["--once"], None);
+    // 64 MiB at 5 MB/s: the job ends long before the copy would.
+    let (m, json) = migrate(&sock, &addr, &["--max-bandwidth", "5"]);
+    assert_eq!(m.status, 1, "{m:?}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{json:?}: {e}"));
+    assert_eq!(v["kind"], "failed", "{v}");
+    assert!(v["error"].as_str().unwrap().contains("the job ended during the move"), "{v}");
+    let r = job.finish(Duration::from_secs(30));
+    assert_eq!((r.status, &r.stdout), (n.status, &n.stdout));
+    let r = rx.finish(Duration::from_secs(15));
+    assert!(r.stderr.contains("not received"), "{}", r.stderr);
+}

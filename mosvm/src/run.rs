@@ -268,6 +268,10 @@ fn foreground(
             confine_body();
         }
         let outcome = vm.run();
+        if matches!(outcome, Ok(Outcome::Exited(_)) | Err(_)) {
+            // A move in flight hears that the job ended.
+            vm.close_control();
+        }
         if let Some(api) = &api {
             // Let `mosvm migrate` hear the result before going on.
             api.drain(Duration::from_secs(5));

@@ -59,6 +59,8 @@ pub struct Control {
     tx: Mutex<mpsc::Sender<Command>>,
     kicker: Mutex<Option<Kicker>>,
     busy: AtomicBool,
+    /// The job has ended: its VM takes no more commands.
+    ended: AtomicBool,
 }
 
 /// Held while one operation (migration, snapshot) owns the VM.
@@ -78,7 +80,12 @@ impl Control {
     pub fn new() -> (Arc<Control>, ControlRx) {
         let (tx, rx) = mpsc::channel();
         (
-            Arc::new(Control { tx: Mutex::new(tx), kicker: Mutex::new(None), busy: AtomicBool::new(false) }),
+            Arc::new(Control {
+                tx: Mutex::new(tx),
+                kicker: Mutex::new(None),
+                busy: AtomicBool::new(false),
+                ended: AtomicBool::new(false),
+            }),
             ControlRx { rx },
         )
     }
@@ -98,6 +105,15 @@ impl Control {
         self.tx.lock().unwrap().send(cmd).map_err(|_| Gone)?;
         self.kick();
         Ok(())
+    }
+
+    /// Has the job ended (`Vm::close_control`)? A move in flight stops.
+    pub fn has_ended(&self) -> bool {
+        self.ended.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn mark_ended(&self) {
+        self.ended.store(true, Ordering::SeqCst);
     }
 
     /// Claims the VM for one operation; None if another one holds it.

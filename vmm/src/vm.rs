@@ -478,6 +478,15 @@ impl Vm {
         }
     }
 
+    /// The job has ended: commands from other threads (a move waiting to
+    /// pause it) fail from now on instead of waiting for a VM that will
+    /// not run again.
+    pub fn close_control(&mut self) {
+        self.control.mark_ended();
+        let (_, dead) = std::sync::mpsc::channel();
+        self.control_rx = ControlRx { rx: dead };
+    }
+
     /// Did the job's deputy give the job to this body (it is away, or
     /// came home)? Then no other body may run it.
     pub fn has_deputy(&self) -> bool {

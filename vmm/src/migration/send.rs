@@ -397,9 +397,11 @@ fn send_pages(
     send_zeros: bool,
     phase: &'static str,
     progress: &Progress,
+    control: &crate::control::Control,
 ) -> Result<(), SendError> {
     let mut n = 0u32;
     let mut refused = None;
+    let mut ended = false;
     let r = dirty::for_each_page(bits, |gpa| {
         pw.push(w, ram, gpa, send_zeros)?;
         n += 1;
@@ -407,6 +409,11 @@ fn send_pages(
             progress.sent(n as u64, pw);
         }
         if n.is_multiple_of(8192) {
+            // A job that ends meanwhile ends the move.
+            if control.has_ended() {
+                ended = true;
+                return Err(io::ErrorKind::ConnectionAborted.into());
+            }
             if let Some(why) = refusal(reader) {
                 refused = Some(why);
                 return Err(io::ErrorKind::ConnectionAborted.into());
@@ -416,6 +423,9 @@ fn send_pages(
     })
     .and_then(|_| pw.flush(w));
     progress.sent(n as u64, pw);
+    if ended || control.has_ended() {
+        return Err(SendError::Pause(crate::control::PauseError::Failed("the job ended during the move".into())));
+    }
     match (r, refused) {
         (_, Some(why)) => Err(SendError::Refused(why)),
         (Ok(()), None) => Ok(()),
@@ -459,7 +469,7 @@ fn precopy(
     let t = Instant::now();
     progress.round(1, dirty::count(&resident));
     progress.set_phase(Phase::Copying);
-    send_pages(w, reader, &mut pw, ram, &resident, false, "sending memory", progress)?;
+    send_pages(w, reader, &mut pw, ram, &resident, false, "sending memory", progress, &handle.control)?;
     sync(w, reader)?;
     sending += t.elapsed();
     // Pages the host never backed are zeros skipped without reading them.
@@ -496,7 +506,7 @@ fn precopy(
         prev = n;
         let t = Instant::now();
         progress.round(rounds + 1, n);
-        send_pages(w, reader, &mut pw, ram, bits, true, "sending memory", progress)?;
+        send_pages(w, reader, &mut pw, ram, bits, true, "sending memory", progress, &handle.control)?;
         sync(w, reader)?;
         sending += t.elapsed();
         rounds += 1;
@@ -519,7 +529,7 @@ fn precopy(
     }
     progress.set_phase(Phase::Stopped);
     progress.round(rounds + 1, dirty::count(&bits));
-    send_pages(w, reader, &mut pw, ram, &bits, true, "sending the last pages", progress)?;
+    send_pages(w, reader, &mut pw, ram, &bits, true, "sending the last pages", progress, &handle.control)?;
 
     let final_pages = pw.pages_sent - before;
     if opts.verify {
