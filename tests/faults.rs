@@ -954,7 +954,9 @@ fn bodies_of(h: &mosvm_tests::emulated::Host) -> Vec<i32> {
 fn run_daemon_case(phase: DaemonPhase, native: &Run, native_out: &[u8], n: usize) -> Observed {
     use mosvm_tests::emulated::{wait_until, Cluster};
     let fail = |detail: String| Observed { outcome: None, detail, ok: false };
-    let mut c = Cluster::start(&format!("daemon-fault{n}"), 2);
+    // Balancing off: the only move is the one struck.
+    let opts = mosvm_tests::emulated::Options { no_balance: true, ..Default::default() };
+    let mut c = Cluster::start_with(&format!("daemon-fault{n}"), 2, &opts);
     c.wait_all_alive(Duration::from_secs(10));
     let dir = c.base.join("job");
     homework_input(&dir);
