@@ -858,51 +858,6 @@ fn run_link_case(c: &LinkCase, native: &Run, native_out: &[u8], n: usize) -> Obs
     Observed { outcome: v.outcome, detail, ok }
 }
 
-fn run_link_cases(cases: &[LinkCase]) -> Vec<(LinkCase, Observed)> {
-    let prog = image("tests/homework");
-    let dir = scratch_dir("link-fault-native").join("job");
-    homework_input(&dir);
-    let native = native(&prog, &["in.txt", "out.txt", ROUNDS], &Opts { cwd: Some(&dir), ..Opts::default() });
-    assert_eq!(native.status, 3, "{native:?}");
-    let native_out = std::fs::read(dir.join("out.txt")).unwrap();
-    let _l = migration_lock();
-    cases
-        .iter()
-        .enumerate()
-        .map(|(n, c)| {
-            let t = Instant::now();
-            let o = run_link_case(c, &native, &native_out, n);
-            eprintln!(
-                "{} deputy link: {}: {} ({}; {:.1} s)",
-                if o.ok { "ok  " } else { "FAIL" },
-                c.name(),
-                o.outcome.map_or("?", |o| o.label()),
-                o.detail,
-                t.elapsed().as_secs_f64()
-            );
-            (*c, o)
-        })
-        .collect()
-}
-
-fn link_table(results: &[(LinkCase, Observed)]) -> String {
-    let mut s =
-        String::from("| # | fault on the deputy link | expected | observed | detail |\n|---|---|---|---|---|\n");
-    for (i, (c, o)) in results.iter().enumerate() {
-        let exp: Vec<&str> = c.expected().iter().map(|o| o.label()).collect();
-        s += &format!(
-            "| {} | {} | {} | {}{} | {} |\n",
-            i + 1,
-            c.name(),
-            exp.join(", or "),
-            if o.ok { "" } else { "**FAIL** " },
-            o.outcome.map_or("none", |o| o.label()),
-            o.detail.replace('|', "/")
-        );
-    }
-    s
-}
-
 // ---- the destination's daemon killed ----
 //
 // Moves between daemons (`mosvm migrate JOB --to h3` at the job's home
@@ -1062,63 +1017,71 @@ fn run_daemon_case(phase: DaemonPhase, native: &Run, native_out: &[u8], n: usize
     Observed { outcome, detail, ok }
 }
 
-fn run_daemon_cases(phases: &[DaemonPhase]) -> Vec<(DaemonPhase, Observed)> {
+/// The native run of the homework job the deputy-link and daemon sets
+/// use: its result and output file.
+fn homework_native(name: &str) -> (Run, Vec<u8>) {
     let prog = image("tests/homework");
-    let dir = scratch_dir("daemon-fault-native").join("job");
+    let dir = scratch_dir(name).join("job");
     homework_input(&dir);
     let native = native(&prog, &["in.txt", "out.txt", ROUNDS], &Opts { cwd: Some(&dir), ..Opts::default() });
-    let native_out = std::fs::read(dir.join("out.txt")).unwrap();
-    let _l = migration_lock();
-    phases
-        .iter()
-        .enumerate()
-        .map(|(n, p)| {
-            let t = Instant::now();
-            let o = run_daemon_case(*p, &native, &native_out, n);
-            eprintln!(
-                "{} destination daemon killed {}: {} ({}; {:.1} s)",
-                if o.ok { "ok  " } else { "FAIL" },
-                p.name(),
-                o.outcome.map_or("?", |o| o.label()),
-                o.detail,
-                t.elapsed().as_secs_f64()
-            );
-            (*p, o)
-        })
-        .collect()
+    assert_eq!(native.status, 3, "{native:?}");
+    let out = std::fs::read(dir.join("out.txt")).unwrap();
+    (native, out)
 }
 
-fn daemon_table(results: &[(DaemonPhase, Observed)]) -> String {
-    let mut s = String::from(
-        "| # | kill -9 of the destination's daemon | expected | observed | detail |\n|---|---|---|---|---|\n",
-    );
-    for (i, (p, o)) in results.iter().enumerate() {
-        let exp: Vec<&str> = p.expected().iter().map(|o| o.label()).collect();
-        s += &format!(
-            "| {} | {} | {} | {}{} | {} |\n",
-            i + 1,
-            p.name(),
-            exp.join(", or "),
-            if o.ok { "" } else { "**FAIL** " },
-            o.outcome.map_or("none", |o| o.label()),
-            o.detail.replace('|', "/")
-        );
+/// A case of one of the sets: its name, what the design promises, and
+/// its cells in the set's table.
+trait Scenario: Copy {
+    fn name(&self) -> String;
+    fn expected(&self) -> Vec<Outcome>;
+    fn cells(&self) -> Vec<String> {
+        vec![self.name()]
     }
-    s
 }
 
-fn run_cases(cases: &[Case]) -> Vec<(Case, Observed)> {
-    let mem = image("mem");
-    let native = native(&mem, &JOB, &Opts::default());
+impl Scenario for Case {
+    fn name(&self) -> String {
+        Case::name(self)
+    }
+    fn expected(&self) -> Vec<Outcome> {
+        Case::expected(self)
+    }
+    fn cells(&self) -> Vec<String> {
+        let at = if self.away { "away" } else { "home" };
+        vec![at.into(), self.phase.label().into(), self.fault.label().into()]
+    }
+}
+
+impl Scenario for LinkCase {
+    fn name(&self) -> String {
+        LinkCase::name(self)
+    }
+    fn expected(&self) -> Vec<Outcome> {
+        LinkCase::expected(self)
+    }
+}
+
+impl Scenario for DaemonPhase {
+    fn name(&self) -> String {
+        DaemonPhase::name(*self).into()
+    }
+    fn expected(&self) -> Vec<Outcome> {
+        DaemonPhase::expected(*self)
+    }
+}
+
+/// Runs `cases` one after another (moves compete for the two cores),
+/// saying how each came out.
+fn run_set<C: Scenario>(what: &str, cases: &[C], run: impl Fn(&C, usize) -> Observed) -> Vec<(C, Observed)> {
     let _l = migration_lock();
     cases
         .iter()
         .enumerate()
         .map(|(n, c)| {
             let t = Instant::now();
-            let o = run_case(c, &native, n);
+            let o = run(c, n);
             eprintln!(
-                "{} {}: {} ({}; {:.1} s)",
+                "{} {what}{}: {} ({}; {:.1} s)",
                 if o.ok { "ok  " } else { "FAIL" },
                 c.name(),
                 o.outcome.map_or("?", |o| o.label()),
@@ -1130,17 +1093,31 @@ fn run_cases(cases: &[Case]) -> Vec<(Case, Observed)> {
         .collect()
 }
 
-fn table(results: &[(Case, Observed)]) -> String {
-    let mut s =
-        String::from("| # | where | phase | fault | expected | observed | detail |\n|---|---|---|---|---|---|---|\n");
+fn run_cases(cases: &[Case]) -> Vec<(Case, Observed)> {
+    let native = native(&image("mem"), &JOB, &Opts::default());
+    run_set("", cases, |c, n| run_case(c, &native, n))
+}
+
+fn run_link_cases(cases: &[LinkCase]) -> Vec<(LinkCase, Observed)> {
+    let (native, out) = homework_native("link-fault-native");
+    run_set("deputy link: ", cases, |c, n| run_link_case(c, &native, &out, n))
+}
+
+fn run_daemon_cases(phases: &[DaemonPhase]) -> Vec<(DaemonPhase, Observed)> {
+    let (native, out) = homework_native("daemon-fault-native");
+    run_set("destination daemon killed ", phases, |p, n| run_daemon_case(*p, &native, &out, n))
+}
+
+/// A set's table: `columns` name the case's cells.
+fn table<C: Scenario>(columns: &[&str], results: &[(C, Observed)]) -> String {
+    let head: Vec<&str> = ["#"].iter().chain(columns).chain(&["expected", "observed", "detail"]).copied().collect();
+    let mut s = format!("| {} |\n|{}\n", head.join(" | "), "---|".repeat(head.len()));
     for (i, (c, o)) in results.iter().enumerate() {
         let exp: Vec<&str> = c.expected().iter().map(|o| o.label()).collect();
         s += &format!(
-            "| {} | {} | {} | {} | {} | {}{} | {} |\n",
+            "| {} | {} | {} | {}{} | {} |\n",
             i + 1,
-            if c.away { "away" } else { "home" },
-            c.phase.label(),
-            c.fault.label(),
+            c.cells().join(" | "),
             exp.join(", or "),
             if o.ok { "" } else { "**FAIL** " },
             o.outcome.map_or("none", |o| o.label()),
@@ -1151,8 +1128,8 @@ fn table(results: &[(Case, Observed)]) -> String {
 }
 
 /// The cases of a set that did not come out as expected, by name.
-fn failed<C>(results: &[(C, Observed)], name: impl Fn(&C) -> String) -> Vec<String> {
-    results.iter().filter(|(_, o)| !o.ok).map(|(c, o)| format!("{}: {}", name(c), o.detail)).collect()
+fn failed<C: Scenario>(results: &[(C, Observed)]) -> Vec<String> {
+    results.iter().filter(|(_, o)| !o.ok).map(|(c, o)| format!("{}: {}", c.name(), o.detail)).collect()
 }
 
 fn check(failures: Vec<String>, cases: usize) {
@@ -1183,9 +1160,9 @@ fn fault_matrix_fast_subset() {
     let results = run_cases(&cases);
     let link_results = run_link_cases(&links);
     let daemon_results = run_daemon_cases(&[DaemonPhase::DuringCopy]);
-    let mut failures = failed(&results, Case::name);
-    failures.extend(failed(&link_results, LinkCase::name));
-    failures.extend(failed(&daemon_results, |p| p.name().to_string()));
+    let mut failures = failed(&results);
+    failures.extend(failed(&link_results));
+    failures.extend(failed(&daemon_results));
     check(failures, results.len() + link_results.len() + daemon_results.len());
 }
 
@@ -1226,15 +1203,15 @@ fn fault_matrix() {
             total,
             String::from_utf8_lossy(&date.stdout).trim(),
             std::thread::available_parallelism().map_or(0, |n| n.get()),
-            table(&results),
-            link_table(&link_results),
-            daemon_table(&daemon_results)
+            table(&["where", "phase", "fault"], &results),
+            table(&["fault on the deputy link"], &link_results),
+            table(&["kill -9 of the destination's daemon"], &daemon_results)
         );
         let (begin, end) = ("<!-- fault matrix: begin (make faults) -->", "<!-- fault matrix: end -->");
         write_section(&PathBuf::from(path), "Fault matrix", begin, end, &text);
     }
-    let mut failures = failed(&results, Case::name);
-    failures.extend(failed(&link_results, LinkCase::name));
-    failures.extend(failed(&daemon_results, |p| p.name().to_string()));
+    let mut failures = failed(&results);
+    failures.extend(failed(&link_results));
+    failures.extend(failed(&daemon_results));
     check(failures, total);
 }

@@ -302,8 +302,9 @@ impl Home {
             inner.calls = None;
             inner.events = None;
         }
-        // Fence off the move's body: a claim still on its way is refused.
-        let fence = inner.fence.max(inner.generation + 1);
+        // Fence off the move's body (the newest generation handed out,
+        // `next_link`): a claim still on its way is refused.
+        let fence = inner.fence.max(inner.generation) + 1;
         inner.fence = fence;
         inner.candidates.retain(|(g, _)| *g > fence);
         inner.local = Some(inner.generation);
@@ -430,7 +431,9 @@ impl Home {
         if inner.generation > generation || inner.ended {
             return (0, 0);
         }
-        let fence = inner.fence.max(generation + 1);
+        // The move's body has the generation after the body's own, which
+        // is the last fence once the body has stayed before.
+        let fence = inner.fence.max(generation) + 1;
         inner.fence = fence;
         inner.candidates.retain(|(g, _)| *g > fence);
         (1, fence as i64)

@@ -385,8 +385,14 @@ impl RemoteSite {
         if self.deputy_version < 3 {
             return true;
         }
-        match self.calls.call(&Call::Stay) {
-            Ok((1, fence, _)) => {
+        // The job is paused meanwhile: a deputy that does not answer in
+        // time is one this body cannot count on.
+        let sock = self.calls.stream.socket();
+        let _ = sock.set_read_timeout(Some(Duration::from_secs(10)));
+        let answer = self.calls.call(&Call::Stay).map(|(ret, aux, _)| (ret, aux));
+        let _ = self.calls.stream.socket().set_read_timeout(None);
+        match answer {
+            Ok((1, fence)) => {
                 self.link.generation = self.link.generation.max(fence as u64);
                 true
             }

@@ -638,6 +638,11 @@ fn after_a_reclaim_the_moves_body_can_never_claim_the_job() {
     let e = RemoteSite::claim(late, &names_at(&home)).err().expect("a fenced body claimed the job");
     assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
     assert!(home.reclaim(), "the body at home still has the job");
+    // A second failed move in a row is fenced off as well.
+    let late = RemoteSite::prepare(home.next_link(), None, &trust::Transport::Plain).unwrap();
+    assert!(home.reclaim());
+    let e = RemoteSite::claim(late, &names_at(&home)).err().expect("the second fenced body claimed the job");
+    assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
     // The next move gets a generation past the fence.
     let next = RemoteSite::prepare(home.next_link(), None, &trust::Transport::Plain).unwrap();
     let b = RemoteSite::claim(next, &names_at(&home)).unwrap();
@@ -664,6 +669,13 @@ fn a_body_away_asks_its_deputy_before_it_goes_on() {
     let e = RemoteSite::claim(late, &names_at(&home)).err().expect("a fenced body claimed the job");
     assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
     assert!(first.openat(libc::AT_FDCWD, b"f", libc::O_RDONLY, 0).is_ok(), "the first body is still served");
+    // A second failed move in a row is fenced off as well.
+    let mut again = first.link().clone();
+    again.generation += 1;
+    let late = RemoteSite::prepare(again, None, &trust::Transport::Plain).unwrap();
+    assert!(first.stay(), "no newer body: the first goes on again");
+    let e = RemoteSite::claim(late, &names_at(&home)).err().expect("the second fenced body claimed the job");
+    assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
     // Its next move starts past the fence; this time the new body claims
     // first, and the old one may not go on.
     let mut next = first.link().clone();
@@ -674,6 +686,10 @@ fn a_body_away_asks_its_deputy_before_it_goes_on() {
             .unwrap();
     assert!(!first.stay(), "a replaced body went on");
     assert_eq!(first.openat(libc::AT_FDCWD, b"f", libc::O_RDONLY, 0), Err(Errno(libc::EIO)));
+    // The replaced body's watcher posts its SIGKILL on its own thread:
+    // let it, so that the signal is not left for the next test.
+    drop(first);
+    std::thread::sleep(std::time::Duration::from_millis(300));
     let _ = crate::signal::take_host_signals();
     let mut second = second;
     second.report_exit(0, "");
