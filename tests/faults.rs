@@ -402,6 +402,24 @@ fn receiver_once(api: &std::path::Path) -> (Proc, String) {
     receiver(&["--once", "--api-sock", api.to_str().unwrap()], None)
 }
 
+/// Moves the job at `home_sock` cleanly to a new receiver (its control
+/// socket named after `name`): the receiver's socket and process, or the
+/// case's failure.
+fn move_away(home_sock: &std::path::Path, name: &str) -> Result<(PathBuf, Proc), Observed> {
+    let s = sock_path(name);
+    let (r, addr) = receiver_once(&s);
+    let (m, _) = migrate(home_sock, &addr, &[]);
+    if m.status != 0 {
+        return Err(Observed {
+            outcome: None,
+            detail: format!("the first move failed: {}", m.stderr.trim()),
+            ok: false,
+        });
+    }
+    wait_for_path(&s);
+    Ok((s, r))
+}
+
 fn finish_within(p: Proc, what: &str, limit: Duration) -> Result<Run, String> {
     let t = Instant::now();
     let mut p = p;
@@ -425,18 +443,10 @@ fn run_case(c: &Case, native: &Run, n: usize) -> Observed {
     let home_pid = home.child.id();
     // The source of the struck move: home itself, or a first receiver.
     let (src_sock, first) = if c.away {
-        let s = sock_path(&format!("fault{n}-first"));
-        let (r, addr) = receiver_once(&s);
-        let (m, _) = migrate(&home_sock, &addr, &[]);
-        if m.status != 0 {
-            return Observed {
-                outcome: None,
-                detail: format!("the first move failed: {}", m.stderr.trim()),
-                ok: false,
-            };
+        match move_away(&home_sock, &format!("fault{n}-first")) {
+            Ok((s, r)) => (s, Some(r)),
+            Err(o) => return o,
         }
-        wait_for_path(&s);
-        (s, Some(r))
     } else {
         (home_sock.clone(), None)
     };
@@ -787,17 +797,10 @@ fn run_link_case(c: &LinkCase, native: &Run, native_out: &[u8], n: usize) -> Obs
     let mut moved = None;
     let mut src_sock = home_sock.clone();
     if !(new_body && c.from_home) {
-        let s = sock_path(&format!("link{n}-first"));
-        let (r, addr) = receiver_once(&s);
-        let (m, _) = migrate(&home_sock, &addr, &[]);
-        if m.status != 0 {
-            return Observed {
-                outcome: None,
-                detail: format!("the first move failed: {}", m.stderr.trim()),
-                ok: false,
-            };
-        }
-        wait_for_path(&s);
+        let (s, r) = match move_away(&home_sock, &format!("link{n}-first")) {
+            Ok(v) => v,
+            Err(o) => return o,
+        };
         bodies.push(("source", r));
         src_sock = s;
         home.wait_for("a round away", Duration::from_secs(30), |o, _| o.contains("round 15 of"));
