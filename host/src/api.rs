@@ -861,6 +861,20 @@ mod tests {
         assert_eq!(e, r#"{"kind":"permission_denied","message":"no"}"#);
     }
 
+    /// A job of the previous version reports no `acknowledged`: its moves
+    /// were all acknowledged.
+    #[test]
+    fn figures_of_the_previous_version_still_parse() {
+        let old = r#"{"result":"ok","to":"127.0.0.3:1","total_ms":9.0,"downtime_ms":1.5,"rounds":1,
+            "pages_sent":29,"bytes_sent":131239,"zero_pages_skipped":262119,"bandwidth_mbps":214.0,
+            "path":"precopy","max_throttle_percent":0,"final_pages":4,"stop_to_state_sent_ms":0.4,
+            "receiver_restore_ms":0.4}"#;
+        let f: MoveFigures = serde_json::from_str(old).unwrap();
+        assert!(f.acknowledged);
+        let lost: MoveFigures = serde_json::from_str(&old.replacen('{', r#"{"acknowledged":false,"#, 1)).unwrap();
+        assert!(!lost.acknowledged);
+    }
+
     #[test]
     fn names_round_trip() {
         for k in EventKind::ALL {

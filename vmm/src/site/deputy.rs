@@ -60,6 +60,22 @@ struct Inner {
     ended: bool,
 }
 
+impl Inner {
+    /// The newest generation handed out: the job's, or a fenced move's.
+    fn newest(&self) -> u64 {
+        self.generation.max(self.fence)
+    }
+
+    /// Fences off the body of the move in flight (the newest generation
+    /// handed out plus one): its claim, however late, is refused.
+    fn fence_move(&mut self) -> u64 {
+        let fence = self.newest() + 1;
+        self.fence = fence;
+        self.candidates.retain(|(g, _)| *g > fence);
+        fence
+    }
+}
+
 pub struct Home {
     token: [u8; 16],
     addr: SocketAddr,
@@ -170,8 +186,7 @@ impl Home {
 
     /// The link the next body (of a move starting now) will present.
     pub fn next_link(&self) -> super::HomeLink {
-        let inner = self.inner.lock().unwrap();
-        let g = inner.generation.max(inner.fence);
+        let g = self.inner.lock().unwrap().newest();
         super::HomeLink { home: self.addr, token: self.token, generation: g + 1 }
     }
 
@@ -229,10 +244,10 @@ impl Home {
         let stale = |inner: &Inner| -> Option<(RefusalKind, String)> {
             if inner.ended {
                 Some((RefusalKind::Ended, "the job has ended".into()))
-            } else if g <= inner.generation.max(inner.fence) {
+            } else if g <= inner.newest() {
                 Some((
                     RefusalKind::Stale,
-                    format!("body generation {g} is not newer than the job's ({})", inner.generation.max(inner.fence)),
+                    format!("body generation {g} is not newer than the job's ({})", inner.newest()),
                 ))
             } else {
                 None
@@ -250,7 +265,7 @@ impl Home {
                     inner.candidates.push((g, c));
                 }
                 drop(inner);
-                welcome(&mut conn, &Welcome::accepted(hello.version));
+                welcome(&mut conn, &Welcome::Accepted);
                 self.cond.notify_all();
             }
             LinkKind::Calls => {
@@ -259,7 +274,7 @@ impl Home {
                 }
                 // Authenticated; the body claims the job when its move
                 // switches over (pre-copy may take a while).
-                welcome(&mut conn, &Welcome::accepted(hello.version));
+                welcome(&mut conn, &Welcome::Accepted);
                 let _ = conn.socket().set_read_timeout(Some(Duration::from_secs(3600)));
                 let mut buf = Vec::new();
                 let claim = proto::read_frame(&mut conn, &mut buf).and_then(|_| proto::decode::<proto::Claim>(&buf));
@@ -282,7 +297,7 @@ impl Home {
                 inner.events = pos.map(|i| inner.candidates.swap_remove(i).1);
                 inner.candidates.retain(|(cg, _)| *cg > g);
                 drop(inner);
-                welcome(&mut conn, &Welcome::accepted(hello.version));
+                welcome(&mut conn, &Welcome::Accepted);
                 self.cond.notify_all();
             }
         }
@@ -302,11 +317,7 @@ impl Home {
             inner.calls = None;
             inner.events = None;
         }
-        // Fence off the move's body (the newest generation handed out,
-        // `next_link`): a claim still on its way is refused.
-        let fence = inner.fence.max(inner.generation) + 1;
-        inner.fence = fence;
-        inner.candidates.retain(|(g, _)| *g > fence);
+        inner.fence_move();
         inner.local = Some(inner.generation);
         true
     }
@@ -315,7 +326,7 @@ impl Home {
     /// the server (which stops serving the body away).
     pub fn come_home(&self, generation: u64) -> Result<LocalSite, String> {
         let mut inner = self.inner.lock().unwrap();
-        let newest = inner.generation.max(inner.fence);
+        let newest = inner.newest();
         if generation <= newest {
             return Err(format!("body generation {generation} is not newer than the job's ({newest})"));
         }
@@ -431,12 +442,7 @@ impl Home {
         if inner.generation > generation || inner.ended {
             return (0, 0);
         }
-        // The move's body has the generation after the body's own, which
-        // is the last fence once the body has stayed before.
-        let fence = inner.fence.max(generation) + 1;
-        inner.fence = fence;
-        inner.candidates.retain(|(g, _)| *g > fence);
-        (1, fence as i64)
+        (1, inner.fence_move() as i64)
     }
 
     fn serve_link(&self, site: &mut LocalSite, generation: u64, mut calls: Link, mut events: Link) -> LinkEnd {

@@ -24,9 +24,9 @@ pub const MAGIC: [u8; 8] = *b"MOSVDEP\0";
 /// 2 added the calls from `CloseRange` on (event descriptors, mknodat,
 /// fadvise, the descriptor limit, extended attributes); a deputy still
 /// takes version 1 bodies, whose calls are all version 2 calls (new calls
-/// only ever go at the end). 3 added `Call::Stay` and `Welcome::Speaks`
-/// (a deputy tells a body of version 3 or more which version it speaks;
-/// a body sends a call only to a deputy that knows it).
+/// only ever go at the end). 3 added `Call::Stay`: a deputy refuses
+/// bodies of a version it does not know, so a body that is served knows
+/// every call it has.
 pub const VERSION: u32 = 3;
 /// The oldest body version a deputy serves.
 pub const MIN_VERSION: u32 = 1;
@@ -67,25 +67,7 @@ pub enum RefusalKind {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Welcome {
     Accepted,
-    Refused {
-        kind: RefusalKind,
-        why: String,
-    },
-    /// Accepted, by a deputy of this version (to bodies of version 3 on).
-    Speaks {
-        version: u32,
-    },
-}
-
-impl Welcome {
-    /// Acceptance, as a body of `version` understands it.
-    pub fn accepted(version: u32) -> Welcome {
-        if version >= 3 {
-            Welcome::Speaks { version: VERSION }
-        } else {
-            Welcome::Accepted
-        }
-    }
+    Refused { kind: RefusalKind, why: String },
 }
 
 /// The body of a move asks to be the job (sent on a welcomed calls link).

@@ -42,8 +42,6 @@ const MAX_BEHIND: usize = 64;
 pub struct RemoteSite {
     calls: Calls,
     link: HomeLink,
-    /// The deputy's link version (what calls it knows).
-    deputy_version: u32,
     /// Answered here without asking: they change only through this site.
     cwd: Vec<u8>,
     umask: u32,
@@ -81,14 +79,11 @@ impl Ahead {
     }
 }
 
-/// Waits for the deputy's welcome; the version it speaks (2 stands for
-/// "2 or older": those do not say).
-fn welcomed(stream: &Link) -> std::io::Result<u32> {
+fn welcomed(stream: &Link) -> std::io::Result<()> {
     let mut buf = Vec::new();
     proto::read_frame(&mut &*stream, &mut buf)?;
     match proto::decode::<Welcome>(&buf)? {
-        Welcome::Accepted => Ok(2),
-        Welcome::Speaks { version } => Ok(version),
+        Welcome::Accepted => Ok(()),
         Welcome::Refused { kind, why } => {
             Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, format!("refused ({kind:?}): {why}")))
         }
@@ -329,7 +324,7 @@ impl RemoteSite {
         let Prepared { link, calls: stream, events } = prepared;
         proto::write_frame(&mut &stream, &mut Vec::new(), &proto::Claim { generation: link.generation })?;
         stream.socket().set_read_timeout(Some(Duration::from_secs(10)))?;
-        let deputy_version = welcomed(&stream)?;
+        welcomed(&stream)?;
         stream.socket().set_read_timeout(None)?;
         let lost = Arc::new(Fate::default());
         let (watch_events, watch_lost, home) = (events.try_clone()?, lost.clone(), link.home);
@@ -352,7 +347,6 @@ impl RemoteSite {
             files: Vec::new(),
             ahead: Ahead { fd: -1, ..Default::default() },
             link,
-            deputy_version,
             cwd: names.cwd.clone(),
             umask: names.umask,
             exe: names.exe.clone(),
@@ -374,21 +368,16 @@ impl RemoteSite {
     }
 
     /// After a move whose acknowledgement never came: may this body go on
-    /// as the job? The deputy decides (a deputy too old to be asked: only
-    /// if no newer body has revoked this one yet). When it says yes, the
-    /// new body can no longer claim the job, and this body's next move
-    /// starts after the generation the deputy fenced off.
+    /// as the job? The deputy decides. When it says yes, the new body can
+    /// no longer claim the job, and this body's next move starts after
+    /// the generation the deputy fenced off.
     pub fn stay(&mut self) -> bool {
         if self.is_lost() {
             return false;
         }
-        if self.deputy_version < 3 {
-            return true;
-        }
         // The job is paused meanwhile: a deputy that does not answer in
         // time is one this body cannot count on.
-        let sock = self.calls.stream.socket();
-        let _ = sock.set_read_timeout(Some(Duration::from_secs(10)));
+        let _ = self.calls.stream.socket().set_read_timeout(Some(Duration::from_secs(10)));
         let answer = self.calls.call(&Call::Stay).map(|(ret, aux, _)| (ret, aux));
         let _ = self.calls.stream.socket().set_read_timeout(None);
         match answer {

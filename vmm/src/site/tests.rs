@@ -758,11 +758,8 @@ fn the_deputy_takes_bodies_of_the_previous_link_version() {
     let _turn = one_link_at_a_time();
     let dir = scratch("versions");
     let (home, _served) = deputy(&dir);
-    // Bodies of version 3 on hear which version the deputy speaks.
     for v in proto::MIN_VERSION..=proto::VERSION {
-        let expected =
-            if v < 3 { proto::Welcome::Accepted } else { proto::Welcome::Speaks { version: proto::VERSION } };
-        assert_eq!(welcome_for(&home, v), expected, "version {v}");
+        assert_eq!(welcome_for(&home, v), proto::Welcome::Accepted, "version {v}");
     }
     for v in [0, proto::VERSION + 1] {
         match welcome_for(&home, v) {
