@@ -22,6 +22,8 @@ use crate::errno::Errno;
 /// How long a deputy waits for a body that was announced (a move in
 /// progress) before it reports the job lost.
 const BODY_WAIT: Duration = Duration::from_secs(15);
+/// How long a prepared body may take to claim the job (its pre-copy).
+const CLAIM_WAIT: Duration = Duration::from_secs(3600);
 
 /// How serving the job ended.
 #[derive(Debug)]
@@ -233,8 +235,6 @@ impl Home {
             return refuse(&mut conn, RefusalKind::BadToken, "not this job's secret".into());
         }
         let _ = proto::tune(conn.socket());
-        // From now on a quiet link is a healthy one (keepalive watches it).
-        let _ = conn.socket().set_read_timeout(None);
         let peer = if hello.body.is_empty() {
             conn.peer_addr().map_or_else(|_| "?".to_string(), |a| a.ip().to_string())
         } else {
@@ -275,14 +275,13 @@ impl Home {
                 // Authenticated; the body claims the job when its move
                 // switches over (pre-copy may take a while).
                 welcome(&mut conn, &Welcome::Accepted);
-                let _ = conn.socket().set_read_timeout(Some(Duration::from_secs(3600)));
                 let mut buf = Vec::new();
-                let claim = proto::read_frame(&mut conn, &mut buf).and_then(|_| proto::decode::<proto::Claim>(&buf));
+                let claim = proto::next_frame(&mut conn, &mut buf, Some(CLAIM_WAIT))
+                    .and_then(|_| proto::decode::<proto::Claim>(&buf));
                 match claim {
                     Ok(c) if c.generation == g => {}
                     _ => return,
                 }
-                let _ = conn.socket().set_read_timeout(None);
                 let mut inner = self.inner.lock().unwrap();
                 if let Some((kind, why)) = stale(&inner) {
                     drop(inner);
@@ -412,7 +411,7 @@ impl Home {
         let home = self.clone();
         let _ = std::thread::Builder::new().name("deputy-interrupts".into()).spawn(move || {
             let mut buf = Vec::new();
-            while proto::read_frame(&mut events, &mut buf).is_ok() {
+            while proto::next_frame_uninterrupted(&mut events, &mut buf).is_ok() {
                 if let Ok(Event::Interrupt(n)) = proto::decode::<Event>(&buf) {
                     home.asked.store(n, Ordering::SeqCst);
                     if home.in_call.load(Ordering::SeqCst) && home.seq.load(Ordering::SeqCst) == n {
@@ -459,7 +458,7 @@ impl Home {
         // Signals that came while no body was linked.
         forward(&mut events, &mut ev);
         loop {
-            match super::remote::read_frame_interruptible(&mut calls, &mut rx) {
+            match proto::next_frame(&mut calls, &mut rx, None) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {
                     forward(&mut events, &mut ev);

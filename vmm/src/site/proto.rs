@@ -15,8 +15,10 @@
 //! and the deputy answers a second `Welcome`: one round trip of downtime.
 
 use std::io::{self, Read, Write};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use trust::Link;
 
 /// First bytes of a deputy link connection (a migration stream starts
 /// with its own magic, so one port can take both).
@@ -34,6 +36,11 @@ pub const MIN_VERSION: u32 = 1;
 pub const MAX_FRAME: usize = 256 << 20;
 /// The most bytes one read or write call carries; larger ones are split.
 pub const IO_CHUNK: usize = 4 << 20;
+/// How long a link may go without a byte in the middle of a frame (and
+/// how long a handshake's answer may take). A quiet link between frames
+/// is a healthy one (keepalive watches it); a frame that stops halfway,
+/// or whose length was corrupted on the way, must not hang both ends.
+pub const PATIENCE: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LinkKind {
@@ -595,6 +602,82 @@ pub fn read_frame(r: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<()> {
     Ok(())
 }
 
+/// Reads a link's next frame. Waiting for its first byte takes as long
+/// as the link is quiet, or at most `idle`, and returns EINTR (a kick, a
+/// signal) to the caller, before any byte of the frame came, so that a
+/// frame is never torn. From the first byte on, every read may wait at
+/// most `PATIENCE` (the socket's read timeout, set by `tune`).
+pub fn next_frame(s: &mut Link, buf: &mut Vec<u8>, idle: Option<Duration>) -> io::Result<()> {
+    if let Some(d) = idle {
+        s.socket().set_read_timeout(Some(d.max(Duration::from_millis(1))))?;
+    }
+    let first = first_byte(s, idle.is_some());
+    if idle.is_some() {
+        s.socket().set_read_timeout(Some(PATIENCE))?;
+    }
+    let mut rest = Resumed { inner: s, first: Some(first?) };
+    read_frame(&mut rest, buf).map_err(|e| {
+        if timed_out(&e) {
+            io::Error::new(io::ErrorKind::TimedOut, format!("a frame stopped halfway for {} s", PATIENCE.as_secs()))
+        } else {
+            e
+        }
+    })
+}
+
+/// `next_frame`, going on through EINTR.
+pub fn next_frame_uninterrupted(s: &mut Link, buf: &mut Vec<u8>) -> io::Result<()> {
+    loop {
+        match next_frame(s, buf, None) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => return r,
+        }
+    }
+}
+
+fn timed_out(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+}
+
+/// A frame's first byte; the socket's read timeout ends the wait only if
+/// it is `bounded`.
+fn first_byte(s: &mut Link, bounded: bool) -> io::Result<u8> {
+    let mut b = [0u8; 1];
+    loop {
+        match s.read(&mut b) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) => return Ok(b[0]),
+            Err(e) if timed_out(&e) && !bounded => continue,
+            Err(e) if timed_out(&e) => return Err(io::Error::new(io::ErrorKind::TimedOut, "no answer in time")),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A reader that hands out one byte already read, then retries EINTR.
+struct Resumed<'a> {
+    inner: &'a mut Link,
+    first: Option<u8>,
+}
+
+impl Read for Resumed<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if let Some(b) = self.first.take() {
+            buf[0] = b;
+            return Ok(1);
+        }
+        loop {
+            match self.inner.read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
+    }
+}
+
 /// Decodes a frame's payload.
 pub fn decode<'a, T: Deserialize<'a>>(buf: &'a [u8]) -> io::Result<T> {
     postcard::from_bytes(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("malformed message: {e}")))
@@ -615,7 +698,7 @@ pub fn tune(s: &std::net::TcpStream) -> io::Result<()> {
     set(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 1);
     set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 3);
     set(libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, 4000);
-    Ok(())
+    s.set_read_timeout(Some(PATIENCE))
 }
 
 /// Sends the link's opening (magic, then a framed `Hello`).
@@ -655,6 +738,47 @@ mod tests {
         let mut huge = wire.clone();
         huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(read_frame(&mut &huge[..], &mut rx).is_err());
+    }
+
+    #[test]
+    fn a_frame_that_stops_halfway_ends_the_read_but_a_quiet_link_does_not() {
+        use std::net::{TcpListener, TcpStream};
+        use std::time::Duration;
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut peer = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let mut link = trust::Transport::Plain.server(l.accept().unwrap().0).unwrap();
+        tune(link.socket()).unwrap();
+        assert_eq!(link.socket().read_timeout().unwrap(), Some(PATIENCE));
+        // The test's patience, so that it does not wait 10 s.
+        let short = Duration::from_millis(100);
+        link.socket().set_read_timeout(Some(short)).unwrap();
+        let (go, gone) = std::sync::mpsc::channel::<()>();
+        let writer = std::thread::spawn(move || {
+            // Quiet for several read timeouts, then a whole frame.
+            std::thread::sleep(Duration::from_millis(500));
+            write_frame(&mut peer, &mut Vec::new(), &Event::Signal(2)).unwrap();
+            gone.recv().unwrap();
+            // A header whose length grew on the way: 8 bytes more than sent.
+            let mut wire = Vec::new();
+            write_frame(&mut wire, &mut Vec::new(), &Event::Signal(9)).unwrap();
+            let len = u32::from_le_bytes(wire[..4].try_into().unwrap()) + 8;
+            wire[..4].copy_from_slice(&len.to_le_bytes());
+            peer.write_all(&wire).unwrap();
+            gone.recv().unwrap_or(());
+        });
+        let mut buf = Vec::new();
+        next_frame(&mut link, &mut buf, None).unwrap();
+        assert_eq!(decode::<Event>(&buf).unwrap(), Event::Signal(2));
+        // A bounded wait for an answer that does not come ends.
+        let e = next_frame(&mut link, &mut buf, Some(short)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(link.socket().read_timeout().unwrap(), Some(PATIENCE));
+        link.socket().set_read_timeout(Some(short)).unwrap();
+        go.send(()).unwrap();
+        let e = next_frame(&mut link, &mut buf, None).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+        drop(go);
+        writer.join().unwrap();
     }
 
     #[test]

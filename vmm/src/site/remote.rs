@@ -1,7 +1,7 @@
 //! The body's side of the deputy link: a `SiteOps` that sends every call
 //! to the job's home and waits for the answer.
 
-use std::io::{IoSlice, IoSliceMut, Read};
+use std::io::{IoSlice, IoSliceMut};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,6 +31,8 @@ struct Calls {
     deferred: Option<(i32, Errno)>,
     /// Calls by kind and how long their answers took.
     stats: Arc<CallStats>,
+    /// How long an answer may take (None: as long as the call blocks).
+    wait: Option<Duration>,
 }
 
 /// `Call::Write`'s kind, for the writes sent behind.
@@ -112,10 +114,8 @@ fn open(link: &HomeLink, kind: LinkKind, body: &str, transport: &Transport) -> s
     let hello =
         Hello { version: proto::VERSION, token: link.token, generation: link.generation, kind, body: body.into() };
     proto::write_hello(&mut w, &hello)?;
-    stream.socket().set_read_timeout(Some(Duration::from_secs(10)))?;
+    // The welcome comes within `PATIENCE` (the read timeout `tune` set).
     welcomed(&stream)?;
-    // From now on a quiet link is a healthy one (keepalive watches it).
-    stream.socket().set_read_timeout(None)?;
     Ok(stream)
 }
 
@@ -147,7 +147,7 @@ fn stop_body(fate: &Fate, why: &str) {
 fn watch(mut events: Link, lost: Arc<Fate>, home: std::net::SocketAddr) {
     let mut buf = Vec::new();
     loop {
-        if let Err(e) = proto::read_frame(&mut events, &mut buf) {
+        if let Err(e) = proto::next_frame_uninterrupted(&mut events, &mut buf) {
             stop_body(&lost, &format!("its home {home} is gone ({e})"));
             return;
         }
@@ -222,9 +222,13 @@ impl Calls {
 
     /// Reads the next answer, to a call of `kind` sent at `sent`.
     fn reply(&mut self, kind: usize, sent: Instant) -> Result<(i64, i64, &[u8]), Errno> {
+        // A failed link may hold half a frame: nothing more on it is an answer.
+        if self.lost.load(Ordering::Relaxed) {
+            return Err(Errno(libc::EIO));
+        }
         let mut asked = false;
         loop {
-            match read_frame_interruptible(&mut self.stream, &mut self.rx) {
+            match proto::next_frame(&mut self.stream, &mut self.rx, self.wait) {
                 Ok(()) => {
                     self.stats.record(kind, sent.elapsed());
                     break;
@@ -271,41 +275,6 @@ impl Calls {
     }
 }
 
-/// Reads a frame, returning EINTR from the first read only (before any
-/// byte of the frame came), so that a frame is never torn.
-pub(super) fn read_frame_interruptible(s: &mut Link, buf: &mut Vec<u8>) -> std::io::Result<()> {
-    let mut first = [0u8; 1];
-    if s.read(&mut first)? == 0 {
-        return Err(std::io::ErrorKind::UnexpectedEof.into());
-    }
-    let mut rest = Retrying { inner: s, first: Some(first[0]) };
-    proto::read_frame(&mut rest, buf)
-}
-
-/// A reader that hands out one byte already read, then retries EINTR.
-struct Retrying<'a> {
-    inner: &'a mut Link,
-    first: Option<u8>,
-}
-
-impl Read for Retrying<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        if let Some(b) = self.first.take() {
-            buf[0] = b;
-            return Ok(1);
-        }
-        loop {
-            match self.inner.read(buf) {
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                r => return r,
-            }
-        }
-    }
-}
-
 impl RemoteSite {
     /// Joins the job's deputy as body generation `link.generation`.
     /// Opens the links to the job's deputy; `here` is this host's
@@ -323,9 +292,7 @@ impl RemoteSite {
     pub fn claim(prepared: Prepared, names: &SiteState) -> std::io::Result<RemoteSite> {
         let Prepared { link, calls: stream, events } = prepared;
         proto::write_frame(&mut &stream, &mut Vec::new(), &proto::Claim { generation: link.generation })?;
-        stream.socket().set_read_timeout(Some(Duration::from_secs(10)))?;
         welcomed(&stream)?;
-        stream.socket().set_read_timeout(None)?;
         let lost = Arc::new(Fate::default());
         let (watch_events, watch_lost, home) = (events.try_clone()?, lost.clone(), link.home);
         std::thread::Builder::new()
@@ -342,6 +309,7 @@ impl RemoteSite {
                 behind: Default::default(),
                 deferred: None,
                 stats: Default::default(),
+                wait: None,
             },
             known: Vec::new(),
             files: Vec::new(),
@@ -377,9 +345,9 @@ impl RemoteSite {
         }
         // The job is paused meanwhile: a deputy that does not answer in
         // time is one this body cannot count on.
-        let _ = self.calls.stream.socket().set_read_timeout(Some(Duration::from_secs(10)));
+        self.calls.wait = Some(Duration::from_secs(10));
         let answer = self.calls.call(&Call::Stay).map(|(ret, aux, _)| (ret, aux));
-        let _ = self.calls.stream.socket().set_read_timeout(None);
+        self.calls.wait = None;
         match answer {
             Ok((1, fence)) => {
                 self.link.generation = self.link.generation.max(fence as u64);
@@ -406,7 +374,7 @@ impl RemoteSite {
     /// Tells the deputy how the job ended, and waits for it to hear it.
     pub fn report_exit(&mut self, status: i32, message: &str) {
         self.calls.lost.ending.store(true, Ordering::SeqCst);
-        let _ = self.calls.stream.socket().set_read_timeout(Some(Duration::from_secs(5)));
+        self.calls.wait = Some(Duration::from_secs(5));
         if self.calls.call(&Call::Exit { status, message }).is_err() {
             eprintln!("mosvm: could not report the job's end (status {status}) to its home {}", self.link.home);
         }
