@@ -181,6 +181,9 @@ pub struct Vm {
     pub bench_exits: u64,
     /// The move in flight, for every handle.
     pub(crate) progress: Arc<crate::migration::Progress>,
+    /// The link the next move's body presents, for every handle: a
+    /// failed move can fence generations off, so it is kept up to date.
+    pub(crate) next_link: Arc<std::sync::Mutex<Option<crate::site::HomeLink>>>,
 }
 
 /// A VM that has not run yet, to hand to the thread that will run it (a
@@ -203,6 +206,9 @@ pub struct VmHandle {
     pub progress: Arc<crate::migration::Progress>,
     /// The remote site calls of a body away from home; None at home.
     pub site_calls: Option<Arc<crate::site::CallStats>>,
+    /// What the body of the next move presents to the deputy (None: the
+    /// job has no deputy).
+    pub next_link: Arc<std::sync::Mutex<Option<crate::site::HomeLink>>>,
 }
 
 /// Facts about a job that do not change while it runs.
@@ -214,8 +220,6 @@ pub struct JobInfo {
     pub cpuid: Vec<kvm_cpuid_entry2>,
     /// The job's deputy, if it has one (at home or away).
     pub home: Option<std::net::SocketAddr>,
-    /// What the body of the next move presents to the deputy.
-    pub next_link: Option<crate::site::HomeLink>,
 }
 
 /// A KVM VM with guest memory and one vCPU, not yet set up. A migration
@@ -381,6 +385,7 @@ impl Vm {
             forked: false,
             bench_exits: 0,
             progress: Default::default(),
+            next_link: Default::default(),
         };
         this.resume_user(&user)?;
         Ok(this)
@@ -423,6 +428,7 @@ impl Vm {
             forked: false,
             bench_exits: 0,
             progress: Default::default(),
+            next_link: Default::default(),
         })
     }
 
@@ -463,10 +469,13 @@ impl Vm {
                 xcr0: self.job.features.xcr0,
                 cpuid: self.cpuid.clone(),
                 home: self.job.site.home_addr(),
-                next_link: self.job.site.next_link(),
             }),
             progress: self.progress.clone(),
             site_calls: self.job.site.call_stats(),
+            next_link: {
+                *self.next_link.lock().unwrap() = self.job.site.next_link();
+                self.next_link.clone()
+            },
         }
     }
 
@@ -541,6 +550,9 @@ impl Vm {
                         // The move failed; but if the deputy already gave the
                         // job to the new body, this one must not go on.
                         let resume = self.job.site.may_resume();
+                        // Before the sender hears it, so its next move
+                        // presents a generation the deputy has not fenced.
+                        *self.next_link.lock().unwrap() = self.job.site.next_link();
                         if let Some(answer) = resumed {
                             let _ = answer.send(resume);
                         }

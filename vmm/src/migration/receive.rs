@@ -252,7 +252,14 @@ pub fn receive(stream: Link, mut env: RestoreEnv, opts: &ReceiveOptions) -> Resu
     };
     let t = Instant::now();
     // A deputy that cannot be reached is found out at the claim.
-    env.prepared = preparing.and_then(|p| p.join().ok()).and_then(|r| r.ok());
+    env.prepared = match preparing.and_then(|p| p.join().ok()) {
+        Some(Ok(p)) => Some(p),
+        Some(Err(e)) => {
+            eprintln!("mosvm: the early link to the job's home failed ({e}); linking again in the downtime");
+            None
+        }
+        None => None,
+    };
     let vm = VmState::from_bytes(&state).map_err(VmError::Machine).and_then(|state| Vm::restore(state, machine, env));
     stats.restore = t.elapsed();
     let vm = match vm {

@@ -338,7 +338,8 @@ pub fn migrate(handle: &VmHandle, to: &str, opts: &SendOptions) -> Result<SendSt
     let result = handshake(&mut w, &mut reader)
         .and_then(|resident| {
             // The destination joins the job's deputy while the pages flow.
-            if let Some(mut link) = handle.info.next_link.clone() {
+            let next = handle.next_link.lock().unwrap().clone();
+            if let Some(mut link) = next {
                 reachable_home(&mut link.home, &w);
                 let bytes = postcard::to_allocvec(&link).expect("a link serializes");
                 wire::write_record(&mut w, wire::TAG_HOME, &bytes).map_err(io_in("sending the header"))?;
