@@ -44,6 +44,7 @@ deps: .deps-stamp
 	command -v go >/dev/null || need="$$need golang-go"; \
 	for t in bash perl gzip tar find md5sum bzip2 make file sqlite3 jq; do command -v $$t >/dev/null || need="$$need $$t"; done; \
 	command -v xz >/dev/null || need="$$need xz-utils"; \
+	command -v ip >/dev/null || need="$$need iproute2"; \
 	if [ -n "$$need" ]; then \
 		echo "installing:$$need"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$need; \

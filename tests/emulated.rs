@@ -443,3 +443,84 @@ pub fn send_all(w: &mut impl Write, bytes: &[u8]) {
     let _ = w.write_all(bytes);
     let _ = w.flush();
 }
+
+/// A host on a network of its own: a network namespace joined to this
+/// one by a veth pair (`outer` here, `inner` there), as root. `cut` takes
+/// the namespace's interface down, so packets between the two vanish
+/// without a reset, as when a host's cable is pulled; `mend` brings it
+/// back. Removed on drop.
+pub struct Netns {
+    pub name: String,
+    dev: String,
+    /// This side's address on the pair.
+    pub outer: String,
+    /// The namespace's address.
+    pub inner: String,
+}
+
+impl Netns {
+    pub fn create() -> Netns {
+        static NEXT: AtomicU16 = AtomicU16::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{}{n}", std::process::id() % 100_000);
+        let subnet = 1 + (std::process::id() as u16 % 50) * 5 + n % 5;
+        let ns = Netns {
+            name: format!("mosvm{id}"),
+            dev: format!("mv{id}"),
+            outer: format!("10.213.{subnet}.1"),
+            inner: format!("10.213.{subnet}.2"),
+        };
+        ns.remove();
+        let (name, outer_dev, inner_dev) = (&ns.name, format!("{}o", ns.dev), format!("{}i", ns.dev));
+        let steps: [&[&str]; 8] = [
+            &["netns", "add", name],
+            &["link", "add", &outer_dev, "type", "veth", "peer", "name", &inner_dev],
+            &["link", "set", &inner_dev, "netns", name],
+            &["addr", "add", &format!("{}/24", ns.outer), "dev", &outer_dev],
+            &["link", "set", &outer_dev, "up"],
+            &["-n", name, "addr", "add", &format!("{}/24", ns.inner), "dev", &inner_dev],
+            &["-n", name, "link", "set", &inner_dev, "up"],
+            &["-n", name, "link", "set", "lo", "up"],
+        ];
+        for step in steps {
+            ip(step).unwrap_or_else(|e| panic!("making network namespace {name}: ip {}: {e}", step.join(" ")));
+        }
+        ns
+    }
+
+    /// `program` to run inside the namespace.
+    pub fn command(&self, program: &Path) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).arg(program);
+        c
+    }
+
+    /// The namespace's interface goes down.
+    pub fn cut(&self) {
+        ip(&["-n", &self.name, "link", "set", &format!("{}i", self.dev), "down"]).unwrap();
+    }
+
+    pub fn mend(&self) {
+        ip(&["-n", &self.name, "link", "set", &format!("{}i", self.dev), "up"]).unwrap();
+    }
+
+    fn remove(&self) {
+        let _ = ip(&["link", "del", &format!("{}o", self.dev)]);
+        let _ = ip(&["netns", "del", &self.name]);
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip").args(args).output().map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}

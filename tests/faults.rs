@@ -502,6 +502,8 @@ struct Verdict {
     detail: String,
     /// What home and the bodies wrote to stderr (not those that hung).
     said: String,
+    /// When home ended.
+    home_ended: Instant,
 }
 
 impl Verdict {
@@ -519,6 +521,7 @@ impl Verdict {
         limit: Duration,
     ) -> Verdict {
         let home_r = finish_within(home, "home", limit);
+        let home_ended = Instant::now();
         // Bodies must end by themselves soon after home did.
         let bodies: Vec<(&str, Result<Run, String>)> = bodies
             .into_iter()
@@ -562,7 +565,12 @@ impl Verdict {
             eprintln!("    {}", last_words.join("\n    "));
         }
         if !hung.is_empty() {
-            return Verdict { outcome: None, detail: format!("; {}", hung.join("; ")), said: String::new() };
+            return Verdict {
+                outcome: None,
+                detail: format!("; {}", hung.join("; ")),
+                said: String::new(),
+                home_ended,
+            };
         }
         let home_r = home_r.unwrap();
         if std::env::var_os("MOSVM_FAULTS_VERBOSE").is_some() {
@@ -599,7 +607,7 @@ impl Verdict {
             None
         };
         everything += &home_r.stderr;
-        Verdict { outcome, detail, said: everything }
+        Verdict { outcome, detail, said: everything, home_ended }
     }
 }
 
@@ -1117,13 +1125,155 @@ fn run_daemon_case(phase: DaemonPhase, native: &Run, native_out: &[u8], n: usize
 /// The native run of the homework job the deputy-link and daemon sets
 /// use: its result and output file.
 fn homework_native(name: &str) -> (Run, Vec<u8>) {
+    homework_native_of(name, ROUNDS)
+}
+
+fn homework_native_of(name: &str, rounds: &str) -> (Run, Vec<u8>) {
     let prog = image("tests/homework");
     let dir = scratch_dir(name).join("job");
     homework_input(&dir);
-    let native = native(&prog, &["in.txt", "out.txt", ROUNDS], &Opts { cwd: Some(&dir), ..Opts::default() });
+    let native = native(&prog, &["in.txt", "out.txt", rounds], &Opts { cwd: Some(&dir), ..Opts::default() });
     assert_eq!(native.status, 3, "{native:?}");
     let out = std::fs::read(dir.join("out.txt")).unwrap();
     (native, out)
+}
+
+// ---- a host's network gone (a black hole) ----
+//
+// The destination runs in a network namespace of its own (a veth pair to
+// this one); its interface goes down, so the packets between it and the
+// rest vanish without a reset: no FIN, no RST, only silence, as when a
+// host's cable is pulled. For good, or for one second (then the links
+// must survive).
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct BlackHole {
+    /// While the pages stream to the destination (else: while the job runs
+    /// there, away from its home).
+    during_copy: bool,
+    /// The interface comes back after a second.
+    brief: bool,
+}
+
+const BLACK_HOLES: [BlackHole; 4] = [
+    BlackHole { during_copy: true, brief: false },
+    BlackHole { during_copy: true, brief: true },
+    BlackHole { during_copy: false, brief: false },
+    BlackHole { during_copy: false, brief: true },
+];
+
+impl Scenario for BlackHole {
+    fn name(&self) -> String {
+        format!(
+            "destination's network {} {}",
+            if self.brief { "down for 1 s" } else { "gone" },
+            if self.during_copy { "while the pages stream" } else { "while the job runs there, away" }
+        )
+    }
+
+    fn expected(&self) -> Vec<Outcome> {
+        match (self.during_copy, self.brief) {
+            (true, false) => vec![Outcome::Stayed],
+            (true, true) => vec![Outcome::Moved],
+            (false, false) => vec![Outcome::LostAtHome],
+            (false, true) => vec![Outcome::Stayed],
+        }
+    }
+}
+
+/// A receiver for one job inside `ns`, listening on its address.
+fn receiver_in(ns: &mosvm_tests::emulated::Netns, api: &std::path::Path) -> (Proc, String) {
+    let mut cmd = ns.command(&mosvm_bin());
+    cmd.args(["receive", "--listen", &format!("{}:0", ns.inner), "--once", "--api-sock", api.to_str().unwrap()]);
+    let p = Proc::spawn(cmd);
+    p.wait_for("the receiver to listen", Duration::from_secs(10), |_, e| e.contains("waiting for a job on "));
+    let err = p.stderr();
+    let addr = err.split("waiting for a job on ").nth(1).unwrap().lines().next().unwrap().trim().to_string();
+    (p, addr)
+}
+
+/// Rounds of homework that last past a slow move and a cut (about 15 s).
+const HOLE_ROUNDS: &str = "400";
+
+fn run_black_hole(c: &BlackHole, native: &Run, native_out: &[u8], n: usize) -> Observed {
+    let ns = mosvm_tests::emulated::Netns::create();
+    let prog = image("tests/homework");
+    let dir = scratch_dir(&format!("black-hole{n}")).join("job");
+    homework_input(&dir);
+    // Home listens on this side of the pair, where the body can reach it.
+    let listen = format!("{}:{}", ns.outer, free_port());
+    let home_sock = sock_path(&format!("hole{n}-home"));
+    let home = source(&prog, &["in.txt", "out.txt", HOLE_ROUNDS], &["--home-listen", &listen], &home_sock, Some(&dir));
+    home.wait_for("round 5", Duration::from_secs(30), |o, _| o.contains("round 5 of"));
+    let dst_sock = sock_path(&format!("hole{n}-dst"));
+    let (dst, addr) = receiver_in(&ns, &dst_sock);
+    let mut cmd = std::process::Command::new(mosvm_bin());
+    cmd.arg("migrate").arg("--api-sock").arg(&home_sock).args(["--to", &addr, "--json"]);
+    if c.during_copy {
+        // 50 kB/s: the copy lasts well past the cut.
+        cmd.args(["--max-bandwidth", "0.05"]);
+    }
+    let mut migrating = Some(std::thread::spawn(move || run_command(cmd, &Opts::default())));
+    let mut m = None;
+    if c.during_copy {
+        std::thread::sleep(Duration::from_millis(1500));
+    } else {
+        let r = migrating.take().unwrap().join().unwrap();
+        if r.status != 0 {
+            return Observed { outcome: None, detail: format!("the move failed: {}", r.stderr.trim()), ok: false };
+        }
+        m = Some(r);
+        home.wait_for("a round away", Duration::from_secs(30), |o, _| o.contains("round 15 of"));
+    }
+    let cut = Instant::now();
+    ns.cut();
+    if c.brief {
+        std::thread::sleep(Duration::from_secs(1));
+        ns.mend();
+    }
+    let mut detail = String::new();
+    let m = match m {
+        Some(m) => m,
+        None => {
+            let r = migrating.take().unwrap().join().unwrap();
+            detail = format!(
+                "; migrate {} after {:.1} s",
+                if r.status == 0 { "ok" } else { "failed" },
+                cut.elapsed().as_secs_f64()
+            );
+            r
+        }
+    };
+    let answer: serde_json::Value = serde_json::from_str(m.stdout.lines().next().unwrap_or("")).unwrap_or_default();
+    let moved = answer["result"] == "ok";
+    let who = if c.during_copy { "destination" } else { "source" };
+    let mut v = Verdict::within(home, vec![(who, dst)], native, !c.during_copy, false, Duration::from_secs(90));
+    if !c.during_copy && !c.brief {
+        detail += &format!("; home ended {:.1} s after the cut", (v.home_ended - cut).as_secs_f64());
+    }
+    let out = std::fs::read(dir.join("out.txt")).ok();
+    if v.outcome.is_some_and(|o| matches!(o, Outcome::Stayed | Outcome::Moved)) && out.as_deref() != Some(native_out) {
+        v.detail += "; but out.txt differs from the native run's";
+        v.outcome = None;
+    }
+    if c.during_copy && v.outcome.is_some() && (v.outcome == Some(Outcome::Moved)) != moved {
+        v.detail += "; but migrate said otherwise";
+        v.outcome = None;
+    }
+    let ok = v.outcome.is_some_and(|o| c.expected().contains(&o));
+    let detail = match format!("{detail}{}", v.detail).trim_start_matches("; ") {
+        "" => "the job's output and files are the native run's".to_string(),
+        d => d.to_string(),
+    };
+    Observed { outcome: v.outcome, detail, ok }
+}
+
+fn run_black_holes(cases: &[BlackHole]) -> Vec<(BlackHole, Observed)> {
+    if !mosvm_tests::emulated::need_root() {
+        return Vec::new();
+    }
+    let (native, out) = homework_native_of("black-hole-native", HOLE_ROUNDS);
+    run_set("", cases, |c, n| run_black_hole(c, &native, &out, n))
 }
 
 /// A case of one of the sets: its name, what the design promises, and
@@ -1257,10 +1407,12 @@ fn fault_matrix_fast_subset() {
     let results = run_cases(&cases);
     let link_results = run_link_cases(&links);
     let daemon_results = run_daemon_cases(&[DaemonPhase::DuringCopy]);
+    let hole_results = run_black_holes(&[BLACK_HOLES[0], BLACK_HOLES[2]]);
     let mut failures = failed(&results);
     failures.extend(failed(&link_results));
     failures.extend(failed(&daemon_results));
-    check(failures, results.len() + link_results.len() + daemon_results.len());
+    failures.extend(failed(&hole_results));
+    check(failures, results.len() + link_results.len() + daemon_results.len() + hole_results.len());
 }
 
 /// `make faults`: every case; the table goes to MOSVM_FAULTS_REPORT.
@@ -1281,11 +1433,15 @@ fn fault_matrix() {
     let results = run_cases(&cases);
     let link_results = run_link_cases(&links);
     let daemon_results = run_daemon_cases(&daemon_phases);
-    let total = results.len() + link_results.len() + daemon_results.len();
+    let holes: Vec<BlackHole> =
+        BLACK_HOLES.into_iter().filter(|c| only.as_ref().is_none_or(|o| c.name().contains(o.as_str()))).collect();
+    let hole_results = run_black_holes(&holes);
+    let total = results.len() + link_results.len() + daemon_results.len() + hole_results.len();
     if let Some(path) = std::env::var_os("MOSVM_FAULTS_REPORT").filter(|_| only.is_none()) {
         let ok = results.iter().filter(|(_, o)| o.ok).count()
             + link_results.iter().filter(|(_, o)| o.ok).count()
-            + daemon_results.iter().filter(|(_, o)| o.ok).count();
+            + daemon_results.iter().filter(|(_, o)| o.ok).count()
+            + hole_results.iter().filter(|(_, o)| o.ok).count();
         let date = std::process::Command::new("date").arg("-u").arg("+%Y-%m-%d").output().unwrap();
         let text = format!(
             "{} cases, {ok} as expected ({}, {} cores).\n\n### Faults during a move\n\n{}\n\
@@ -1296,13 +1452,18 @@ fn fault_matrix() {
              ### The destination's daemon killed\n\n\
              Moves between daemons (`mosvm migrate JOB --to h3` at the job's home h2, 100 kB/s so the \
              stream lasts), h3's daemon killed with SIGKILL; checked: the job's output and files, its \
-             record at home (status, number of moves) and that no body process is left at h3.\n\n{}",
+             record at home (status, number of moves) and that no body process is left at h3.\n\n{}\n\
+             ### A destination's network gone\n\n\
+             The destination runs in a network namespace of its own (a veth pair); its interface goes \
+             down, so packets vanish without a reset (a pulled cable), for good or for one second. The \
+             move is capped at 50 kB/s so that it lasts; the job is `homework`.\n\n{}",
             total,
             String::from_utf8_lossy(&date.stdout).trim(),
             std::thread::available_parallelism().map_or(0, |n| n.get()),
             table(&["where", "phase", "fault"], &results),
             table(&["fault on the deputy link"], &link_results),
-            table(&["kill -9 of the destination's daemon"], &daemon_results)
+            table(&["kill -9 of the destination's daemon"], &daemon_results),
+            table(&["the destination's network"], &hole_results)
         );
         let (begin, end) = ("<!-- fault matrix: begin (make faults) -->", "<!-- fault matrix: end -->");
         write_section(&PathBuf::from(path), "Fault matrix", begin, end, &text);
@@ -1310,5 +1471,6 @@ fn fault_matrix() {
     let mut failures = failed(&results);
     failures.extend(failed(&link_results));
     failures.extend(failed(&daemon_results));
+    failures.extend(failed(&hole_results));
     check(failures, total);
 }

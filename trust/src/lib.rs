@@ -15,7 +15,7 @@ mod seal;
 mod tls;
 
 pub use identity::{add_host, init_cluster, ClusterCa, Identity, JobCredentials, Role, CLUSTER_NAME};
-pub use link::{Link, Transport};
+pub use link::{watch_peer, Link, Transport, PEER_SILENCE};
 pub use seal::{Sealer, Unsealed, SEAL_OVERHEAD};
 pub use tls::{client_config, names_host, server_config, server_name};
 

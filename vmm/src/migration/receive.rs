@@ -201,7 +201,8 @@ pub fn receive(stream: Link, mut env: RestoreEnv, opts: &ReceiveOptions) -> Resu
     let _boost = super::Boost::start();
     // The body's deputy names this host by the address it was reached at.
     env.here = stream.socket().local_addr().ok();
-    let _ = stream.socket().set_nodelay(true);
+    // A sender whose host vanished is noticed in seconds.
+    let _ = trust::watch_peer(stream.socket());
     // A sender that stalls for this long has failed.
     stream.socket().set_read_timeout(Some(Duration::from_secs(60)))?;
     let mut w = stream.try_clone()?;

@@ -320,6 +320,10 @@ pub fn migrate(handle: &VmHandle, to: &str, opts: &SendOptions) -> Result<SendSt
         .transport
         .connect(&addr, Duration::from_secs(5))
         .map_err(|source| SendError::Connect { to: to.into(), source })?;
+    // A destination that vanishes mid-move (its host died, the path went
+    // down) fails the move in seconds, not after TCP's retransmits: the
+    // job may be paused meanwhile.
+    let _ = trust::watch_peer(stream.socket());
     let mut w = stream.try_clone().map_err(io_in("connecting"))?;
     let mut reader = RecordReader::new(stream);
     reader.inner.socket().set_read_timeout(Some(Duration::from_secs(10))).map_err(io_in("connecting"))?;

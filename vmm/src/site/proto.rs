@@ -683,21 +683,10 @@ pub fn decode<'a, T: Deserialize<'a>>(buf: &'a [u8]) -> io::Result<T> {
     postcard::from_bytes(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("malformed message: {e}")))
 }
 
-/// Link sockets: no Nagle delay on calls, and a peer that vanishes
-/// (its host died, the cable is cut) is noticed in seconds.
+/// Link sockets: a peer that vanishes is noticed in seconds
+/// (`trust::watch_peer`), and a frame that stops halfway in `PATIENCE`.
 pub fn tune(s: &std::net::TcpStream) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    s.set_nodelay(true)?;
-    let fd = s.as_raw_fd();
-    let set = |level: i32, name: i32, v: i32| {
-        // SAFETY: an int option on our socket.
-        unsafe { libc::setsockopt(fd, level, name, (&v as *const i32).cast(), 4) };
-    };
-    set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
-    set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, 1);
-    set(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 1);
-    set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 3);
-    set(libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, 4000);
+    trust::watch_peer(s)?;
     s.set_read_timeout(Some(PATIENCE))
 }
 
