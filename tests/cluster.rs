@@ -673,6 +673,18 @@ fn a_job_moved_by_the_daemons_a_b_c_a_stays_at_home() {
         let now = a.ps(false);
         assert_eq!((now[0].host.as_str(), now[0].state, now[0].moves), (name, JobState::Running, seen), "{now:?}");
         if name != "h2" {
+            // The daemon prepared its body for this move only: a ticket.
+            let host = [b, cc].into_iter().find(|h| h.name == name).unwrap();
+            let bodies = host.state_dir.join("bodies");
+            let logs: Vec<String> = files_in(&bodies)
+                .iter()
+                .filter(|f| f.ends_with(".log"))
+                .map(|f| std::fs::read_to_string(bodies.join(f)).unwrap_or_default())
+                .collect();
+            assert!(
+                logs.iter().any(|l| l.contains("takes only the stream that presents its move's ticket")),
+                "the body at {name} was prepared without a ticket: {logs:?}"
+            );
             // A moved job cannot be moved to where it is.
             let (r, v) = migrate_job(&a.sock, id, name);
             assert_eq!((r.status, v["kind"].as_str()), (1, Some("refused")), "{r:?}");

@@ -1185,11 +1185,7 @@ impl Scenario for BlackHole {
 fn receiver_in(ns: &mosvm_tests::emulated::Netns, api: &std::path::Path) -> (Proc, String) {
     let mut cmd = ns.command(&mosvm_bin());
     cmd.args(["receive", "--listen", &format!("{}:0", ns.inner), "--once", "--api-sock", api.to_str().unwrap()]);
-    let p = Proc::spawn(cmd);
-    p.wait_for("the receiver to listen", Duration::from_secs(10), |_, e| e.contains("waiting for a job on "));
-    let err = p.stderr();
-    let addr = err.split("waiting for a job on ").nth(1).unwrap().lines().next().unwrap().trim().to_string();
-    (p, addr)
+    receiver_of(cmd)
 }
 
 /// Rounds of homework that last past a slow move and a cut (about 15 s).

@@ -364,6 +364,11 @@ pub fn receiver(extra: &[&str], cwd: Option<&Path>) -> (Proc, String) {
     if let Some(d) = cwd {
         cmd.current_dir(d);
     }
+    receiver_of(cmd)
+}
+
+/// Starts a `mosvm receive` command; the process and where it listens.
+pub fn receiver_of(cmd: Command) -> (Proc, String) {
     let p = Proc::spawn(cmd);
     p.wait_for("the receiver to listen", Duration::from_secs(10), |_, e| e.contains("waiting for a job on "));
     let err = p.stderr();

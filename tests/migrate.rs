@@ -198,6 +198,45 @@ fn failures_leave_the_job_at_the_source() {
     failed_move("nobody", &[], &[], |_| "127.0.0.1:1".to_string(), &["cannot connect"]);
 }
 
+/// A receiver its daemon prepared for one move (`MOSVM_MOVE_TICKET`)
+/// refuses a stream without that move's ticket, or with another, and goes
+/// on waiting for its move even with `--once`; then takes it.
+#[test]
+fn a_receiver_prepared_for_one_move_takes_only_its_ticket() {
+    if !require_kvm("tickets") {
+        return;
+    }
+    let _l = migration_lock();
+    let mem = image("mem");
+    let args = ["96", "32", "40"];
+    let native_mem = native(&mem, &args, &Opts::default());
+    let ticket = "0123456789abcdef0123456789abcdef";
+    let mut cmd = std::process::Command::new(mosvm_bin());
+    cmd.args(["receive", "--listen", "127.0.0.1:0", "--once"]).env("MOSVM_MOVE_TICKET", ticket);
+    let (recv, addr) = receiver_of(cmd);
+    let sock = sock_path("ticket");
+    let src = source(&mem, &args, &[], &sock, None);
+    src.wait_for("the job to start", LONG, |o, _| o.contains("pass 4"));
+    let other = "f".repeat(32);
+    for (extra, why) in [
+        (&[][..], "takes no stream without its ticket"),
+        (&["--ticket", other.as_str()][..], "prepared for another move"),
+    ] {
+        let (m, json) = migrate(&sock, &addr, extra);
+        assert_ne!(m.status, 0, "a move with {extra:?} should fail: {m:?}");
+        let answer: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(answer["result"], "error", "{json}");
+        assert!(m.stderr.contains(why), "the refusal should say {why:?}: {}", m.stderr);
+    }
+    let (m, json) = migrate(&sock, &addr, &["--ticket", ticket]);
+    assert_eq!(m.status, 0, "the move with its ticket: {m:?} {json}");
+    // The job's output goes to its home, the source.
+    let s = src.finish(LONG);
+    assert_eq!((s.status, &s.stdout), (native_mem.status, &native_mem.stdout), "the job after its move: {s:?}");
+    let r = recv.finish(LONG);
+    assert_eq!(r.status, native_mem.status, "the body that ran it: {r:?}");
+}
+
 #[test]
 fn destination_killed_mid_stream() {
     if !require_kvm("destination_killed") {

@@ -217,7 +217,14 @@ impl Bodies {
     }
 
     /// Starts a receiver for `job`'s body; returns where it listens.
-    pub async fn prepare(self: &Arc<Self>, job: &JobRef, mem_bytes: u64, owner_uid: u32) -> Result<String, Refusal> {
+    /// With `ticket`, the receiver takes only the stream that presents it.
+    pub async fn prepare(
+        self: &Arc<Self>,
+        job: &JobRef,
+        mem_bytes: u64,
+        owner_uid: u32,
+        ticket: Option<&trust::Ticket>,
+    ) -> Result<String, Refusal> {
         if self.cordoned.load(Ordering::Relaxed) {
             return Err(Refusal::new(RefusalKind::Cordoned, "this host is cordoned: it takes no new jobs"));
         }
@@ -258,6 +265,9 @@ impl Bodies {
             .stderr(Stdio::from(log));
         if self.transport.is_tls() {
             cmd.arg("--credentials-stdin");
+        }
+        if let Some(t) = ticket {
+            cmd.env(trust::MOVE_TICKET_ENV, t.to_hex());
         }
         let mut child = cmd.spawn().map_err(|e| cannot(format!("{}: {e}", self.exe.display())))?;
         let pid = child.id().unwrap_or(0);

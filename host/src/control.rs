@@ -49,12 +49,19 @@ async fn request(sock: &Path, method: Method, path: &str, body: String) -> Resul
 
 /// Asks the job behind `sock` to move to `to` (a receiver's IP:PORT, or
 /// "home"); the figures once the destination acknowledged.
-pub async fn migrate(sock: &Path, to: &str, opts: &MoveOptions) -> Result<MoveFigures, Refusal> {
+/// Moves the job to `to`, presenting `ticket` if the destination gave one.
+pub async fn migrate(
+    sock: &Path,
+    to: &str,
+    opts: &MoveOptions,
+    ticket: Option<&trust::Ticket>,
+) -> Result<MoveFigures, Refusal> {
     let body = serde_json::json!({
         "to": to,
         "downtime_ms": opts.downtime_ms,
         "max_bandwidth_mbps": opts.max_bandwidth_mbps,
         "verify": opts.verify,
+        "ticket": ticket.map(|t| t.to_hex()),
     })
     .to_string();
     let (status, bytes) = tokio::time::timeout(MOVE_LIMIT, request(sock, Method::PUT, "/migrate", body))
@@ -113,17 +120,22 @@ struct Movable {
     kind: Option<String>,
     #[serde(default)]
     why: Option<String>,
+    /// The job's VMM presents a move's ticket (older ones do not say).
+    #[serde(default)]
+    tickets: bool,
 }
 
 /// Asks the job whether it could move now (`GET /movable`), so that a move
 /// it would refuse at the stop starts no receiver and copies nothing. A
-/// job that cannot say (an older body) is let try.
-pub async fn movable(sock: &Path) -> Result<(), Refusal> {
+/// job that cannot say (an older body) is let try. Ok(whether the job's
+/// VMM presents move tickets).
+pub async fn movable(sock: &Path) -> Result<bool, Refusal> {
     match query::<Movable>(sock, "/movable").await {
         Some(m) if !m.movable && m.kind.as_deref() == Some("unmovable") => {
             Err(Refusal::new(RefusalKind::Unmovable, m.why.unwrap_or_else(|| "the job cannot move now".into())))
         }
         Some(m) if !m.movable => Err(Refusal::new(RefusalKind::Refused, m.why.unwrap_or_default())),
-        _ => Ok(()),
+        Some(m) => Ok(m.tickets),
+        None => Ok(false),
     }
 }

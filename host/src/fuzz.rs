@@ -57,6 +57,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
                 mem_bytes: 1 << 20,
                 owner_uid: 0,
                 arrival: Default::default(),
+                ticket: true,
             },
         ),
         wire::encode_msg(

@@ -56,10 +56,15 @@ pub async fn on_prepare(s: &Arc<Shared>, req: PrepareBody, peer: &Peer) -> Prepa
         warn!(%peer, from = ?req.from, "PrepareBody from a host that is not a member refused");
         return PrepareReply::Refused(Refusal::new(RefusalKind::NotMember, format!("{} is not a member here", peer)));
     }
-    match s.bodies.prepare(&req.job, req.mem_bytes, req.owner_uid).await {
+    // A ticket, unless the job's VMM is too old to present one.
+    let ticket = req.ticket.then(trust::Ticket::new);
+    match s.bodies.prepare(&req.job, req.mem_bytes, req.owner_uid, ticket.as_ref()).await {
         Ok(addr) => {
             s.balance.incoming(req.job, req.from.addr, req.arrival);
-            PrepareReply::BodyReady { addr }
+            match ticket {
+                Some(t) => PrepareReply::Ticketed { addr, ticket: *t.bytes() },
+                None => PrepareReply::BodyReady { addr },
+            }
         }
         Err(r) => {
             warn!(body = %req.job, "body refused: {r}");
@@ -68,7 +73,16 @@ pub async fn on_prepare(s: &Arc<Shared>, req: PrepareBody, peer: &Peer) -> Prepa
     }
 }
 
-/// Asks host `name` at `addr` for a receiver of `job`'s body.
+/// A receiver ready for a move: where it listens, and the ticket the
+/// stream must present (None: an older host, or a job too old for one).
+struct Ready {
+    addr: String,
+    ticket: Option<trust::Ticket>,
+}
+
+/// Asks host `name` at `addr` for a receiver of `job`'s body, for this
+/// move only if `ticket` (the job's VMM presents tickets).
+#[allow(clippy::too_many_arguments)]
 async fn prepare_at(
     s: &Shared,
     name: &str,
@@ -77,13 +91,16 @@ async fn prepare_at(
     mem_bytes: u64,
     owner_uid: u32,
     arrival: &Arrival,
-) -> Result<String, Refusal> {
-    let msg = PrepareBody { from: s.id.clone(), job: job.clone(), mem_bytes, owner_uid, arrival: arrival.clone() };
+    ticket: bool,
+) -> Result<Ready, Refusal> {
+    let msg =
+        PrepareBody { from: s.id.clone(), job: job.clone(), mem_bytes, owner_uid, arrival: arrival.clone(), ticket };
     let reply: PrepareReply = peer::request(&s.dialer, addr, Kind::PrepareBody, &msg, Kind::BodyReady, PREPARE_LIMIT)
         .await
         .map_err(|e| Refusal::new(RefusalKind::Unreachable, format!("host {name} ({addr}): {e}")))?;
     match reply {
-        PrepareReply::BodyReady { addr } => Ok(addr),
+        PrepareReply::BodyReady { addr } => Ok(Ready { addr, ticket: None }),
+        PrepareReply::Ticketed { addr, ticket } => Ok(Ready { addr, ticket: Some(trust::Ticket::from_bytes(ticket)) }),
         PrepareReply::Refused(r) => Err(Refusal::new(r.kind, format!("host {name} refused the body: {}", r.message))),
     }
 }
@@ -108,18 +125,18 @@ async fn move_here(s: &Shared, req: &MoveBody) -> Result<MoveFigures, Refusal> {
     if !body.control_sock.exists() {
         return Err(Refusal::new(RefusalKind::Busy, format!("the body of job {} is still arriving", req.job)));
     }
-    control::movable(&body.control_sock).await?;
+    let tickets = control::movable(&body.control_sock).await?;
     let dest = match &req.to {
-        Target::Home => "home".to_string(),
+        Target::Home => Ready { addr: "home".to_string(), ticket: None },
         Target::Host { name, .. } if *name == s.name => {
             return Err(Refusal::new(RefusalKind::BadRequest, format!("job {} already runs at {name}", req.job)))
         }
         Target::Host { name, addr } => {
-            prepare_at(s, name, *addr, &req.job, body.mem_bytes, body.owner_uid, &req.arrival).await?
+            prepare_at(s, name, *addr, &req.job, body.mem_bytes, body.owner_uid, &req.arrival, tickets).await?
         }
     };
-    info!(body = %req.job, to = ?req.to, %dest, "moving a body on");
-    let f = control::migrate(&body.control_sock, &dest, &req.opts).await?;
+    info!(body = %req.job, to = ?req.to, dest = %dest.addr, "moving a body on");
+    let f = control::migrate(&body.control_sock, &dest.addr, &req.opts, dest.ticket.as_ref()).await?;
     s.metrics.moved_out(req.arrival.why.unwrap_or(MoveWhy::Operator));
     Ok(f)
 }
@@ -332,12 +349,15 @@ pub async fn move_job(
             }
             (Some(sock), Some((name, addr))) => {
                 let ready = match control::movable(std::path::Path::new(sock)).await {
-                    Ok(()) => prepare_at(s, name, *addr, &jref, job.mem_bytes, job.owner_uid, &arrival).await,
+                    Ok(tickets) => {
+                        prepare_at(s, name, *addr, &jref, job.mem_bytes, job.owner_uid, &arrival, tickets).await
+                    }
                     Err(r) => Err(r),
                 };
                 match ready {
                     Ok(dest) => {
-                        let moved = control::migrate(std::path::Path::new(sock), &dest, &opts).await;
+                        let sock = std::path::Path::new(sock);
+                        let moved = control::migrate(sock, &dest.addr, &opts, dest.ticket.as_ref()).await;
                         if moved.is_ok() {
                             s.metrics.moved_out(order.why);
                         }

@@ -17,10 +17,11 @@ use crate::membership::HostId;
 
 pub const MAGIC: [u8; 2] = *b"MV";
 /// Bumped on any incompatible change of the framing or of a payload.
-pub const VERSION: u8 = 3;
-/// The oldest version this host still reads: version 2 differs in that
-/// `Status` had no `mode` and `Arrival` no `why`; version 1 also in that
-/// `PrepareBody` and `MoveBody` had no `arrival` (see `upgrade`).
+pub const VERSION: u8 = 4;
+/// The oldest version this host still reads: version 3 differs in that
+/// `PrepareBody` had no `ticket`; version 2 also in that `Status` had no
+/// `mode` and `Arrival` no `why`; version 1 also in that `PrepareBody` and
+/// `MoveBody` had no `arrival` (see `upgrade`).
 pub const OLDEST_VERSION: u8 = 1;
 pub const HEADER_LEN: usize = 12;
 /// Largest SWIM payload (foca's `max_packet_size`): fits an Ethernet MTU.
@@ -252,7 +253,8 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<(Kind,
 /// field at the end: a version-1 `PrepareBody` or `MoveBody` followed by
 /// an encoded `Arrival::default()` is the same message now; a version-2
 /// one (or `BalanceMove`), whose `Arrival` lacks `why`, takes an encoded
-/// `None`; an older `Status` takes `HostMode::Normal`.
+/// `None`; an older `Status` takes `HostMode::Normal`; a `PrepareBody`
+/// older than version 4 asks for no ticket.
 fn upgrade(version: u8, kind: Kind, payload: &mut Vec<u8>) {
     let encoded = |v: &dyn erased::Encode| v.encode();
     match (version, kind) {
@@ -262,6 +264,9 @@ fn upgrade(version: u8, kind: Kind, payload: &mut Vec<u8>) {
         }
         (1 | 2, Kind::Status) => payload.extend(encoded(&crate::api::HostMode::Normal)),
         _ => {}
+    }
+    if version < 4 && kind == Kind::PrepareBody {
+        payload.extend(encoded(&false));
     }
 }
 
@@ -421,6 +426,9 @@ pub struct PrepareBody {
     pub mem_bytes: u64,
     pub owner_uid: u32,
     pub arrival: Arrival,
+    /// Prepare the body for this move only: the answer carries a ticket
+    /// the stream must present (version 4; the job's VMM must know how).
+    pub ticket: bool,
 }
 
 /// The answer to `PrepareBody`.
@@ -431,6 +439,12 @@ pub enum PrepareReply {
         addr: String,
     },
     Refused(Refusal),
+    /// The receiver listens at `addr` for the stream that presents
+    /// `ticket` (asked for with `PrepareBody::ticket`), and no other.
+    Ticketed {
+        addr: String,
+        ticket: [u8; trust::TICKET_LEN],
+    },
 }
 
 /// Where a body should go.
@@ -608,14 +622,19 @@ mod tests {
                 resident_bytes: 1 << 20,
                 why: Some(crate::api::MoveWhy::Drain),
             },
+            ticket: true,
         };
         let f = encode_msg(Kind::PrepareBody, &p);
         let (k, payload) = decode_datagram(&f).unwrap();
         assert_eq!(decode_msg::<PrepareBody>(k, &payload).unwrap(), p);
-        let r = PrepareReply::Refused(Refusal::new(RefusalKind::NoMemory, "no"));
-        let f = encode_msg(Kind::BodyReady, &r);
-        let (k, payload) = decode_datagram(&f).unwrap();
-        assert_eq!(decode_msg::<PrepareReply>(k, &payload).unwrap(), r);
+        for r in [
+            PrepareReply::Refused(Refusal::new(RefusalKind::NoMemory, "no")),
+            PrepareReply::Ticketed { addr: "127.0.0.3:4000".into(), ticket: *trust::Ticket::new().bytes() },
+        ] {
+            let f = encode_msg(Kind::BodyReady, &r);
+            let (k, payload) = decode_datagram(&f).unwrap();
+            assert_eq!(decode_msg::<PrepareReply>(k, &payload).unwrap(), r);
+        }
         let m = MoveBody {
             from,
             job: JobRef { home: "a".into(), id: 7 },
@@ -659,7 +678,10 @@ mod tests {
         let mut r = &stream[..];
         let (k, p) = read_frame(&mut r).await.unwrap().unwrap();
         let prep: PrepareBody = decode_msg(k, &p).unwrap();
-        assert_eq!((prep.mem_bytes, prep.owner_uid, prep.arrival), (1 << 28, 5, Arrival::default()));
+        assert_eq!(
+            (prep.mem_bytes, prep.owner_uid, prep.arrival, prep.ticket),
+            (1 << 28, 5, Arrival::default(), false)
+        );
         let (k, p) = read_frame(&mut r).await.unwrap().unwrap();
         let mv: MoveBody = decode_msg(k, &p).unwrap();
         assert_eq!((mv.to, mv.opts, mv.arrival), (Target::Home, opts, Arrival::default()));
@@ -735,6 +757,22 @@ mod tests {
             let (k, p) = decode_datagram(&d).unwrap();
             assert_eq!(decode_msg::<Status>(k, &p).unwrap(), st, "a version-{v} status");
         }
+        // Version 3: a PrepareBody that asks for no ticket.
+        #[derive(Serialize)]
+        struct PrepareBodyV3 {
+            from: HostId,
+            job: JobRef,
+            mem_bytes: u64,
+            owner_uid: u32,
+            arrival: Arrival,
+        }
+        let arrival = Arrival { balanced: true, why: Some(crate::api::MoveWhy::Drain), ..Arrival::default() };
+        let v3 =
+            PrepareBodyV3 { from: st.from.clone(), job, mem_bytes: 1 << 30, owner_uid: 9, arrival: arrival.clone() };
+        let f = encode_version(3, Kind::PrepareBody, &postcard::to_allocvec(&v3).unwrap());
+        let (k, p) = read_frame(&mut &f[..]).await.unwrap().unwrap();
+        let prep: PrepareBody = decode_msg(k, &p).unwrap();
+        assert_eq!((prep.mem_bytes, prep.owner_uid, prep.arrival, prep.ticket), (1 << 30, 9, arrival, false));
         // Versions this host does not know are refused.
         for v in [0, VERSION + 1] {
             let d = encode_version(v, Kind::Status, &postcard::to_allocvec(&st).unwrap());

@@ -173,7 +173,8 @@ async fn bodies_are_prepared_only_for_members() {
     let b_addr: std::net::SocketAddr = b.ready().listen.parse().unwrap();
     let job = JobRef { home: "a".into(), id: 1 };
     let ask = |from: mosvm_host::membership::HostId, src: &str, mem_bytes: u64| {
-        let msg = PrepareBody { from, job: job.clone(), mem_bytes, owner_uid: 0, arrival: Default::default() };
+        let msg =
+            PrepareBody { from, job: job.clone(), mem_bytes, owner_uid: 0, arrival: Default::default(), ticket: true };
         let src = peer::Dialer::new(src.parse().unwrap(), &trust::Transport::Plain);
         async move {
             peer::request::<_, PrepareReply>(

@@ -31,6 +31,9 @@ struct MigrateRequest {
     max_bandwidth_mbps: Option<f64>,
     #[serde(default)]
     verify: bool,
+    /// The move's ticket, in hex, from the destination's daemon.
+    #[serde(default)]
+    ticket: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -115,6 +118,13 @@ fn serve(mut conn: UnixStream, handle: &VmHandle) {
                 }
                 opts.max_bandwidth = m.max_bandwidth_mbps.filter(|b| *b > 0.0).map(|b| (b * 1e6) as u64);
                 opts.verify = m.verify;
+                match m.ticket.as_deref().map(str::parse::<trust::Ticket>).transpose() {
+                    Ok(t) => opts.ticket = t,
+                    Err(e) => {
+                        let _ = http::write_response(&mut conn, 400, &error_body(format!("bad request: ticket: {e}")));
+                        return;
+                    }
+                }
 
                 // `home`: back to the job's deputy.
                 let to = match (m.to.as_str(), handle.info.home) {
@@ -143,7 +153,8 @@ fn serve(mut conn: UnixStream, handle: &VmHandle) {
         ("GET", "/stats") => (200, serde_json::to_string(&site_stats(handle)).unwrap()),
         // Whether the job could move now (it holds no socket, has no child).
         ("GET", "/movable") => match handle.control.probe(vmm::site::Purpose::Move) {
-            Ok(()) => (200, json!({"movable": true}).to_string()),
+            // `tickets`: this VMM presents a move's ticket (older ones do not).
+            Ok(()) => (200, json!({"movable": true, "tickets": true}).to_string()),
             Err(e) => {
                 let kind = match e {
                     vmm::control::PauseError::Unmovable(_) => "unmovable",

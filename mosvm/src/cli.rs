@@ -120,6 +120,10 @@ pub struct MigrateArgs {
     /// (longer downtime; for testing).
     #[arg(long)]
     pub verify: bool,
+    /// With --api-sock: the move's ticket (32 hex digits), for a receiver
+    /// started with one (`MOSVM_MOVE_TICKET`); daemons pass their own.
+    #[arg(long, value_name = "HEX", requires = "api_sock", value_parser = clap::value_parser!(trust::Ticket))]
+    pub ticket: Option<trust::Ticket>,
 
     /// Print the result as one JSON object.
     #[arg(long)]

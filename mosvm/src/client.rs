@@ -77,6 +77,7 @@ pub fn migrate(args: MigrateArgs) -> i32 {
         "downtime_ms": args.downtime_ms,
         "max_bandwidth_mbps": args.max_bandwidth,
         "verify": args.verify,
+        "ticket": args.ticket.map(|t| t.to_hex()),
     });
     let sock2 = sock.clone();
     let r = with_bar(!args.json, &args.to, move || request(&sock2, "/migrate", &body), || control_progress(sock));

@@ -354,6 +354,22 @@ pub fn receive(args: ReceiveArgs) -> i32 {
             }
         }
     }
+    // The daemon that prepared this body for one move names the move's
+    // ticket; the job never sees this process's environment.
+    let ticket = match std::env::var(trust::MOVE_TICKET_ENV) {
+        Ok(hex) => match hex.parse::<trust::Ticket>() {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("mosvm: {}: {e}", trust::MOVE_TICKET_ENV);
+                return EXIT_VMM_FAILURE;
+            }
+        },
+        Err(_) => None,
+    };
+    std::env::remove_var(trust::MOVE_TICKET_ENV);
+    if ticket.is_some() {
+        eprintln!("mosvm: this body takes only the stream that presents its move's ticket");
+    }
     let listener = match TcpListener::bind(&args.listen) {
         Ok(l) => l,
         Err(e) => {
@@ -379,7 +395,7 @@ pub fn receive(args: ReceiveArgs) -> i32 {
             }
         });
     }
-    let opts = ReceiveOptions { mem_limit: args.mem_limit };
+    let opts = ReceiveOptions { mem_limit: args.mem_limit, ticket };
     loop {
         let (stream, peer) = match listener.accept() {
             Ok(c) => c,
@@ -412,6 +428,11 @@ pub fn receive(args: ReceiveArgs) -> i32 {
         };
         match migration::receive(stream, env, &opts) {
             Ok((vm, _)) => return foreground(vm, args.api_sock.as_deref(), None, None, faults, None),
+            Err(e @ migration::ReceiveError::NotThisMove(_)) => {
+                // Not an attempt at this body's move: it may still come.
+                eprintln!("mosvm: a stream from {peer} refused: {e}");
+                arrived.store(false, std::sync::atomic::Ordering::SeqCst);
+            }
             Err(e) => {
                 eprintln!("mosvm: job from {peer} not received: {e}");
                 if args.once {

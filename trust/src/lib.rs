@@ -12,11 +12,13 @@
 mod identity;
 mod link;
 mod seal;
+mod ticket;
 mod tls;
 
 pub use identity::{add_host, init_cluster, ClusterCa, Identity, JobCredentials, Role, CLUSTER_NAME};
 pub use link::{watch_peer, Link, Transport, PEER_SILENCE};
 pub use seal::{Sealer, Unsealed, SEAL_OVERHEAD};
+pub use ticket::{BadTicket, Ticket, MOVE_TICKET_ENV, TICKET_LEN};
 pub use tls::{client_config, names_host, server_config, server_name};
 
 use std::path::PathBuf;

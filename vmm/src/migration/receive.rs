@@ -20,6 +20,9 @@ use crate::vm::{Machine, Vm, VmError};
 pub struct ReceiveOptions {
     /// Refuse jobs with more resident memory than this.
     pub mem_limit: Option<u64>,
+    /// Take only the stream that presents this ticket (a receiver its
+    /// daemon prepared for one move).
+    pub ticket: Option<trust::Ticket>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -37,6 +40,10 @@ pub enum ReceiveError {
     Stream { phase: &'static str, source: WireError },
     #[error("refused the job: {0}")]
     Refused(String),
+    /// The stream is not the move this receiver was prepared for: it
+    /// still waits for that one.
+    #[error("refused the stream: {0}")]
+    NotThisMove(&'static str),
     #[error("cannot rebuild the job: {0}")]
     Restore(#[from] VmError),
     #[error("{0}")]
@@ -217,7 +224,37 @@ pub fn receive(stream: Link, mut env: RestoreEnv, opts: &ReceiveOptions) -> Resu
         refuse(&mut w, "expected a live migration stream");
         return Err(in_phase("reading the stream header")(WireError::Kind(kind)));
     }
-    let hello = reader.expect(wire::TAG_HELLO, "HELLO").map_err(in_phase("reading the job description"))?;
+    let mut first = reader.next(None).map_err(in_phase("reading the job description"))?;
+    let presented = match first {
+        wire::Record::Small(wire::TAG_TICKET, t) => {
+            first = reader.next(None).map_err(in_phase("reading the job description"))?;
+            Some(t)
+        }
+        _ => None,
+    };
+    if let Some(t) = &opts.ticket {
+        if !presented.as_deref().is_some_and(|p| t.matches(p)) {
+            let why = if presented.is_some() {
+                "this body was prepared for another move (the stream's ticket does not match)"
+            } else {
+                "this body was prepared for one move and takes no stream without its ticket"
+            };
+            refuse(&mut w, why);
+            return Err(ReceiveError::NotThisMove(why));
+        }
+    }
+    let hello = match first {
+        wire::Record::Small(wire::TAG_HELLO, h) => h,
+        wire::Record::Small(got, _) => {
+            return Err(in_phase("reading the job description")(WireError::Unexpected { got, want: "HELLO" }))
+        }
+        wire::Record::Pages(_) => {
+            return Err(in_phase("reading the job description")(WireError::Unexpected {
+                got: wire::TAG_PAGES,
+                want: "HELLO",
+            }))
+        }
+    };
     let hello: Hello = postcard::from_bytes(&hello)
         .map_err(|e| in_phase("reading the job description")(WireError::BadPages(format!("malformed HELLO: {e}"))))?;
     if let Some(why) = check(&hello, opts) {

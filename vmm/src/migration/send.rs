@@ -36,6 +36,8 @@ pub struct SendOptions {
     /// How to reach the receiver: mutual TLS with this job's certificate,
     /// or plain TCP.
     pub transport: trust::Transport,
+    /// The ticket the destination's daemon gave for this move, if any.
+    pub ticket: Option<trust::Ticket>,
 }
 
 impl Default for SendOptions {
@@ -47,6 +49,7 @@ impl Default for SendOptions {
             max_bandwidth: None,
             verify: false,
             transport: trust::Transport::Plain,
+            ticket: None,
         }
     }
 }
@@ -334,6 +337,9 @@ pub fn migrate(handle: &VmHandle, to: &str, opts: &SendOptions) -> Result<SendSt
     let handshake = |w: &mut Link, reader: &mut RecordReader<Link>| -> Result<Vec<u64>, SendError> {
         let resident = handle.ram.resident_pages().map_err(io_in("scanning memory"))?;
         wire::write_header(w, wire::KIND_LIVE).map_err(io_in("sending the header"))?;
+        if let Some(t) = &opts.ticket {
+            wire::write_record(w, wire::TAG_TICKET, t.bytes()).map_err(io_in("sending the header"))?;
+        }
         wire::write_record(w, wire::TAG_HELLO, &hello(handle, &resident)).map_err(io_in("sending the header"))?;
         reader.expect(wire::TAG_ACCEPT, "ACCEPT").map_err(wire_in("waiting for the destination to accept"))?;
         handle.progress.resident_pages.store(dirty::count(&resident), Ordering::Relaxed);

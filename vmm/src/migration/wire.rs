@@ -36,6 +36,10 @@ pub const TAG_VERIFY: u8 = 7;
 /// Where the job's deputy waits for the new body (a `HomeLink`), sent
 /// early so the destination opens its links while the pages come.
 pub const TAG_HOME: u8 = 8;
+/// The move's ticket (`trust::Ticket`), before HELLO, when the receiver
+/// was prepared for one move (by its daemon): it takes no other stream.
+/// Sent only to receivers that asked for it, so older ones never see it.
+pub const TAG_TICKET: u8 = 9;
 /// Receiver to sender.
 pub const TAG_ACCEPT: u8 = 16;
 pub const TAG_REFUSE: u8 = 17;
@@ -323,6 +327,7 @@ impl<R: Read> RecordReader<R> {
         let known = matches!(
             tag,
             TAG_HELLO
+                | TAG_TICKET
                 | TAG_VERIFY
                 | TAG_HOME
                 | TAG_PAGES
