@@ -49,6 +49,22 @@ pub fn require_kvm(test: &str) -> bool {
     panic!("{test} needs /dev/kvm, which is missing or not accessible; set MOSVM_ALLOW_NO_KVM=1 to skip KVM tests");
 }
 
+/// Starts `cmd`, again while its program is busy (ETXTBSY): a program a
+/// test has just written can be held open for writing, for a moment, by a
+/// process another test thread forked (its descriptors close at its exec).
+pub fn spawn(cmd: &mut Command) -> std::io::Result<std::process::Child> {
+    let mut tries = 0;
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            r => return r,
+        }
+    }
+}
+
 /// What a run produced. Two runs are equal when their stdout bytes,
 /// stderr and status are.
 #[derive(Debug, Clone)]
@@ -110,7 +126,7 @@ pub fn run_command(mut cmd: Command, opts: &Opts) -> Run {
     }
     cmd.stdin(if opts.stdin.is_some() { Stdio::piped() } else { Stdio::null() });
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn");
+    let mut child = spawn(&mut cmd).expect("spawn");
     if let Some(input) = opts.stdin {
         let mut stdin = child.stdin.take().unwrap();
         let input = input.to_vec();
@@ -289,7 +305,7 @@ impl Proc {
     fn start(mut cmd: Command, stdin: Stdio) -> Proc {
         clean_descriptors(&mut cmd);
         cmd.stdin(stdin).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        let mut child = spawn(&mut cmd).unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
         let (out, err) = (Arc::new(Mutex::new(String::new())), Arc::new(Mutex::new(String::new())));
         let readers = vec![
             collect(child.stdout.take().unwrap(), out.clone()),
